@@ -1,0 +1,147 @@
+"""Settings as one explicit object; the environment is read here and nowhere else.
+
+Every client in the library takes a :class:`Settings` (or values from it) so tests build
+their own with :meth:`Settings.for_tests`-style constructors instead of patching the
+environment. Secrets (the signing key) are referenced by *path* only: a notebook never sees
+key material, only whether signing is configured.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .exceptions import ConfigError
+
+__all__ = ["KNOWN_TARGETS", "PortMap", "Settings", "project_root"]
+
+KNOWN_TARGETS = ("local", "kind", "kubeconfig")
+
+
+def project_root() -> Path:
+    """The repository root: where ``charts/``, ``terraform/`` and ``runbooks/`` live."""
+    env = os.environ.get("CLINOPS_PROJECT_ROOT")
+    if env:
+        return Path(env).resolve()
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class PortMap:
+    """Loopback ports of the local target, all derived from one base so parallel test
+    sessions (or a developer next to CI) can pick a free block with one number."""
+
+    base: int = 17000
+
+    def __post_init__(self) -> None:
+        if not (1024 <= self.base <= 65000):
+            raise ConfigError(f"port base {self.base} must be between 1024 and 65000")
+
+    @property
+    def postgres(self) -> int:
+        return self.base + 0
+
+    @property
+    def redis(self) -> int:
+        return self.base + 1
+
+    @property
+    def localstack(self) -> int:
+        return self.base + 2
+
+    @property
+    def prometheus(self) -> int:
+        return self.base + 3
+
+    @property
+    def haproxy_stats(self) -> int:
+        return self.base + 4
+
+    def service_frontend(self, index: int) -> int:
+        """User-facing HAProxy frontend of the index-th service (10, 11, ...)."""
+        return self.base + 10 + index
+
+    def service_preview(self, index: int) -> int:
+        """Preview frontend (green / canary only) of the index-th service (20, 21, ...)."""
+        return self.base + 20 + index
+
+    def service_backend(self, index: int, track: int) -> int:
+        """Backend port of one track (0 = stable/blue, 1 = canary/green) of one service."""
+        return self.base + 30 + index * 2 + track
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with safe defaults.
+
+    ``signing_key`` is the path to an Ed25519 private key (PEM) used to sign evidence;
+    ``None`` means bundles are sealed unsigned and say so.
+    """
+
+    target: str = "local"
+    project_root: Path = field(default_factory=project_root)
+    state_dir: Path = field(default_factory=lambda: project_root() / ".state")
+    evidence_dir: Path = field(default_factory=lambda: Path.cwd() / "evidence")
+    ports: PortMap = field(default_factory=PortMap)
+    signing_key: Path | None = None
+    localstack_endpoint: str | None = None
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    kind_cluster: str = "clinops"
+    environment: str = "dev"
+    operator: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.target not in KNOWN_TARGETS:
+            raise ConfigError(f"unknown target {self.target!r}; known targets: {', '.join(KNOWN_TARGETS)}")
+        if self.environment not in ("dev", "staging", "prod"):
+            raise ConfigError(f"unknown environment {self.environment!r}; known: dev, staging, prod")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``CLINOPS_*`` variables; keyword overrides win (CLI flags)."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, object] = {}
+        if v := env.get("CLINOPS_TARGET"):
+            kwargs["target"] = v
+        if v := env.get("CLINOPS_STATE_DIR"):
+            kwargs["state_dir"] = Path(v).expanduser().resolve()
+        if v := env.get("CLINOPS_EVIDENCE_DIR"):
+            kwargs["evidence_dir"] = Path(v).expanduser().resolve()
+        if v := env.get("CLINOPS_PORT_BASE"):
+            try:
+                kwargs["ports"] = PortMap(int(v))
+            except ValueError as e:
+                raise ConfigError(f"CLINOPS_PORT_BASE={v!r} is not a port number") from e
+        if v := env.get("CLINOPS_SIGNING_KEY"):
+            kwargs["signing_key"] = Path(v).expanduser().resolve()
+        if v := env.get("CLINOPS_LOCALSTACK_ENDPOINT"):
+            kwargs["localstack_endpoint"] = v
+        if v := env.get("KUBECONFIG"):
+            kwargs["kubeconfig"] = Path(v.split(os.pathsep)[0]).expanduser()
+        if v := env.get("CLINOPS_KUBE_CONTEXT"):
+            kwargs["kube_context"] = v
+        if v := env.get("CLINOPS_KIND_CLUSTER"):
+            kwargs["kind_cluster"] = v
+        if v := env.get("CLINOPS_ENVIRONMENT"):
+            kwargs["environment"] = v
+        if v := env.get("CLINOPS_OPERATOR"):
+            kwargs["operator"] = v
+        kwargs.update({k: val for k, val in overrides.items() if val is not None})
+        if isinstance(kwargs.get("ports"), int):
+            kwargs["ports"] = PortMap(int(kwargs["ports"]))  # type: ignore[arg-type]
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some fields changed (settings are immutable)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def localstack_url(self) -> str:
+        return self.localstack_endpoint or f"http://127.0.0.1:{self.ports.localstack}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.prometheus}"

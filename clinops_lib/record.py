@@ -1,0 +1,122 @@
+"""What a runbook hands to its evidence bundle: acceptance checks, tables, figures, secrets.
+
+A runbook calls these from its cells; they write into the run's *artifact directory*,
+which the runner passes to the kernel as ``CLINOPS_ARTIFACT_DIR``. When a notebook is
+stepped through by hand in JupyterLab (no runner), artifacts go to a fresh temporary
+directory, so interactive use never fails and never pollutes the archive.
+
+Files written (read back by :mod:`clinops_lib.evidence` when sealing)::
+
+    checks.jsonl      one acceptance check per line: name, measured, limit, op, passed, unit
+    secrets.jsonl     values the run learned that must never be kept: read by the secret
+                      gate, never copied into the bundle; the scratch dir is deleted after sealing
+    data/<name>.csv   tables         data/<name>.html   figures (plotly, self-contained)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["artifact_dir", "check", "checks", "figure", "require_all_checks", "secret", "table"]
+
+ENV_ARTIFACT_DIR = "CLINOPS_ARTIFACT_DIR"
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+_fallback_dir: Path | None = None
+
+
+def artifact_dir() -> Path:
+    """The directory this run's artifacts go to (created on first use)."""
+    global _fallback_dir
+    env = os.environ.get(ENV_ARTIFACT_DIR)
+    if env:
+        path = Path(env)
+    else:
+        if _fallback_dir is None:
+            _fallback_dir = Path(tempfile.mkdtemp(prefix="clinops-interactive-"))
+        path = _fallback_dir
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _safe_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.")
+    if not cleaned:
+        raise ValueError(f"artifact name {name!r} has no usable characters")
+    return cleaned
+
+
+def check(name: str, measured: Any, limit: Any, op: str = "<=", unit: str = "") -> bool:
+    """Record one acceptance check ``measured <op> limit`` and return whether it passed.
+
+    A measurement of ``None`` or NaN never passes: no data is not evidence.
+    """
+    if op not in _OPS:
+        raise ValueError(f"unknown comparison {op!r}; use one of {', '.join(_OPS)}")
+    no_data = measured is None or (isinstance(measured, float) and math.isnan(measured))
+    passed = False if no_data else bool(_OPS[op](measured, limit))
+    row = {"name": name, "measured": None if no_data else measured, "limit": limit, "op": op,
+           "unit": unit, "passed": passed}
+    with open(artifact_dir() / "checks.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, default=str) + "\n")
+    return passed
+
+
+def checks() -> list[dict[str, Any]]:
+    """The checks recorded so far in this run."""
+    path = artifact_dir() / "checks.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def require_all_checks() -> None:
+    """Fail the notebook (and so the run) if any recorded check failed or none was recorded."""
+    rows = checks()
+    if not rows:
+        raise AssertionError("no acceptance check was recorded: a run without checks proves nothing")
+    failed = [r for r in rows if not r["passed"]]
+    if failed:
+        lines = [f"{r['name']}: measured {r['measured']} {r['unit']} not {r['op']} {r['limit']}" for r in failed]
+        raise AssertionError("acceptance checks failed:\n  " + "\n  ".join(lines))
+
+
+def table(name: str, df: Any) -> Path:
+    """Keep a pandas DataFrame as ``data/<name>.csv``."""
+    out = artifact_dir() / "data" / f"{_safe_name(name)}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return out
+
+
+def figure(name: str, fig: Any) -> Path:
+    """Keep a plotly figure as self-contained ``data/<name>.html`` (plotly.js inlined, no CDN)."""
+    out = artifact_dir() / "data" / f"{_safe_name(name)}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(str(out), include_plotlyjs=True, full_html=True)
+    return out
+
+
+def secret(value: str) -> str:
+    """Tell the secret gate about a value the run learned (e.g. read from Secrets Manager).
+
+    Returns the value unchanged so it can wrap a lookup: ``pw = secret(fetch())``.
+    """
+    if value:
+        with open(artifact_dir() / "secrets.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(value) + "\n")
+    return value
