@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs everything clinops needs on a fresh Debian/Ubuntu machine (root, or a user with sudo).
+#   scripts/setup.sh           runtime: Debian services, the project venv, LocalStack's own venv, the kernel
+#   scripts/setup.sh --tests   the same plus what the test suite needs (dev group, chromium)
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[ "${1:-}" = "--tests" ] && with_tests=1
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# 1. Debian packages: the real services the local target supervises.
+apt_pkgs=(haproxy prometheus redis-server postgresql git curl ca-certificates)
+[ "$with_tests" = 1 ] && apt_pkgs+=(chromium)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts packaged daemons where an init system runs; the local target runs its own
+# instances on its own ports, so the packaged ones are left alone (never stopped by us).
+
+# 2. uv, then the project's locked environment.
+if ! command -v uv >/dev/null 2>&1; then
+  log "installing uv"
+  python3 -m pip install -q uv 2>/dev/null || python3 -m pip install -q --break-system-packages uv
+fi
+UV=$(command -v uv || echo "$HOME/.local/bin/uv")
+if [ "$with_tests" = 1 ]; then
+  log "uv sync (with the dev group)"
+  "$UV" sync --frozen -q
+else
+  log "uv sync"
+  "$UV" sync --frozen --no-dev -q
+fi
+
+# 3. LocalStack in its own environment, from its own hash-pinned lock.
+if ! .venv-localstack/bin/python -c "import localstack" 2>/dev/null; then
+  log "LocalStack 4.12.0 into .venv-localstack"
+  "$UV" venv -q --python "$(.venv/bin/python -c 'import sys; print(sys.executable)')" .venv-localstack
+  VIRTUAL_ENV=.venv-localstack "$UV" pip install -q --require-hashes -r localstack/requirements.lock
+fi
+
+# 4. The project's own Jupyter kernel, so papermill and JupyterLab run the runbooks on this venv.
+.venv/bin/python -m ipykernel install --sys-prefix --name clinops --display-name "clinops (Python 3.11)" >/dev/null
+log "ready: .venv/bin/clinops --help"
