@@ -24,6 +24,7 @@ Tree::
     │   └── KubernetesAPIError         an API call failed (names verb, kind, namespace/name, status)
     ├── InventoryError                 the AWS inventory is invalid or could not be applied
     ├── ChartError                     Helm render/lint failed
+    ├── ServiceError                   a platform service/job could not load, train or store its model artifact
     └── DrillError                     a drill could not run (not a verdict: ABORTED is a result)
 """
 
@@ -44,6 +45,7 @@ __all__ = [
     "PrerequisiteError",
     "RunbookError",
     "SecretLeakError",
+    "ServiceError",
     "TargetError",
     "TrafficError",
     "VerificationError",
@@ -160,6 +162,11 @@ class InventoryError(ClinopsError):
 
 class ChartError(ClinopsError):
     """A Helm chart failed to render or lint."""
+
+
+class ServiceError(ClinopsError):
+    """A platform workload (gateway, serving, training job) could not read or write what it needs:
+    a model artifact missing, corrupt or failing its integrity check, an S3 upload refused."""
 
 
 class DrillError(ClinopsError):
