@@ -246,8 +246,9 @@ def analysis_thresholds(env: str, root: Path | None = None) -> dict[str, Any]:
         raise ChartError(f"global.analysis.{e.args[0]} missing in {env} values") from e
     except (TypeError, ValueError) as e:
         raise ChartError(f"global.analysis in {env} values has a non-numeric entry: {e}") from e
-    if not 0 < out["success_rate_min"] <= 1:
-        raise ChartError(f"global.analysis.successRateMin {out['success_rate_min']} must be in (0, 1]")
+    rate = float(a["successRateMin"])
+    if not 0 < rate <= 1:
+        raise ChartError(f"global.analysis.successRateMin {rate} must be in (0, 1]")
     return out
 
 

@@ -1,0 +1,39 @@
+{{/* Helpers of the data-ingestion subchart (named templates are global in Helm: prefix "data-ingestion."). */}}
+{{- define "data-ingestion.labels" -}}
+app.kubernetes.io/part-of: clinical-mlops
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+clinops.io/level: {{ .Chart.Name }}
+clinops.io/environment: {{ .Values.global.environment }}
+{{- end -}}
+
+{{/* A pinned image reference: refuses "latest" and empty tags. Arg: dict with image and root. */}}
+{{- define "data-ingestion.image" -}}
+{{- $tag := toString (required (printf "image.tag of %s must be set" .image.repository) .image.tag) -}}
+{{- if eq $tag "latest" -}}{{- fail (printf "image %s: tag latest is not allowed, pin a version" .image.repository) -}}{{- end -}}
+{{- printf "%s/%s:%s" .root.Values.global.imageRegistry .image.repository $tag -}}
+{{- end -}}
+
+{{/* Pod-level hardening (restricted Pod Security Standard). */}}
+{{- define "data-ingestion.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container-level hardening. */}}
+{{- define "data-ingestion.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
