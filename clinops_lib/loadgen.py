@@ -197,17 +197,9 @@ def default_payloads(path: str, count: int = 256, seed: int = 0) -> list[bytes]:
     """
     from .services import synthetic  # imported lazily: the services package is optional here
 
-    rng: Any
-    try:
-        import numpy as np
-
-        rng = np.random.default_rng(seed)
-        factory = synthetic.prediction_payload if "predict" in path else synthetic.observation_payload
-        bodies = [json.dumps(factory(rng)).encode() for _ in range(count)]
-    except (TypeError, AttributeError):  # a generator that wants random.Random
-        rng = random.Random(seed)
-        factory = synthetic.prediction_payload if "predict" in path else synthetic.observation_payload
-        bodies = [json.dumps(factory(rng)).encode() for _ in range(count)]
+    rng = random.Random(seed)
+    factory = synthetic.prediction_payload if "predict" in path else synthetic.observation_payload
+    bodies = [json.dumps(factory(rng)).encode() for _ in range(count)]
     return bodies
 
 
@@ -302,7 +294,8 @@ class LoadGenerator:
         """Start sending in a dedicated thread; returns self."""
         if self._thread is not None:
             raise DrillError("load generator already started")
-        self._thread = threading.Thread(target=self._run_thread, name=f"loadgen-{self.spec.label}", daemon=True)
+        self._thread = threading.Thread(target=self._run_thread, name=f"loadgen-{self.spec.label}",
+                                        daemon=True)
         self._thread.start()
         self._started.wait(10)
         return self
