@@ -256,7 +256,7 @@ class Thresholds:
             "p95LatencyMaxSeconds": "p95_latency_max_s", "latency_p95_max_s": "p95_latency_max_s",
             "p95_latency_max_s": "p95_latency_max_s", "p95_latency_s": "p95_latency_max_s",
             "max_p95_latency_s": "p95_latency_max_s", "p95LatencySeconds": "p95_latency_max_s",
-            "p95_latency_max_seconds": "p95_latency_max_s",
+            "p95_latency_max_seconds": "p95_latency_max_s", "latency_p95_max_seconds": "p95_latency_max_s",
             "failureLimit": "failure_limit", "inconclusiveLimit": "inconclusive_limit",
             "consecutiveErrorLimit": "consecutive_error_limit", "count": "count",
             "interval": "interval_s", "interval_s": "interval_s", "interval_seconds": "interval_s",
@@ -266,6 +266,8 @@ class Thresholds:
         known = set(base.__dataclass_fields__)
         changes: dict[str, Any] = {}
         for key, value in data.items():
+            if key == "interval_text":  # charts.analysis_thresholds repeats the interval as text
+                continue
             name = aliases.get(key, key)
             if name not in known:
                 raise ParameterError(f"{parameter}.{key}",
