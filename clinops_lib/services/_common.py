@@ -1,0 +1,490 @@
+"""What every platform service shares: configuration, JSON logs, metrics, faults, error shape.
+
+Why in one place: the local target, the Helm charts and the drills rely on all services
+behaving identically at the edges — the same environment variables, the same
+``X-Clinops-Version`` header, the same metric names (the canary analysis PromQL reads
+``http_requests_total`` and ``http_request_duration_seconds_bucket``), the same 422 body and
+the same fault semantics. A service module only adds its business routes.
+
+The request pipeline (:class:`ServiceMiddleware`, outermost, plain ASGI for speed)::
+
+    request -> [business path? apply fault: crash gate, latency, injected 500]
+            -> app -> response + X-Clinops-Version -> metrics + one JSON log line
+
+Unhandled exceptions are turned into a 500 here so even those carry the version header and
+are counted; the log line names the exception type only (a message might echo PHI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from ..exceptions import ConfigError
+from ..faults import FaultProfile
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "OPS_PATHS",
+    "FaultInjector",
+    "FieldError",
+    "JsonLog",
+    "Readiness",
+    "ServiceConfig",
+    "ServiceMetrics",
+    "ServiceMiddleware",
+    "ServiceRuntime",
+    "aws_client",
+    "build_app",
+    "field_error_response",
+]
+
+#: Paths that faults never touch: probes and scrapes must keep telling the truth about a bad release.
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+#: Fine around the SLO range (p95 between ~5 ms and 1 s) so histogram_quantile is not coarse there.
+DURATION_BUCKETS = (
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.125,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.75,
+    1.0,
+    1.5,
+    2.5,
+    5.0,
+    10.0,
+)
+
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+CRASH_EXIT_CODE = 70
+
+Readiness = Callable[[], Awaitable[dict[str, str]]]
+"""Returns one entry per dependency: ``"ok"`` or a short reason (never a secret or a DSN)."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The environment of one service process, read once at start (contract: docs/CONTRACTS.md).
+
+    DSNs and URLs may embed passwords, so they are kept out of ``repr`` and never logged.
+    """
+
+    service_name: str
+    version: str = "dev"
+    fault: FaultProfile = field(default_factory=FaultProfile)
+    fault_seed: int | None = None
+    pg_dsn: str = field(default="", repr=False)
+    redis_url: str = field(default="", repr=False)
+    aws_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    events_topic_arn: str = ""
+    model_bucket: str = ""
+    model_key: str = ""
+    log_requests: bool = True
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.service_name):
+            raise ConfigError(f"CLINOPS_SERVICE_NAME={self.service_name!r}: expected a DNS-style name")
+        if not _VERSION.match(self.version):
+            raise ConfigError(
+                f"CLINOPS_SERVICE_VERSION={self.version!r}: expected 1-64 characters of A-Z a-z 0-9 . _ + -"
+            )
+
+    @classmethod
+    def from_env(cls, default_name: str, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+        """Read the service contract's variables; a bad value raises before anything starts."""
+        env = os.environ if environ is None else environ
+        seed_text = env.get("CLINOPS_FAULT_SEED", "").strip()
+        try:
+            seed = int(seed_text) if seed_text else None
+        except ValueError as e:
+            raise ConfigError(f"CLINOPS_FAULT_SEED={seed_text!r} is not an integer") from e
+        return cls(
+            service_name=env.get("CLINOPS_SERVICE_NAME", "").strip() or default_name,
+            version=env.get("CLINOPS_SERVICE_VERSION", "").strip() or "dev",
+            fault=FaultProfile.parse(env.get("CLINOPS_FAULT"), parameter="CLINOPS_FAULT"),
+            fault_seed=seed,
+            pg_dsn=env.get("CLINOPS_PG_DSN", ""),
+            redis_url=env.get("CLINOPS_REDIS_URL", ""),
+            aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            aws_region=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+            events_topic_arn=env.get("CLINOPS_EVENTS_TOPIC_ARN", ""),
+            model_bucket=env.get("CLINOPS_MODEL_BUCKET", ""),
+            model_key=env.get("CLINOPS_MODEL_KEY", ""),
+            log_requests=env.get("CLINOPS_LOG_REQUESTS", "1").strip().lower() not in ("0", "false", "no"),
+        )
+
+
+class JsonLog:
+    """One JSON object per line on stdout: what container runtimes and the local supervisor collect.
+
+    Callers pass only operational fields (ids of rows, counts, durations, exception *types*);
+    request bodies are clinical data and are never handed to the log.
+    """
+
+    def __init__(self, service: str, version: str, stream: TextIO | None = None) -> None:
+        self.service = service
+        self.version = version
+        self._stream = stream
+
+    def event(self, event: str, level: str = "info", **fields: Any) -> None:
+        record = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": level,
+            "service": self.service,
+            "version": self.version,
+            "event": event,
+            **fields,
+        }
+        stream = self._stream or sys.stdout
+        stream.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
+        stream.flush()
+
+
+class ServiceMetrics:
+    """The contract metrics on a private registry (several apps can live in one test process)."""
+
+    def __init__(self, service: str, version: str) -> None:
+        self.service = service
+        self.version = version
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests served, by status code and route",
+            ["service", "version", "code", "path"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "http_request_duration_seconds",
+            "Time from request to the end of the response, by route",
+            ["service", "version", "path"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.faults = Counter(
+            "clinops_injected_faults",
+            "Faults injected on purpose (CLINOPS_FAULT), by kind",
+            ["service", "version", "kind"],
+            registry=self.registry,
+        )
+        info = Gauge(
+            "clinops_service_info",
+            "Always 1; labels say what runs",
+            ["service", "version", "fault"],
+            registry=self.registry,
+        )
+        info.labels(service, version, "none").set(1)
+        self._info = info
+
+    def set_fault(self, fault: FaultProfile) -> None:
+        self._info.clear()
+        self._info.labels(self.service, self.version, str(fault)).set(1)
+
+    def counter(self, name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+        """A service-specific counter with the ``service``/``version`` labels first."""
+        return Counter(name, doc, ["service", "version", *labels], registry=self.registry)
+
+    def gauge(self, name: str, doc: str) -> Gauge:
+        return Gauge(name, doc, ["service", "version"], registry=self.registry)
+
+    def observe(self, path: str, code: int, seconds: float) -> None:
+        self.requests.labels(self.service, self.version, str(code), path).inc()
+        self.duration.labels(self.service, self.version, path).observe(seconds)
+
+
+class FaultInjector:
+    """Applies a :class:`FaultProfile` to business requests, reproducibly when seeded.
+
+    ``crash:after=N``: the N-th business request is answered, then the process exits with a
+    log line; requests beyond N are never answered (a crashed process answers nothing).
+    """
+
+    def __init__(
+        self,
+        profile: FaultProfile,
+        seed: int | None,
+        log: JsonLog,
+        metrics: ServiceMetrics,
+        exit_process: Callable[[int], None] = os._exit,
+    ) -> None:
+        self.profile = profile
+        self._rng = random.Random(seed)
+        self._log = log
+        self._metrics = metrics
+        self._exit = exit_process
+        self.started = 0
+        self.crashing = False
+
+    async def before(self) -> bool:
+        """Gate, delay; True when this request must be answered with an injected 500."""
+        p = self.profile
+        if p.is_none:
+            return False
+        self.started += 1
+        if self.crashing or (p.crash_after is not None and self.started > p.crash_after):
+            await asyncio.Event().wait()  # never answered: the process is about to exit
+        if p.added_latency_s:
+            self._metrics.faults.labels(self._metrics.service, self._metrics.version, "latency").inc()
+            await asyncio.sleep(p.added_latency_s)
+        if p.error_rate and self._rng.random() < p.error_rate:
+            self._metrics.faults.labels(self._metrics.service, self._metrics.version, "error").inc()
+            return True
+        return False
+
+    def after(self) -> None:
+        """Called when a business response is complete; starts the crash at the N-th."""
+        n = self.profile.crash_after
+        if n is None or self.crashing or self.started < n:
+            return
+        self.crashing = True
+        self._log.event(
+            "fault.crash",
+            level="error",
+            after_requests=n,
+            exit_code=CRASH_EXIT_CODE,
+            message=f"CLINOPS_FAULT crash:after={n} reached; exiting",
+        )
+        # A short delay lets the N-th response leave the socket buffer before the exit.
+        asyncio.get_running_loop().call_later(0.1, self._die)
+
+    def _die(self) -> None:
+        sys.stdout.flush()
+        self._exit(CRASH_EXIT_CODE)
+
+
+@dataclass
+class ServiceRuntime:
+    """The per-process pieces a service's routes and middleware share."""
+
+    config: ServiceConfig
+    log: JsonLog
+    metrics: ServiceMetrics
+    faults: FaultInjector
+    business_paths: frozenset[str]
+
+    @classmethod
+    def create(
+        cls,
+        config: ServiceConfig,
+        business_paths: Iterable[str],
+        *,
+        log_stream: TextIO | None = None,
+        exit_process: Callable[[int], None] = os._exit,
+    ) -> ServiceRuntime:
+        log = JsonLog(config.service_name, config.version, log_stream)
+        metrics = ServiceMetrics(config.service_name, config.version)
+        metrics.set_fault(config.fault)
+        faults = FaultInjector(config.fault, config.fault_seed, log, metrics, exit_process)
+        return cls(config, log, metrics, faults, frozenset(business_paths))
+
+    @property
+    def known_paths(self) -> frozenset[str]:
+        return self.business_paths | OPS_PATHS
+
+
+class FieldError(Exception):
+    """A request is well-formed but a field's value is not acceptable (e.g. an unknown site)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        self.field = field_name
+        self.message = message
+        super().__init__(f"{field_name}: {message}")
+
+
+def field_error_response(errors: list[dict[str, str]]) -> JSONResponse:
+    """The one 422 body: ``error`` names every bad field; input values are never echoed (PHI)."""
+    fields = list(dict.fromkeys(e["field"] for e in errors))
+    return JSONResponse(
+        status_code=422,
+        content={
+            "error": f"invalid request: bad field(s) {', '.join(fields)}",
+            "fields": fields,
+            "errors": errors,
+        },
+    )
+
+
+async def _validation_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        errors.append(
+            {
+                "field": ".".join(loc) or "body",
+                "message": str(err.get("msg", "invalid")),
+                "type": str(err.get("type", "value_error")),
+            }
+        )
+    return field_error_response(errors)
+
+
+async def _field_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FieldError)
+    return field_error_response([{"field": exc.field, "message": exc.message, "type": "value_error"}])
+
+
+class ServiceMiddleware:
+    """Version header, fault injection, metrics and the request log line, as plain ASGI."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], runtime: ServiceRuntime) -> None:
+        self.app = app
+        self.rt = runtime
+        self._header = (b"x-clinops-version", runtime.config.version.encode())
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rt = self.rt
+        path: str = scope["path"]
+        label = path if path in rt.known_paths else "other"
+        business = path in rt.business_paths
+        start = time.perf_counter()
+        status = 0
+
+        async def send_with_header(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), self._header]
+            await send(message)
+
+        error: str | None = None
+        try:
+            if business and await rt.faults.before():
+                await _send_json(
+                    send_with_header, 500, {"error": "injected fault", "fault": str(rt.config.fault)}
+                )
+            else:
+                await self.app(scope, receive, send_with_header)
+        except Exception as e:  # noqa: BLE001 - the last line of defence: answer, count, log the type
+            error = type(e).__name__
+            if status == 0:
+                await _send_json(send_with_header, 500, {"error": "internal error"})
+        finally:
+            elapsed = time.perf_counter() - start
+            rt.metrics.observe(label, status or 500, elapsed)
+            if rt.config.log_requests and (label not in OPS_PATHS or status >= 500):
+                fields: dict[str, Any] = {
+                    "method": scope.get("method"),
+                    "path": label,
+                    "code": status or 500,
+                    "ms": round(elapsed * 1000, 2),
+                }
+                if error:
+                    fields["exception"] = error
+                rt.log.event("request", level="error" if (status or 500) >= 500 else "info", **fields)
+            if business:
+                rt.faults.after()
+
+
+async def _send_json(send: Callable[..., Awaitable[None]], status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+def build_app(
+    runtime: ServiceRuntime,
+    *,
+    title: str,
+    readiness: Readiness,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+) -> FastAPI:
+    """A FastAPI app with the ops endpoints, the 422 shape and :class:`ServiceMiddleware`.
+
+    The service module adds its business routes (whose paths must be ``runtime.business_paths``).
+    """
+    app = FastAPI(
+        title=title,
+        version=runtime.config.version,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(FieldError, _field_error_handler)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the event loop answers. Dependencies are /readyz's business."""
+        return {"status": "ok", "service": runtime.config.service_name, "version": runtime.config.version}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Readiness: 200 only when every dependency answers now; 503 names the ones that do not."""
+        checks = await readiness()
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={"ready": ready, "checks": checks, "version": runtime.config.version},
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return PlainTextResponse(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(ServiceMiddleware, runtime=runtime)  # type: ignore[arg-type]
+    return app
+
+
+def aws_client(service: str, config: ServiceConfig) -> Any:
+    """A boto3 client with short timeouts: a slow LocalStack/AWS must not pin a worker for minutes."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.session.Session().client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=config.aws_endpoint_url,
+        region_name=config.aws_region,
+        config=BotoConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}),
+    )

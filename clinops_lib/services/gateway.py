@@ -1,0 +1,476 @@
+"""clinical-gateway (Level 1): accepts clinical observations, stores them, announces them.
+
+``POST /v1/observations`` validates a body (pydantic; 422 names the bad field), checks study
+and site against the reference data kept in Redis, inserts one row into PostgreSQL and
+queues an ``observation.received`` event for SNS. Why the event is queued and not sent
+inline: a request must not wait on the message bus, so a background publisher sends
+batches of up to 10; when the queue is full or SNS refuses, the event is dropped and
+counted (``clinops_events_dropped_total``) — the row in PostgreSQL stays the record.
+
+Start (contract)::
+
+    python -m uvicorn clinops_lib.services.gateway:app --host 127.0.0.1 --port P --no-access-log
+
+with ``CLINOPS_PG_DSN``, ``CLINOPS_REDIS_URL``, ``CLINOPS_EVENTS_TOPIC_ARN``, ``AWS_*`` and the
+common variables of :class:`~clinops_lib.services._common.ServiceConfig`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
+
+from ._common import FieldError, ServiceConfig, ServiceRuntime, aws_client, build_app
+from .synthetic import REFERENCE_STUDIES
+
+__all__ = [
+    "OBSERVATIONS_TABLE",
+    "EventPublisher",
+    "Gateway",
+    "Labs",
+    "Observation",
+    "ReferenceData",
+    "Vitals",
+    "app",
+    "create_app",
+]
+
+SERVICE = "clinical-gateway"
+OBSERVATIONS_PATH = "/v1/observations"
+OBSERVATIONS_TABLE = "clinical_observations"
+_REF_STUDIES = "clinops:reference:studies"
+_REF_SITES = "clinops:reference:study:{}:sites"
+_SCHEMA_LOCK = 724_001  # pg advisory lock id: two gateway tracks starting together create the table once
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {OBSERVATIONS_TABLE} (
+    id              BIGSERIAL PRIMARY KEY,
+    study_id        TEXT NOT NULL,
+    site_id         TEXT NOT NULL,
+    subject_id      TEXT NOT NULL,
+    visit           INTEGER NOT NULL,
+    observed_at     TIMESTAMPTZ NOT NULL,
+    adverse_event   BOOLEAN NOT NULL,
+    vitals          JSONB NOT NULL,
+    labs            JSONB,
+    received_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    gateway_version TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {OBSERVATIONS_TABLE}_subject_idx
+    ON {OBSERVATIONS_TABLE} (study_id, subject_id, visit);
+"""
+_INSERT = (
+    "INSERT INTO clinical_observations (study_id, site_id, subject_id, visit, observed_at, adverse_event, "
+    "vitals, labs, gateway_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, received_at"
+)
+
+_Id = Annotated[str, Field(min_length=2, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+
+
+class Vitals(BaseModel):
+    """Vital signs; bounds reject unit mix-ups (°F for °C, lb for kg) and typos, not outliers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    systolic_bp: int = Field(ge=60, le=260, description="mmHg")
+    diastolic_bp: int = Field(ge=30, le=160, description="mmHg, lower than systolic_bp")
+    heart_rate: int = Field(ge=20, le=250, description="beats per minute")
+    temperature_c: float = Field(ge=30.0, le=45.0, description="degrees Celsius")
+    weight_kg: float = Field(gt=0.5, le=400.0, description="kilograms")
+
+    @field_validator("diastolic_bp")
+    @classmethod
+    def _below_systolic(cls, value: int, info: ValidationInfo) -> int:
+        systolic = info.data.get("systolic_bp")
+        if systolic is not None and value >= systolic:
+            raise ValueError("diastolic_bp must be lower than systolic_bp")
+        return value
+
+
+class Labs(BaseModel):
+    """Safety labs, each optional (not every visit draws blood)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hemoglobin_g_dl: float | None = Field(default=None, ge=2.0, le=25.0)
+    alt_u_l: float | None = Field(default=None, ge=0.0, le=5000.0)
+    creatinine_mg_dl: float | None = Field(default=None, ge=0.05, le=25.0)
+    glucose_mg_dl: float | None = Field(default=None, ge=10.0, le=2000.0)
+
+
+class Observation(BaseModel):
+    """One subject's visit observation as a site's EDC sends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study_id: _Id
+    site_id: _Id
+    subject_id: _Id
+    visit: int = Field(ge=0, le=200)
+    observed_at: AwareDatetime
+    vitals: Vitals
+    labs: Labs | None = None
+    adverse_event: StrictBool
+
+    @field_validator("observed_at")
+    @classmethod
+    def _not_in_future(cls, value: datetime) -> datetime:
+        if value > datetime.now(UTC) + timedelta(minutes=5):
+            raise ValueError("observed_at is in the future (more than 5 minutes of clock skew)")
+        return value
+
+
+class ReferenceData:
+    """Which sites run which study, read from Redis and cached for a few seconds.
+
+    Why a cache: a lookup per request would double the gateway's network round trips;
+    reference data changes on the scale of days. Seeded from
+    :data:`~clinops_lib.services.synthetic.REFERENCE_STUDIES` when Redis holds none.
+    """
+
+    def __init__(self, redis: Any, refresh_s: float = 5.0) -> None:
+        self._redis = redis
+        self._refresh_s = refresh_s
+        self.studies: dict[str, frozenset[str]] = {}
+        self.loaded_at = 0.0
+
+    async def seed_if_empty(self) -> bool:
+        """True when this call seeded (idempotent: SADD of the same members is harmless)."""
+        if await self._redis.exists(_REF_STUDIES):
+            return False
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(_REF_STUDIES, *REFERENCE_STUDIES)
+            for study, sites in REFERENCE_STUDIES.items():
+                pipe.sadd(_REF_SITES.format(study), *sites)
+            await pipe.execute()
+        return True
+
+    async def refresh(self) -> None:
+        studies = sorted(
+            m.decode() if isinstance(m, bytes) else m for m in await self._redis.smembers(_REF_STUDIES)
+        )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for study in studies:
+                pipe.smembers(_REF_SITES.format(study))
+            site_sets = await pipe.execute()
+        self.studies = {
+            study: frozenset(s.decode() if isinstance(s, bytes) else s for s in sites)
+            for study, sites in zip(studies, site_sets, strict=True)
+        }
+        self.loaded_at = time.monotonic()
+
+    def check(self, study_id: str, site_id: str) -> None:
+        """Raise :class:`FieldError` naming ``study_id`` or ``site_id`` when unknown."""
+        sites = self.studies.get(study_id)
+        if sites is None:
+            raise FieldError("study_id", "unknown study (not in the reference data)")
+        if site_id not in sites:
+            raise FieldError("site_id", f"site is not enrolled in study {study_id}")
+
+
+class EventPublisher:
+    """Background, batching, drop-safe SNS publisher: requests enqueue and never wait on SNS."""
+
+    def __init__(
+        self, runtime: ServiceRuntime, client: Any, topic_arn: str, *, maxsize: int = 10_000
+    ) -> None:
+        self._rt = runtime
+        self._client = client
+        self._topic = topic_arn
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=maxsize)
+        self._task: asyncio.Task[None] | None = None
+        m = runtime.metrics
+        self._published = m.counter("clinops_events_published", "Events accepted by SNS").labels(
+            m.service, m.version
+        )
+        self._dropped = m.counter("clinops_events_dropped", "Events not delivered, by reason", ["reason"])
+        self._depth = m.gauge("clinops_events_queue_depth", "Events waiting to be published").labels(
+            m.service, m.version
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._topic)
+
+    def submit(self, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._drop("queue_full", 1)
+        self._depth.set(self._queue.qsize())
+
+    def _drop(self, reason: str, n: int) -> None:
+        m = self._rt.metrics
+        self._dropped.labels(m.service, m.version, reason).inc(n)
+
+    def start(self) -> None:
+        if self.enabled:
+            self._task = asyncio.create_task(self._run(), name="sns-publisher")
+
+    async def stop(self, flush_timeout_s: float = 5.0) -> None:
+        """Flush what is queued (bounded), then stop; what is left is counted as dropped."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), flush_timeout_s)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if left := self._queue.qsize():
+            self._drop("shutdown", left)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < 10 and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._publish(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+                self._depth.set(self._queue.qsize())
+
+    async def _publish(self, batch: list[dict[str, Any]]) -> None:
+        entries = [
+            {"Id": str(i), "Message": json.dumps(e, separators=(",", ":"))} for i, e in enumerate(batch)
+        ]
+        try:
+            resp = await asyncio.to_thread(
+                self._client.publish_batch, TopicArn=self._topic, PublishBatchRequestEntries=entries
+            )
+        except Exception as e:  # noqa: BLE001 - any SDK/transport failure drops this batch, counted
+            self._drop("publish_failed", len(batch))
+            self._rt.log.event(
+                "events.publish_failed", level="warning", events=len(batch), exception=type(e).__name__
+            )
+            await asyncio.sleep(0.5)  # do not spin against a bus that is down
+            return
+        failed = len(resp.get("Failed", []))
+        self._published.inc(len(batch) - failed)
+        if failed:
+            self._drop("publish_failed", failed)
+
+
+class Gateway:
+    """The gateway's dependencies and its one business operation."""
+
+    def __init__(
+        self, config: ServiceConfig, runtime: ServiceRuntime, *, redis: Any = None, sns_client: Any = None
+    ) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        self.config = config
+        self.rt = runtime
+        self.pool = AsyncConnectionPool(
+            config.pg_dsn,
+            min_size=2,
+            max_size=8,
+            open=False,
+            timeout=5.0,
+            kwargs={"autocommit": True, "connect_timeout": 3},
+            name=SERVICE,
+        )
+        if redis is None and config.redis_url:
+            import redis.asyncio as aioredis
+
+            redis = aioredis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = redis
+        self.reference = ReferenceData(redis) if redis is not None else None
+        if sns_client is None and config.events_topic_arn:
+            sns_client = aws_client("sns", config)
+        self.events = EventPublisher(runtime, sns_client, config.events_topic_arn)
+        self.schema_ready = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the pool without waiting: the process is live at once and ready when PG/Redis answer."""
+        if self.config.pg_dsn:
+            await self.pool.open(wait=False)
+        self.events.start()
+        self._tasks.append(asyncio.create_task(self._initialise(), name="gateway-init"))
+        self.rt.log.event(
+            "startup",
+            fault=str(self.config.fault),
+            events=self.events.enabled,
+            postgres=bool(self.config.pg_dsn),
+            redis=self.redis is not None,
+        )
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.events.stop()
+        await self.pool.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _initialise(self) -> None:
+        """Create the table and seed reference data once both answer, then keep the cache fresh."""
+        attempt = 0
+        while not self.schema_ready:
+            attempt += 1
+            try:
+                await self._create_schema()
+                self.schema_ready = True
+                self.rt.log.event("schema.ready", table=OBSERVATIONS_TABLE)
+            except Exception as e:  # noqa: BLE001 - retried: PG may come up after us
+                if attempt == 1 or attempt % 10 == 0:
+                    self.rt.log.event(
+                        "schema.waiting", level="warning", attempt=attempt, exception=type(e).__name__
+                    )
+                await asyncio.sleep(1.0)
+        seeded = False
+        while self.reference is not None:
+            try:
+                if not seeded:
+                    if await self.reference.seed_if_empty():
+                        self.rt.log.event("reference.seeded", studies=len(REFERENCE_STUDIES))
+                    seeded = True
+                await self.reference.refresh()
+            except Exception as e:  # noqa: BLE001 - keep the last good copy; readiness reports Redis
+                self.rt.log.event("reference.refresh_failed", level="warning", exception=type(e).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            await asyncio.sleep(self.reference._refresh_s)
+
+    async def _create_schema(self) -> None:
+        async with self.pool.connection(timeout=3.0) as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            await conn.execute(_SCHEMA)
+
+    async def readiness(self) -> dict[str, str]:
+        """Ask PostgreSQL and Redis now (1 s each); a stale 'ok' would route traffic to a dead gateway."""
+        checks: dict[str, str] = {}
+        if not self.config.pg_dsn:
+            checks["postgres"] = "CLINOPS_PG_DSN is not set"
+        else:
+            try:
+                async with self.pool.connection(timeout=1.0) as conn:
+                    await asyncio.wait_for(conn.execute("SELECT 1"), 1.0)
+                checks["postgres"] = "ok" if self.schema_ready else "table not created yet"
+            except Exception as e:  # noqa: BLE001 - a reason, not a traceback
+                checks["postgres"] = f"unavailable ({type(e).__name__})"
+        if self.redis is None or self.reference is None:
+            checks["redis"] = "CLINOPS_REDIS_URL is not set"
+        else:
+            try:
+                await asyncio.wait_for(self.redis.ping(), 1.0)
+                checks["redis"] = "ok" if self.reference.studies else "reference data not loaded yet"
+            except Exception as e:  # noqa: BLE001
+                checks["redis"] = f"unavailable ({type(e).__name__})"
+        return checks
+
+    async def store(self, obs: Observation) -> tuple[int, datetime]:
+        """Insert one row (one retry on a broken pooled connection, e.g. after a PG restart)."""
+        from psycopg import OperationalError
+        from psycopg.types.json import Jsonb
+
+        args = (
+            obs.study_id,
+            obs.site_id,
+            obs.subject_id,
+            obs.visit,
+            obs.observed_at,
+            obs.adverse_event,
+            Jsonb(obs.vitals.model_dump()),
+            Jsonb(obs.labs.model_dump(exclude_none=True)) if obs.labs else None,
+            self.config.version,
+        )
+        for attempt in (1, 2):
+            try:
+                async with self.pool.connection(timeout=2.0) as conn:
+                    cur = await conn.execute(_INSERT, args)
+                    row = await cur.fetchone()
+                    assert row is not None
+                    return int(row[0]), row[1]
+            except OperationalError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+class _Unavailable(Exception):
+    """A dependency of the business path is down: answered with 503, not 500."""
+
+
+def create_app(config: ServiceConfig | None = None, *, redis: Any = None, sns_client: Any = None) -> FastAPI:
+    """Build the gateway; clients may be injected (tests), otherwise they come from ``config``."""
+    config = config or ServiceConfig.from_env(SERVICE)
+    runtime = ServiceRuntime.create(config, [OBSERVATIONS_PATH])
+    holder: dict[str, Gateway] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        gw = Gateway(config, runtime, redis=redis, sns_client=sns_client)
+        holder["gw"] = gw
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+            runtime.log.event("shutdown")
+
+    async def readiness() -> dict[str, str]:
+        gw = holder.get("gw")
+        return await gw.readiness() if gw else {"startup": "not started"}
+
+    app = build_app(runtime, title=SERVICE, readiness=readiness, lifespan=lifespan)
+
+    @app.exception_handler(_Unavailable)
+    async def _unavailable(_request: Any, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"error": str(exc)})
+
+    @app.post(OBSERVATIONS_PATH, status_code=201)
+    async def post_observation(obs: Observation) -> dict[str, Any]:
+        """Validate, check reference data, store, enqueue the event; 201 with the row id."""
+        from psycopg import Error as PgError
+        from psycopg_pool import PoolTimeout
+
+        gw = holder["gw"]
+        if gw.reference is None or not gw.reference.studies:
+            raise _Unavailable("reference data not available yet")
+        gw.reference.check(obs.study_id, obs.site_id)
+        try:
+            row_id, received_at = await gw.store(obs)
+        except (PgError, PoolTimeout) as e:
+            runtime.log.event("store.failed", level="error", exception=type(e).__name__)
+            raise _Unavailable("observation store unavailable") from e
+        gw.events.submit(
+            {
+                "type": "observation.received",
+                "observation_id": row_id,
+                "study_id": obs.study_id,
+                "site_id": obs.site_id,
+                "subject_id": obs.subject_id,
+                "visit": obs.visit,
+                "adverse_event": obs.adverse_event,
+                "received_at": received_at.isoformat(),
+                "gateway_version": config.version,
+            }
+        )
+        return {
+            "id": row_id,
+            "status": "stored",
+            "received_at": received_at.isoformat(),
+            "version": config.version,
+        }
+
+    return app
+
+
+app = create_app()
