@@ -1,0 +1,254 @@
+"""Sealing, chaining and verification of evidence bundles, and every kind of tampering.
+
+Bundles here are sealed from small staging directories (no notebook run needed): what is
+under test is the manifest, the chain, the attestation and the signature. Runs that produce
+real bundles are in test_runner.py.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from clinops_lib import evidence
+from clinops_lib._manifest import CHAIN_FILE, read_chain, sha256_file
+from clinops_lib.cli import main
+from clinops_lib.exceptions import ConfigError
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _key(path: Path) -> Path:
+    key = Ed25519PrivateKey.generate()
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+def _public(private: Path, out: Path) -> Path:
+    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+    out.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return out
+
+
+def _seal_one(archive: Path, scratch: Path, i: int, signing_key: Path | None = None,
+              verdict: str = "PASSED") -> Path:
+    staging = scratch / f"staging-{i}"
+    (staging / "data").mkdir(parents=True)
+    (staging / "notebook.ipynb").write_text(json.dumps({"cells": [], "i": i}))
+    (staging / "notebook.html").write_text(f"<html>run {i}</html>")
+    (staging / "data" / "table.csv").write_text("a,b\n1,2\n")
+    (staging / "run-record.json").write_text(json.dumps({"runbook": "demo", "target": "local",
+                                                         "started_utc": f"2025-01-02T03:04:0{i}Z"}))
+    checks = [{"name": "latency", "measured": 1, "limit": 2, "op": "<=", "passed": verdict == "PASSED"}]
+    v = {"verdict": verdict, "checks": checks}
+    (staging / "verdict.json").write_text(json.dumps(v))
+    return evidence.seal(staging, archive, runbook="demo", run_id=f"run{i:03d}",
+                         started=T0 + timedelta(seconds=i), verdict=v, signing_key=signing_key)
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """An archive of three unsigned bundles."""
+    root = tmp_path / "evidence"
+    bundles = [_seal_one(root, tmp_path, i) for i in range(3)]
+    return root, bundles
+
+
+@pytest.fixture
+def signed_archive(tmp_path: Path) -> tuple[Path, list[Path], Path]:
+    key = _key(tmp_path / "signing.pem")
+    root = tmp_path / "signed"
+    bundles = [_seal_one(root, tmp_path, i, signing_key=key) for i in range(2)]
+    return root, bundles, key
+
+
+def _problems(path: Path, public_key: bytes | None = None) -> list[str]:
+    return evidence.verify(path, public_key=public_key).problems
+
+
+def test_sealed_archive_verifies_and_chains(archive) -> None:
+    root, bundles = archive
+    assert _problems(root) == []
+    chain = read_chain(root)
+    assert [e["sequence"] for e in chain] == [0, 1, 2]
+    assert chain[0]["previous_manifest_sha256"] is None
+    for prev, entry, bundle in zip(chain, chain[1:], bundles[1:], strict=False):
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert manifest["previous_manifest_sha256"] == prev["manifest_sha256"] == entry["previous_manifest_sha256"]
+    assert bundles[0].name == "20250102T030405Z-run000"
+    assert not any(p.name.endswith(".partial") for p in root.rglob("*"))
+
+
+def test_unsigned_bundle_says_so(archive) -> None:
+    _, bundles = archive
+    manifest = json.loads((bundles[0] / "manifest.json").read_text())
+    assert manifest["signature"] == "none"
+    statement = json.loads((bundles[0] / evidence.STATEMENT_UNSIGNED).read_text())
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["predicateType"] == "https://in-toto.io/attestation/test-result/v0.1"
+    assert statement["predicate"]["result"] == "PASSED"
+    assert statement["predicate"]["passedTests"] == ["latency"]
+    subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+    assert subjects["data/table.csv"] == sha256_file(bundles[0] / "data" / "table.csv")
+    assert "manifest.json" not in subjects
+    assert not (bundles[0] / evidence.ENVELOPE).exists()
+
+
+def test_one_changed_byte_is_named(archive) -> None:
+    root, bundles = archive
+    path = bundles[1] / "notebook.html"
+    data = bytearray(path.read_bytes())
+    data[3] ^= 1
+    path.write_bytes(bytes(data))
+    problems = _problems(root)
+    assert any("demo/20250102T030406Z-run001/notebook.html: altered" in p for p in problems), problems
+    assert _problems(bundles[0]) == []  # other bundles are untouched
+    assert main(["evidence", "verify", str(bundles[1])]) == 1
+
+
+def test_deleted_file_is_named(archive) -> None:
+    root, bundles = archive
+    (bundles[0] / "data" / "table.csv").unlink()
+    assert any("run000/data/table.csv: missing" in p for p in _problems(root))
+
+
+def test_added_file_is_named(archive) -> None:
+    root, bundles = archive
+    (bundles[2] / "data" / "extra.csv").write_text("x\n")
+    assert any("run002/data/extra.csv: unexpected file" in p for p in _problems(root))
+
+
+def test_manifest_edited_and_rehashed_breaks_the_chain(archive) -> None:
+    root, bundles = archive
+    target = bundles[1]
+    (target / "notebook.html").write_text("<html>a nicer story</html>")
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["files"]["notebook.html"] = sha256_file(target / "notebook.html")
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    problems = _problems(root)
+    assert not any("notebook.html: altered" in p for p in problems)  # the file now matches its manifest...
+    assert any("run001/manifest.json: altered: its hash differs from chain entry 1" in p for p in problems)
+    assert any("run001/notebook.html: manifest and attestation subject disagree" in p for p in problems)
+    assert any("manifest.json: altered" in p for p in _problems(target))  # also seen bundle-alone
+
+
+def test_reordered_chain_is_named(archive) -> None:
+    root, _ = archive
+    lines = (root / CHAIN_FILE).read_text().splitlines()
+    lines[0], lines[1] = lines[1], lines[0]
+    (root / CHAIN_FILE).write_text("\n".join(lines) + "\n")
+    problems = _problems(root)
+    assert any("chain entry 0" in p and "out of order" in p for p in problems), problems
+    assert any("broken link" in p for p in problems)
+    assert any("run001: reordered" in p for p in problems)
+
+
+def test_swapped_bundle_directories_are_named(archive) -> None:
+    root, bundles = archive
+    tmp = bundles[0].with_name("swap")
+    bundles[0].rename(tmp)
+    bundles[1].rename(bundles[0])
+    tmp.rename(bundles[1])
+    problems = _problems(root)
+    assert any("run000: moved or renamed" in p for p in problems), problems
+
+
+def test_removed_bundle_is_named(archive) -> None:
+    root, bundles = archive
+    shutil.rmtree(bundles[1])
+    problems = _problems(root)
+    assert any("run001: bundle missing" in p for p in problems)
+
+
+def test_unchained_bundle_is_named(archive, tmp_path) -> None:
+    root, bundles = archive
+    shutil.copytree(bundles[0], root / "demo" / "20250102T999999Z-forged")
+    assert any("forged: unexpected bundle" in p for p in _problems(root))
+
+
+def test_signed_bundles_verify_with_their_public_key(signed_archive, tmp_path) -> None:
+    root, bundles, key = signed_archive
+    pub = _public(key, tmp_path / "pub.pem")
+    assert _problems(root, pub.read_bytes()) == []
+    assert main(["evidence", "verify", str(root), "--public-key", str(pub)]) == 0
+    assert (bundles[0] / evidence.STATEMENT_SIGNED).exists()
+    envelope = json.loads((bundles[0] / evidence.ENVELOPE).read_text())
+    assert envelope["payloadType"] == "application/vnd.in-toto+json"
+    other = _public(_key(tmp_path / "other.pem"), tmp_path / "other.pub.pem")
+    assert any("different key" in p for p in _problems(root, other.read_bytes()))
+
+
+def test_swapped_signature_is_named(signed_archive) -> None:
+    root, bundles, _ = signed_archive
+    shutil.copyfile(bundles[0] / evidence.ENVELOPE, bundles[1] / evidence.ENVELOPE)
+    problems = _problems(root)
+    assert any("run001/attestation.dsse.json: altered" in p for p in problems), problems
+    assert any("run001/attestation.dsse.json: signed payload differs" in p for p in problems)
+
+
+def test_signature_by_another_key_is_named(signed_archive, tmp_path) -> None:
+    """Attacker re-signs an edited statement with their own key and swaps in their public key."""
+    from clinops_lib import _attest
+
+    root, bundles, _ = signed_archive
+    forged = _attest.load_private_key(_key(tmp_path / "forger.pem"))
+    b = bundles[0]
+    statement = (b / evidence.STATEMENT_SIGNED).read_bytes()
+    (b / evidence.ENVELOPE).write_bytes(_attest.canonical(_attest.sign_envelope(statement, forged)))
+    (b / evidence.PUBLIC_KEY).write_bytes(_attest.public_key_pem(forged))
+    problems = _problems(root)
+    assert any("signing-key.pub.pem: altered" in p for p in problems)
+    assert any("does not match the key id" in p for p in problems)
+
+
+def test_unsigned_bundle_fails_when_a_key_is_required(archive, signed_archive, tmp_path) -> None:
+    root, _ = archive
+    pub = _public(signed_archive[2], tmp_path / "pub.pem")
+    assert any("UNSIGNED" in p for p in _problems(root, pub.read_bytes()))
+
+
+def test_bad_signing_key_is_a_config_error(tmp_path) -> None:
+    (tmp_path / "bad.pem").write_text("not a key")
+    with pytest.raises(ConfigError, match="bad.pem"):
+        _seal_one(tmp_path / "ev", tmp_path, 0, signing_key=tmp_path / "bad.pem")
+
+
+def _seal_in_process(args: tuple[str, str, int]) -> str:
+    archive, scratch, i = args
+    return str(_seal_one(Path(archive), Path(scratch), i))
+
+
+def test_concurrent_seals_do_not_fork_the_chain(tmp_path) -> None:
+    root = tmp_path / "evidence"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        pool.map(_seal_in_process, [(str(root), str(tmp_path), i) for i in range(8)])
+    chain = read_chain(root)
+    assert len(chain) == 8
+    assert len({e["previous_manifest_sha256"] for e in chain}) == 8  # every link unique: no fork
+    assert _problems(root) == []
+
+
+def test_list_prints_one_line_per_run(archive, capsys) -> None:
+    root, _ = archive
+    rows = evidence.list_runs(root)
+    assert [r["path"].split("-")[-1] for r in rows] == ["run000", "run001", "run002"]
+    assert {(r["runbook"], r["target"], r["verdict"]) for r in rows} == {("demo", "local", "PASSED")}
+    assert main(["evidence", "list", str(root)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 3 and all("demo" in line and "PASSED" in line for line in out)
+
+
+def test_verify_of_a_path_that_is_not_evidence_is_bad_input(tmp_path) -> None:
+    assert main(["evidence", "verify", str(tmp_path / "nope")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["evidence", "verify", str(tmp_path / "empty")]) == 2
