@@ -174,7 +174,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "bucket": ("versioning", "sse_algorithm", "lifecycle_rules"),
-    "lifecycle_rule": ("id",),
+    "lifecycle_rule": ("id", "abort_multipart_days"),
     "queue": ("visibility_timeout_seconds", "message_retention_seconds", "max_receive_count",
               "dlq_retention_seconds"),
     "topic": ("subscriptions",),
@@ -311,7 +311,11 @@ def parse_inventory(data: Any, env: str = "dev", source: Path | None = None) -> 
         ids = [r.id for r in rules]
         if len(set(ids)) != len(ids):
             raise e.fail("lifecycle_rules", "rule ids must be unique")
-        buckets[key] = Bucket(key=key, name=prefix + key, versioning=e.bool_("versioning"),
+        if not rules:
+            raise e.fail("lifecycle_rules", "needs at least one rule (retention is part of the design)")
+        if not e.bool_("versioning"):
+            raise e.fail("versioning", "must be true: GxP records keep every version (21 CFR Part 11)")
+        buckets[key] = Bucket(key=key, name=prefix + key, versioning=True,
                               sse_algorithm=str(e.str_("sse_algorithm", choices=_SSE)),
                               lifecycle_rules=rules, purpose=str(e.str_("purpose", optional=True)))
 
