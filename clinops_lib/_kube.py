@@ -30,6 +30,7 @@ __all__ = [
     "describe",
     "kubeconfig_contexts",
     "load_clients",
+    "raw_get",
     "resolve_kubeconfig",
 ]
 
@@ -165,3 +166,27 @@ def load_clients(settings: Settings, *, context: str | None = None,
         context=wanted,
         request_timeout=request_timeout,
     )
+
+
+def raw_get(clients: KubeClients, path: str, query: list[tuple[str, str]], *, verb: str, kind: str,
+            namespace: str | None, name: str | None, timeout: float | None = None) -> bytes:
+    """GET an API-server path the generated client has no method for (service proxy with a
+    query string); non-2xx answers become :class:`KubernetesAPIError` like every other call."""
+    with api_call(verb, kind, namespace, name):
+        method, url, headers, body, post = clients.api_client.param_serialize(
+            "GET", path, query_params=query, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        resp = clients.api_client.call_api(method, url, header_params=headers, body=body, post_params=post,
+                                           _request_timeout=timeout or clients.request_timeout)
+        data: bytes = resp.read()
+        if not 200 <= resp.status < 300:
+            raise _api_exception(resp.status, resp.reason, data)
+    return data
+
+
+def _api_exception(status: int, reason: str | None, data: bytes) -> Exception:
+    from kubernetes.client.exceptions import ApiException
+
+    e = ApiException(status=status, reason=reason or "")
+    e.body = data.decode("utf-8", "replace")
+    return e
