@@ -330,8 +330,8 @@ def test_training_cli_uploads_an_artifact_that_serving_loads_and_scores(
     sv = start_app("serving", stack.env(CLINOPS_SERVICE_VERSION="3.1.0", CLINOPS_MODEL_KEY=key))
     low = {"age_years": 25, "weight_kg": 80, "systolic_bp": 110, "diastolic_bp": 70, "heart_rate": 60,
            "temperature_c": 36.5, "alt_u_l": 12, "creatinine_mg_dl": 0.6, "dose_mg": 25, "prior_adverse_events": 0}
-    high = {**low, "age_years": 82, "systolic_bp": 180, "temperature_c": 38.9, "alt_u_l": 180,
-            "creatinine_mg_dl": 2.8, "dose_mg": 400, "prior_adverse_events": 4}
+    high = {**low, "age_years": 72, "systolic_bp": 150, "temperature_c": 37.6, "alt_u_l": 60,
+            "creatinine_mg_dl": 1.4, "dose_mg": 300, "prior_adverse_events": 2}
     r_low = httpx.post(f"{sv.url}/v1/predict", json=low, timeout=10)
     r_high = httpx.post(f"{sv.url}/v1/predict", json=high, timeout=10)
     assert r_low.status_code == r_high.status_code == 200, r_low.text
