@@ -348,7 +348,8 @@ class LocalTarget(Target):
         version = entry["version"] if entry else self._chart_versions()[service]
         fault = entry.get("fault", "none") if entry else "none"
         say(f"{service}: starting {version} on stable")
-        new = self._start_track(state, service, "stable", version, fault, self.timeouts.get(service, 60.0), started)
+        timeout = self.timeouts.get(service, 60.0)
+        new = self._start_track(state, service, "stable", version, fault, timeout, started)
         say(f"{service}: ready after {new['ready_at'] - new['started_at']:.1f}s")
         return True
 
