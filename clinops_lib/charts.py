@@ -121,18 +121,29 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 
 
 # -- Helm-style values merging -----------------------------------------------------------
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any], keep_nulls: bool = False) -> dict[str, Any]:
     """Helm's coalescing: maps merge recursively, anything else (lists too) is replaced,
-    and an explicit ``null`` removes the key."""
+    and an explicit ``null`` removes the key.
+
+    Between user values files (``keep_nulls=True``) a ``null`` is kept so it still deletes the
+    chart default underneath, as Helm does; against chart defaults it removes the key.
+    """
     out = copy.deepcopy(dict(base))
     for key, value in override.items():
         if value is None:
-            out.pop(key, None)
+            if keep_nulls:
+                out[key] = None
+            else:
+                out.pop(key, None)
         elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value, keep_nulls)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _drop_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _drop_nulls(v) if isinstance(v, Mapping) else v for k, v in values.items() if v is not None}
 
 
 def env_values(env: str, root: Path | None = None) -> dict[str, Any]:
@@ -142,7 +153,7 @@ def env_values(env: str, root: Path | None = None) -> dict[str, Any]:
     """
     _check_env(env)
     cdir = chart_dir(root)
-    return _merge(_load_yaml(cdir / "values.yaml"), _load_yaml(cdir / f"values-{env}.yaml"))
+    return _merge(_load_yaml(cdir / "values.yaml"), _load_yaml(cdir / f"values-{env}.yaml"), keep_nulls=True)
 
 
 def subchart_values(level: str, env: str, root: Path | None = None) -> dict[str, Any]:
@@ -153,7 +164,7 @@ def subchart_values(level: str, env: str, root: Path | None = None) -> dict[str,
     defaults = _load_yaml(chart_dir(root) / "charts" / level / "values.yaml")
     merged = _merge(defaults, top.get(level) or {})
     merged["global"] = _merge(defaults.get("global") or {}, top.get("global") or {})
-    return merged
+    return _drop_nulls(merged)
 
 
 def _service(service: str, env: str, root: Path | None) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -231,7 +242,7 @@ def analysis_thresholds(env: str, root: Path | None = None) -> dict[str, Any]:
     Keys: ``success_rate_min`` (ratio), ``latency_p95_max_seconds``, ``interval`` (seconds),
     ``interval_text`` (as in the template), ``count``, ``failure_limit``, ``inconclusive_limit``.
     """
-    a = (env_values(env, root).get("global") or {}).get("analysis") or {}
+    a = _drop_nulls(env_values(env, root)).get("global", {}).get("analysis") or {}
     try:
         out = {
             "success_rate_min": float(a["successRateMin"]),
