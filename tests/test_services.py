@@ -33,7 +33,9 @@ from clinops_lib.services import synthetic
 from clinops_lib.services._common import DURATION_BUCKETS, ServiceConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+PY = (
+    str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+)
 BASE = 22000
 APP_PORT = iter(range(BASE + 60, BASE + 100))
 AWS = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
@@ -60,13 +62,25 @@ class Stack:
     queue_url: str
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.aws_url, region_name="us-east-1",
-                            aws_access_key_id="test", aws_secret_access_key="test")
+        return boto3.client(
+            service,
+            endpoint_url=self.aws_url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {"CLINOPS_PG_DSN": self.dsn, "CLINOPS_REDIS_URL": self.redis_url, "AWS_ENDPOINT_URL": self.aws_url,
-                "CLINOPS_EVENTS_TOPIC_ARN": self.topic_arn, "CLINOPS_MODEL_BUCKET": MODEL_BUCKET,
-                "CLINOPS_MODEL_KEY": MODEL_KEY, **AWS, **extra}
+        return {
+            "CLINOPS_PG_DSN": self.dsn,
+            "CLINOPS_REDIS_URL": self.redis_url,
+            "AWS_ENDPOINT_URL": self.aws_url,
+            "CLINOPS_EVENTS_TOPIC_ARN": self.topic_arn,
+            "CLINOPS_MODEL_BUCKET": MODEL_BUCKET,
+            "CLINOPS_MODEL_KEY": MODEL_KEY,
+            **AWS,
+            **extra,
+        }
 
 
 def _start_component(comp: Any) -> sup.RunningProcess:
@@ -101,9 +115,12 @@ def stack() -> Iterator[Stack]:
         sns, sqs = s.client("sns"), s.client("sqs")
         s.topic_arn = sns.create_topic(Name="clinops-test-observations")["TopicArn"]
         s.queue_url = sqs.create_queue(QueueName="clinops-test-observations")["QueueUrl"]
-        qarn = sqs.get_queue_attributes(QueueUrl=s.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=s.topic_arn, Protocol="sqs", Endpoint=qarn,
-                      Attributes={"RawMessageDelivery": "true"})
+        qarn = sqs.get_queue_attributes(QueueUrl=s.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        sns.subscribe(
+            TopicArn=s.topic_arn, Protocol="sqs", Endpoint=qarn, Attributes={"RawMessageDelivery": "true"}
+        )
         s.client("s3").create_bucket(Bucket=MODEL_BUCKET)
         yield s
     finally:
@@ -135,17 +152,34 @@ def start_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
         port = next(APP_PORT)
         name = f"{module}-{port}"
         spec = sup.ProcessSpec(
-            name, [PY, "-m", "uvicorn", f"clinops_lib.services.{module}:app", "--host", "127.0.0.1",
-                   "--port", str(port), "--no-access-log"],
-            tmp_path / f"{name}.log", tmp_path / f"{name}.pid", ports=[port],
-            env={"PYTHONUNBUFFERED": "1", **env}, cwd=ROOT)
+            name,
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                f"clinops_lib.services.{module}:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            tmp_path / f"{name}.log",
+            tmp_path / f"{name}.pid",
+            ports=[port],
+            env={"PYTHONUNBUFFERED": "1", **env},
+            cwd=ROOT,
+        )
         proc = sup.start(spec)
         running.append(proc)
         url = f"http://127.0.0.1:{port}"
-        sup.wait_healthy(proc, lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 120, "/healthz")
+        sup.wait_healthy(
+            proc, lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 120, "/healthz"
+        )
         if wait_ready:
-            sup.wait_healthy(proc, lambda: httpx.get(f"{url}/readyz", timeout=3).status_code == 200, 120,
-                             "/readyz 200")
+            sup.wait_healthy(
+                proc, lambda: httpx.get(f"{url}/readyz", timeout=3).status_code == 200, 120, "/readyz 200"
+            )
         return App(proc, url, spec.log_file)
 
     yield start
@@ -213,10 +247,19 @@ def test_gateway_stores_observation_and_publishes_event(stack: Stack, start_app:
     row_id = r.json()["id"]
 
     with psycopg.connect(stack.dsn) as conn:
-        row = conn.execute("SELECT study_id, site_id, subject_id, visit, adverse_event, vitals, gateway_version "
-                           "FROM clinical_observations WHERE id = %s", (row_id,)).fetchone()
+        row = conn.execute(
+            "SELECT study_id, site_id, subject_id, visit, adverse_event, vitals, gateway_version "
+            "FROM clinical_observations WHERE id = %s",
+            (row_id,),
+        ).fetchone()
     assert row is not None
-    assert row[:5] == (body["study_id"], body["site_id"], body["subject_id"], body["visit"], body["adverse_event"])
+    assert row[:5] == (
+        body["study_id"],
+        body["site_id"],
+        body["subject_id"],
+        body["visit"],
+        body["adverse_event"],
+    )
     assert row[5]["heart_rate"] == body["vitals"]["heart_rate"]  # type: ignore[index]
     assert row[6] == "1.4.0"
 
@@ -249,7 +292,9 @@ def test_gateway_stores_observation_and_publishes_event(stack: Stack, start_app:
     assert body["subject_id"] not in gw.log_file.read_text()
 
 
-def test_gateway_422_names_the_bad_field_and_stores_nothing(stack: Stack, start_app: Callable[..., App]) -> None:
+def test_gateway_422_names_the_bad_field_and_stores_nothing(
+    stack: Stack, start_app: Callable[..., App]
+) -> None:
     gw = start_app("gateway", stack.env(CLINOPS_SERVICE_VERSION="1.4.1"))
     with psycopg.connect(stack.dsn) as conn:
         conn.execute("SELECT 1")
@@ -262,7 +307,10 @@ def test_gateway_422_names_the_bad_field_and_stores_nothing(stack: Stack, start_
 
     cases: list[tuple[Callable[[dict[str, Any]], None], str]] = [
         (lambda b: b["vitals"].__setitem__("heart_rate", 900), "vitals.heart_rate"),
-        (lambda b: b["vitals"].__setitem__("diastolic_bp", b["vitals"]["systolic_bp"] + 5), "vitals.diastolic_bp"),
+        (
+            lambda b: b["vitals"].__setitem__("diastolic_bp", b["vitals"]["systolic_bp"] + 5),
+            "vitals.diastolic_bp",
+        ),
         (lambda b: b.pop("observed_at"), "observed_at"),
         (lambda b: b.__setitem__("observed_at", "2020-01-01T10:00:00"), "observed_at"),  # no timezone
         (lambda b: b.__setitem__("adverse_event", "maybe"), "adverse_event"),
@@ -295,8 +343,11 @@ def test_gateway_readiness_follows_postgres(stack: Stack, start_app: Callable[..
         assert httpx.post(f"{gw.url}/v1/observations", json=body, timeout=10).status_code == 201
 
         _stop_component(pg, proc)
-        sup.wait_for("gateway /readyz 503 after PostgreSQL stopped",
-                     lambda: httpx.get(f"{gw.url}/readyz", timeout=5).status_code == 503, timeout=60)
+        sup.wait_for(
+            "gateway /readyz 503 after PostgreSQL stopped",
+            lambda: httpx.get(f"{gw.url}/readyz", timeout=5).status_code == 503,
+            timeout=60,
+        )
         r = httpx.get(f"{gw.url}/readyz", timeout=5)
         assert r.json()["checks"]["postgres"].startswith("unavailable")
         assert r.json()["checks"]["redis"] == "ok"
@@ -304,8 +355,11 @@ def test_gateway_readiness_follows_postgres(stack: Stack, start_app: Callable[..
         assert httpx.post(f"{gw.url}/v1/observations", json=body, timeout=30).status_code == 503
 
         proc = _start_component(pg)
-        sup.wait_for("gateway /readyz 200 after PostgreSQL restarted",
-                     lambda: httpx.get(f"{gw.url}/readyz", timeout=5).status_code == 200, timeout=60)
+        sup.wait_for(
+            "gateway /readyz 200 after PostgreSQL restarted",
+            lambda: httpx.get(f"{gw.url}/readyz", timeout=5).status_code == 200,
+            timeout=60,
+        )
         assert httpx.post(f"{gw.url}/v1/observations", json=body, timeout=10).status_code == 201
     finally:
         _stop_component(pg, proc)
@@ -314,24 +368,60 @@ def test_gateway_readiness_follows_postgres(stack: Stack, start_app: Callable[..
 
 # -- training job and model-serving ------------------------------------------------------------
 def test_training_cli_uploads_an_artifact_that_serving_loads_and_scores(
-        stack: Stack, start_app: Callable[..., App]) -> None:
+    stack: Stack, start_app: Callable[..., App]
+) -> None:
     key = "models/risk/2.0.0/model.json"
-    res = subprocess.run([PY, "-m", "clinops_lib.services.training", "--bucket", MODEL_BUCKET, "--key", key,
-                          "--version", "2.0.0"], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env={**os.environ, **AWS, "AWS_ENDPOINT_URL": stack.aws_url})
+    res = subprocess.run(
+        [
+            PY,
+            "-m",
+            "clinops_lib.services.training",
+            "--bucket",
+            MODEL_BUCKET,
+            "--key",
+            key,
+            "--version",
+            "2.0.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, **AWS, "AWS_ENDPOINT_URL": stack.aws_url},
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     last = json.loads(res.stdout.strip().splitlines()[-1])
     assert last["event"] == "training.uploaded"
-    meta = json.loads(stack.client("s3").get_object(Bucket=MODEL_BUCKET, Key=f"{key}.metadata.json")["Body"].read())
+    meta = json.loads(
+        stack.client("s3").get_object(Bucket=MODEL_BUCKET, Key=f"{key}.metadata.json")["Body"].read()
+    )
     assert meta["version"] == "2.0.0"
     assert 0.7 <= meta["metrics"]["auc"] < 1.0 and 0.5 < meta["metrics"]["accuracy"] <= 1.0
     assert meta["artifact_sha256"] == last["artifact_sha256"]
 
     sv = start_app("serving", stack.env(CLINOPS_SERVICE_VERSION="3.1.0", CLINOPS_MODEL_KEY=key))
-    low = {"age_years": 25, "weight_kg": 80, "systolic_bp": 110, "diastolic_bp": 70, "heart_rate": 60,
-           "temperature_c": 36.5, "alt_u_l": 12, "creatinine_mg_dl": 0.6, "dose_mg": 25, "prior_adverse_events": 0}
-    high = {**low, "age_years": 72, "systolic_bp": 150, "temperature_c": 37.6, "alt_u_l": 60,
-            "creatinine_mg_dl": 1.4, "dose_mg": 300, "prior_adverse_events": 2}
+    low = {
+        "age_years": 25,
+        "weight_kg": 80,
+        "systolic_bp": 110,
+        "diastolic_bp": 70,
+        "heart_rate": 60,
+        "temperature_c": 36.5,
+        "alt_u_l": 12,
+        "creatinine_mg_dl": 0.6,
+        "dose_mg": 25,
+        "prior_adverse_events": 0,
+    }
+    high = {
+        **low,
+        "age_years": 72,
+        "systolic_bp": 150,
+        "temperature_c": 37.6,
+        "alt_u_l": 60,
+        "creatinine_mg_dl": 1.4,
+        "dose_mg": 300,
+        "prior_adverse_events": 2,
+    }
     r_low = httpx.post(f"{sv.url}/v1/predict", json=low, timeout=10)
     r_high = httpx.post(f"{sv.url}/v1/predict", json=high, timeout=10)
     assert r_low.status_code == r_high.status_code == 200, r_low.text
@@ -365,8 +455,9 @@ def test_training_is_reproducible_and_gated(stack: Stack) -> None:
         train_and_upload(s3, "no-such-bucket", "k.json", "9.0.2", samples=500)
 
 
-def test_serving_is_not_ready_with_a_tampered_artifact(stack: Stack, model: dict[str, Any],
-                                                       start_app: Callable[..., App]) -> None:
+def test_serving_is_not_ready_with_a_tampered_artifact(
+    stack: Stack, model: dict[str, Any], start_app: Callable[..., App]
+) -> None:
     s3 = stack.client("s3")
     key = "models/risk/tampered/model.json"
     doc = json.loads(s3.get_object(Bucket=MODEL_BUCKET, Key=MODEL_KEY)["Body"].read())
@@ -374,8 +465,11 @@ def test_serving_is_not_ready_with_a_tampered_artifact(stack: Stack, model: dict
     s3.put_object(Bucket=MODEL_BUCKET, Key=key, Body=json.dumps(doc).encode())
     s3.put_object(Bucket=MODEL_BUCKET, Key=f"{key}.metadata.json", Body=json.dumps(model).encode())
     sv = start_app("serving", stack.env(CLINOPS_MODEL_KEY=key), wait_ready=False)
-    sup.wait_for("serving to report the artifact check",
-                 lambda: "sha256" in httpx.get(f"{sv.url}/readyz", timeout=5).json()["checks"]["model"], timeout=60)
+    sup.wait_for(
+        "serving to report the artifact check",
+        lambda: "sha256" in httpx.get(f"{sv.url}/readyz", timeout=5).json()["checks"]["model"],
+        timeout=60,
+    )
     r = httpx.get(f"{sv.url}/readyz", timeout=5)
     assert r.status_code == 503
     body = synthetic.prediction_payload(random.Random(1))
@@ -383,10 +477,13 @@ def test_serving_is_not_ready_with_a_tampered_artifact(stack: Stack, model: dict
 
 
 # -- fault profiles (shared middleware; exercised on model-serving, no database writes) ---------------
-def test_fault_error_rate_is_injected_at_the_configured_rate(stack: Stack, model: dict[str, Any],
-                                                             start_app: Callable[..., App]) -> None:
-    sv = start_app("serving", stack.env(CLINOPS_FAULT="errors:20%", CLINOPS_FAULT_SEED="7",
-                                        CLINOPS_SERVICE_VERSION="1.0.1-bad"))
+def test_fault_error_rate_is_injected_at_the_configured_rate(
+    stack: Stack, model: dict[str, Any], start_app: Callable[..., App]
+) -> None:
+    sv = start_app(
+        "serving",
+        stack.env(CLINOPS_FAULT="errors:20%", CLINOPS_FAULT_SEED="7", CLINOPS_SERVICE_VERSION="1.0.1-bad"),
+    )
     rng = random.Random(2)
     n = 500
     codes = []
@@ -404,8 +501,9 @@ def test_fault_error_rate_is_injected_at_the_configured_rate(stack: Stack, model
     assert _sample("http_requests_total", text, code="200", **labels) == n - errors
 
 
-def test_fault_latency_is_added_to_business_requests_only(stack: Stack, model: dict[str, Any],
-                                                          start_app: Callable[..., App]) -> None:
+def test_fault_latency_is_added_to_business_requests_only(
+    stack: Stack, model: dict[str, Any], start_app: Callable[..., App]
+) -> None:
     slow = start_app("serving", stack.env(CLINOPS_FAULT="latency:+200ms"))
     fast = start_app("serving", stack.env())
 
@@ -427,15 +525,19 @@ def test_fault_latency_is_added_to_business_requests_only(stack: Stack, model: d
     assert slow_health < slow_predict / 2
 
 
-def test_fault_crash_after_n_requests_exits_the_process(stack: Stack, model: dict[str, Any],
-                                                        start_app: Callable[..., App]) -> None:
+def test_fault_crash_after_n_requests_exits_the_process(
+    stack: Stack, model: dict[str, Any], start_app: Callable[..., App]
+) -> None:
     sv = start_app("serving", stack.env(CLINOPS_FAULT="crash:after=5"))
     body = synthetic.prediction_payload(random.Random(0))
     codes = [httpx.post(f"{sv.url}/v1/predict", json=body, timeout=10).status_code for _ in range(5)]
     assert codes == [200] * 5
     child = sup._CHILDREN[sv.proc.pid]  # our Popen: is_alive() reaps it, its returncode stays here
-    sup.wait_for("the serving process to exit after crash:after=5",
-                 lambda: not sup.is_alive(sv.proc.pid, sv.proc.start_ticks), timeout=30)
+    sup.wait_for(
+        "the serving process to exit after crash:after=5",
+        lambda: not sup.is_alive(sv.proc.pid, sv.proc.start_ticks),
+        timeout=30,
+    )
     assert child.wait(timeout=10) == 70
     crash = [e for e in sv.log_events() if e["event"] == "fault.crash"]
     assert crash and crash[0]["after_requests"] == 5
