@@ -9,8 +9,9 @@ import nbformat
 import pytest
 
 
-def write_notebook(path: Path, cells: Sequence[str], parameters: str | None = None,
-                   markdown: str = "# Test runbook") -> Path:
+def write_notebook(
+    path: Path, cells: Sequence[str], parameters: str | None = None, markdown: str = "# Test runbook"
+) -> Path:
     """A small runbook on the ``clinops`` kernel: markdown, optional parameters cell, code cells."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "clinops", "display_name": "clinops", "language": "python"}

@@ -27,32 +27,47 @@ T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 def _key(path: Path) -> Path:
     key = Ed25519PrivateKey.generate()
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return path
 
 
 def _public(private: Path, out: Path) -> Path:
     key = serialization.load_pem_private_key(private.read_bytes(), password=None)
-    out.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    out.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return out
 
 
-def _seal_one(archive: Path, scratch: Path, i: int, signing_key: Path | None = None,
-              verdict: str = "PASSED") -> Path:
+def _seal_one(
+    archive: Path, scratch: Path, i: int, signing_key: Path | None = None, verdict: str = "PASSED"
+) -> Path:
     staging = scratch / f"staging-{i}"
     (staging / "data").mkdir(parents=True)
     (staging / "notebook.ipynb").write_text(json.dumps({"cells": [], "i": i}))
     (staging / "notebook.html").write_text(f"<html>run {i}</html>")
     (staging / "data" / "table.csv").write_text("a,b\n1,2\n")
-    (staging / "run-record.json").write_text(json.dumps({"runbook": "demo", "target": "local",
-                                                         "started_utc": f"2025-01-02T03:04:0{i}Z"}))
+    (staging / "run-record.json").write_text(
+        json.dumps({"runbook": "demo", "target": "local", "started_utc": f"2025-01-02T03:04:0{i}Z"})
+    )
     checks = [{"name": "latency", "measured": 1, "limit": 2, "op": "<=", "passed": verdict == "PASSED"}]
     v = {"verdict": verdict, "checks": checks}
     (staging / "verdict.json").write_text(json.dumps(v))
-    return evidence.seal(staging, archive, runbook="demo", run_id=f"run{i:03d}",
-                         started=T0 + timedelta(seconds=i), verdict=v, signing_key=signing_key)
+    return evidence.seal(
+        staging,
+        archive,
+        runbook="demo",
+        run_id=f"run{i:03d}",
+        started=T0 + timedelta(seconds=i),
+        verdict=v,
+        signing_key=signing_key,
+    )
 
 
 @pytest.fixture
@@ -83,7 +98,11 @@ def test_sealed_archive_verifies_and_chains(archive) -> None:
     assert chain[0]["previous_manifest_sha256"] is None
     for prev, entry, bundle in zip(chain, chain[1:], bundles[1:], strict=False):
         manifest = json.loads((bundle / "manifest.json").read_text())
-        assert manifest["previous_manifest_sha256"] == prev["manifest_sha256"] == entry["previous_manifest_sha256"]
+        assert (
+            manifest["previous_manifest_sha256"]
+            == prev["manifest_sha256"]
+            == entry["previous_manifest_sha256"]
+        )
     assert bundles[0].name == "20250102T030405Z-run000"
     assert not any(p.name.endswith(".partial") for p in root.rglob("*"))
 

@@ -26,9 +26,23 @@ offset = -5  # int, -10..
 
 def test_contract_examples_parse() -> None:
     decls = P.parse_declarations(CONTRACT_CELL)
-    assert list(decls) == ["rate", "pause_scale", "expect", "steps", "db_password", "fault", "dry_run",
-                           "target", "offset"]
-    assert (decls["rate"].type, decls["rate"].lo, decls["rate"].hi, decls["rate"].default) == ("int", 1, 2000, 200)
+    assert list(decls) == [
+        "rate",
+        "pause_scale",
+        "expect",
+        "steps",
+        "db_password",
+        "fault",
+        "dry_run",
+        "target",
+        "offset",
+    ]
+    assert (decls["rate"].type, decls["rate"].lo, decls["rate"].hi, decls["rate"].default) == (
+        "int",
+        1,
+        2000,
+        200,
+    )
     assert decls["pause_scale"].type == "float" and decls["pause_scale"].hi == 1
     assert decls["expect"].choices == ("promoted", "aborted") and decls["expect"].type == "str"
     assert decls["steps"].type == "list[int]"
@@ -43,21 +57,24 @@ def test_non_ascii_default_does_not_confuse_the_comment() -> None:
     assert decls["site"].default == "Zürich—Süd"
 
 
-@pytest.mark.parametrize(("source", "fragment"), [
-    ("rate = 200\n", "missing the trailing comment"),
-    ("rate = 200  #\n", "empty"),
-    ("rate = 100 * 2  # int\n", "literal"),
-    ("rate = 200  # integer\n", "cannot read 'integer'"),
-    ("rate = 5000  # int, 1..2000\n", "does not fit"),
-    ("mode = \"c\"  # one of: a, b\n", "does not fit"),
-    ("import os\n", "only `name = literal  # type`"),
-    ("rate = 1  # int\nrate = 2  # int\n", "declared twice"),
-    ("rate = 1  # int, 5..1\n", "empty range"),
-    ("name = 'x'  # str, 1..3\n", "needs a numeric type"),
-    ("rate = (\n 1)  # int\n", "one line"),
-    ("rate = 1 +\n", "not valid Python"),
-    ("pw = None  # secret\n", "secret's default must be a string"),
-])
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("rate = 200\n", "missing the trailing comment"),
+        ("rate = 200  #\n", "empty"),
+        ("rate = 100 * 2  # int\n", "literal"),
+        ("rate = 200  # integer\n", "cannot read 'integer'"),
+        ("rate = 5000  # int, 1..2000\n", "does not fit"),
+        ('mode = "c"  # one of: a, b\n', "does not fit"),
+        ("import os\n", "only `name = literal  # type`"),
+        ("rate = 1  # int\nrate = 2  # int\n", "declared twice"),
+        ("rate = 1  # int, 5..1\n", "empty range"),
+        ("name = 'x'  # str, 1..3\n", "needs a numeric type"),
+        ("rate = (\n 1)  # int\n", "one line"),
+        ("rate = 1 +\n", "not valid Python"),
+        ("pw = None  # secret\n", "secret's default must be a string"),
+    ],
+)
 def test_bad_declarations_name_the_problem(source: str, fragment: str) -> None:
     with pytest.raises(ParameterError, match=None) as exc:
         P.parse_declarations(source)
@@ -79,32 +96,38 @@ def test_two_parameters_cells_are_rejected(make_notebook, tmp_path) -> None:
 DECLS = P.parse_declarations(CONTRACT_CELL)
 
 
-@pytest.mark.parametrize(("name", "text", "expected"), [
-    ("rate", "1500", 1500),
-    ("pause_scale", "1", 1.0),
-    ("expect", "aborted", "aborted"),
-    ("steps", "[5, 25, 100]", [5, 25, 100]),
-    ("fault", "1.10", "1.10"),  # a string parameter keeps the text as typed
-    ("dry_run", "true", True),
-    ("db_password", "s3cr3t-value", "s3cr3t-value"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("rate", "1500", 1500),
+        ("pause_scale", "1", 1.0),
+        ("expect", "aborted", "aborted"),
+        ("steps", "[5, 25, 100]", [5, 25, 100]),
+        ("fault", "1.10", "1.10"),  # a string parameter keeps the text as typed
+        ("dry_run", "true", True),
+        ("db_password", "s3cr3t-value", "s3cr3t-value"),
+    ],
+)
 def test_cli_values_are_typed(name: str, text: str, expected: object) -> None:
     assert P.validate(DECLS, {}, {name: text}) == {name: expected}
 
 
-@pytest.mark.parametrize(("given", "fragment"), [
-    ({"rte": "5"}, "unknown parameter; this runbook declares: rate,"),
-    ({"rate": "abc"}, "is not a number; allowed: int in 1..2000"),
-    ({"rate": "1.5"}, "is not an integer"),
-    ({"rate": "2001"}, "out of range; allowed: int in 1..2000"),
-    ({"rate": "0"}, "out of range"),
-    ({"pause_scale": ".nan"}, "not a finite number"),
-    ({"expect": "maybe"}, "not allowed; allowed: one of: promoted, aborted"),
-    ({"steps": "[1, x]"}, "element 1"),
-    ({"steps": "7"}, "is not a list"),
-    ({"dry_run": "maybe"}, "is not a bool"),
-    ({"offset": "-11"}, "out of range"),
-])
+@pytest.mark.parametrize(
+    ("given", "fragment"),
+    [
+        ({"rte": "5"}, "unknown parameter; this runbook declares: rate,"),
+        ({"rate": "abc"}, "is not a number; allowed: int in 1..2000"),
+        ({"rate": "1.5"}, "is not an integer"),
+        ({"rate": "2001"}, "out of range; allowed: int in 1..2000"),
+        ({"rate": "0"}, "out of range"),
+        ({"pause_scale": ".nan"}, "not a finite number"),
+        ({"expect": "maybe"}, "not allowed; allowed: one of: promoted, aborted"),
+        ({"steps": "[1, x]"}, "element 1"),
+        ({"steps": "7"}, "is not a list"),
+        ({"dry_run": "maybe"}, "is not a bool"),
+        ({"offset": "-11"}, "out of range"),
+    ],
+)
 def test_bad_cli_values_name_the_parameter(given: dict[str, str], fragment: str) -> None:
     with pytest.raises(ParameterError) as exc:
         P.validate(DECLS, {}, given)

@@ -16,18 +16,19 @@ from typing import Any
 
 import nbformat
 import pytest
+from conftest import write_notebook
 
 from clinops_lib import params as P
 from clinops_lib._secretgate import SecretGate
 from clinops_lib.exceptions import ParameterError
-from conftest import write_notebook
 
 RUNBOOKS = sorted((Path(__file__).resolve().parent.parent / "runbooks").glob("*.ipynb"))
 SECTIONS = ("Purpose", "Preconditions", "Acceptance criteria", "Rollback")
 # a credential-named variable assigned a non-empty string literal
 SECRET_ASSIGN = re.compile(
     r"(?im)^\s*\w*(password|passwd|token|api_key|secret_key|secret_access_key|private_key)\w*\s*=\s*"
-    r"(['\"])(?!\2)[^'\"]+\2")
+    r"(['\"])(?!\2)[^'\"]+\2"
+)
 
 
 def _source(cell: Any) -> str:
@@ -62,8 +63,11 @@ def convention_problems(nb: Any) -> list[str]:
             target = decls.get("target")
             if target is not None and set(target.choices) != {"local", "kind", "kubeconfig"}:
                 problems.append("parameter 'target' is not declared '# one of: local, kind, kubeconfig'")
-            problems += [f"secret parameter {d.name!r} has a non-empty default"
-                         for d in decls.values() if d.secret and d.default]
+            problems += [
+                f"secret parameter {d.name!r} has a non-empty default"
+                for d in decls.values()
+                if d.secret and d.default
+            ]
     except ParameterError as e:
         problems.append(f"parameters cell: {e}")
     code = [c for c in cells if c.get("cell_type") == "code"]
@@ -91,25 +95,55 @@ GOOD_MD = "# Demo\n## Purpose\nx\n## Preconditions\nx\n## Acceptance criteria\nx
 
 
 def test_checker_accepts_a_conforming_runbook(tmp_path) -> None:
-    path = write_notebook(tmp_path / "ok.ipynb",
-                          ["from clinops_lib import record\nrecord.check('a', 1, 1, '==')",
-                           "record.require_all_checks()"],
-                          'rate = 1  # int, 1..9\ntarget = "local"  # one of: local, kind, kubeconfig\npw = ""  # secret',
-                          markdown=GOOD_MD)
+    path = write_notebook(
+        tmp_path / "ok.ipynb",
+        ["from clinops_lib import record\nrecord.check('a', 1, 1, '==')", "record.require_all_checks()"],
+        'rate = 1  # int, 1..9\ntarget = "local"  # one of: local, kind, kubeconfig\npw = ""  # secret',
+        markdown=GOOD_MD,
+    )
     assert convention_problems(nbformat.read(str(path), as_version=4)) == []
 
 
 def test_checker_names_each_violation(tmp_path) -> None:
-    path = write_notebook(tmp_path / "bad.ipynb",
-                          ["db_password = 'hunter2-real'\nkey = 'AKIAABCDEFGHIJKLMNOP'", "print(1)"],
-                          'rate = 1\ntarget = "local"  # str', markdown="# Demo\nPurpose only")
+    path = write_notebook(
+        tmp_path / "bad.ipynb",
+        ["db_password = 'hunter2-real'\nkey = 'AKIAABCDEFGHIJKLMNOP'", "print(1)"],
+        'rate = 1\ntarget = "local"  # str',
+        markdown="# Demo\nPurpose only",
+    )
     nb = nbformat.read(str(path), as_version=4)
     nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="1")]
     nb.cells[2].execution_count = 3
     nb.metadata["kernelspec"]["name"] = "python3"
     problems = " | ".join(convention_problems(nb))
-    for fragment in ("kernelspec", "cell 2 has outputs", "cell 2 has an execution count",
-                     "Preconditions, Acceptance criteria, Rollback", "missing the trailing comment",
-                     "no acceptance check", "require_all_checks", "secret-looking pattern",
-                     "credential-named variable"):
+    for fragment in (
+        "kernelspec",
+        "cell 2 has outputs",
+        "cell 2 has an execution count",
+        "Preconditions, Acceptance criteria, Rollback",
+        "missing the trailing comment",
+        "no acceptance check",
+        "require_all_checks",
+        "secret-looking pattern",
+        "credential-named variable",
+    ):
         assert fragment in problems, fragment
+
+
+def test_ci_runs_the_four_runbooks_with_pinned_actions() -> None:
+    import yaml
+
+    ci = yaml.safe_load((Path(__file__).resolve().parent.parent / ".github/workflows/ci.yml").read_text())
+    jobs = ci["jobs"]
+    assert {"lint", "types", "tests", "runbooks"} <= set(jobs)
+    for name, job in jobs.items():
+        needs = job.get("needs", [])
+        assert set([needs] if isinstance(needs, str) else needs) <= set(jobs) - {name}, name
+        for step in job["steps"]:
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+\.\d+\.\d+", step["uses"]), step["uses"]
+    script = "\n".join(s.get("run", "") for s in jobs["runbooks"]["steps"])
+    for rb in ("00-provision", "01-deploy-levels", "02-canary-drill", "03-blue-green-drill"):
+        assert f"clinops run runbooks/{rb}.ipynb --target local" in script
+    assert any(s.get("uses", "").startswith("actions/upload-artifact@v4") for s in jobs["runbooks"]["steps"])
+    assert "bash scripts/test.sh" in "\n".join(s.get("run", "") for s in jobs["tests"]["steps"])

@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import write_notebook
 
 from clinops_lib import evidence
 from clinops_lib.cli import main
-from conftest import write_notebook
 
 PARAMS = """\
 rate = 200  # int, 1..2000
@@ -60,7 +60,22 @@ def passing(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("passing")
     nb = write_notebook(tmp / "rb" / "demo-pass.ipynb", PASSING, PARAMS)
     archive = tmp / "evidence"
-    rc = main(["run", str(nb), "-p", "rate", "300", "-p", "label", "1.10", "--target", "kind", "--out", str(archive)])
+    rc = main(
+        [
+            "run",
+            str(nb),
+            "-p",
+            "rate",
+            "300",
+            "-p",
+            "label",
+            "1.10",
+            "--target",
+            "kind",
+            "--out",
+            str(archive),
+        ]
+    )
     bundles = _bundles(archive)
     assert len(bundles) == 1
     return {"rc": rc, "bundle": bundles[0], "archive": archive, "runbook_dir": nb.parent}
@@ -87,9 +102,18 @@ def _outputs_text(notebook: Path) -> str:
 def test_passing_run_exits_0_with_a_complete_bundle(passing) -> None:
     assert passing["rc"] == 0
     b = passing["bundle"]
-    for name in ("notebook.ipynb", "notebook.html", "parameters.json", "run-record.json", "verdict.json",
-                 "manifest.json", "SUMMARY.md", "data/rate-plot.html", "data/steps.csv",
-                 evidence.STATEMENT_UNSIGNED):
+    for name in (
+        "notebook.ipynb",
+        "notebook.html",
+        "parameters.json",
+        "run-record.json",
+        "verdict.json",
+        "manifest.json",
+        "SUMMARY.md",
+        "data/rate-plot.html",
+        "data/steps.csv",
+        evidence.STATEMENT_UNSIGNED,
+    ):
         assert (b / name).is_file(), name
     assert b.parent.name == "demo-pass"
     assert evidence.verify(passing["archive"]).problems == []
@@ -103,13 +127,26 @@ def test_kernel_gets_run_id_renderer_artifacts_and_parameters(passing) -> None:
     assert seen["run_id"] == record["run_id"] and b.name.endswith(record["run_id"])
     assert seen["renderer"] == "notebook"
     assert not Path(seen["artifacts"]).exists()  # the scratch dir is gone after sealing
-    assert (seen["target"], seen["rate"], seen["label"]) == ("kind", 300, "1.10")  # --target set the parameter
+    assert (seen["target"], seen["rate"], seen["label"]) == (
+        "kind",
+        300,
+        "1.10",
+    )  # --target set the parameter
     assert Path(seen["cwd"]) == passing["runbook_dir"]
 
 
 def test_run_record_is_attributable(passing) -> None:
     record = json.loads((passing["bundle"] / "run-record.json").read_text())
-    for key in ("operator", "host", "started_utc", "ended_utc", "duration_seconds", "git", "target", "versions"):
+    for key in (
+        "operator",
+        "host",
+        "started_utc",
+        "ended_utc",
+        "duration_seconds",
+        "git",
+        "target",
+        "versions",
+    ):
         assert record[key] not in (None, "", {}), key
     assert record["target"] == "kind"
     assert record["duration_seconds"] > 0
@@ -124,8 +161,16 @@ def test_parameters_and_verdict(passing) -> None:
     assert sorted(params["given"]) == ["label", "rate", "target"]
     verdict = json.loads((b / "verdict.json").read_text())
     assert verdict["verdict"] == "PASSED" and verdict["failed_cell"] is None
-    assert verdict["checks"] == [{"name": "rate within limit", "measured": 300, "limit": 1000, "op": "<=",
-                                  "unit": "req/s", "passed": True}]
+    assert verdict["checks"] == [
+        {
+            "name": "rate within limit",
+            "measured": 300,
+            "limit": 1000,
+            "op": "<=",
+            "unit": "req/s",
+            "passed": True,
+        }
+    ]
 
 
 def test_html_is_self_contained(passing) -> None:
@@ -140,10 +185,22 @@ def test_html_draws_the_plot_offline_in_chromium(passing, tmp_path) -> None:
     if chromium is None:
         pytest.skip("chromium is not installed (scripts/setup.sh --tests installs it)")
     dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
-         (passing["bundle"] / "notebook.html").as_uri()],
-        capture_output=True, text=True, timeout=180, check=True).stdout
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            (passing["bundle"] / "notebook.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
     assert "main-svg" in dom and "scatterlayer" in dom  # plotly.js ran and drew the trace
 
 
@@ -194,8 +251,11 @@ def test_bad_input_exits_2_and_runs_nothing(case: str, tmp_path, capsys) -> None
     nb = write_notebook(tmp_path / "guarded.ipynb", [f"open({str(marker)!r}, 'w').close()"], PARAMS)
     (tmp_path / "wrong.yaml").write_text("label: 3\n")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
-    fmt = {"dir": str(tmp_path), "file_wrong_type": str(tmp_path / "wrong.yaml"),
-           "file_list": str(tmp_path / "list.yaml")}
+    fmt = {
+        "dir": str(tmp_path),
+        "file_wrong_type": str(tmp_path / "wrong.yaml"),
+        "file_list": str(tmp_path / "list.yaml"),
+    }
     extra = [a.format(**fmt) for a in BAD_INPUTS[case]]
     runbook = [] if extra[0].endswith(".ipynb") else [str(nb)]
     archive = tmp_path / "evidence"

@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import write_notebook
 
 from clinops_lib._secretgate import SecretGate, env_credentials
 from clinops_lib.cli import main
 from clinops_lib.params import REDACTED
-from conftest import write_notebook
 
 SECRET = 's3cr"et<Xy9-42\\z'  # quote, angle bracket and backslash: escaped differently in JSON and HTML
 LEARNED = "learned-value-9876-abc"
@@ -34,19 +34,31 @@ def _spellings(value: str) -> set[str]:
 
 # -- unit: values and patterns ------------------------------------------------------------------
 def test_env_credentials_skip_placeholders_and_paths() -> None:
-    env = {"GITHUB_TOKEN": "ghp_" + "a" * 36, "AWS_SECRET_ACCESS_KEY": "test", "DB_PASSWORD": "correct-horse-9",
-           "CLINOPS_SIGNING_KEY": "/keys/signing.pem", "HOME": "/root", "API_TOKEN_FILE": "/run/secret"}
+    env = {
+        "GITHUB_TOKEN": "ghp_" + "a" * 36,
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "DB_PASSWORD": "correct-horse-9",
+        "CLINOPS_SIGNING_KEY": "/keys/signing.pem",
+        "HOME": "/root",
+        "API_TOKEN_FILE": "/run/secret",
+    }
     labels = {label for label, _ in env_credentials(env)}
     assert labels == {"environment variable GITHUB_TOKEN", "environment variable DB_PASSWORD"}
 
 
-@pytest.mark.parametrize(("text", "label"), [
-    ("key id AKIAIOSFODNN7EXAMPLE in a log", "AWS access key id"),
-    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS secret access key"),
-    ("token ghp_" + "A1b2C3d4E5" * 4, "GitHub token"),
-    ("xoxb-1234567890-abcdefghij", "Slack token"),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXk\\n-----END OPENSSH PRIVATE KEY-----", "PEM private key"),
-])
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("key id AKIAIOSFODNN7EXAMPLE in a log", "AWS access key id"),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS secret access key"),
+        ("token ghp_" + "A1b2C3d4E5" * 4, "GitHub token"),
+        ("xoxb-1234567890-abcdefghij", "Slack token"),
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXk\\n-----END OPENSSH PRIVATE KEY-----",
+            "PEM private key",
+        ),
+    ],
+)
 def test_patterns_are_redacted(text: str, label: str) -> None:
     out, found = SecretGate().redact_text(text)
     assert found == [label]
@@ -68,7 +80,9 @@ def test_values_are_found_in_every_spelling_and_binary_files(tmp_path) -> None:
     (tmp_path / "c.bin").write_bytes(b"\xff\xfe" + SECRET.encode() + b"\x00")
     (tmp_path / "d.txt").write_text("nothing here")
     findings = gate.sweep(tmp_path)
-    assert sorted(findings) == sorted(f"secret parameter 'token' in {n}" for n in ("a.json", "b.html", "c.bin"))
+    assert sorted(findings) == sorted(
+        f"secret parameter 'token' in {n}" for n in ("a.json", "b.html", "c.bin")
+    )
     for path in tmp_path.iterdir():
         data = path.read_bytes()
         assert not any(s.encode() in data for s in _spellings(SECRET)), path
@@ -113,8 +127,12 @@ def test_leak_fails_the_run(leaky_run) -> None:
     verdict = json.loads((leaky_run["bundle"] / "verdict.json").read_text())
     assert verdict["verdict"] == "FAILED"
     findings = " | ".join(verdict["secret_gate"]["findings"])
-    for label in ("secret parameter 'token'", "record.secret() value #1",
-                  "environment variable CLINOPS_TEST_API_TOKEN", "AWS access key id"):
+    for label in (
+        "secret parameter 'token'",
+        "record.secret() value #1",
+        "environment variable CLINOPS_TEST_API_TOKEN",
+        "AWS access key id",
+    ):
         assert label in findings, findings
     assert verdict["failed_cell"]["ename"] == "RuntimeError"
     assert verdict["failed_cell"]["evalue"] == f"login failed with {REDACTED}"
@@ -150,9 +168,14 @@ def test_sealed_leaky_bundle_still_verifies_and_no_scratch_is_left(leaky_run) ->
 
 def test_secret_parameter_that_is_not_shown_passes(tmp_path) -> None:
     """A secret parameter by itself is not a leak: it reaches the kernel, not the notebook."""
-    nb = write_notebook(tmp_path / "quiet.ipynb",
-                        ["from clinops_lib import record\nrecord.check('token length', len(token), 10, '>=')",
-                         "record.require_all_checks()"], 'token = ""  # secret')
+    nb = write_notebook(
+        tmp_path / "quiet.ipynb",
+        [
+            "from clinops_lib import record\nrecord.check('token length', len(token), 10, '>=')",
+            "record.require_all_checks()",
+        ],
+        'token = ""  # secret',
+    )
     archive = tmp_path / "evidence"
     assert main(["run", str(nb), "-p", "token", SECRET, "--out", str(archive), "--no-progress"]) == 0
     bundle = next(archive.glob("*/*/manifest.json")).parent
