@@ -637,14 +637,22 @@ class _Session:
     ) -> J.IntervalVerdict:
         start = time.time()
         end = start + length
-        while True:
-            now = time.time()
-            if now >= end:
-                break
-            time.sleep(min(self.poll_s, end - now))
-            self.feed()
-            self.check_platform()
-        self.check_weight()
+        try:
+            while True:
+                now = time.time()
+                if now >= end:
+                    break
+                time.sleep(min(self.poll_s, end - now))
+                self.feed()
+                self.check_platform()
+            self.check_weight()
+        except _Aborted as a:
+            # keep the partial interval in the table: the numbers behind the early decision
+            iv = self.judge_interval(start, time.time(), compare, query_metrics=False)
+            iv.verdict = "Fail"
+            iv.reasons.insert(0, f"stopped early: {a.reason}")
+            self.intervals.append(iv)
+            raise
         iv = self.judge_interval(start, end, compare)
         self.intervals.append(iv)
         self.event(
@@ -660,6 +668,7 @@ class _Session:
         start: float,
         end: float,
         compare: Callable[[float, float], tuple[list[RequestRecord], list[RequestRecord]]] | None,
+        query_metrics: bool = True,
     ) -> J.IntervalVerdict:
         time.sleep(0.05)  # let requests sent just before `end` complete
         self.feed()
@@ -707,7 +716,7 @@ class _Session:
         if lat.verdict == "Fail":
             worse("Fail", lat.reason)
         prom: dict[str, tuple[float | None, str]] = {}
-        for run in self.metric_runs:
+        for run in self.metric_runs if query_metrics else []:
             m = run.measure(self.target.prometheus_query, end)
             prom[run.spec.name] = (m.value, m.phase)
             if m.phase == "Failed":
@@ -806,6 +815,8 @@ def _noop(_: str) -> None:
 
 
 def _payloads(service: str) -> tuple[str, list[bytes]]:
+    import scipy.stats  # noqa: F401 - imported now, not inside the first interval's judgement
+
     path = SERVICE_PATHS.get(service, "/v1/observations")
     return path, default_payloads(path)
 

@@ -363,8 +363,9 @@ class LoadGenerator:
         self._stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
         interval = 1.0 / spec.rate
-        t0 = loop.time() + 0.001
-        wall_offset = time.time() - loop.time()
+        clock = time.perf_counter  # uvloop's loop.time() has only millisecond resolution
+        t0 = clock() + 0.001
+        wall_offset = time.time() - clock()
         self.started_at = t0 + wall_offset
         self._started.set()
         tasks: set[asyncio.Task[None]] = set()
@@ -372,7 +373,7 @@ class LoadGenerator:
         stop_wait = asyncio.ensure_future(self._stop_event.wait())
         try:
             while not self._stop_event.is_set():
-                now = loop.time()
+                now = clock()
                 while t0 + k * interval <= now:
                     offset = k * interval
                     if spec.duration_s is not None and offset >= spec.duration_s:
@@ -389,7 +390,7 @@ class LoadGenerator:
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                     k += 1
-                delay = t0 + k * interval - loop.time()
+                delay = t0 + k * interval - clock()
                 if delay > 0:
                     await asyncio.wait([stop_wait], timeout=delay)
         finally:
@@ -400,12 +401,12 @@ class LoadGenerator:
 
     async def _one(self, seq: int, sched: float, wall_offset: float) -> None:
         spec = self.spec
-        loop = asyncio.get_running_loop()
+        clock = time.perf_counter
         body = self._payloads[seq % len(self._payloads)]
         head = (f"{spec.method} {spec.path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                 f"X-Clinops-Request: {spec.label}-{seq}\r\n\r\n").encode()
-        sent = loop.time() + wall_offset
+        sent = clock() + wall_offset
         status, version, error = STATUS_CONNECTION_ERROR, "", ""
         try:
             async with asyncio.timeout(spec.timeout_s):
@@ -441,7 +442,7 @@ class LoadGenerator:
             status, error = STATUS_CONNECTION_ERROR, f"{type(e).__name__}: {e}"[:200]
         finally:
             self._in_flight -= 1
-        done = loop.time() + wall_offset
+        done = clock() + wall_offset
         self._records.append(RequestRecord(seq, spec.label, sched, sent, done, status, version, error))
 
 
