@@ -77,6 +77,12 @@ def _repo(image: str) -> str:
     return f"{head}/{name}" if head else name
 
 
+def _has_hash(obj: Any, pod_hash: str) -> bool:
+    """Selectors are applied server-side; this re-checks so a proxy that ignores them is harmless."""
+    labels = (obj.metadata.labels or {}) if obj.metadata else {}
+    return bool(labels.get(POD_TEMPLATE_HASH) == pod_hash)
+
+
 class PortForward:
     """``kubectl port-forward`` to one Service or pod, started once, stopped on close."""
 
@@ -289,6 +295,7 @@ class KubeTarget(Target):
                                                    _request_timeout=c.request_timeout).items
         except KubernetesAPIError as e:
             return f"(events unavailable: {e})"
+        evs = [e for e in evs if e.involved_object is None or e.involved_object.name == name]
         evs = sorted(evs, key=lambda e: str(e.last_timestamp or e.event_time or ""))[-limit:]
         return "; ".join(f"{e.type} {e.reason}: {e.message}" for e in evs) or "none"
 
@@ -368,7 +375,7 @@ class KubeTarget(Target):
             selector = f"{POD_TEMPLATE_HASH}={state.current_pod_hash}"
             pods = c.core.list_namespaced_pod(ns, label_selector=selector,
                                               _request_timeout=c.request_timeout).items
-        running = [p for p in pods if p.status.phase == "Running"]
+        running = [p for p in pods if p.status.phase == "Running" and _has_hash(p, state.current_pod_hash)]
         if not running:
             raise TrafficError(f"no running canary pod of {ns}/{service} (hash {state.current_pod_hash})")
         pod = running[0]
@@ -402,7 +409,7 @@ class KubeTarget(Target):
         with api_call("list", "ReplicaSet", ns):
             rss = c.apps.list_namespaced_replica_set(ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
                                                      _request_timeout=c.request_timeout).items
-        return any((rs.status.ready_replicas or 0) > 0 for rs in rss)
+        return any((rs.status.ready_replicas or 0) > 0 for rs in rss if _has_hash(rs, pod_hash))
 
     def _rs_image(self, ns: str, pod_hash: str) -> tuple[str, bool]:
         c = self.clients
@@ -410,6 +417,8 @@ class KubeTarget(Target):
             rss = c.apps.list_namespaced_replica_set(ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
                                                      _request_timeout=c.request_timeout).items
         for rs in rss:
+            if not _has_hash(rs, pod_hash):
+                continue
             ctrs = rs.spec.template.spec.containers or []
             if ctrs:
                 return ctrs[0].image, (rs.status.ready_replicas or 0) > 0
@@ -435,7 +444,9 @@ class KubeTarget(Target):
         cname = next(iter(st.images))
         d.set_image(service, stable_image, container=cname,
                     env={"CLINOPS_SERVICE_VERSION": _tag(stable_image), "CLINOPS_FAULT": "none"})
-        d.wait_healthy(service, timeout=120.0)
+        # The abort stays set until the controller sees the stable template again: not a failure.
+        d.wait(service, "return to the stable template and become Healthy", lambda s: s.healthy,
+               timeout=120.0, fail=lambda s: None)
 
     def set_canary_weight(self, service: str, weight: int) -> None:
         if not isinstance(weight, int) or not 0 <= weight <= 100:

@@ -30,6 +30,14 @@ SERVICES = kmock.resource("", "v1", "services")
 REPLICASETS = kmock.resource("apps", "v1", "replicasets")
 NODES = kmock.resource("", "v1", "nodes")
 EVENTS = kmock.resource("", "v1", "events")
+DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
+STATEFULSETS = kmock.resource("apps", "v1", "statefulsets")
+PODS = kmock.resource("", "v1", "pods")
+APPPROJECTS = kmock.resource("argoproj.io", "v1alpha1", "appprojects")
+KNOWN = ("argoproj.io/v1alpha1/rollouts", "argoproj.io/v1alpha1/analysisruns",
+         "argoproj.io/v1alpha1/applications", "argoproj.io/v1alpha1/appprojects",
+         "v1/services", "v1/pods", "v1/events", "v1/nodes",
+         "apps/v1/deployments", "apps/v1/statefulsets", "apps/v1/replicasets")
 
 
 def _free_port() -> int:
@@ -78,6 +86,8 @@ class Emulator:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with kmock.KubernetesEmulator() as k, kmock.Server(k, port=self.port):
+            for res in KNOWN:  # listing an undeclared resource is a 404 in kmock
+                k.resources[res] = {}
             self.k = k
             self._ready.set()
             await self._stop.wait()
@@ -175,15 +185,33 @@ class ArgoController:
         self.fail_analysis_at = fail_analysis_at
         self.paused_at: set[int] = set()
         self.ticks = 0
+        self.seen_image = self._image()
+        self.stable_image = self.seen_image
+
+    def _image(self) -> str:
+        obj = self.emu.obj(ROLLOUTS, self.ns, self.name)
+        return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
 
     def start_update(self) -> None:
         """What the controller does when it sees a new pod template."""
+        self.seen_image = self._image()
         self.emu.patch(ROLLOUTS, self.ns, self.name, {"status": {
             "phase": "Progressing", "currentStepIndex": 0, "currentPodHash": self.new_hash,
             "message": "more replicas need to be updated"}})
 
     def tick(self, _seconds: float = 0.0) -> None:
         self.ticks += 1
+        if self._image() != self.seen_image:  # a new pod template: a new revision starts
+            self.seen_image = self._image()
+            self.paused_at.clear()
+            if self.seen_image == self.stable_image:  # back to the stable template (undo)
+                stable = self.emu.obj(ROLLOUTS, self.ns, self.name)["status"].get("stableRS", "aaa111")
+                self.emu.patch(ROLLOUTS, self.ns, self.name, {"status": {
+                    "phase": "Healthy", "abort": None, "message": None, "pauseConditions": None,
+                    "currentPodHash": stable, **weights(0, stable, stable)}})
+            else:
+                self.start_update()
+            return
         obj = self.emu.obj(ROLLOUTS, self.ns, self.name)
         status = obj.get("status") or {}
         steps = obj["spec"]["strategy"].get("canary", {}).get("steps", [])
@@ -194,6 +222,7 @@ class ArgoController:
                 "pauseConditions": None, **weights(0, self.new_hash, stable)}})
             return
         if status.get("promoteFull"):
+            self.stable_image = self.seen_image
             self.emu.patch(ROLLOUTS, self.ns, self.name, {"status": {
                 "phase": "Healthy", "promoteFull": None, "pauseConditions": None, "stableRS": self.new_hash,
                 "currentStepIndex": len(steps), "message": None,
@@ -203,6 +232,7 @@ class ArgoController:
         if idx is None or status.get("phase") == "Healthy":
             return
         if idx >= len(steps):
+            self.stable_image = self.seen_image
             self.emu.patch(ROLLOUTS, self.ns, self.name, {"status": {
                 "phase": "Healthy", "stableRS": self.new_hash, "message": None,
                 **weights(0, self.new_hash, self.new_hash)}})

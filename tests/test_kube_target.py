@@ -1,0 +1,499 @@
+"""KindTarget / KubeconfigTarget against the kmock Kubernetes emulator over real HTTP, plus
+the kind prerequisite path for real (this machine has the docker CLI, no daemon, no kind)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+import yaml
+from kube_emulator import (
+    APPLICATIONS,
+    APPPROJECTS,
+    DEPLOYMENTS,
+    EVENTS,
+    NODES,
+    PODS,
+    REPLICASETS,
+    ROLLOUTS,
+    ArgoController,
+    Emulator,
+    emulator,
+    rollout,
+)
+
+from clinops_lib import charts
+from clinops_lib._kube import load_clients
+from clinops_lib.argocd import apply_objects, wait_synced_healthy
+from clinops_lib.config import Settings, project_root
+from clinops_lib.exceptions import (
+    KubernetesAPIError,
+    MetricsError,
+    PrerequisiteError,
+    TrafficError,
+    WaitFailed,
+    WaitTimeout,
+)
+from clinops_lib.faults import FaultProfile
+from clinops_lib.kind import check_prerequisites, stack_components, wait_nodes_ready
+from clinops_lib.kube_target import KubeconfigTarget
+from clinops_lib.rollouts import MERGE_PATCH
+from clinops_lib.target import get_target
+
+__all__ = ["emulator"]
+
+ROOT = project_root()
+GW_NS = "clinops-ingestion"
+GW = "clinical-gateway"
+OLD, NEW = "aaa111", "bbb222"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def writes(emu: Emulator) -> list[tuple[str, Any]]:
+    return [
+        (str(r.url.path), r.data) for r in emu.requests() if str(r.method.value).upper() in ("PATCH", "POST")
+    ]
+
+
+def replicaset(pod_hash: str, image: str, ready: int = 2) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": GW, "rollouts-pod-template-hash": pod_hash}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": f"{GW}-{pod_hash}", "namespace": GW_NS, "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": GW, "image": image}]},
+            },
+        },
+        "status": {"replicas": 2, "readyReplicas": ready},
+    }
+
+
+@pytest.fixture()
+def gateway(emulator: Emulator) -> tuple[KubeconfigTarget, ArgoController, Emulator]:
+    """The gateway Rollout as the chart defines it (steps from charts.canary_steps), stable on 1.0.0."""
+    steps = charts.canary_steps(GW, "dev")
+    emulator.put(
+        ROLLOUTS, GW_NS, GW, rollout(GW, GW_NS, image="ghcr.io/clinops/clinical-gateway:1.0.0", steps=steps)
+    )
+    emulator.put(REPLICASETS, GW_NS, f"{GW}-{OLD}", replicaset(OLD, "ghcr.io/clinops/clinical-gateway:1.0.0"))
+    emulator.put(REPLICASETS, GW_NS, f"{GW}-{NEW}", replicaset(NEW, "ghcr.io/clinops/clinical-gateway:1.1.0"))
+    ctl = ArgoController(emulator, GW_NS, GW, new_hash=NEW)
+    clock = Clock()
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+        ctl.tick()
+
+    target = KubeconfigTarget(
+        Settings(target="kubeconfig", kubeconfig=emulator.kubeconfig, project_root=ROOT),
+        sleep=sleep,
+        clock=clock,
+        poll_interval=1.0,
+    )
+    return target, ctl, emulator
+
+
+# -- prerequisites: fail before any call --------------------------------------------------------
+def test_missing_kubeconfig_fails_in_get_target_before_any_call(tmp_path: Path, emulator: Emulator) -> None:
+    missing = tmp_path / "nope" / "kubeconfig"
+    with pytest.raises(PrerequisiteError, match=rf"kubeconfig {missing} does not exist.*--target local"):
+        get_target(Settings(target="kubeconfig", kubeconfig=missing))
+    assert emulator.requests() == []
+
+
+def test_missing_context_fails_before_any_call(emulator: Emulator) -> None:
+    with pytest.raises(
+        PrerequisiteError, match=r"context 'prod-eu' is not in kubeconfig .*contexts: emulator"
+    ):
+        get_target(Settings(target="kubeconfig", kubeconfig=emulator.kubeconfig, kube_context="prod-eu"))
+    assert emulator.requests() == []
+
+
+def _kind_possible() -> bool:
+    if not shutil.which("docker") or not shutil.which("kind"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(_kind_possible(), reason="this machine can run kind; the error path is not reachable")
+def test_kind_target_without_cluster_names_the_missing_prerequisite(emulator: Emulator) -> None:
+    with pytest.raises(PrerequisiteError) as err:
+        get_target(Settings(target="kind", kubeconfig=emulator.kubeconfig))
+    text = str(err.value)
+    assert "kind cluster 'clinops' does not exist (no context 'kind-clinops'" in text
+    assert "Docker daemon does not answer" in text or "`docker` CLI is not installed" in text
+    assert "`kind` binary is not installed" in text or shutil.which("kind")
+    assert "--target local" in text
+    assert emulator.requests() == []
+
+
+@pytest.mark.skipif(_kind_possible(), reason="this machine can run kind; the error path is not reachable")
+def test_clinops_kind_create_fails_fast_with_a_prerequisite_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "clinops_lib.cli", "kind", "create"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "PrerequisiteError: cannot run a kind cluster" in out.stderr
+    assert "docker" in out.stderr.lower() and "--target local" in out.stderr
+
+
+def test_check_prerequisites_names_each_missing_piece() -> None:
+    def run(cmd: Any, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(cmd, 1, "", "Cannot connect to the Docker daemon at unix:///x")
+
+    with pytest.raises(PrerequisiteError, match=r"`docker` CLI is not installed; the `kind` binary"):
+        check_prerequisites(which=lambda name: None, run=run)
+    with pytest.raises(PrerequisiteError, match=r"Docker daemon does not answer .*Cannot connect") as err:
+        check_prerequisites(which=lambda name: f"/usr/bin/{name}", run=run)
+    assert "`kind` binary" not in str(err.value)
+    ok = subprocess.CompletedProcess([], 0, "27.0.1", "")
+    check_prerequisites(which=lambda name: f"/usr/bin/{name}", run=lambda c, t: ok)  # nothing missing
+
+
+# -- the canary path through the Target interface -------------------------------------------------
+def test_deploy_patches_image_and_fault_and_waits_for_the_canary(gateway: Any) -> None:
+    target, ctl, emu = gateway
+    state = target.deploy(GW, "1.1.0", fault=FaultProfile.parse("errors:5%"))
+    assert (state.track, state.version, state.running) == ("canary", "1.1.0", True)
+    ((path, body),) = writes(emu)
+    assert path == f"/apis/argoproj.io/v1alpha1/namespaces/{GW_NS}/rollouts/{GW}"
+    assert {
+        "op": "replace",
+        "path": "/spec/template/spec/containers/0/image",
+        "value": "ghcr.io/clinops/clinical-gateway:1.1.0",
+    } in body
+    env = {
+        e["name"]: e["value"]
+        for e in emu.obj(ROLLOUTS, GW_NS, GW)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert (
+        env["CLINOPS_FAULT"] == str(FaultProfile.parse("errors:5%"))
+        and env["CLINOPS_SERVICE_VERSION"] == "1.1.0"
+    )
+    tracks = target.tracks(GW)
+    assert tracks["stable"].version == "1.0.0" and tracks["canary"].version == "1.1.0"
+
+
+def test_set_canary_weight_promotes_step_by_step_and_abort_is_the_status_patch(gateway: Any) -> None:
+    target, ctl, emu = gateway
+    target.deploy(GW, "1.1.0")
+    target.set_canary_weight(GW, 10)
+    assert target.canary_weight(GW) == 10
+    target.set_canary_weight(GW, 50)
+    assert target.canary_weight(GW) == 50
+    status_path = f"/apis/argoproj.io/v1alpha1/namespaces/{GW_NS}/rollouts/{GW}/status"
+    assert [b for p, b in writes(emu) if p == status_path] == [{"status": {"pauseConditions": None}}]
+    with pytest.raises(TrafficError, match="only moves forward"):
+        target.set_canary_weight(GW, 10)
+    # the judge decides to abort: one merge patch on the status subresource, then weight 0
+    target.abort(GW)
+    abort_req = [r for r in emu.requests() if str(r.url.path) == status_path][-1]
+    assert abort_req.data == {"status": {"abort": True}}
+    assert abort_req.headers.get("Content-Type") == MERGE_PATCH
+    assert target.canary_weight(GW) == 0
+    # retire the canary: the stable image goes back into the template, the rollout is Healthy
+    target.retire(GW)
+    image = emu.obj(ROLLOUTS, GW_NS, GW)["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "ghcr.io/clinops/clinical-gateway:1.0.0"
+
+
+def test_promote_is_promote_full_and_waits_healthy(gateway: Any) -> None:
+    target, ctl, emu = gateway
+    target.deploy(GW, "1.1.0")
+    target.set_canary_weight(GW, 10)
+    stable = target.promote(GW)
+    assert stable.track == "stable" and stable.version == "1.1.0"
+    assert {"status": {"promoteFull": True}} in [b for _, b in writes(emu)]
+    assert target.canary_weight(GW) == 0
+
+
+def test_set_canary_weight_rejects_bad_values_before_any_patch(gateway: Any) -> None:
+    target, _, emu = gateway
+    with pytest.raises(TrafficError, match="must be an integer 0..100"):
+        target.set_canary_weight(GW, 150)
+    with pytest.raises(TrafficError, match="unknown service 'billing'"):
+        target.set_canary_weight("billing", 10)
+    assert writes(emu) == []
+
+
+def test_api_error_through_the_target_names_the_object(gateway: Any) -> None:
+    target, _, emu = gateway
+    emu.rule("get", ROLLOUTS, kmock.name(GW)) << kmock.KubernetesError(
+        status=403, reason="Forbidden", message="rollouts is forbidden"
+    )
+    with pytest.raises(KubernetesAPIError, match=rf"get Rollout {GW_NS}/{GW} failed \(HTTP 403\): Forbidden"):
+        target.canary_weight(GW)
+
+
+# -- metrics through the API server's service proxy ---------------------------------------------
+PROM = (
+    "/api/v1/namespaces/clinops-observability/services/kube-prometheus-stack-prometheus:9090"
+    "/proxy/api/v1/query"
+)
+
+
+def test_prometheus_query_goes_through_the_service_proxy(gateway: Any) -> None:
+    target, _, emu = gateway
+    emu.rule("get", PROM) << {
+        "status": "success",
+        "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "0.973"]}]},
+    }
+    q = 'sum(rate(http_requests_total{service="clinical-gateway"}[1m]))'
+    assert target.prometheus_query(q) == pytest.approx(0.973)
+    req = [r for r in emu.requests() if str(r.url.path) == PROM][-1]
+    assert req.params.get("query") == q and req.headers.get("Authorization") == "Bearer not-a-secret"
+
+
+def test_prometheus_no_data_is_none_and_errors_are_metrics_errors(gateway: Any) -> None:
+    target, _, emu = gateway
+    emu.rule("get", PROM, kmock.params(query="empty")) << {
+        "status": "success",
+        "data": {"resultType": "vector", "result": []},
+    }
+    assert target.prometheus_query("empty") is None
+    emu.rule("get", PROM, kmock.params(query="down")) << kmock.KubernetesError(
+        status=503, reason="ServiceUnavailable", message="no endpoints available for service"
+    )
+    with pytest.raises(MetricsError, match=r"HTTP 503.*no endpoints available"):
+        target.prometheus_query("down")
+
+
+# -- readiness of a level, nodes, Argo CD ---------------------------------------------------------------
+def test_level_readiness_failure_names_objects_with_conditions_and_events(gateway: Any) -> None:
+    target, _, emu = gateway
+    ns = "clinops-ml"
+    emu.put(
+        DEPLOYMENTS,
+        ns,
+        "mlflow",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "mlflow", "namespace": ns},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "mlflow"}},
+                "template": {
+                    "metadata": {"labels": {"app": "mlflow"}},
+                    "spec": {"containers": [{"name": "mlflow", "image": "mlflow:2.17"}]},
+                },
+            },
+            "status": {
+                "replicas": 2,
+                "readyReplicas": 0,
+                "conditions": [
+                    {
+                        "type": "Available",
+                        "status": "False",
+                        "reason": "MinimumReplicasUnavailable",
+                        "message": "Deployment does not have minimum availability.",
+                    }
+                ],
+            },
+        },
+    )
+    emu.put(
+        EVENTS,
+        ns,
+        "mlflow.1",
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "mlflow.1", "namespace": ns},
+            "involvedObject": {"kind": "Deployment", "name": "mlflow", "namespace": ns},
+            "type": "Warning",
+            "reason": "FailedCreate",
+            "message": "quota exceeded",
+        },
+    )
+    with pytest.raises(
+        WaitTimeout,
+        match=r"Deployment clinops-ml/mlflow ready 0/2 \[Available=False "
+        r"MinimumReplicasUnavailable.*events: Warning FailedCreate: quota exceeded",
+    ):
+        target.wait_workloads_ready(ns, timeout=3)
+    emu.put(
+        PODS,
+        ns,
+        "mlflow-x",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "mlflow-x", "namespace": ns},
+            "spec": {"containers": [{"name": "mlflow", "image": "mlflow:2.17"}]},
+            "status": {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        "name": "mlflow",
+                        "image": "mlflow:2.17",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}},
+                    }
+                ],
+            },
+        },
+    )
+    with pytest.raises(
+        WaitFailed,
+        match=r"Pod clinops-ml/mlflow-x container mlflow ImagePullBackOff: "
+        r"pull access denied",
+    ):
+        target.wait_workloads_ready(ns, timeout=300)
+
+
+def node(name: str, ready: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": ready,
+                    "reason": "KubeletNotReady" if ready != "True" else "KubeletReady",
+                }
+            ]
+        },
+    }
+
+
+def test_nodes_ready_wait_names_the_node_that_is_not(emulator: Emulator) -> None:
+    for name, ready in (
+        ("clinops-control-plane", "True"),
+        ("clinops-worker", "True"),
+        ("clinops-worker2", "False"),
+    ):
+        emulator.put(NODES, None, name, node(name, ready))
+    clients = load_clients(Settings(kubeconfig=emulator.kubeconfig))
+    clock = Clock()
+
+    def sleep(s: float) -> None:
+        clock.now += s
+
+    with pytest.raises(WaitTimeout, match=r"not ready: \['clinops-worker2 \(KubeletNotReady\)'\]"):
+        wait_nodes_ready(clients, timeout=10, sleep=sleep, clock=clock)
+    emulator.patch(NODES, None, "clinops-worker2", node("clinops-worker2", "True"))
+    assert len(wait_nodes_ready(clients, timeout=10, sleep=sleep, clock=clock)) == 3
+
+
+def app(name: str, sync: str, health: str, **status: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name, "namespace": "argocd"},
+        "spec": {"project": "clinops"},
+        "status": {"sync": {"status": sync}, "health": {"status": health}, **status},
+    }
+
+
+def test_argocd_wait_names_applications_not_synced_and_healthy(emulator: Emulator) -> None:
+    clients = load_clients(Settings(kubeconfig=emulator.kubeconfig))
+    applied = apply_objects(
+        clients,
+        [
+            {
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "AppProject",
+                "metadata": {"name": "clinops", "namespace": "argocd"},
+                "spec": {},
+            },
+            app("clinops-infrastructure", "Synced", "Healthy"),
+            app("clinops-ml-pipeline", "OutOfSync", "Progressing"),
+        ],
+    )
+    assert applied == [
+        "AppProject argocd/clinops",
+        "Application argocd/clinops-infrastructure",
+        "Application argocd/clinops-ml-pipeline",
+    ]
+    again = apply_objects(clients, [app("clinops-ml-pipeline", "OutOfSync", "Progressing")])  # 409 -> patch
+    assert again == ["Application argocd/clinops-ml-pipeline"]
+    assert emulator.obj(APPPROJECTS, "argocd", "clinops")["kind"] == "AppProject"
+    clock = Clock()
+
+    def sleep(s: float) -> None:
+        clock.now += s
+
+    with pytest.raises(
+        WaitTimeout,
+        match=r"clinops-ml-pipeline: sync=OutOfSync health=Progressing.*"
+        r"Application clinops-observability does not exist",
+    ):
+        wait_synced_healthy(clients, expected=["clinops-observability"], timeout=20, sleep=sleep, clock=clock)
+    emulator.patch(
+        APPLICATIONS,
+        "argocd",
+        "clinops-ml-pipeline",
+        {
+            "status": {
+                "health": {"status": "Degraded"},
+                "resources": [
+                    {
+                        "kind": "Rollout",
+                        "namespace": "clinops-ml",
+                        "name": "model-serving",
+                        "health": {"status": "Degraded", "message": "RolloutAborted"},
+                    }
+                ],
+            }
+        },
+    )
+    with pytest.raises(
+        WaitFailed, match=r"resource Rollout clinops-ml/model-serving Degraded: RolloutAborted"
+    ):
+        wait_synced_healthy(clients, timeout=20, sleep=sleep, clock=clock)
+    emulator.patch(
+        APPLICATIONS,
+        "argocd",
+        "clinops-ml-pipeline",
+        {"status": {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}, "resources": None}},
+    )
+    assert [a.name for a in wait_synced_healthy(clients, timeout=20, sleep=sleep, clock=clock)] == [
+        "clinops-infrastructure",
+        "clinops-ml-pipeline",
+    ]
+
+
+# -- static files of the kind path -------------------------------------------------------------------------
+def test_kind_config_has_ingress_node_port_mappings_and_two_workers() -> None:
+    cfg = yaml.safe_load((ROOT / "kind" / "kind-config.yaml").read_text())
+    roles = [n["role"] for n in cfg["nodes"]]
+    assert roles == ["control-plane", "worker", "worker"]
+    cp = cfg["nodes"][0]
+    assert 'node-labels: "ingress-ready=true"' in cp["kubeadmConfigPatches"][0]
+    assert sorted(m["hostPort"] for m in cp["extraPortMappings"]) == [80, 443]
+
+
+def test_stack_versions_are_pinned_and_cover_the_stack() -> None:
+    comps = stack_components(Settings(project_root=ROOT))
+    names = {c.name for c in comps}
+    assert {"istiod", "argo-rollouts", "argo-cd", "external-secrets", "kube-prometheus-stack"} <= names
+    for c in comps:
+        assert c.version[0].isdigit() and all(x.isdigit() for x in c.version.split(".")), c
+        assert c.repo.startswith("https://"), c
