@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 KERNEL = "clinops"
+#: Longest a single cell may run (drills wait minutes, never an hour): a hung cell then fails
+#: the run with evidence instead of blocking CI forever.
+CELL_TIMEOUT_S = 3600
 SECRET_ENV_PREFIX = "CLINOPS_SECRET_"  # noqa: S105 - a variable-name prefix, not a password
 # nbconvert's template and plotly's notebook output load require.js and MathJax from CDNs; the
 # plots do not need them (plotly.js itself is inlined by the `notebook` renderer), and offline
@@ -169,6 +172,7 @@ def _execute(
                 log_output=False,
                 cwd=str(cwd),
                 request_save_on_cell_execute=True,
+                execution_timeout=CELL_TIMEOUT_S,
             )
     except PapermillExecutionError as e:
         index = e.cell_index
