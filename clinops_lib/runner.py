@@ -55,6 +55,7 @@ KERNEL = "clinops"
 #: Longest a single cell may run (drills wait minutes, never an hour): a hung cell then fails
 #: the run with evidence instead of blocking CI forever.
 CELL_TIMEOUT_S = 3600
+HIDDEN_FROM_KERNEL = ("CLINOPS_SIGNING_KEY",)
 SECRET_ENV_PREFIX = "CLINOPS_SECRET_"  # noqa: S105 - a variable-name prefix, not a password
 # nbconvert's template and plotly's notebook output load require.js and MathJax from CDNs; the
 # plots do not need them (plotly.js itself is inlined by the `notebook` renderer), and offline
@@ -118,9 +119,15 @@ def _check_kernel() -> None:
 
 # -- run ------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _environ(extra: Mapping[str, str]) -> Iterator[None]:
-    """Set variables for the kernel (it inherits the runner's environment), then restore."""
-    saved = {k: os.environ.get(k) for k in extra}
+def _environ(extra: Mapping[str, str], hide: tuple[str, ...] = HIDDEN_FROM_KERNEL) -> Iterator[None]:
+    """Set variables for the kernel (it inherits the runner's environment), then restore.
+
+    Variables in ``hide`` are removed meanwhile: the signing key is the runner's, and a
+    notebook that could find it could sign evidence of its own making.
+    """
+    saved = {k: os.environ.get(k) for k in (*extra, *hide)}
+    for k in hide:
+        os.environ.pop(k, None)
     os.environ.update(extra)
     try:
         yield

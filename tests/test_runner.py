@@ -7,6 +7,7 @@ plot, a table and a check; one whose cell raises. Bad inputs never start a kerne
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,7 +46,8 @@ print(json.dumps({"run_id": os.environ["CLINOPS_RUN_ID"], "renderer": os.environ
 ]
 
 FAILING = [
-    "from clinops_lib import record\nrecord.check('error budget', 5, 1, '<=')",
+    "import os\nfrom clinops_lib import record\nrecord.check('error budget', 5, 1, '<=')\n"
+    "print('signing key visible:', os.environ.get('CLINOPS_SIGNING_KEY'))",
     "raise ValueError(f'boom at step {n}')",
     "print('never reached')",
 ]
@@ -83,11 +85,34 @@ def passing(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory) -> dict:
+    """A signed run whose cell raises (the signing key comes from CLINOPS_SIGNING_KEY)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     tmp = tmp_path_factory.mktemp("failing")
+    key = Ed25519PrivateKey.generate()
+    (tmp / "signing.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (tmp / "signing.pub.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     nb = write_notebook(tmp / "demo-fail.ipynb", FAILING, "n = 1  # int, 0..9")
     archive = tmp / "evidence"
-    rc = main(["run", str(nb), "-p", "n", "3", "--out", str(archive), "--no-progress"])
-    return {"rc": rc, "bundle": _bundles(archive)[0], "archive": archive}
+    saved = os.environ.get("CLINOPS_SIGNING_KEY")
+    os.environ["CLINOPS_SIGNING_KEY"] = str(tmp / "signing.pem")
+    try:
+        rc = main(["run", str(nb), "-p", "n", "3", "--out", str(archive), "--no-progress"])
+    finally:
+        if saved is None:
+            os.environ.pop("CLINOPS_SIGNING_KEY")
+        else:
+            os.environ["CLINOPS_SIGNING_KEY"] = saved
+    return {"rc": rc, "bundle": _bundles(archive)[0], "archive": archive, "pub": tmp / "signing.pub.pem"}
 
 
 def _outputs_text(notebook: Path) -> str:
@@ -217,10 +242,18 @@ def test_failing_cell_still_writes_a_failed_bundle(failing) -> None:
     nb = json.loads((b / "notebook.ipynb").read_text())
     assert any("papermill-error-cell-tag" in c["metadata"].get("tags", []) for c in nb["cells"])
     assert "never reached" not in _outputs_text(b / "notebook.ipynb")
-    statement = json.loads((b / evidence.STATEMENT_UNSIGNED).read_text())
+    statement = json.loads((b / evidence.STATEMENT_SIGNED).read_text())
     assert statement["predicate"]["result"] == "FAILED"
     assert "error budget" in statement["predicate"]["failedTests"]
     assert evidence.verify(failing["archive"]).problems == []
+
+
+def test_signed_run_verifies_with_the_public_key_and_hides_the_key_from_the_kernel(failing) -> None:
+    b = failing["bundle"]
+    assert json.loads((b / "manifest.json").read_text())["signature"] == "ed25519-dsse"
+    assert (b / evidence.ENVELOPE).is_file() and not (b / evidence.STATEMENT_UNSIGNED).exists()
+    assert main(["evidence", "verify", str(failing["archive"]), "--public-key", str(failing["pub"])]) == 0
+    assert "signing key visible: None" in _outputs_text(b / "notebook.ipynb")
 
 
 # -- bad input: exit 2, nothing executed, no bundle ----------------------------------------------
