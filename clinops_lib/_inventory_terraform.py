@@ -33,9 +33,11 @@ def terraform_commands(settings: Settings, inv: Inventory,
     tf_dir = settings.project_root / "terraform"
     state = settings.state_dir / "terraform" / inv.env
     var_file = inv.source or default_inventory_path()
-    init = [tf, f"-chdir={tf_dir}", "init", "-input=false", "-no-color", "-reconfigure",
-            f"-backend-config=path={state / 'terraform.tfstate'}"]
+    # No backend block in terraform/ (production adds its S3 backend with an override file),
+    # so the local backend's -state flag puts LocalStack state under the state dir.
+    init = [tf, f"-chdir={tf_dir}", "init", "-input=false", "-no-color"]
     apply = [tf, f"-chdir={tf_dir}", "apply", "-input=false", "-no-color", "-auto-approve",
+             f"-state={state / 'terraform.tfstate'}",
              f"-var-file={Path(var_file).resolve()}",
              f"-var-file={(tf_dir / 'localstack.tfvars.json').resolve()}",
              f"-var=environment={inv.env}", f"-var=localstack_endpoint={settings.localstack_url}"]
@@ -57,8 +59,10 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float, what: str, error: 
         raise error(f"terraform {what}: could not start {cmd[0]}: {e}") from e
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        tail = "\n".join(out.strip().splitlines()[-15:])
-        raise error(f"terraform {what} failed (exit {proc.returncode}):\n{tail}")
+        lines = out.strip().splitlines()
+        headline = next((ln.strip() for ln in lines if ln.strip().startswith("Error:")), "see the log below")
+        tail = "\n".join(lines[-15:])
+        raise error(f"terraform {what} failed (exit {proc.returncode}): {headline}\n{tail}")
     return out
 
 

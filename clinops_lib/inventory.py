@@ -983,7 +983,7 @@ def provision(settings: Settings, progress: Progress | None = None, *, clients: 
         except TerraformInitError as e:
             if method == "terraform":
                 raise
-            note = f"terraform is on PATH but init failed, so boto3 was used: {str(e).splitlines()[-1]}"
+            note = f"terraform is on PATH but init failed, so boto3 was used: {str(e).splitlines()[0]}"
             say(note)
         else:
             log += terraform_apply(settings, inv, tf, progress=say)
