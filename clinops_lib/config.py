@@ -130,8 +130,9 @@ class Settings:
         if v := env.get("CLINOPS_OPERATOR"):
             kwargs["operator"] = v
         kwargs.update({k: val for k, val in overrides.items() if val is not None})
-        if isinstance(kwargs.get("ports"), int):
-            kwargs["ports"] = PortMap(int(kwargs["ports"]))  # type: ignore[arg-type]
+        ports = kwargs.get("ports")
+        if isinstance(ports, int):
+            kwargs["ports"] = PortMap(ports)
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def with_(self, **changes: object) -> Settings:
