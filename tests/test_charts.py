@@ -194,3 +194,13 @@ def test_cli_render_writes_manifests_and_lint_passes(tmp_path: Path,
     assert sum(1 for a in apps if a["kind"] == "Application") == len(charts.LEVELS) + 1
     assert charts.chart_from_cli(argparse.Namespace(action="lint", env="prod", out=None), settings) == 0
     assert "0 error(s)" in capsys.readouterr().err
+
+
+def test_lint_reports_a_broken_template(tmp_path: Path) -> None:
+    root = _copy_chart(tmp_path)
+    tpl = root / "charts" / charts.CHART_NAME / "charts" / "ml-pipeline" / "templates" / "training.yaml"
+    tpl.write_text(tpl.read_text().replace("{{- $t := .Values.training -}}", "{{- $t := .Values.training "))
+    findings = charts.lint("dev", root)
+    assert any(f.startswith("ERROR") and "training.yaml" in f for f in findings), findings
+    with pytest.raises(ChartError, match="helm render"):
+        charts.render("dev", root)
