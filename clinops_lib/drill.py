@@ -645,6 +645,8 @@ class _Session:
                 time.sleep(min(self.poll_s, end - now))
                 self.feed()
                 self.check_platform()
+            time.sleep(0.05)  # let requests sent just before `end` complete
+            self.feed()
             self.check_weight()
         except _Aborted as a:
             # keep the partial interval in the table: the numbers behind the early decision
@@ -670,8 +672,6 @@ class _Session:
         compare: Callable[[float, float], tuple[list[RequestRecord], list[RequestRecord]]] | None,
         query_metrics: bool = True,
     ) -> J.IntervalVerdict:
-        time.sleep(0.05)  # let requests sent just before `end` complete
-        self.feed()
         recs = [r for r in self.all_records() if start <= r.sent < end]
         if compare is not None:
             canary_recs, stable_recs = compare(start, end)

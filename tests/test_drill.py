@@ -1,0 +1,282 @@
+"""The drill engine: every bad input is named before anything moves; decisions on a small real platform.
+
+The engine-logic tests run against ``RouterTarget``: a real HTTP server (in this process) that
+plays the traffic layer, splitting requests between a stable and a canary "version" by the
+weight the engine sets, with the canary's fault applied. The end-to-end drills on the real
+local target are in ``test_drills_local.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from clinops_lib.config import PortMap, Settings
+from clinops_lib.drill import BlueGreenConfig, CanaryConfig, run_blue_green, run_canary, validate_canary
+from clinops_lib.exceptions import ParameterError
+from clinops_lib.faults import FaultProfile
+from clinops_lib.judge import Thresholds
+from clinops_lib.target import ComponentStatus, Target, Track, TrackState
+
+PORT = 25110  # this engineer's block is 25000-25199
+
+
+class RouterTarget(Target):
+    """A Target whose traffic layer is a real loopback HTTP server run by this test.
+
+    Requests to ``service_url`` go to canary with the set weight (smooth weighted round-robin,
+    like HAProxy), to stable otherwise; ``preview_url`` always reaches the canary. Every call
+    that would move traffic is recorded in ``calls``.
+    """
+
+    name = "router"
+
+    def __init__(self, port: int, stable_version: str = "1.0.0") -> None:
+        super().__init__(Settings(ports=PortMap(25000)))
+        self.port = port
+        self.calls: list[tuple[str, Any]] = []
+        self.weight = 0
+        self.versions: dict[str, str] = {"stable": stable_version, "canary": ""}
+        self.faults: dict[str, FaultProfile] = {"stable": FaultProfile(), "canary": FaultProfile()}
+        self.served = {"stable": 0, "canary": 0}
+        self.log: list[tuple[str, bool, float]] = []
+        self._credit = 0.0
+        self._rng = random.Random(1)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._server: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    # -- the HTTP server -----------------------------------------------------------------
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def main() -> None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+            preview = await asyncio.start_server(self._handle_preview, "127.0.0.1", self.port + 1)
+            self._ready.set()
+            async with self._server, preview:
+                await asyncio.gather(self._server.serve_forever(), preview.serve_forever())
+
+        try:
+            self._loop.run_until_complete(main())
+        except asyncio.CancelledError:
+            pass
+
+    def _route(self) -> str:
+        self._credit += self.weight / 100
+        if self._credit >= 1:
+            self._credit -= 1
+            return "canary"
+        return "stable"
+
+    async def _handle_preview(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._handle(reader, writer, preview=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      preview: bool = False) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                if length:
+                    await reader.readexactly(length)
+                track = "canary" if preview else self._route()
+                fault = self.faults[track]
+                await asyncio.sleep(0.002 + self._rng.random() * 0.003 + fault.added_latency_s)
+                self.served[track] += 1
+                bad = self._rng.random() < fault.error_rate
+                self.log.append((self.versions[track], not bad, 0.0035 + fault.added_latency_s))
+                status = b"500 Internal Server Error" if bad else b"200 OK"
+                body = b'{"ok":true}'
+                version = self.versions[track].encode()
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(len(body)).encode()
+                             + b"\r\nX-Clinops-Version: " + version + b"\r\n\r\n" + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        for task in asyncio.all_tasks(self._loop):
+            self._loop.call_soon_threadsafe(task.cancel)
+        self._thread.join(10)
+
+    # -- the Target API --------------------------------------------------------------------
+    def up(self, levels: Sequence[int] | None = None, *, progress: Any = None) -> list[ComponentStatus]:
+        return []
+
+    def down(self, *, purge: bool = False) -> None:
+        return None
+
+    def status(self) -> list[ComponentStatus]:
+        return []
+
+    def service_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def preview_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.port + 1}"
+
+    def deploy(self, service: str, version: str, *, track: Track = "canary",
+               fault: FaultProfile | None = None, timeout: float = 60.0) -> TrackState:
+        self.calls.append(("deploy", (version, str(fault))))
+        self.versions[track] = version
+        self.faults[track] = fault or FaultProfile()
+        self.weight = 0
+        return self.tracks(service)[track]
+
+    def retire(self, service: str, track: Track = "canary") -> None:
+        self.calls.append(("retire", track))
+        self.versions[track] = ""
+
+    def set_canary_weight(self, service: str, weight: int) -> None:
+        self.calls.append(("weight", weight))
+        self.weight = weight
+
+    def canary_weight(self, service: str) -> int:
+        return self.weight
+
+    def promote(self, service: str) -> TrackState:
+        self.calls.append(("promote", self.versions["canary"]))
+        self.versions["stable"], self.versions["canary"] = self.versions["canary"], ""
+        self.faults["stable"] = self.faults["canary"]
+        self.weight = 0
+        return self.tracks(service)["stable"]
+
+    def abort(self, service: str) -> None:
+        self.calls.append(("abort", None))
+        self.weight = 0
+
+    def tracks(self, service: str) -> dict[Track, TrackState]:
+        return {t: TrackState(service, t, self.versions[t], bool(self.versions[t]))  # type: ignore[misc]
+                for t in ("stable", "canary")}
+
+    def prometheus_query(self, promql: str) -> float | None:
+        """Answers the chart's two queries from what this router served (per version label)."""
+        m = re.search(r'version="([^"]+)"', promql)
+        seen = [x for x in self.log if m is None or x[0] == m.group(1)]
+        if not seen:
+            return None
+        if promql.startswith("histogram_quantile"):
+            lat = sorted(x[2] for x in seen)
+            return lat[int(0.95 * (len(lat) - 1))]
+        return sum(1 for x in seen if x[1]) / len(seen)
+
+    @property
+    def moved(self) -> list[tuple[str, Any]]:
+        return [c for c in self.calls if c[0] in ("deploy", "weight", "promote", "abort", "retire")]
+
+
+@pytest.fixture
+def router() -> Any:
+    t = RouterTarget(PORT)
+    yield t
+    t.close()
+
+
+def _cfg(**kw: Any) -> CanaryConfig:
+    base: dict[str, Any] = {"service": "model-serving", "canary_version": "1.1.0", "pause_scale": 0.1}
+    base.update(kw)
+    return CanaryConfig(**base)
+
+
+@pytest.mark.parametrize(("kwargs", "name", "words"), [
+    ({"steps": [10, 5, 100]}, "steps", "does not increase"),
+    ({"steps": [10, 50, 120]}, "steps", "1..100"),
+    ({"steps": [{"setWeight": 10}, {"pause": {}}]}, "steps", "needs a duration"),
+    ({"steps": [{"setWeight": 10}, {"wait": 3}]}, "steps", "unknown step"),
+    ({"steps": [{"setWeight": 10}, {"pause": {"duration": "1s"}}, {"setWeight": 50}]}, "steps",
+     "shorter than one analysis interval"),
+    ({"pause_scale": 0.01}, "pause_scale", "shorter than one analysis interval"),
+    ({"pause_scale": 0}, "pause_scale", "(0, 1]"),
+    ({"service": "payments"}, "service", "unknown service"),
+    ({"canary_version": "1.0 beta"}, "canary_version", "not a version"),
+    ({"canary_version": "1.0.0"}, "canary_version", "equals the stable version"),
+    ({"stable_version": "0.9.0"}, "stable_version", "not what runs on stable"),
+    ({"fault": "errors:lots"}, "fault", "cannot parse"),
+    ({"rate": 0}, "rate", "1..2000"),
+    ({"rate": 5000}, "rate", "1..2000"),
+    ({"on_inconclusive": "promote"}, "on_inconclusive", "pause, abort"),
+    ({"thresholds": {"success_rate_min": 1.5}}, "thresholds.success_rate_min", "above 1"),
+    ({"thresholds": {"p95_latency_max_s": -1}}, "thresholds.p95_latency_max_s", "> 0"),
+    ({"thresholds": {"colour": "red"}}, "thresholds.colour", "unknown threshold"),
+])
+def test_bad_input_is_named_and_nothing_moves(kwargs: dict[str, Any], name: str, words: str) -> None:
+    t = RouterTarget(PORT + 5)
+    try:
+        with pytest.raises(ParameterError) as err:
+            run_canary(t, _cfg(**kwargs))
+        assert err.value.name == name
+        assert words in str(err.value)
+        assert t.moved == []  # validation happens before any traffic moves
+    finally:
+        t.close()
+
+
+def test_blue_green_scale_down_window_too_short_is_rejected(router: RouterTarget) -> None:
+    with pytest.raises(ParameterError) as err:
+        run_blue_green(router, BlueGreenConfig(service="model-serving", green_version="2.0.0",
+                                               scale_down_delay_s=1.0))
+    assert err.value.name == "scale_down_delay_s"
+    assert router.moved == []
+
+
+def test_steps_default_from_the_chart_and_shorthand() -> None:
+    plan = validate_canary(_cfg(steps=[]))
+    assert [s for s in plan.steps if "setWeight" in s][0] == {"setWeight": 10}
+    plan2 = validate_canary(_cfg(steps=[20, 100]))
+    assert plan2.steps[0] == {"setWeight": 20} and "pause" in plan2.steps[1]
+
+
+FAST = {"interval": "10s", "min_interval_s": 1.0, "failure_limit": 0, "inconclusive_limit": 1,
+        "min_requests": 10}
+
+
+def test_clean_canary_is_promoted_through_every_step(router: RouterTarget) -> None:
+    res = run_canary(router, _cfg(steps=[10, 50, 100], rate=150, thresholds=FAST, abort_delay_s=0,
+                                  tail_s=0.5))
+    assert res.outcome == "PROMOTED", res.reason
+    weights = [c[1] for c in router.calls if c[0] == "weight"]
+    assert weights == [10, 50, 100]
+    assert ("promote", "1.1.0") in router.calls
+    assert all(iv.verdict == "Pass" for iv in res.intervals)
+    assert {r.version for r in res.records} >= {"1.0.0", "1.1.0"}
+
+
+def test_canary_with_errors_is_aborted_early_and_traffic_returns(router: RouterTarget) -> None:
+    res = run_canary(router, _cfg(steps=[10, 50, 100], rate=150, fault="errors:20%", thresholds=FAST,
+                                  abort_delay_s=0.2, tail_s=1.0))
+    assert res.outcome == "ABORTED"
+    assert "sequential test" in res.reason or "success rate" in res.reason
+    assert [c[0] for c in router.calls][-2:] == ["abort", "retire"]
+    assert ("weight", 50) not in router.calls  # stopped during the first step
+    # after the abort returned, no request was served by the canary
+    abort_at = next(e.at for e in res.events if e.kind == "abort")
+    assert not [r for r in res.records if r.sent > abort_at + 0.05 and r.version == "1.1.0"]
+    assert res.intervals and res.intervals[-1].verdict == "Fail"
+
+
+def test_too_little_data_never_promotes(router: RouterTarget) -> None:
+    res = run_canary(router, _cfg(steps=[10, 100], rate=20, thresholds={**FAST, "min_requests": 500},
+                                  on_inconclusive="abort", abort_delay_s=0, tail_s=0.2))
+    assert res.outcome == "ABORTED"
+    assert "inconclusive" in res.reason
+    assert not [c for c in router.calls if c[0] == "promote"]
+    res2 = run_canary(router, _cfg(canary_version="1.2.0", steps=[10, 100], rate=20,
+                                   thresholds=Thresholds(min_requests=500, interval_s=10, min_interval_s=1,
+                                                         inconclusive_limit=0), tail_s=0.2))
+    assert res2.outcome == "PAUSED"
+    assert not [c for c in router.calls if c[0] == "promote"]
