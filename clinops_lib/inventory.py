@@ -274,8 +274,6 @@ def _rule(where: str, raw: Any) -> LifecycleRule:
     if (rule.noncurrent_transition_days is None) != (rule.noncurrent_storage_class is None):
         raise e.fail("noncurrent_storage_class",
                      "noncurrent_transition_days and noncurrent_storage_class go together")
-    if len(rule.normalised()) <= 2:  # only id and prefix: a rule that does nothing
-        raise e.fail("id", "rule has no action (expiration, transition or abort_multipart_days)")
     if rule.expiration_days is not None and rule.transition_days is not None \
             and rule.expiration_days <= rule.transition_days:
         raise e.fail("expiration_days", f"must be later than transition_days ({rule.transition_days})")
