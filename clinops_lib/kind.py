@@ -41,7 +41,7 @@ __all__ = [
     "wait_nodes_ready",
 ]
 
-LOCAL_HINT = ("use the local target instead (`--target local`, the default), which runs the "
+LOCAL_HINT = ("Use the local target instead (`--target local`, the default), which runs the "
               "platform as local processes without Docker")
 Runner = Callable[[Sequence[str], float], "subprocess.CompletedProcess[str]"]
 

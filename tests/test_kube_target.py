@@ -497,3 +497,25 @@ def test_stack_versions_are_pinned_and_cover_the_stack() -> None:
     for c in comps:
         assert c.version[0].isdigit() and all(x.isdigit() for x in c.version.split(".")), c
         assert c.repo.startswith("https://"), c
+
+
+@pytest.mark.skipif(_kind_possible(), reason="this machine can run kind; the error path is not reachable")
+@pytest.mark.skipif(not (ROOT / "runbooks" / "00-provision.ipynb").exists(), reason="runbook not written yet")
+def test_provision_runbook_on_kind_without_docker_seals_a_failed_bundle(tmp_path: Path) -> None:
+    import json
+    import os
+
+    env = {**os.environ, "CLINOPS_PORT_BASE": "26000", "CLINOPS_STATE_DIR": str(tmp_path / "state"),
+           "KUBECONFIG": str(tmp_path / "no-kubeconfig"), "CLINOPS_EVIDENCE_DIR": str(tmp_path / "evidence")}
+    out = subprocess.run(
+        [sys.executable, "-m", "clinops_lib.cli", "run", str(ROOT / "runbooks" / "00-provision.ipynb"),
+         "--target", "kind", "--out", str(tmp_path / "evidence"), "--no-progress"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env, check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    verdicts = list((tmp_path / "evidence").glob("00-provision/*/verdict.json"))
+    assert len(verdicts) == 1, out.stdout + out.stderr
+    verdict = json.loads(verdicts[0].read_text())
+    assert verdict["verdict"] == "FAILED"
+    assert verdict["failed_cell"]["ename"] == "PrerequisiteError"
+    assert "kind cluster 'clinops' does not exist" in verdict["failed_cell"]["evalue"]
+    assert "--target local" in verdict["failed_cell"]["evalue"]
