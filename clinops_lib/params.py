@@ -19,7 +19,11 @@ the rest of the line::
 
     <type>        int | float | str | bool | secret | list[int] | list[float] | list[str]
     <lo>..<hi>    inclusive range (either side may be empty); for lists it bounds each element
+    increasing    numeric lists only: each element greater than the one before (canary weights)
     one of: a, b  allowed values (type taken from <type> or else from the default)
+
+``increasing`` exists so an order mistake (``-p steps '[50, 10]'``) is rejected by the runner,
+before a kernel starts, instead of failing half-way through a drill.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Declaration:
     hi: float | None = None
     choices: tuple[Any, ...] = field(default_factory=tuple)
     line: int = 0
+    increasing: bool = False
 
     @property
     def secret(self) -> bool:
@@ -74,6 +79,8 @@ class Declaration:
             lo = "" if self.lo is None else _fmt(self.lo)
             hi = "" if self.hi is None else _fmt(self.hi)
             text += f" in {lo}..{hi}"
+        if self.increasing:
+            text += ", increasing"
         return text
 
 
@@ -111,6 +118,7 @@ def _parse_spec(name: str, default: Any, spec: str, line: int) -> Declaration:
     type_: str | None = None
     lo = hi = None
     choices: tuple[Any, ...] = ()
+    increasing = False
     rest = spec
     lowered = rest.lower()
     if "one of:" in lowered:
@@ -128,6 +136,8 @@ def _parse_spec(name: str, default: Any, spec: str, line: int) -> Declaration:
             lo, hi = _parse_number(a, name), _parse_number(b, name)
             if lo is not None and hi is not None and lo > hi:
                 raise ParameterError(name, f"line {line}: empty range {clause!r}")
+        elif clause.lower() == "increasing":
+            increasing = True
         elif clause.replace(" ", "") in KNOWN_TYPES:
             if type_ is not None:
                 raise ParameterError(name, f"line {line}: two types declared in {spec!r}")
@@ -136,7 +146,7 @@ def _parse_spec(name: str, default: Any, spec: str, line: int) -> Declaration:
             raise ParameterError(
                 name,
                 f"line {line}: cannot read {clause!r} in {spec!r}; expected a type "
-                f"({', '.join(KNOWN_TYPES)}), a range lo..hi or 'one of: a, b'",
+                f"({', '.join(KNOWN_TYPES)}), a range lo..hi, 'increasing' or 'one of: a, b'",
             )
     if type_ is None:
         if not choices:
@@ -148,7 +158,10 @@ def _parse_spec(name: str, default: Any, spec: str, line: int) -> Declaration:
         choices = tuple(_coerce_choice(name, type_, c, line) for c in choices)
     if (lo is not None or hi is not None) and type_ not in ("int", "float", "list[int]", "list[float]"):
         raise ParameterError(name, f"line {line}: a range needs a numeric type, not {type_}")
-    decl = Declaration(name=name, default=default, type=type_, lo=lo, hi=hi, choices=choices, line=line)
+    if increasing and type_ not in ("list[int]", "list[float]"):
+        raise ParameterError(name, f"line {line}: 'increasing' needs a numeric list type, not {type_}")
+    decl = Declaration(name=name, default=default, type=type_, lo=lo, hi=hi, choices=choices, line=line,
+                       increasing=increasing)
     if not decl.secret:
         try:
             validate_value(decl, default)
@@ -296,7 +309,16 @@ def validate_value(decl: Declaration, value: Any) -> Any:
         if not isinstance(value, list):
             raise ParameterError(decl.name, f"value {value!r} is not a list; allowed: {decl.describe()}")
         inner = decl.type[5:-1]
-        return [_check_scalar(decl, v, inner, f"element {i}") for i, v in enumerate(value)]
+        items = [_check_scalar(decl, v, inner, f"element {i}") for i, v in enumerate(value)]
+        if decl.increasing:
+            for i in range(1, len(items)):
+                if items[i] <= items[i - 1]:
+                    raise ParameterError(
+                        decl.name,
+                        f"value {value!r} is not increasing (element {i}: {items[i]!r} after "
+                        f"{items[i - 1]!r}); allowed: {decl.describe()}",
+                    )
+        return items
     value = _check_scalar(decl, value, decl.type, "value")
     if decl.choices and value not in decl.choices:
         raise ParameterError(decl.name, f"value {value!r} is not allowed; allowed: {decl.describe()}")

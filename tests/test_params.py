@@ -148,3 +148,28 @@ def test_redacted_hides_only_non_empty_secrets() -> None:
     assert P.redacted(DECLS, values) == {"db_password": P.REDACTED, "rate": 5}
     assert P.redacted(DECLS, {"db_password": ""}) == {"db_password": ""}
     assert not math.isnan(P.validate(DECLS, {}, {"pause_scale": "0.5"})["pause_scale"])
+
+
+def test_increasing_lists_reject_an_order_mistake_before_running() -> None:
+    decls = P.parse_declarations("steps = [10, 50, 100]  # list[int], 1..100, increasing\n")
+    assert decls["steps"].describe() == "list[int] in 1..100, increasing"
+    assert P.validate(decls, {}, {"steps": "[5, 25, 100]"}) == {"steps": [5, 25, 100]}
+    for bad, fragment in (("[50, 10]", "element 1: 10 after 50"), ("[10, 10]", "element 1: 10 after 10")):
+        with pytest.raises(ParameterError) as exc:
+            P.validate(decls, {}, {"steps": bad})
+        assert "steps" in str(exc.value)
+        assert "not increasing" in str(exc.value) and fragment in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("steps = [50, 10]  # list[int], increasing\n", "does not fit"),
+        ("rate = 1  # int, increasing\n", "'increasing' needs a numeric list type"),
+        ('names = ["a"]  # list[str], increasing\n', "'increasing' needs a numeric list type"),
+    ],
+)
+def test_increasing_declarations_are_checked(source: str, fragment: str) -> None:
+    with pytest.raises(ParameterError) as exc:
+        P.parse_declarations(source)
+    assert fragment in str(exc.value)

@@ -1,0 +1,339 @@
+"""The runbooks end to end, exactly as an operator runs them: ``clinops`` in a subprocess.
+
+One local platform for the whole module (port block 27000-27199, state and evidence under a
+tmp dir), then in order: provision, deploy levels, a canary drill that promotes, a canary drill
+with injected errors that must abort, a blue-green drill -- each exits 0 and seals a PASSED
+bundle that verifies; the archive chains all five. Bad input exits 2 with nothing run;
+``--target kind`` on a machine without docker/kind exits 1 with a FAILED bundle naming what is
+missing. ``pytest --nbmake`` then runs every runbook top to bottom with its defaults against the
+same platform (``up`` is idempotent), without writing into ``runbooks/``. Last, ``clinops down``
+must leave no process and no listening port of the block behind; the module finalizer runs it
+again even when a test failed, so nothing outlives the module.
+
+Why subprocesses and not ``cli.main`` in-process: the runner sets environment variables for the
+kernel, the local target reaps its own children, and ``clinops down`` must work from a process
+that did not start anything -- all of which an in-process call would blur.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNBOOKS = ROOT / "runbooks"
+PORT_BASE = 27000
+PORT_BLOCK = range(PORT_BASE, PORT_BASE + 200)
+CLINOPS = [sys.executable, "-m", "clinops_lib.cli"]
+#: Outer bound for one subprocess so a hung run fails this module instead of CI's whole job.
+#: Not a performance limit: the drills take minutes on a loaded machine.
+SUBPROCESS_TIMEOUT_S = 3600
+
+# (test id, runbook file, -p parameters, what the parameters must read back as)
+SEQUENCE = [
+    ("00-provision", "00-provision.ipynb", [], {}),
+    ("01-deploy-levels", "01-deploy-levels.ipynb", [], {}),
+    ("02-canary-promoted", "02-canary-drill.ipynb", [], {}),
+    (
+        "02-canary-aborted",
+        "02-canary-drill.ipynb",
+        [("fault", "errors:5%"), ("expect", "aborted")],
+        {"fault": "errors:5%", "expect": "aborted"},
+    ),
+    ("03-blue-green", "03-blue-green-drill.ipynb", [], {}),
+]
+
+
+# -- helpers --------------------------------------------------------------------------------------
+@dataclass
+class Platform:
+    """The module's environment: where state and evidence go, and the variables every call gets."""
+
+    tmp: Path
+    env: dict[str, str]
+    state_dir: Path
+    archive: Path
+    timings: dict[str, float]
+
+
+def _require(name: str) -> Path:
+    path = RUNBOOKS / name
+    if not path.is_file():
+        pytest.skip(reason=f"runbooks/{name} does not exist yet (owned by another engineer)")
+    return path
+
+
+def _clinops(platform: Platform, *args: str, label: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI from the repository root (so ``runbooks/...`` paths work as in the README)."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [*CLINOPS, *args],
+        cwd=ROOT,
+        env=platform.env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    if label:
+        platform.timings[label] = time.monotonic() - start
+    return proc
+
+
+def _explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+
+
+def _bundle_of(proc: subprocess.CompletedProcess[str]) -> Path:
+    match = re.search(r"^bundle: (.+)$", proc.stdout, re.M)
+    assert match, f"no 'bundle:' line in the output of clinops run\n{_explain(proc)}"
+    return Path(match.group(1).strip())
+
+
+def _bundles(archive: Path) -> list[Path]:
+    return sorted(p.parent for p in archive.glob("*/*/manifest.json"))
+
+
+def _listening_ports() -> set[int]:
+    """TCP ports in LISTEN state on this machine (IPv4 and IPv6), read from /proc."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":  # 0A = TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _block_listeners() -> list[int]:
+    return sorted(p for p in _listening_ports() if p in PORT_BLOCK)
+
+
+def _processes_of(state_dir: Path) -> list[str]:
+    """Live processes (other than this one) started for this module's platform.
+
+    Every component inherits the environment of the ``clinops`` process that started it, so
+    ``CLINOPS_STATE_DIR=<our state dir>`` in /proc/<pid>/environ identifies them whatever they
+    run as (PostgreSQL runs as ``postgres``).
+    """
+    marker = f"CLINOPS_STATE_DIR={state_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            if marker not in environ.split(b"\0"):
+                continue
+            stat = (entry / "stat").read_text()
+            if stat[stat.rindex(")") + 2] == "Z":
+                continue  # a zombie holds no port and no resources; its parent reaps it
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError):
+            continue
+        found.append(f"{entry.name}: {cmd[:200]}")
+    return found
+
+
+def _down(platform: Platform) -> subprocess.CompletedProcess[str]:
+    return _clinops(platform, "down", "--target", "local", label="down")
+
+
+# -- the platform -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    taken = _block_listeners()
+    if taken:
+        pytest.fail(f"ports {taken} of this module's block {PORT_BLOCK.start}-{PORT_BLOCK.stop - 1} are "
+                    "already in use by another process: stop it (or a stale `clinops up`) first")
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINOPS_", "KUBECONFIG"))}
+    env.update(
+        CLINOPS_PORT_BASE=str(PORT_BASE),
+        CLINOPS_STATE_DIR=str(tmp / "state"),
+        CLINOPS_EVIDENCE_DIR=str(tmp / "evidence"),
+        # no kubeconfig at all: --target kind must find neither a cluster nor docker/kind
+        KUBECONFIG=str(tmp / "no-kubeconfig"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    p = Platform(tmp, env, tmp / "state", tmp / "evidence", {})
+    try:
+        yield p
+    finally:
+        # runs even when a test failed half-way: nothing may outlive the module
+        proc = _down(p)
+        leftovers = _processes_of(p.state_dir)
+        listeners = _block_listeners()
+        timings = ", ".join(f"{k} {v:.0f}s" for k, v in p.timings.items())
+        print(f"\n[e2e timings] {timings}", file=sys.stderr)
+        if proc.returncode != 0 or leftovers or listeners:
+            pytest.fail(
+                f"final `clinops down` did not clean up: {_explain(proc)}\n"
+                f"processes left: {leftovers}\nlisteners left in block: {listeners}"
+            )
+
+
+@dataclass
+class Snapshot:
+    """The runbooks directory before anything ran: which notebooks are clean, which other files exist."""
+
+    clean: list[str]
+    others: set[str]
+
+
+def _is_clean(nb: Path) -> bool:
+    cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+    return not any(c.get("outputs") or c.get("execution_count") is not None for c in cells)
+
+
+def _assert_runbooks_untouched(before: Snapshot) -> None:
+    """No outputs written back into a committed (clean) runbook, no files left next to them.
+
+    Content digests would be wrong here: other engineers may edit their runbooks in this
+    checkout while the module runs. Outputs or new files are what a run would leave.
+    """
+    dirty = [n for n in before.clean if (RUNBOOKS / n).is_file() and not _is_clean(RUNBOOKS / n)]
+    assert not dirty, f"runbooks {dirty} have outputs/execution counts now: a run wrote back into them"
+    others = {p.name for p in RUNBOOKS.iterdir() if p.suffix != ".ipynb"}
+    assert others <= before.others, f"a run left files in runbooks/: {sorted(others - before.others)}"
+
+
+@pytest.fixture(scope="module")
+def snapshot() -> Snapshot:
+    notebooks = sorted(RUNBOOKS.glob("*.ipynb"))
+    return Snapshot([n.name for n in notebooks if _is_clean(n)],
+                    {p.name for p in RUNBOOKS.iterdir() if p.suffix != ".ipynb"})
+
+
+# -- bad input: nothing runs, nothing is written --------------------------------------------------------
+def test_bad_parameter_exits_2_naming_it_with_nothing_run(platform: Platform) -> None:
+    _require("02-canary-drill.ipynb")
+    proc = _clinops(platform, "run", "runbooks/02-canary-drill.ipynb", "-p", "steps", "[50, 10]")
+    assert proc.returncode == 2, _explain(proc)
+    assert "steps" in proc.stderr, _explain(proc)
+    assert "verdict:" not in proc.stdout, _explain(proc)
+    assert _bundles(platform.archive) == [], "a rejected run must not write a bundle"
+    assert _processes_of(platform.state_dir) == [], "a rejected run must not start anything"
+    assert not platform.state_dir.exists() or not any((platform.state_dir / "run").glob("*.pid"))
+
+
+# -- the sequence ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("runbook", "params", "expected"),
+                         [pytest.param(f, p, e, id=i) for i, f, p, e in SEQUENCE])
+def test_runbook_passes_with_a_verified_bundle(
+    platform: Platform, snapshot: Snapshot, runbook: str,
+    params: list[tuple[str, str]], expected: dict[str, str], request: pytest.FixtureRequest,
+) -> None:
+    _require(runbook)
+    before = set(_bundles(platform.archive))
+    flags = [x for name, value in params for x in ("-p", name, value)]
+    proc = _clinops(platform, "run", f"runbooks/{runbook}", "--no-progress", *flags,
+                    label=request.node.callspec.id)
+    assert proc.returncode == 0, _explain(proc)
+    assert re.search(r"^verdict: PASSED$", proc.stdout, re.M), _explain(proc)
+
+    bundle = _bundle_of(proc)
+    assert set(_bundles(platform.archive)) - before == {bundle}, "exactly one new bundle, the one printed"
+    verdict = json.loads((bundle / "verdict.json").read_text())
+    assert verdict["verdict"] == "PASSED", verdict["reasons"]
+    assert verdict["checks"], "a runbook that passes must have recorded acceptance checks"
+    assert all(c["passed"] for c in verdict["checks"])
+    record = json.loads((bundle / "run-record.json").read_text())
+    assert (record["runbook"], record["target"]) == (Path(runbook).stem, "local")
+    values = json.loads((bundle / "parameters.json").read_text())["values"]
+    for name, value in expected.items():
+        assert values[name] == value, f"parameter {name} reached the run as {values[name]!r}"
+
+    verify = _clinops(platform, "evidence", "verify", str(bundle))
+    assert verify.returncode == 0 and verify.stdout.startswith("OK: 1 bundle"), _explain(verify)
+    listed = _clinops(platform, "evidence", "list")
+    assert listed.returncode == 0, _explain(listed)
+    rel = bundle.relative_to(platform.archive).as_posix()
+    line = next((ln for ln in listed.stdout.splitlines() if ln.rstrip().endswith(rel)), None)
+    assert line is not None, f"`clinops evidence list` does not show {rel}\n{listed.stdout}"
+    assert line.split()[:1] == [Path(runbook).stem] and " local " in line and " PASSED " in line, line
+    _assert_runbooks_untouched(snapshot)
+
+
+def test_archive_chains_every_run(platform: Platform) -> None:
+    for _, runbook, _, _ in SEQUENCE:
+        _require(runbook)
+    bundles = _bundles(platform.archive)
+    assert len(bundles) == len(SEQUENCE), [b.name for b in bundles]
+    proc = _clinops(platform, "evidence", "verify", str(platform.archive))
+    assert proc.returncode == 0, _explain(proc)
+    assert proc.stdout.startswith(f"OK: {len(SEQUENCE)} bundle(s) intact"), proc.stdout
+    listed = _clinops(platform, "evidence", "list").stdout.splitlines()
+    assert [ln.split()[0] for ln in listed] == [Path(f).stem for _, f, _, _ in SEQUENCE], listed
+    assert all(" PASSED " in ln for ln in listed), listed
+
+
+def test_kind_target_without_docker_fails_with_evidence(platform: Platform) -> None:
+    """docker/kind are missing here: the run fails at target selection, sealed as FAILED."""
+    _require("00-provision.ipynb")
+    other = platform.tmp / "kind-evidence"
+    main_archive = _bundles(platform.archive)
+    proc = _clinops(platform, "run", "runbooks/00-provision.ipynb", "--target", "kind", "--no-progress",
+                    "--out", str(other), label="kind-prerequisite")
+    assert proc.returncode == 1, _explain(proc)
+    assert re.search(r"^verdict: FAILED$", proc.stdout, re.M), _explain(proc)
+    bundle = _bundle_of(proc)
+    assert bundle.parent.parent == other
+    verdict = json.loads((bundle / "verdict.json").read_text())
+    assert verdict["verdict"] == "FAILED"
+    assert verdict["failed_cell"]["ename"] == "PrerequisiteError", verdict["failed_cell"]
+    why = " ".join(verdict["reasons"])
+    assert "docker" in why and "kind" in why, why
+    assert json.loads((bundle / "run-record.json").read_text())["target"] == "kind"
+    verify = _clinops(platform, "evidence", "verify", str(other))
+    assert verify.returncode == 0, _explain(verify)
+    assert _bundles(platform.archive) == main_archive, "--out must keep the run out of the main archive"
+
+
+# -- pytest --nbmake: every runbook top to bottom with its defaults -------------------------------------
+def test_nbmake_runs_every_runbook_without_touching_it(platform: Platform, snapshot: Snapshot) -> None:
+    """``pytest --nbmake runbooks/*.ipynb`` in a subprocess on the already-up platform.
+
+    ``-o addopts=`` and ``-p no:cacheprovider`` keep the inner pytest from reading this
+    project's options or writing ``.pytest_cache``; nbmake executes in memory and only writes
+    back with ``--overwrite``, which is checked rather than trusted.
+    """
+    notebooks = sorted(RUNBOOKS.glob("*.ipynb"))
+    if not notebooks:
+        pytest.skip(reason="runbooks/ holds no notebook yet")
+    for name in ("02-canary-drill.ipynb", "03-blue-green-drill.ipynb"):
+        if not (RUNBOOKS / name).is_file():
+            print(f"note: runbooks/{name} does not exist yet; nbmake runs {[n.name for n in notebooks]}")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=3600", "-p", "no:cacheprovider",
+         "-o", "addopts=", "-q", *(f"runbooks/{n.name}" for n in notebooks)],
+        cwd=ROOT, env=platform.env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S * 2,
+    )
+    platform.timings["nbmake"] = time.monotonic() - start
+    assert proc.returncode == 0, _explain(proc)
+    assert re.search(rf"\b{len(notebooks)} passed\b", proc.stdout), _explain(proc)
+    _assert_runbooks_untouched(snapshot)
+
+
+# -- down: nothing left ----------------------------------------------------------------------------------
+def test_down_leaves_no_process_and_no_listener(platform: Platform) -> None:
+    assert _processes_of(platform.state_dir), "the platform should be up before down (earlier tests)"
+    proc = _down(platform)
+    assert proc.returncode == 0, _explain(proc)
+    assert _processes_of(platform.state_dir) == []
+    assert _block_listeners() == []
