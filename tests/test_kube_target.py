@@ -3,6 +3,7 @@ the kind prerequisite path for real (this machine has the docker CLI, no daemon,
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from clinops_lib.exceptions import (
     KubernetesAPIError,
     MetricsError,
     PrerequisiteError,
+    TargetError,
     TrafficError,
     WaitFailed,
     WaitTimeout,
@@ -503,14 +505,34 @@ def test_stack_versions_are_pinned_and_cover_the_stack() -> None:
 @pytest.mark.skipif(not (ROOT / "runbooks" / "00-provision.ipynb").exists(), reason="runbook not written yet")
 def test_provision_runbook_on_kind_without_docker_seals_a_failed_bundle(tmp_path: Path) -> None:
     import json
-    import os
 
-    env = {**os.environ, "CLINOPS_PORT_BASE": "26000", "CLINOPS_STATE_DIR": str(tmp_path / "state"),
-           "KUBECONFIG": str(tmp_path / "no-kubeconfig"), "CLINOPS_EVIDENCE_DIR": str(tmp_path / "evidence")}
+    env = {
+        **os.environ,
+        "CLINOPS_PORT_BASE": "26000",
+        "CLINOPS_STATE_DIR": str(tmp_path / "state"),
+        "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+        "CLINOPS_EVIDENCE_DIR": str(tmp_path / "evidence"),
+    }
     out = subprocess.run(
-        [sys.executable, "-m", "clinops_lib.cli", "run", str(ROOT / "runbooks" / "00-provision.ipynb"),
-         "--target", "kind", "--out", str(tmp_path / "evidence"), "--no-progress"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env, check=False)
+        [
+            sys.executable,
+            "-m",
+            "clinops_lib.cli",
+            "run",
+            str(ROOT / "runbooks" / "00-provision.ipynb"),
+            "--target",
+            "kind",
+            "--out",
+            str(tmp_path / "evidence"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
     assert out.returncode == 1, out.stdout + out.stderr
     verdicts = list((tmp_path / "evidence").glob("00-provision/*/verdict.json"))
     assert len(verdicts) == 1, out.stdout + out.stderr
@@ -519,3 +541,97 @@ def test_provision_runbook_on_kind_without_docker_seals_a_failed_bundle(tmp_path
     assert verdict["failed_cell"]["ename"] == "PrerequisiteError"
     assert "kind cluster 'clinops' does not exist" in verdict["failed_cell"]["evalue"]
     assert "--target local" in verdict["failed_cell"]["evalue"]
+
+
+class RecordingHelm:
+    """Stands in for ``helm_python.Config`` (which needs a real cluster): records each call,
+    knows which releases exist, can fail one release."""
+
+    def __init__(self, existing: set[str], fail: str | None = None) -> None:
+        self.calls: list[tuple[str, str, str | None, dict[str, Any]]] = []
+        self.existing = existing
+        self.fail = fail
+
+    def status(self, name: str) -> dict[str, Any]:
+        import helm_python as helm
+
+        if name not in self.existing:
+            raise helm.HelmNotFoundError(f"release: not found: {name}")
+        return {"name": name}
+
+    def _act(self, verb: str, chart: str, name: str, values: dict[str, Any], namespace: str | None) -> None:
+        import helm_python as helm
+
+        self.calls.append((verb, name, namespace, values))
+        if name == self.fail:
+            raise helm.HelmReleaseError(f"{verb} {name}: context deadline exceeded")
+        assert Path(chart).is_dir(), chart
+        self.existing.add(name)
+
+    def install(
+        self,
+        chart: str,
+        name: str,
+        values: dict[str, Any],
+        *,
+        namespace: str | None = None,
+        create_namespace: bool = False,
+        timeout: int | None = None,
+    ) -> None:
+        assert create_namespace
+        self._act("install", chart, name, values, namespace)
+
+    def upgrade(
+        self,
+        chart: str,
+        name: str,
+        values: dict[str, Any],
+        *,
+        namespace: str | None = None,
+        timeout: int | None = None,
+    ) -> None:
+        self._act("upgrade", chart, name, values, namespace)
+
+
+def test_up_installs_one_release_per_level_in_level_order(emulator: Emulator) -> None:
+    helm = RecordingHelm(existing={"clinops-data-ingestion"})
+    target = KubeconfigTarget(
+        Settings(target="kubeconfig", kubeconfig=emulator.kubeconfig, project_root=ROOT), helm_config=helm
+    )
+    progress: list[str] = []
+    rows = target.up([4, 1, 0], progress=progress.append)
+    assert [(v, n, ns) for v, n, ns, _ in helm.calls] == [
+        ("install", "clinops-infrastructure", "clinops-infra"),
+        ("upgrade", "clinops-data-ingestion", "clinops-ingestion"),
+        ("install", "clinops-ml-pipeline", "clinops-ml"),
+    ]
+    assert helm.calls[2][3] == charts.subchart_values("ml-pipeline", "dev", ROOT)
+    assert [p for p in progress if p.endswith("s")][0].startswith("level 0 infrastructure: ready in")
+    assert rows == []  # the emulator runs no workloads: nothing to report, nothing unhealthy
+
+
+def test_up_reports_the_failing_release_and_rejects_unknown_levels(emulator: Emulator) -> None:
+    helm = RecordingHelm(existing=set(), fail="clinops-data-ingestion")
+    target = KubeconfigTarget(
+        Settings(target="kubeconfig", kubeconfig=emulator.kubeconfig, project_root=ROOT), helm_config=helm
+    )
+    with pytest.raises(TargetError, match=r"unknown level\(s\) \[9\]"):
+        target.up([0, 9])
+    assert helm.calls == []
+    with pytest.raises(
+        TargetError,
+        match=r"helm release clinops-data-ingestion \(level 1\) into clinops-ingestion "
+        r"failed: install clinops-data-ingestion: context deadline exceeded",
+    ):
+        target.up([0, 1, 2])
+    assert [n for _, n, _, _ in helm.calls] == ["clinops-infrastructure", "clinops-data-ingestion"]
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(os.environ.get("CLINOPS_CLUSTER_TESTS") != "1", reason="needs a kind cluster")
+def test_kind_cluster_has_three_ready_nodes_and_the_rollouts_api() -> None:
+    target = get_target(Settings.from_env(target="kind"))
+    assert len(wait_nodes_ready(target.clients, timeout=300)) == 3  # type: ignore[attr-defined]
+    target.clients.custom.list_cluster_custom_object(  # type: ignore[attr-defined]
+        "argoproj.io", "v1alpha1", "rollouts"
+    )
