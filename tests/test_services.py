@@ -270,9 +270,10 @@ def test_gateway_stores_observation_and_publishes_event(stack: Stack, start_app:
         msgs = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for m in msgs.get("Messages", []):
             sqs.delete_message(QueueUrl=stack.queue_url, ReceiptHandle=m["ReceiptHandle"])
-            ev = json.loads(m["Body"])
-            if ev.get("observation_id") == row_id:
-                found.append(ev)
+            envelope = json.loads(m["Body"])
+            assert envelope["type"] == "observation.received.batch"
+            assert envelope["count"] == len(envelope["events"])
+            found.extend(ev for ev in envelope["events"] if ev.get("observation_id") == row_id)
         return bool(found)
 
     sup.wait_for(f"SNS event for observation {row_id} on the SQS queue", event_arrived, timeout=60)
