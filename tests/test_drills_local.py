@@ -1,0 +1,111 @@
+"""End-to-end drills on the REAL local target: HAProxy, the services, Prometheus, PostgreSQL,
+Redis and LocalStack as processes, on this engineer's port block (25000-25199)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clinops_lib.config import PortMap, Settings
+from clinops_lib.drill import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
+from clinops_lib.target import Target, get_target
+
+pytestmark = pytest.mark.slow
+
+PORT_BASE = 25000
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[Target]:
+    # PostgreSQL runs as an unprivileged user when the tests run as root: it must be able to
+    # enter the state dir, which pytest's 0700 tmp_path does not allow.
+    state = Path(tempfile.mkdtemp(prefix="clinops-drills-"))
+    state.chmod(0o755)
+    t = get_target(Settings(target="local", state_dir=state, ports=PortMap(PORT_BASE)))
+    try:
+        t.up([0, 1, 4, 6])
+        yield t
+    finally:
+        try:
+            t.down(purge=True)
+            t.close()
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _stable(target: Target, service: str) -> str:
+    return target.tracks(service)["stable"].version
+
+
+def _no_canary_after_abort(res: DrillResult) -> None:
+    abort_at = next(e.at for e in res.events if e.kind == "abort")
+    late = [r for r in res.records if r.sent > abort_at and r.version == res.canary_version]
+    assert late == [], f"{len(late)} requests served by the canary after the abort"
+    assert [r for r in res.records if r.sent > abort_at and r.status > 0], "no traffic after the abort"
+
+
+def test_clean_canary_is_promoted(target: Target) -> None:
+    before = _stable(target, "clinical-gateway")
+    res = run_canary(target, CanaryConfig(service="clinical-gateway", canary_version="9.0.0-clean"))
+    assert res.outcome == "PROMOTED", res.reason
+    assert _stable(target, "clinical-gateway") == "9.0.0-clean" != before
+    assert not target.tracks("clinical-gateway")["canary"].running
+    # every interval judged with data, and the weights went 10 -> 50 -> 100
+    assert all(iv.verdict == "Pass" and iv.canary_n >= 20 for iv in res.intervals)
+    assert [e.weight for e in res.events if e.kind == "weight"] == [10, 50, 100]
+    assert res.load["user"]["failed"] == 0
+
+
+def test_errors_5_percent_is_aborted(target: Target) -> None:
+    res = run_canary(target, CanaryConfig(service="clinical-gateway", canary_version="9.1.0-errors",
+                                          fault="errors:5%"))
+    assert res.outcome == "ABORTED", res.reason
+    assert "error" in res.reason or "success rate" in res.reason
+    assert _stable(target, "clinical-gateway") != "9.1.0-errors"
+    assert target.canary_weight("clinical-gateway") == 0
+    assert not target.tracks("clinical-gateway")["canary"].running
+    _no_canary_after_abort(res)
+
+
+def test_latency_100ms_is_aborted(target: Target) -> None:
+    res = run_canary(target, CanaryConfig(service="clinical-gateway", canary_version="9.2.0-slow",
+                                          fault="latency:+100ms"))
+    assert res.outcome == "ABORTED", res.reason
+    assert "slower" in res.reason
+    failed = [iv for iv in res.intervals if iv.verdict == "Fail"]
+    assert failed and failed[0].latency is not None and failed[0].latency.shift_s is not None
+    assert failed[0].latency.shift_s > 0.05  # the measured shift is the injected one, not noise
+    _no_canary_after_abort(res)
+
+
+def test_canary_killed_mid_drill_is_aborted_and_traffic_stays_on_stable(target: Target) -> None:
+    res = run_canary(target, CanaryConfig(service="clinical-gateway", canary_version="9.3.0-crash",
+                                          fault="crash:after=100"))
+    assert res.outcome == "ABORTED", res.reason
+    assert "not running" in res.reason
+    last_canary = max(r.done for r in res.records if r.version == "9.3.0-crash")
+    # the abort comes within one analysis interval of the canary's last answer
+    assert res.decided_at - last_canary <= res.interval_s
+    _no_canary_after_abort(res)
+    assert target.canary_weight("clinical-gateway") == 0
+
+
+def test_blue_green_promote_and_rollback_without_failed_requests(target: Target) -> None:
+    blue = _stable(target, "model-serving")
+    res = run_blue_green(target, BlueGreenConfig(service="model-serving", green_version="9.5.0-green"))
+    assert res.outcome == "PROMOTED", res.reason
+    c = res.checks
+    # who served before and after each switch, from the per-request records
+    assert set(c["promotion"]["versions_before"]) == {blue}
+    assert set(c["promotion"]["versions_after"]) == {"9.5.0-green"}
+    assert set(c["rollback"]["versions_after"]) == {blue}
+    assert set(c["roll-forward"]["versions_after"]) == {"9.5.0-green"}
+    for name in ("promotion", "rollback", "roll-forward"):
+        assert c[name]["requests_around_switch"] > 0
+        assert c[name]["failed_requests_around_switch"] == 0
+    assert c["failed_user_requests_total"] == 0
+    assert _stable(target, "model-serving") == "9.5.0-green"
