@@ -544,3 +544,23 @@ def test_fault_crash_after_n_requests_exits_the_process(
     assert crash and crash[0]["after_requests"] == 5
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{sv.url}/healthz", timeout=5)  # a crashed process answers nothing
+
+
+def test_gateway_keeps_accepting_when_sns_refuses_and_counts_dropped_events(
+    stack: Stack, start_app: Callable[..., App]
+) -> None:
+    missing_topic = "arn:aws:sns:us-east-1:000000000000:clinops-test-no-such-topic"
+    gw = start_app("gateway", stack.env(CLINOPS_EVENTS_TOPIC_ARN=missing_topic))
+    rng = random.Random(21)
+    url = f"{gw.url}/v1/observations"
+    codes = [httpx.post(url, json=synthetic.observation_payload(rng), timeout=9).status_code for _ in "12345"]
+    assert codes == [201] * 5  # the row is the record; the bus being wrong does not fail the request
+
+    def dropped() -> float:
+        text = httpx.get(f"{gw.url}/metrics", timeout=5).text
+        return _sample("clinops_events_dropped_total", text, reason="publish_failed")
+
+    sup.wait_for("5 events counted as dropped (publish_failed)", lambda: dropped() >= 5, timeout=60)
+    text = httpx.get(f"{gw.url}/metrics", timeout=5).text
+    assert _sample("clinops_events_published_total", text) == 0
+    assert any(e["event"] == "events.publish_failed" for e in gw.log_events())
