@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -167,19 +167,36 @@ class LocalTarget(Target):
         changed = False
         with self._locked() as state:
             self._preflight(state, wanted)
+            service_waits: list[Callable[[], None]] = []
             try:
                 for level in LEVELS:
                     if level.number not in wanted:
                         continue
+                    waits: list[Callable[[], None]] = []  # this level's infrastructure
                     for comp in level.components:
                         if not comp.runs_on("local"):
                             continue
                         if comp.name in INFRA:
-                            changed |= self._up_infra(state, comp.name, level.number, started, say)
-                        elif comp.name == "training-job":
+                            wait = self._up_infra(state, comp.name, level.number, started, say)
+                            if wait is not None:
+                                waits.append(wait)
+                                changed = True
+                            continue
+                        for wait in waits:  # a workload starts once the level's infrastructure is healthy
+                            wait()
+                        waits = []
+                        if comp.name == "training-job":
                             changed |= self._up_training(state, say)
                         elif comp.name in SERVICES:
-                            changed |= self._up_service(state, comp.name, started, say)
+                            service_wait = self._up_service(state, comp.name, started, say)
+                            if service_wait is not None:
+                                service_waits.append(service_wait)
+                                changed = True
+                    for wait in waits:
+                        wait()
+                # services warm up side by side (they depend on Level 0, not on each other)
+                for wait in service_waits:
+                    wait()
             except BaseException:
                 for name, proc, spec in reversed(started):
                     sup.stop(proc, stop_signal=spec.stop_signal, signal_group=spec.signal_group)
@@ -227,12 +244,17 @@ class LocalTarget(Target):
         level: int,
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
         say: Progress,
-    ) -> bool:
+    ) -> Callable[[], None] | None:
+        """Start one component; return the wait for its health (None when it was already up).
+
+        Starting every independent component of a level first and waiting afterwards lets
+        PostgreSQL, Redis, LocalStack and HAProxy come up side by side.
+        """
         comp = self._component(name, state)
         entry = state["components"].get(name)
         if self._alive(entry):
             say(f"{name}: already up")
-            return False
+            return None
         say(f"{name}: starting")
         t0 = time.time()
         comp.prepare()
@@ -240,14 +262,17 @@ class LocalTarget(Target):
         proc = sup.start(spec)
         started.append((name, proc, spec))
         state["components"][name] = {**proc.to_json(), "level": level, "started_at": t0}
-        sup.wait_healthy(proc, comp.healthy, comp.timeout, f"health check at {comp.endpoint()}")
-        comp.after_start()
-        if name == "localstack":
-            self._ensure_aws()
-        ready = time.time()
-        state["components"][name].update(ready_at=ready, version=comp.version(), endpoint=comp.endpoint())
-        say(f"{name}: healthy after {ready - t0:.1f}s")
-        return True
+
+        def wait() -> None:
+            sup.wait_healthy(proc, comp.healthy, comp.timeout, f"health check at {comp.endpoint()}")
+            comp.after_start()
+            if name == "localstack":
+                self._ensure_aws()
+            ready = time.time()
+            state["components"][name].update(ready_at=ready, version=comp.version(), endpoint=comp.endpoint())
+            say(f"{name}: healthy after {ready - t0:.1f}s")
+
+        return wait
 
     # -- AWS resources the workloads need --------------------------------------------------------
     def _ensure_aws(self) -> None:
@@ -277,9 +302,13 @@ class LocalTarget(Target):
             return False
 
     def _up_training(self, state: dict[str, Any], say: Progress) -> bool:
-        if state.get("training", {}).get("exit") == 0 and self._model_present():
-            say("training-job: model already trained")
-            return False
+        if state.get("training", {}).get("exit") == 0:
+            if self._model_present():
+                say("training-job: model already trained")
+                return False
+            if self._restore_model():
+                say("training-job: trained model restored from the state dir into S3 (warm start)")
+                return True
         say("training-job: running")
         log = self.settings.state_dir / "logs" / "training-job.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -325,8 +354,36 @@ class LocalTarget(Target):
                 f"finished but s3://{self.services.model_bucket}/{self.services.model_key} does not exist",
                 str(log),
             )
+        self._cache_model()
         say(f"training-job: model uploaded after {time.time() - t0:.1f}s")
         return True
+
+    @property
+    def _model_cache(self) -> Path:
+        return self.settings.state_dir / "model-cache"
+
+    def _model_keys(self) -> list[str]:
+        from .services.training import metadata_key
+
+        return [self.services.model_key, metadata_key(self.services.model_key)]
+
+    def _cache_model(self) -> None:
+        """Keep the trained artifact + metadata: LocalStack community does not persist S3 across
+        restarts, and retraining the same seed would only reproduce the same bytes."""
+        s3 = self._boto("s3")
+        self._model_cache.mkdir(parents=True, exist_ok=True)
+        for i, key in enumerate(self._model_keys()):
+            body = s3.get_object(Bucket=self.services.model_bucket, Key=key)["Body"].read()
+            (self._model_cache / f"{i}.bin").write_bytes(body)
+
+    def _restore_model(self) -> bool:
+        files = [self._model_cache / f"{i}.bin" for i in range(len(self._model_keys()))]
+        if not all(f.exists() for f in files):
+            return False
+        s3 = self._boto("s3")
+        for f, key in zip(files, self._model_keys(), strict=True):  # artifact first, metadata last
+            s3.put_object(Bucket=self.services.model_bucket, Key=key, Body=f.read_bytes())
+        return self._model_present()
 
     # -- services --------------------------------------------------------------------------------
     def _chart_versions(self) -> dict[str, str]:
@@ -340,18 +397,23 @@ class LocalTarget(Target):
         service: str,
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
         say: Progress,
-    ) -> bool:
+    ) -> Callable[[], None] | None:
+        """Start the stable track; return the wait for its readiness (None when already up)."""
         entry: dict[str, Any] | None = (state["services"].get(service) or {}).get("stable")
         if entry is not None and self._alive(entry):
             say(f"{service}: already up ({entry['version']})")
-            return False
+            return None
         version = entry["version"] if entry else self._chart_versions()[service]
         fault = entry.get("fault", "none") if entry else "none"
         say(f"{service}: starting {version} on stable")
         timeout = self.timeouts.get(service, 60.0)
-        new = self._start_track(state, service, "stable", version, fault, timeout, started)
-        say(f"{service}: ready after {new['ready_at'] - new['started_at']:.1f}s")
-        return True
+        new, wait = self._launch_track(state, service, "stable", version, fault, timeout, started)
+
+        def finish() -> None:
+            wait()
+            say(f"{service}: ready after {new['ready_at'] - new['started_at']:.1f}s")
+
+        return finish
 
     def _start_track(
         self,
@@ -363,6 +425,21 @@ class LocalTarget(Target):
         timeout: float,
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] | None = None,
     ) -> dict[str, Any]:
+        entry, wait = self._launch_track(state, service, track, version, fault, timeout, started)
+        wait()
+        return entry
+
+    def _launch_track(
+        self,
+        state: dict[str, Any],
+        service: str,
+        track: Track,
+        version: str,
+        fault: str,
+        timeout: float,
+        started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] | None = None,
+    ) -> tuple[dict[str, Any], Callable[[], None]]:
+        """Start one track's process; the returned wait checks readiness and HAProxy's view."""
         spec = service_spec(self.settings, self.services, service, track, version, fault)
         t0 = time.time()
         proc = sup.start(spec)
@@ -376,27 +453,30 @@ class LocalTarget(Target):
             "endpoint": f"http://127.0.0.1:{spec.ports[0]}",
         }
         state["services"].setdefault(service, {"stable": None, "canary": None})[track] = entry
-        try:
-            sup.wait_healthy(
-                proc,
-                lambda: _ready(f"{entry['endpoint']}/readyz"),
-                timeout,
-                f"readiness at {entry['endpoint']}/readyz",
-            )
-            if self._alive(state["components"].get("haproxy")):
-                adm = self._admin()
-                adm.enable_server(service, track)
-                if track == "canary":
-                    adm.enable_server(f"{service}-preview", "canary")
-                self._wait_lb(service, track, "UP", timeout)
-        except ClinopsError:
-            if started is None:
-                sup.stop(proc)
-                spec.pid_file.unlink(missing_ok=True)
-                state["services"][service][track] = None
-            raise
-        entry["ready_at"] = time.time()
-        return entry
+
+        def wait() -> None:
+            try:
+                self._track_ready(state, service, track, entry, proc, timeout)
+            except ClinopsError:
+                if started is None:
+                    sup.stop(proc)
+                    spec.pid_file.unlink(missing_ok=True)
+                    state["services"][service][track] = None
+                raise
+            entry["ready_at"] = time.time()
+
+        return entry, wait
+
+    def _track_ready(self, state: dict[str, Any], service: str, track: Track, entry: dict[str, Any],
+                     proc: sup.RunningProcess, timeout: float) -> None:
+        url = f"{entry['endpoint']}/readyz"
+        sup.wait_healthy(proc, lambda: _ready(url), timeout, f"readiness at {url}")
+        if self._alive(state["components"].get("haproxy")):
+            adm = self._admin()
+            adm.enable_server(service, track)
+            if track == "canary":
+                adm.enable_server(f"{service}-preview", "canary")
+            self._wait_lb(service, track, "UP", timeout)
 
     def _admin(self) -> AdminSocket:
         return cast(HAProxy, self._component("haproxy")).admin()
