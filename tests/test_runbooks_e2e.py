@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -155,12 +157,15 @@ def _down(platform: Platform) -> subprocess.CompletedProcess[str]:
 
 # -- the platform -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform() -> Iterator[Platform]:
     taken = _block_listeners()
     if taken:
         pytest.fail(f"ports {taken} of this module's block {PORT_BLOCK.start}-{PORT_BLOCK.stop - 1} are "
                     "already in use by another process: stop it (or a stale `clinops up`) first")
-    tmp = tmp_path_factory.mktemp("e2e")
+    # PostgreSQL runs as `postgres` when we are root: every parent of the state dir must be
+    # enterable, which pytest's own tmp_path (mode 0700) is not.
+    tmp = Path(tempfile.mkdtemp(prefix="clinops-e2e-", dir="/tmp"))
+    tmp.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINOPS_", "KUBECONFIG"))}
     env.update(
         CLINOPS_PORT_BASE=str(PORT_BASE),
@@ -180,6 +185,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         listeners = _block_listeners()
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in p.timings.items())
         print(f"\n[e2e timings] {timings}", file=sys.stderr)
+        if proc.returncode == 0 and not leftovers:
+            shutil.rmtree(tmp, ignore_errors=True)
         if proc.returncode != 0 or leftovers or listeners:
             pytest.fail(
                 f"final `clinops down` did not clean up: {_explain(proc)}\n"
