@@ -505,6 +505,31 @@ class Prometheus(Component):
     def healthy(self) -> bool:
         return _http_ok(f"{self.endpoint()}/-/ready")
 
+    def rules_available(self) -> bool:
+        return rules_file(self.settings) is not None
+
+    def has_rules(self) -> bool:
+        """Whether the config Prometheus runs with names a rule file."""
+        cfg = self.dir / "prometheus.yml"
+        return cfg.exists() and "rule_files" in cfg.read_text()
+
+    def rule_groups(self) -> list[str]:
+        """Names of the rule groups Prometheus has loaded (from its API)."""
+        try:
+            data = httpx.get(f"{self.endpoint()}/api/v1/rules", timeout=5).json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise ComponentError(self.name, f"cannot read loaded rules: {e}", str(self.log_file)) from e
+        return [g["name"] for g in data.get("data", {}).get("groups", [])]
+
+    def reload(self) -> None:
+        try:
+            r = httpx.post(f"{self.endpoint()}/-/reload", timeout=10)
+        except httpx.HTTPError as e:
+            raise ComponentError(self.name, f"reload failed: {e}", str(self.log_file)) from e
+        if r.status_code != 200:
+            raise ComponentError(self.name, f"reload failed: HTTP {r.status_code} {r.text}",
+                                 str(self.log_file))
+
     def version(self) -> str:
         return _run_version(("prometheus", "--version"), r"version (\S+)")
 

@@ -253,9 +253,17 @@ class LocalTarget(Target):
         comp = self._component(name, state)
         entry = state["components"].get(name)
         if self._alive(entry):
+            if isinstance(comp, Prometheus) and not comp.has_rules() and comp.rules_available():
+                comp.prepare()  # the shared rule file appeared since Prometheus started
+                comp.reload()
+                say("prometheus: alert rules loaded (rule file appeared since the last start)")
+                return None
             say(f"{name}: already up")
             return None
         say(f"{name}: starting")
+        if isinstance(comp, Prometheus) and not comp.rules_available():
+            say("prometheus: WARNING: rule file charts/clinical-mlops/charts/observability/rules/"
+                "platform-rules.yaml is missing; starting without alert rules (the next `up` loads it)")
         t0 = time.time()
         comp.prepare()
         spec = comp.spec()

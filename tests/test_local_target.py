@@ -164,6 +164,28 @@ def test_prometheus_scrapes_services_and_haproxy(platform: LocalTarget) -> None:
         platform.prometheus_query("sum(")
 
 
+def test_prometheus_loads_the_shared_rule_file(platform: LocalTarget) -> None:
+    from clinops_lib._components import Prometheus
+
+    prom = Prometheus(platform.settings)
+    assert prom.has_rules()
+    groups = prom.rule_groups()
+    assert groups, "Prometheus loaded no rule group from platform-rules.yaml"
+
+
+def test_prometheus_config_without_rule_file_warns(tmp_path: Path) -> None:
+    from clinops_lib._components import Prometheus
+
+    prom = Prometheus(Settings(state_dir=tmp_path, project_root=tmp_path, ports=PortMap(FAIL_BASE)))
+    with pytest.warns(UserWarning, match="platform-rules.yaml is missing"):
+        cfg = prom.config()
+    assert "rule_files" not in cfg
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}  # type: ignore[union-attr]
+    assert {"clinical-gateway", "model-serving", "haproxy"} <= set(jobs)
+    labels = [c["labels"] for c in jobs["model-serving"]["static_configs"]]
+    assert labels == [{"service": "model-serving", "track": t} for t in ("stable", "canary")]
+
+
 def test_prometheus_unreachable_and_injected_transport(tmp_path: Path) -> None:
     offline = LocalTarget(Settings(state_dir=tmp_path, ports=PortMap(FAIL_BASE + 60)))
     with pytest.raises(MetricsError, match="unreachable"):
