@@ -19,7 +19,7 @@ import pytest
 
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.drill import BlueGreenConfig, CanaryConfig, run_blue_green, run_canary, validate_canary
-from clinops_lib.exceptions import ParameterError
+from clinops_lib.exceptions import MetricsError, ParameterError, TrafficError
 from clinops_lib.faults import FaultProfile
 from clinops_lib.judge import Thresholds
 from clinops_lib.target import ComponentStatus, Target, Track, TrackState
@@ -280,3 +280,36 @@ def test_too_little_data_never_promotes(router: RouterTarget) -> None:
                                                          inconclusive_limit=0), tail_s=0.2))
     assert res2.outcome == "PAUSED"
     assert not [c for c in router.calls if c[0] == "promote"]
+
+
+class BrokenMetricsTarget(RouterTarget):
+    """Prometheus goes away once the canary has traffic."""
+
+    def prometheus_query(self, promql: str) -> float | None:
+        if self.weight > 0:
+            raise MetricsError("Prometheus at http://127.0.0.1:1 unreachable: connection refused")
+        return super().prometheus_query(promql)
+
+
+class BrokenTrafficTarget(RouterTarget):
+    """The traffic layer's admin socket disappears once the canary has traffic."""
+
+    def canary_weight(self, service: str) -> int:
+        if self.weight > 0:
+            raise TrafficError("HAProxy admin socket /state/haproxy.sock: No such file or directory")
+        return self.weight
+
+
+@pytest.mark.parametrize(("cls", "words"), [(BrokenMetricsTarget, "metrics unavailable"),
+                                            (BrokenTrafficTarget, "traffic layer unreachable")])
+def test_platform_fault_mid_drill_aborts_within_one_interval(cls: type[RouterTarget], words: str) -> None:
+    t = cls(PORT + 10)
+    try:
+        res = run_canary(t, _cfg(steps=[10, 50, 100], rate=100, thresholds=FAST, abort_delay_s=0, tail_s=0.5))
+    finally:
+        t.close()
+    assert res.outcome == "ABORTED"
+    assert words in res.reason
+    # the first interval at 10 % is the one that notices and says why: one interval, no more
+    assert len(res.intervals) == 1
+    assert ("weight", 50) not in t.calls and ("abort", None) in t.calls
