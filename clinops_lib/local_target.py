@@ -46,6 +46,7 @@ from .exceptions import (
     ComponentError,
     MetricsError,
     ParameterError,
+    PrerequisiteError,
     TargetError,
     TrafficError,
     WaitFailed,
@@ -265,7 +266,12 @@ class LocalTarget(Target):
             say("prometheus: WARNING: rule file charts/clinical-mlops/charts/observability/rules/"
                 "platform-rules.yaml is missing; starting without alert rules (the next `up` loads it)")
         t0 = time.time()
-        comp.prepare()
+        try:
+            comp.prepare()
+        except PrerequisiteError as e:
+            if "log:" in str(e):
+                raise
+            raise PrerequisiteError(f"{e} (log: {comp.log_file})") from e
         spec = comp.spec()
         proc = sup.start(spec)
         started.append((name, proc, spec))

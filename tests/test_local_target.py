@@ -348,8 +348,9 @@ def test_missing_binary_is_prerequisite_error_and_cleans_up(monkeypatch: pytest.
     # postgres has an absolute path; redis-server is then not found
     monkeypatch.setenv("PATH", str(root / "empty-bin"))
     try:
-        with pytest.raises(PrerequisiteError, match="redis-server"):
+        with pytest.raises(PrerequisiteError, match="redis-server") as err:
             target.up([0])
+        assert "redis.log" in str(err.value)
         monkeypatch.undo()
         _assert_nothing_left(settings)
     finally:
