@@ -496,6 +496,11 @@ class _Session:
         self.inconclusive_intervals = 0
         self.metric_runs = [J.MetricRun(s) for s in self._metric_specs()]
         self.step_name = "start"
+        self.segment_start = time.time()
+        self.seg_canary: list[float] = []
+        self.seg_stable: list[float] = []
+        self.looks = 0
+        self._next_look = 0.0
         self.expect_weight: int | None = None
 
     def _metric_specs(self) -> list[J.MetricSpec]:
@@ -560,6 +565,8 @@ class _Session:
             if r.version not in (self.canary, self.stable) or r.status <= 0:
                 continue
             self.sprt.observe(r.version == self.canary, r.failed, self.share)
+            if r.ok and r.sent >= self.segment_start:
+                (self.seg_canary if r.version == self.canary else self.seg_stable).append(r.latency_s)
         if self.sprt.rejected:
             ci = self.sprt.difference_ci()
             diff = (
@@ -571,6 +578,33 @@ class _Session:
                 f" >= 1/alpha={1 / self.th.alpha:.0f} ({self.sprt.canary_errors}/{self.sprt.canary_n} "
                 f"canary vs {self.sprt.stable_errors}/{self.sprt.stable_n} stable errors{diff})",
             )
+        if time.time() >= self._next_look:
+            self._next_look = time.time() + 1.0
+            self.latency_look()
+
+    def latency_look(self) -> None:
+        """Early look at latency since the last weight change, between intervals.
+
+        Each look k (counted over the whole drill) tests at ``latency_alpha / 2**(k+1)``: the
+        levels sum to ``latency_alpha`` however many looks are taken (a union bound), so the
+        early looks cannot raise the false-alarm rate above the per-drill ``latency_alpha``;
+        the minimum effect size applies as in the interval test.
+        """
+        if len(self.seg_canary) < self.th.min_requests or len(self.seg_stable) < self.th.min_requests:
+            return
+        alpha_k = self.th.latency_alpha * 0.5 ** (self.looks + 1)
+        self.looks += 1
+        res = J.compare_latency(
+            self.seg_canary,
+            self.seg_stable,
+            alpha=alpha_k,
+            min_effect_s=self.th.min_latency_effect_s,
+            min_samples=self.th.min_requests,
+            effect_only_if_significant=True,
+            seed=self.looks,
+        )
+        if res.verdict == "Fail":
+            raise _Aborted("ABORTED", f"{res.reason} (early look {self.looks}, level {alpha_k:.2g})")
 
     # platform health
     def check_platform(self) -> None:
@@ -601,7 +635,14 @@ class _Session:
         self.weight = w
         self.share = w / 100
         self.expect_weight = w
+        self.new_segment()
         self.event("weight", f"canary weight {w}%", w)
+
+    def new_segment(self) -> None:
+        """Latency comparisons only mix requests sent under the same weights."""
+        self.segment_start = time.time()
+        self.seg_canary = []
+        self.seg_stable = []
 
     # intervals
     def run_for(

@@ -333,7 +333,8 @@ class LatencyComparison:
 
 def compare_latency(canary: Sequence[float], stable: Sequence[float], *, alpha: float = 0.01,
                     min_effect_s: float = 0.025, min_samples: int = 20, confidence: float = 0.95,
-                    max_samples: int = 1000, seed: int = 0) -> LatencyComparison:
+                    max_samples: int = 1000, seed: int = 0,
+                    effect_only_if_significant: bool = False) -> LatencyComparison:
     """One-sided Mann-Whitney U (canary slower) plus a minimum Hodges-Lehmann shift.
 
     Fail needs both: p < ``alpha`` *and* a shift of at least ``min_effect_s``. The shift's
@@ -355,6 +356,8 @@ def compare_latency(canary: Sequence[float], stable: Sequence[float], *, alpha: 
     res = mannwhitneyu(a, b, alternative="greater")
     p = float(res.pvalue)
     cles = float(res.statistic) / (n1 * n2)
+    if effect_only_if_significant and p >= alpha:  # a cheap look: the shift only matters if significant
+        return LatencyComparison(n1, n2, p, None, None, None, cles, "Pass", f"p={p:.2g} >= {alpha:.2g}")
     a_s = rng.choice(a, max_samples, replace=False) if n1 > max_samples else a
     b_s = rng.choice(b, max_samples, replace=False) if n2 > max_samples else b
     diffs = np.sort(np.subtract.outer(a_s, b_s).ravel())

@@ -313,3 +313,14 @@ def test_platform_fault_mid_drill_aborts_within_one_interval(cls: type[RouterTar
     # the first interval at 10 % is the one that notices and says why: one interval, no more
     assert len(res.intervals) == 1
     assert ("weight", 50) not in t.calls and ("abort", None) in t.calls
+
+
+def test_slow_canary_is_aborted_by_an_early_look_before_the_interval_ends(router: RouterTarget) -> None:
+    steps = [{"setWeight": 20}, {"pause": {"duration": "20s"}}, {"setWeight": 100}]
+    res = run_canary(router, _cfg(steps=steps, pause_scale=1.0, rate=150, fault="latency:+60ms",
+                                  thresholds={"interval": "10s", "min_requests": 20}, abort_delay_s=0,
+                                  tail_s=0.2))
+    assert res.outcome == "ABORTED"
+    assert "early look" in res.reason and "slower" in res.reason
+    # only the partial interval that was running is in the table: no full 10 s interval was needed
+    assert len(res.intervals) == 1 and res.intervals[0].reasons[0].startswith("stopped early")
