@@ -67,13 +67,14 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def clinops(env: dict[str, str], *args: str) -> float:
+def clinops(env: dict[str, str], *args: str) -> tuple[float, list[str]]:
+    """Run one ``clinops`` command; seconds taken and its progress lines (stderr)."""
     t0 = time.monotonic()
     r = subprocess.run([str(ROOT / ".venv/bin/clinops"), *args], env=env, capture_output=True, text=True)
     seconds = time.monotonic() - t0
     if r.returncode != 0:
         raise SystemExit(f"clinops {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return seconds
+    return seconds, [ln for ln in r.stderr.splitlines() if "after" in ln or "restored" in ln]
 
 
 def main() -> int:
@@ -92,11 +93,11 @@ def main() -> int:
     try:
         sampler = RssSampler(state / "run")
         sampler.start()
-        cold = clinops(env, "up")
+        cold, cold_progress = clinops(env, "up")
         time.sleep(5)  # steady state after the training job and first scrapes
         sampler.stop()
         clinops(env, "down")  # keep state: the next up is warm
-        warm = clinops(env, "up")
+        warm, warm_progress = clinops(env, "up")
         warm_status = subprocess.run([str(ROOT / ".venv/bin/clinops"), "status", "--json"], env=env,
                                      capture_output=True, text=True)
         rows = json.loads(warm_status.stdout)
@@ -117,6 +118,8 @@ def main() -> int:
         "targets": TARGETS,
         "passed": {"cold_s": cold < TARGETS["cold_s"], "warm_s": warm < TARGETS["warm_s"],
                    "peak_rss_gib": peak_gib < TARGETS["peak_rss_gib"]},
+        "cold_progress": cold_progress,
+        "warm_progress": warm_progress,
         "components_healthy_after_warm_up": sorted(r["component"] for r in rows if r["health"] == "healthy"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                     "loadavg_before": [round(x, 2) for x in load_before],
