@@ -22,6 +22,9 @@ Decisions (also written into every result):
 
 * the anytime-valid error test is checked every ``poll_s`` (0.5 s) — a bad canary is
   aborted mid-interval, as soon as the evidence reaches ``1/alpha``;
+* latency is also looked at every second between interval ends (Mann-Whitney on the requests
+  since the last weight change, look k at level ``latency_alpha / 2**(k+1)`` so all looks
+  together stay within ``latency_alpha``, plus the minimum effect size);
 * an interval verdict is Fail, Inconclusive (too few canary requests, metrics without data)
   or Pass; more Fail intervals than ``failure_limit`` aborts; more Inconclusive than
   ``inconclusive_limit`` pauses or aborts (``on_inconclusive``), never promotes;

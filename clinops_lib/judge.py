@@ -19,6 +19,8 @@ every verdict from the interval table:
    interval, as Kayenta does, *and* a minimum effect size on the Hodges-Lehmann shift
    (with its distribution-free confidence interval) so that a statistically clear but
    practically irrelevant difference of a few milliseconds does not abort a release.
+   The drill engine also looks between interval ends with alpha spending (see
+   :mod:`clinops_lib.drill`), using ``effect_only_if_significant`` to keep each look cheap.
 
 An interval with fewer than ``min_requests`` canary requests is Inconclusive: the drill
 never promotes without data.
