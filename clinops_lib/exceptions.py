@@ -24,7 +24,7 @@ Tree::
     │   └── KubernetesAPIError         an API call failed (names verb, kind, namespace/name, status)
     ├── InventoryError                 the AWS inventory is invalid or could not be applied
     ├── ChartError                     Helm render/lint failed
-    ├── ServiceError                   a platform service/job could not load, train or store its model artifact
+    ├── ServiceError                   a service/job could not load, train or store its model
     └── DrillError                     a drill could not run (not a verdict: ABORTED is a result)
 """
 

@@ -91,7 +91,8 @@ def require_all_checks() -> None:
         raise AssertionError("no acceptance check was recorded: a run without checks proves nothing")
     failed = [r for r in rows if not r["passed"]]
     if failed:
-        lines = [f"{r['name']}: measured {r['measured']} {r['unit']} not {r['op']} {r['limit']}" for r in failed]
+        lines = [f"{r['name']}: measured {r['measured']} {r['unit']} not {r['op']} {r['limit']}"
+                 for r in failed]
         raise AssertionError("acceptance checks failed:\n  " + "\n  ".join(lines))
 
 

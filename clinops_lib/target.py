@@ -86,7 +86,8 @@ class Target(ABC):
 
     # -- lifecycle -----------------------------------------------------------------
     @abstractmethod
-    def up(self, levels: Sequence[int] | None = None, *, progress: Progress | None = None) -> list[ComponentStatus]:
+    def up(self, levels: Sequence[int] | None = None, *,
+           progress: Progress | None = None) -> list[ComponentStatus]:
         """Bring the given levels (default: all) up and healthy; idempotent."""
 
     @abstractmethod
