@@ -3,7 +3,10 @@ Redis and LocalStack as processes, on this engineer's port block (25000-25199)."
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +112,22 @@ def test_blue_green_promote_and_rollback_without_failed_requests(target: Target)
         assert c[name]["failed_requests_around_switch"] == 0
     assert c["failed_user_requests_total"] == 0
     assert _stable(target, "model-serving") == "9.5.0-green"
+
+
+def test_prometheus_lost_mid_drill_aborts_and_says_why(target: Target) -> None:
+    """Prometheus is killed (SIGKILL, from its pid file) the moment the canary gets traffic."""
+    pid_file = target.settings.state_dir / "run" / "prometheus.pid"
+
+    def log(message: str) -> None:
+        if "[weight] canary weight 10%" in message:
+            os.kill(int(json.loads(pid_file.read_text())["pid"]), signal.SIGKILL)
+
+    try:
+        cfg = CanaryConfig(service="clinical-gateway", canary_version="9.4.0-noprom")
+        res = run_canary(target, cfg, log=log)
+        assert res.outcome == "ABORTED", res.reason
+        assert "metrics unavailable" in res.reason and "Prometheus" in res.reason
+        assert len(res.intervals) == 1  # the first interval with canary traffic is the one that says so
+        _no_canary_after_abort(res)
+    finally:
+        target.up([6])  # Prometheus back for whatever runs next on this platform
