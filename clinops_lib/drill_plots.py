@@ -57,12 +57,17 @@ def weight_figure(res: DrillResult) -> go.Figure:
     return fig
 
 
-def _bucketed(res: DrillResult, bucket_s: float) -> pd.DataFrame:
+def _bucketed(res: DrillResult, bucket_s: float, trim_edges: bool = True) -> pd.DataFrame:
     df = res.records_frame()
     if df.empty:
         return df
     df = df[df["status"] != -1].copy()
     df["t"] = ((df["sent"] - res.started_at) // bucket_s) * bucket_s
+    # the first and last buckets are only partly covered by the load: leave them out of rates
+    for label, g in df.groupby("label") if trim_edges else []:
+        edges = {g["t"].min(), g["t"].max()}
+        if g["t"].nunique() > 2:
+            df = df[~((df["label"] == label) & df["t"].isin(edges))]
     df["series"] = df["version"].where(df["version"] != "", "<no version>")
     df["failed"] = (df["status"] == 0) | (df["status"] >= 500)
     return df
@@ -108,7 +113,7 @@ def intervals_frame(res: DrillResult) -> pd.DataFrame:
 
 def version_summary_frame(res: DrillResult) -> pd.DataFrame:
     """Requests, failures and latency quantiles per load stream and serving version."""
-    df = _bucketed(res, 1.0)
+    df = _bucketed(res, 1.0, trim_edges=False)
     rows: list[dict[str, Any]] = []
     if df.empty:
         return pd.DataFrame(rows)
