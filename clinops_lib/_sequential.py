@@ -6,13 +6,14 @@ the point is to abort as soon as the evidence is there. A test-martingale (e-pro
 checked after every single request: by Ville's inequality the probability that it *ever*
 exceeds ``1/alpha`` under the null hypothesis is at most ``alpha``.
 
-The construction (conditioning on errors, as in the sequential multinomial tests of
-Lindon & Malek used for Netflix canaries). Each request goes to the canary with a
-probability ``w`` fixed by the router (the canary weight, or the share of load sent to the
-preview). If both versions fail with the same probability, then *given* that a request
-failed, it came from the canary with probability exactly ``w`` — whatever the common error
-rate is, so no nuisance parameter has to be estimated. If the canary fails more often that
-probability is larger than ``w``. So each error is a coin flip ``X`` (1 = canary) with known
+The construction (conditioning on errors: the same idea as the sequential count tests
+Netflix described for canaries, Lindon et al. 2022, reduced here to one known-null coin).
+Each request goes to the canary with a probability ``w`` fixed by the router (the canary
+weight, or the share of load sent to the preview). If both versions fail with the same
+probability, then *given* that a request failed, it came from the canary with probability
+exactly ``w`` — whatever the common error rate is, so no nuisance parameter has to be
+estimated. If the canary fails more often that probability is larger than ``w``. So each
+error is a coin flip ``X`` (1 = canary) with known
 null mean ``w``, and for every ``c`` in ``(0, 1]``::
 
     M_n(c) = prod_i (1 + c * (X_i - w_i) / w_i)
