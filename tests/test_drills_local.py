@@ -57,8 +57,12 @@ def test_clean_canary_is_promoted(target: Target) -> None:
     assert res.outcome == "PROMOTED", res.reason
     assert _stable(target, "clinical-gateway") == "9.0.0-clean" != before
     assert not target.tracks("clinical-gateway")["canary"].running
-    # every interval judged with data, and the weights went 10 -> 50 -> 100
-    assert all(iv.verdict == "Pass" and iv.canary_n >= 20 for iv in res.intervals)
+    # no interval failed; an Inconclusive one (e.g. Prometheus had not yet scraped the new
+    # version) is allowed up to inconclusiveLimit, but the interval before promotion passed with data
+    assert [iv.reasons for iv in res.intervals if iv.verdict == "Fail"] == []
+    assert sum(iv.verdict == "Inconclusive" for iv in res.intervals) <= 2
+    assert res.intervals[-1].verdict == "Pass" and res.intervals[-1].canary_n >= 20
+    # the weights went 10 -> 50 -> 100
     assert [e.weight for e in res.events if e.kind == "weight"] == [10, 50, 100]
     assert res.load["user"]["failed"] == 0
 
