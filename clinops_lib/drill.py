@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -502,6 +502,7 @@ class _Session:
         self.segment_start = time.time()
         self.seg_canary: list[float] = []
         self.seg_stable: list[float] = []
+        self.recent: deque[bool] = deque(maxlen=200)
         self.looks = 0
         self._next_look = 0.0
         self.expect_weight: int | None = None
@@ -567,7 +568,10 @@ class _Session:
                 self.first_canary_at = r.sent
             if r.version not in (self.canary, self.stable) or r.status <= 0:
                 continue
-            self.sprt.observe(r.version == self.canary, r.failed, self.share)
+            is_canary = r.version == self.canary
+            # the null share comes from earlier requests only (predictable)
+            self.sprt.observe(is_canary, r.failed, self.null_share())
+            self.recent.append(is_canary)
             if r.ok and r.sent >= self.segment_start:
                 (self.seg_canary if r.version == self.canary else self.seg_stable).append(r.latency_s)
         if self.sprt.rejected:
@@ -646,6 +650,20 @@ class _Session:
         self.segment_start = time.time()
         self.seg_canary = []
         self.seg_stable = []
+        self.recent.clear()
+
+    def null_share(self) -> float:
+        """Probability that a request is a canary request, for the sequential error test.
+
+        The configured weight, or the canary's share of the last 100-200 attributed
+        requests (before this one) when that is higher: a traffic layer may overshoot for a
+        moment after a weight change. Overstating the share only makes the test more
+        conservative (a canary error then counts for less; a stable error's factor does not
+        depend on it), so taking the larger of the two keeps the false-alarm bound.
+        """
+        if len(self.recent) >= 100:
+            return max(self.share, sum(self.recent) / len(self.recent))
+        return self.share
 
     # intervals
     def run_for(
