@@ -41,7 +41,6 @@ version served before and after each switch.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections import Counter, deque
@@ -53,7 +52,7 @@ from . import judge as J
 from ._sequential import BernoulliErrorSPRT, newcombe_diff_ci
 from .exceptions import ChartError, ClinopsError, DrillError, ParameterError, TargetError
 from .faults import FaultProfile
-from .loadgen import LoadGenerator, LoadSpec, RequestRecord, default_payloads, summarize
+from .loadgen import LoadGenerator, LoadSpec, RequestRecord, default_payloads
 from .target import Target
 
 __all__ = [
@@ -170,24 +169,6 @@ class DrillResult:
     @property
     def canary_requests_before_decision(self) -> int:
         return sum(1 for r in self.records if r.version == self.canary_version and r.sent <= self.decided_at)
-
-    def failed_requests(
-        self, start: float = -math.inf, end: float = math.inf, label: str | None = None
-    ) -> int:
-        return sum(
-            1
-            for r in self.records
-            if r.failed and start <= r.sent < end and (label is None or r.label == label)
-        )
-
-    def versions_served(self, start: float, end: float, label: str = "user") -> dict[str, int]:
-        return dict(
-            Counter(
-                r.version or f"<{r.status}>"
-                for r in self.records
-                if start <= r.sent < end and r.label == label and r.status > 0
-            )
-        )
 
     def interval_rows(self) -> list[dict[str, Any]]:
         return [iv.as_row() for iv in self.intervals]
@@ -669,7 +650,6 @@ class _Session:
     def run_for(
         self,
         seconds: float,
-        compare: Callable[[float, float], tuple[list[RequestRecord], list[RequestRecord]]] | None = None,
     ) -> list[J.IntervalVerdict]:
         """Hold the current state for ``seconds``, judging each interval; return the verdicts."""
         end = time.time() + seconds
@@ -677,9 +657,9 @@ class _Session:
         while time.time() < end - 1e-3:
             length = min(self.plan.interval, end - time.time())
             if length < self.plan.interval * 0.5 and verdicts:
-                time.sleep(max(0.0, end - time.time()))
+                self.hold(max(0.0, end - time.time()))  # a remainder too short to judge, still watched
                 break
-            verdicts.append(self.one_interval(length, compare))
+            verdicts.append(self.one_interval(length))
         return verdicts
 
     def hold(self, seconds: float) -> None:
@@ -695,7 +675,6 @@ class _Session:
     def one_interval(
         self,
         length: float,
-        compare: Callable[[float, float], tuple[list[RequestRecord], list[RequestRecord]]] | None = None,
     ) -> J.IntervalVerdict:
         start = time.time()
         end = start + length
@@ -712,12 +691,12 @@ class _Session:
             self.check_weight()
         except _Aborted as a:
             # keep the partial interval in the table: the numbers behind the early decision
-            iv = self.judge_interval(start, time.time(), compare, query_metrics=False)
+            iv = self.judge_interval(start, time.time(), query_metrics=False)
             iv.verdict = "Fail"
             iv.reasons.insert(0, f"stopped early: {a.reason}")
             self.intervals.append(iv)
             raise
-        iv = self.judge_interval(start, end, compare)
+        iv = self.judge_interval(start, end)
         self.intervals.append(iv)
         self.event(
             "interval",
@@ -731,15 +710,11 @@ class _Session:
         self,
         start: float,
         end: float,
-        compare: Callable[[float, float], tuple[list[RequestRecord], list[RequestRecord]]] | None,
         query_metrics: bool = True,
     ) -> J.IntervalVerdict:
         recs = [r for r in self.all_records() if start <= r.sent < end]
-        if compare is not None:
-            canary_recs, stable_recs = compare(start, end)
-        else:
-            canary_recs = [r for r in recs if r.version == self.canary]
-            stable_recs = [r for r in recs if r.version == self.stable]
+        canary_recs = [r for r in recs if r.version == self.canary]
+        stable_recs = [r for r in recs if r.version == self.stable]
         unattributed = [r for r in recs if r.failed and r.version not in (self.canary, self.stable)]
         reasons: list[str] = []
         verdict: J.Verdict = "Pass"
@@ -843,11 +818,10 @@ class _Session:
     def until_pass(
         self,
         max_intervals: int,
-        compare: Callable[[float, float], tuple[list[RequestRecord], list[RequestRecord]]] | None = None,
     ) -> None:
         """Judge intervals until one passes (never promote on data not yet judged a Pass)."""
         for _ in range(max_intervals):
-            if self.one_interval(self.plan.interval, compare).verdict == "Pass":
+            if self.one_interval(self.plan.interval).verdict == "Pass":
                 return
         raise _Aborted(
             "PAUSED" if self.on_inconclusive == "pause" else "ABORTED",
@@ -1120,24 +1094,3 @@ def run_blue_green(
         checks,
     )
     return res
-
-
-def drill_summary_rows(result: DrillResult) -> list[dict[str, Any]]:
-    """Per-version load summary rows (for a runbook table)."""
-    rows = []
-    for label in sorted({r.label for r in result.records}):
-        for version in sorted({r.version for r in result.records if r.label == label}):
-            recs = [r for r in result.records if r.label == label and r.version == version]
-            sm = summarize(recs, 1.0, label)
-            rows.append(
-                {
-                    "label": label,
-                    "version": version or "<none>",
-                    "requests": sm.sent,
-                    "failed": sm.failed,
-                    "p50_ms": None if sm.p50_s is None else sm.p50_s * 1000,
-                    "p95_ms": None if sm.p95_s is None else sm.p95_s * 1000,
-                    "p99_ms": None if sm.p99_s is None else sm.p99_s * 1000,
-                }
-            )
-    return rows
