@@ -64,6 +64,7 @@ __all__ = [
     "normalize_steps",
     "run_blue_green",
     "run_canary",
+    "threshold_overrides",
     "validate_blue_green",
     "validate_canary",
 ]
@@ -237,6 +238,23 @@ def _thresholds(value: J.Thresholds | Mapping[str, Any] | None, env: str) -> J.T
     if not isinstance(value, Mapping):
         raise ParameterError("thresholds", f"{value!r} must be a mapping of threshold names to numbers")
     return J.Thresholds.from_mapping(value, base=base)
+
+
+def threshold_overrides(*, success_rate_min: float = 0.0, p95_latency_max_ms: float = 0.0,
+                        alpha: float | None = None) -> dict[str, float]:
+    """Runbook parameters turned into overrides of the chart's thresholds.
+
+    Zero means "the chart's AnalysisTemplate value for this environment", so a runbook's
+    defaults never copy the chart's numbers and a local rehearsal judges like the cluster.
+    """
+    out: dict[str, float] = {}
+    if success_rate_min:
+        out["success_rate_min"] = float(success_rate_min)
+    if p95_latency_max_ms:
+        out["p95_latency_max_s"] = float(p95_latency_max_ms) / 1000
+    if alpha is not None:
+        out["alpha"] = float(alpha)
+    return out
 
 
 def scaled_interval(th: J.Thresholds, pause_scale: float) -> float:

@@ -324,3 +324,15 @@ def test_slow_canary_is_aborted_by_an_early_look_before_the_interval_ends(router
     assert "early look" in res.reason and "slower" in res.reason
     # only the partial interval that was running is in the table: no full 10 s interval was needed
     assert len(res.intervals) == 1 and res.intervals[0].reasons[0].startswith("stopped early")
+
+
+def test_zero_thresholds_in_a_runbook_mean_the_charts_values():
+    from clinops_lib import charts
+    from clinops_lib.drill import _thresholds, threshold_overrides
+
+    chart = charts.analysis_thresholds("dev")
+    th = _thresholds(threshold_overrides(alpha=0.05), "dev")
+    assert th.success_rate_min == chart["success_rate_min"]
+    assert th.p95_latency_max_s == chart["latency_p95_max_seconds"]
+    overridden = _thresholds(threshold_overrides(success_rate_min=0.999, p95_latency_max_ms=120), "dev")
+    assert overridden.success_rate_min == 0.999 and overridden.p95_latency_max_s == 0.12
