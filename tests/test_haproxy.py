@@ -46,7 +46,7 @@ def _backend(port: int, name: str) -> ThreadingHTTPServer:
 @pytest.fixture(scope="module")
 def proxy() -> Iterator[Proxy]:
     if not sup._which("haproxy"):
-        pytest.skip("haproxy not installed")
+        pytest.fail("haproxy is not on PATH: scripts/setup.sh installs Debian's haproxy; run it first")
     state = Path(tempfile.mkdtemp(prefix="clinops-haproxy-test-"))
     svc = HAProxyService("svc", PORTS.service_frontend(0), PORTS.service_preview(0),
                          PORTS.service_backend(0, 0), PORTS.service_backend(0, 1), 100, 0)
