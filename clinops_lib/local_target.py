@@ -17,6 +17,7 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from ._components import (
     Redis,
     Services,
     python_bin,
+    python_env,
     service_env,
     service_spec,
 )
@@ -66,6 +68,12 @@ INFRA: dict[str, type[Component]] = {
     "prometheus": Prometheus,
 }
 TRACKS: tuple[Track, Track] = ("stable", "canary")
+#: Workloads whose *process* may start before their level is due, once these components are
+#: healthy. The gateway's connection pool and Redis client need PostgreSQL and Redis only, so
+#: its imports and start-up overlap LocalStack's boot; its readiness is still awaited after the
+#: whole of Level 0. model-serving is not listed: it polls S3 for the model every 2 s, so it
+#: starts when the model is there (after the training job), not earlier.
+START_AFTER: dict[str, tuple[str, ...]] = {"clinical-gateway": ("postgresql", "redis")}
 STATE_FILE = "local-target.json"
 
 
@@ -97,6 +105,7 @@ class LocalTarget(Target):
         self.services = services or Services.from_inventory(settings)
         self.training_module = training_module
         self._http = httpx.Client(transport=transport, timeout=10.0)
+        self._aws_clients: Callable[[], Any] | None = None  # set while `up` prepares them in the background
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -165,39 +174,10 @@ class LocalTarget(Target):
         say = progress or _noop
         wanted = resolve_levels(parse_levels(levels))
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] = []
-        changed = False
         with self._locked() as state:
             self._preflight(state, wanted)
-            service_waits: list[Callable[[], None]] = []
             try:
-                for level in LEVELS:
-                    if level.number not in wanted:
-                        continue
-                    waits: list[Callable[[], None]] = []  # this level's infrastructure
-                    for comp in level.components:
-                        if not comp.runs_on("local"):
-                            continue
-                        if comp.name in INFRA:
-                            wait = self._up_infra(state, comp.name, level.number, started, say)
-                            if wait is not None:
-                                waits.append(wait)
-                                changed = True
-                            continue
-                        for wait in waits:  # a workload starts once the level's infrastructure is healthy
-                            wait()
-                        waits = []
-                        if comp.name == "training-job":
-                            changed |= self._up_training(state, say)
-                        elif comp.name in SERVICES:
-                            service_wait = self._up_service(state, comp.name, started, say)
-                            if service_wait is not None:
-                                service_waits.append(service_wait)
-                                changed = True
-                    for wait in waits:
-                        wait()
-                # services warm up side by side (they depend on Level 0, not on each other)
-                for wait in service_waits:
-                    wait()
+                changed = self._up_levels(state, wanted, started, say)
             except BaseException:
                 for name, proc, spec in reversed(started):
                     sup.stop(proc, stop_signal=spec.stop_signal, signal_group=spec.signal_group)
@@ -216,6 +196,74 @@ class LocalTarget(Target):
                 if s.health == "healthy":
                     s.detail = "already up"
         return statuses
+
+    def _up_levels(
+        self,
+        state: dict[str, Any],
+        wanted: list[int],
+        started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
+        say: Progress,
+    ) -> bool:
+        """Start what is missing; True when anything was started (or the model restored/trained).
+
+        Processes start as early as their own needs allow, health is *reported* in level order:
+
+        1. every infrastructure process starts at once (they need nothing but their ports);
+        2. health is awaited component by component in level order; a workload in
+           :data:`START_AFTER` starts its process (its Python imports) as soon as the components
+           it needs at start-up are healthy, e.g. clinical-gateway while LocalStack still boots;
+        3. a workload's *readiness* is awaited only after every level before it is healthy,
+           so nothing is reported ready on a platform whose lower level is not.
+
+        The waits of independent processes overlap; the order of the verdicts does not change.
+        """
+        changed = False
+        plan = [(lv.number, c.name) for lv in LEVELS if lv.number in wanted
+                for c in lv.components if c.runs_on("local")]
+        healthy: set[str] = set()
+        infra_waits: dict[str, Callable[[], None]] = {}
+        for number, name in plan:
+            if name in INFRA:
+                wait = self._up_infra(state, name, number, started, say)
+                if wait is None:
+                    healthy.add(name)
+                else:
+                    infra_waits[name] = wait
+                    changed = True
+        if "localstack" in infra_waits:
+            self._aws_clients = _in_background(self._make_aws_clients)  # boto3 imports off the critical path
+
+        service_waits: list[Callable[[], None]] = []
+        launched: set[str] = set()
+
+        def launch(service: str) -> None:
+            nonlocal changed
+            launched.add(service)
+            wait = self._up_service(state, service, started, say)
+            if wait is not None:
+                service_waits.append(wait)
+                changed = True
+
+        def launch_early() -> None:
+            for _, name in plan:
+                needs = START_AFTER.get(name)
+                if needs is not None and name not in launched and set(needs) <= healthy:
+                    launch(name)
+
+        launch_early()
+        for _, name in plan:
+            if name in infra_waits:
+                infra_waits.pop(name)()
+                healthy.add(name)
+                launch_early()
+            elif name == "training-job":
+                changed |= self._up_training(state, say)
+            elif name in SERVICES and name not in launched:
+                launch(name)
+        # readiness of the services, side by side, once every level below them is healthy
+        for wait in service_waits:
+            wait()
+        return changed
 
     def _preflight(self, state: dict[str, Any], wanted: list[int]) -> None:
         """Every port a component *to be started* needs must be free, before anything starts."""
@@ -290,11 +338,22 @@ class LocalTarget(Target):
 
     # -- AWS resources the workloads need --------------------------------------------------------
     def _ensure_aws(self) -> None:
-        """Apply the AWS inventory to LocalStack so the model bucket, topic and queues exist."""
+        """Apply the AWS inventory to LocalStack so the model bucket, topic and queues exist.
+
+        LocalStack keeps no resources across restarts (community edition), so a warm start
+        applies the whole inventory again; it is a real apply, never skipped.
+        """
         from . import inventory
 
         inv = inventory.load_inventory(env=self.settings.environment)
-        inventory.apply_inventory(inv, inventory.make_clients(self.settings))
+        pending, self._aws_clients = self._aws_clients, None
+        clients = pending() if pending is not None else self._make_aws_clients()
+        inventory.apply_inventory(inv, clients)
+
+    def _make_aws_clients(self) -> Any:
+        from . import inventory
+
+        return inventory.make_clients(self.settings)
 
     def _boto(self, service: str) -> Any:
         import boto3
@@ -327,7 +386,8 @@ class LocalTarget(Target):
         log = self.settings.state_dir / "logs" / "training-job.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         version = self._chart_versions().get("model-serving", "")
-        env = service_env(self.settings, self.services, "training-job", version, "none")
+        env = {**service_env(self.settings, self.services, "training-job", version, "none"),
+               **python_env(self.settings)}
         timeout = self.timeouts.get("training-job", 300.0)
         t0 = time.time()
         with open(log, "ab") as fh:
@@ -799,6 +859,29 @@ class LocalTarget(Target):
             haproxy = self._component("haproxy")
             shutil.rmtree(self.settings.state_dir, ignore_errors=True)
             cast(HAProxy, haproxy).admin_path.unlink(missing_ok=True)
+
+
+def _in_background(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Run ``fn`` in a daemon thread now; the returned callable joins it and returns (or raises)
+    its result. Used for work that only needs the CPU while the caller waits on a process."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name=f"clinops-{getattr(fn, '__name__', 'bg')}", daemon=True)
+    thread.start()
+
+    def result() -> Any:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return result
 
 
 def _base_env() -> dict[str, str]:
