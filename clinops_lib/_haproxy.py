@@ -32,9 +32,18 @@ class HAProxyService:
 
 
 def render_config(
-    services: Sequence[HAProxyService], *, stats_port: int, admin_socket: Path, check_interval_ms: int = 500
+    services: Sequence[HAProxyService],
+    *,
+    stats_port: int,
+    admin_socket: Path,
+    check_interval_ms: int = 500,
+    down_interval_ms: int = 1000,
 ) -> str:
-    """The whole haproxy.cfg. Weights come from persisted state so a restart keeps the split."""
+    """The whole haproxy.cfg. Weights come from persisted state so a restart keeps the split.
+
+    ``down_interval_ms`` is how often a DOWN server is probed: it bounds how long a track that
+    just became ready waits before HAProxy sends it traffic.
+    """
     lines = [
         "global",
         f"    stats socket {admin_socket} mode 600 level admin expose-fd listeners",
@@ -51,7 +60,7 @@ def render_config(
         "    retries 2",
         "    retry-on conn-failure empty-response",
         f"    default-server inter {check_interval_ms}ms fastinter {check_interval_ms // 2}ms "
-        "downinter 1s fall 2 rise 1 init-addr none",
+        f"downinter {down_interval_ms}ms fall 2 rise 1 init-addr none",
         "",
         "frontend stats",
         f"    bind 127.0.0.1:{stats_port}",
