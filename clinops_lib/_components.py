@@ -94,21 +94,31 @@ def python_bin(settings: Settings) -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-def python_env(settings: Settings) -> dict[str, str]:
-    """Environment for every Python child (LocalStack, services, training): a bytecode cache.
+def python_env(settings: Settings, python: str | Path) -> dict[str, str]:
+    """Environment for a Python child (LocalStack, services, training): where its bytecode lives.
 
-    Why: when ``PYTHONDONTWRITEBYTECODE`` is set (it is on the shared machine and in CI) no
-    ``.pyc`` is ever written, so every start recompiles LocalStack, FastAPI, numpy... from
-    source: LocalStack's boot alone goes from 2.3 s to 0.8 s with a cache. The cache lives under
-    the state dir (``PYTHONPYCACHEPREFIX``), never next to the sources in the checkout or the
-    venvs, so the intent of that variable (no bytecode litter) is kept, a warm start reuses it
-    and ``down --purge`` removes it. Python validates each cached file against its source's
-    mtime and size, so an edited module is recompiled, never run stale. Without the variable
+    Why: when ``PYTHONDONTWRITEBYTECODE`` is set (it is on the shared machine and in CI) and the
+    venv was installed without compiled bytecode, no ``.pyc`` is ever written, so every start
+    recompiles LocalStack, FastAPI, numpy... from source: LocalStack's boot alone goes from
+    2.3 s to 0.8 s with a cache. The cache then lives under the state dir
+    (``PYTHONPYCACHEPREFIX``), never next to the sources in the checkout or the venvs, so the
+    intent of that variable (no bytecode litter) is kept, a warm start reuses it and
+    ``down --purge`` removes it. Python validates each cached file against its source's mtime
+    and size, so an edited module is recompiled, never run stale. When the venv of ``python``
+    already holds compiled bytecode (``uv sync --compile-bytecode``), or the variable is not set,
     Python's own ``__pycache__`` behaviour is left alone.
     """
-    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or _venv_has_bytecode(Path(python)):
         return {}
     return {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(settings.state_dir / "pycache")}
+
+
+@cache
+def _venv_has_bytecode(python: Path) -> bool:
+    """Whether the venv of ``python`` was installed with compiled bytecode (pip's own package
+    or, in uv venvs without pip, any top-level package: one ``__init__`` .pyc tells)."""
+    venv = python.parent.parent
+    return any(venv.glob("lib/python3*/site-packages/*/__pycache__/__init__.cpython-*.pyc"))
 
 
 def pg_dsn(settings: Settings) -> str:
@@ -430,7 +440,7 @@ class LocalStack(Component):
             "SKIP_SSL_CERT_DOWNLOAD": "1",
             "DISABLE_EVENTS": "1",
             "LS_LOG": "warn",
-            **python_env(self.settings),
+            **python_env(self.settings, self.python),
         }
         return self._proc([str(self.python), "-c", _LOCALSTACK_LAUNCHER], cwd=self.dir, env=env)
 
@@ -695,6 +705,6 @@ def service_spec(
         settings.state_dir / "logs" / f"{name}.log",
         settings.state_dir / "run" / f"{name}.pid",
         ports=[port],
-        env={**service_env(settings, services, service, version, fault), **python_env(settings)},
+        env={**service_env(settings, services, service, version, fault), **python_env(settings, argv[0])},
         cwd=settings.project_root,
     )

@@ -387,7 +387,7 @@ class LocalTarget(Target):
         log.parent.mkdir(parents=True, exist_ok=True)
         version = self._chart_versions().get("model-serving", "")
         env = {**service_env(self.settings, self.services, "training-job", version, "none"),
-               **python_env(self.settings)}
+               **python_env(self.settings, python_bin(self.settings))}
         timeout = self.timeouts.get("training-job", 300.0)
         t0 = time.time()
         with open(log, "ab") as fh:

@@ -1,0 +1,175 @@
+"""The fast `clinops up` of the local target keeps its guarantees.
+
+What made the warm start fast must not loosen what ``up`` promises, so this checks:
+processes start early (the gateway's process while LocalStack still boots) but verdicts keep
+level order; a failure after such an early start still names the component and its log and
+leaves no process or port behind; Python children keep their bytecode under the state dir
+only when the installation has none; HAProxy probes a DOWN track every 250 ms.
+
+Port block 28100-28199: the platform uses base 28100, the failure path base 28150.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clinops_lib import _supervisor as sup
+from clinops_lib._components import HAProxy, _venv_has_bytecode, python_env
+from clinops_lib._haproxy import HAProxyService, render_config
+from clinops_lib.config import PortMap, Settings
+from clinops_lib.exceptions import ComponentError
+from clinops_lib.local_target import LocalTarget
+
+BASE = 28100
+FAIL_BASE = 28150
+
+
+def _state_dir() -> Path:
+    # postgres runs as an unprivileged user when we are root: every parent must be enterable
+    path = Path(tempfile.mkdtemp(prefix="clinops-g-", dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def _busy_ports(ports: PortMap) -> list[int]:
+    candidates = [ports.postgres, ports.redis, ports.localstack, ports.prometheus, ports.haproxy_stats] + [
+        p for i in range(2) for p in (ports.service_frontend(i), ports.service_preview(i),
+                                      ports.service_backend(i, 0), ports.service_backend(i, 1))]
+    return [p for p in candidates if sup.port_in_use(p)]
+
+
+def _index(messages: list[str], prefix: str) -> int:
+    hits = [i for i, m in enumerate(messages) if m.startswith(prefix)]
+    assert hits, f"no progress line starts with {prefix!r}: {messages}"
+    return hits[0]
+
+
+# -- bytecode cache of Python children -----------------------------------------------------------
+def test_python_env_puts_bytecode_under_the_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    venv_python = tmp_path / "venv" / "bin" / "python"
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = python_env(settings, venv_python)
+    assert env["PYTHONDONTWRITEBYTECODE"] == ""
+    prefix = Path(env["PYTHONPYCACHEPREFIX"])
+    assert prefix.is_relative_to(settings.state_dir)
+
+    # a real child: its bytecode lands under the prefix, none next to the source
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "probe_mod.py").write_text("VALUE = 41 + 1\n")
+    child_env = {**os.environ, **env, "PYTHONPATH": str(src)}
+    out = subprocess.run([sys.executable, "-c", "import probe_mod; print(probe_mod.VALUE)"],
+                         env=child_env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "42"
+    assert list(prefix.rglob("probe_mod*.pyc")), f"no bytecode under {prefix}"
+    assert not (src / "__pycache__").exists()
+
+    # an edited module is recompiled, never run stale (same size, newer mtime)
+    (src / "probe_mod.py").write_text("VALUE = 40 + 3\n")
+    os.utime(src / "probe_mod.py", (1e9 + 10, 4e9))
+    out = subprocess.run([sys.executable, "-c", "import probe_mod; print(probe_mod.VALUE)"],
+                         env=child_env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "43"
+
+
+def test_python_env_leaves_installed_bytecode_and_default_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    compiled = tmp_path / "compiled-venv"
+    pyc = compiled / "lib/python3.11/site-packages/pkg/__pycache__/__init__.cpython-311.pyc"
+    pyc.parent.mkdir(parents=True)
+    pyc.write_bytes(b"")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    assert _venv_has_bytecode(compiled / "bin" / "python")
+    assert python_env(settings, compiled / "bin" / "python") == {}  # use what the installation compiled
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    assert python_env(settings, tmp_path / "bare-venv" / "bin" / "python") == {}  # Python's default
+
+
+# -- HAProxy probes DOWN tracks often --------------------------------------------------------------
+def test_haproxy_down_interval_is_rendered(tmp_path: Path) -> None:
+    svc = HAProxyService("svc", 1, 2, 3, 4, 100, 0)
+    assert "downinter 1000ms" in render_config([svc], stats_port=5, admin_socket=tmp_path / "a.sock")
+    assert "downinter 250ms" in render_config(
+        [svc], stats_port=5, admin_socket=tmp_path / "a.sock", down_interval_ms=250
+    )
+    comp = HAProxy(Settings(state_dir=tmp_path / "state", ports=PortMap(BASE)))
+    comp.prepare()  # writes and validates (haproxy -c) the real config
+    assert f"downinter {comp.down_interval_ms}ms" in (comp.dir / "haproxy.cfg").read_text()
+    assert comp.down_interval_ms < 1000
+
+
+# -- real components: early starts, level-ordered verdicts ----------------------------------------
+@pytest.fixture(scope="module")
+def levels_0_1() -> Iterator[tuple[LocalTarget, list[str]]]:
+    root = _state_dir()
+    target = LocalTarget(Settings(state_dir=root / "state", ports=PortMap(BASE)))
+    messages: list[str] = []
+    try:
+        target.up([0, 1], progress=messages.append)
+        yield target, messages
+    finally:
+        target.down(purge=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_gateway_process_starts_while_localstack_boots(levels_0_1: tuple[LocalTarget, list[str]]) -> None:
+    target, messages = levels_0_1
+    state = target._load()
+    gateway = state["services"]["clinical-gateway"]["stable"]
+    # the process was started before LocalStack was healthy (its imports overlap the boot) ...
+    assert gateway["started_at"] < state["components"]["localstack"]["ready_at"]
+    assert _index(messages, "clinical-gateway: starting") < _index(messages, "localstack: healthy")
+    # ... after the components it needs at start-up
+    assert gateway["started_at"] >= state["components"]["postgresql"]["ready_at"]
+    assert gateway["started_at"] >= state["components"]["redis"]["ready_at"]
+
+
+@pytest.mark.slow
+def test_verdicts_keep_level_order(levels_0_1: tuple[LocalTarget, list[str]]) -> None:
+    target, messages = levels_0_1
+    state = target._load()
+    gateway = state["services"]["clinical-gateway"]["stable"]
+    level0 = ("postgresql", "redis", "localstack", "haproxy")
+    # Level 1 is reported ready only after every Level 0 component is healthy
+    ready = _index(messages, "clinical-gateway: ready")
+    assert all(_index(messages, f"{c}: healthy") < ready for c in level0)
+    assert gateway["ready_at"] >= max(state["components"][c]["ready_at"] for c in level0)
+    rows = {s.component: s.health for s in target.status() if s.level in (0, 1)}
+    assert {c: rows[c] for c in (*level0, "clinical-gateway")} == dict.fromkeys(
+        (*level0, "clinical-gateway"), "healthy")
+
+
+@pytest.mark.slow
+def test_failure_after_an_early_start_stops_everything() -> None:
+    root = _state_dir()
+    settings = Settings(state_dir=root / "state", ports=PortMap(FAIL_BASE))
+    target = LocalTarget(settings, timeouts={"localstack": 0.05})
+    messages: list[str] = []
+    try:
+        with pytest.raises(ComponentError) as err:
+            target.up([0, 1], progress=messages.append)
+        assert err.value.component == "localstack"
+        assert "not healthy within 0.05s" in str(err.value) and "localstack.log" in str(err.value)
+        assert "clinical-gateway: starting" in " ".join(messages)  # it had been started early ...
+        state = target._load()  # ... and was stopped with everything else this call started
+        assert state["components"] == {}
+        assert state["services"]["clinical-gateway"]["stable"] is None
+        assert list((settings.state_dir / "run").glob("*.pid")) == []
+        assert _busy_ports(settings.ports) == []
+    finally:
+        target.down(purge=True)
+        shutil.rmtree(root, ignore_errors=True)
