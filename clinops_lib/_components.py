@@ -115,10 +115,13 @@ def python_env(settings: Settings, python: str | Path) -> dict[str, str]:
 
 @cache
 def _venv_has_bytecode(python: Path) -> bool:
-    """Whether the venv of ``python`` was installed with compiled bytecode (pip's own package
-    or, in uv venvs without pip, any top-level package: one ``__init__`` .pyc tells)."""
-    venv = python.parent.parent
-    return any(venv.glob("lib/python3*/site-packages/*/__pycache__/__init__.cpython-*.pyc"))
+    """Whether the venv of ``python`` was installed with compiled bytecode: nearly every
+    top-level package there has its ``__init__`` compiled (a few stray ``.pyc`` do not count)."""
+    packages = list(python.parent.parent.glob("lib/python3*/site-packages/*/__init__.py"))
+    if not packages:
+        return False
+    compiled = sum(1 for init in packages if any(init.parent.glob("__pycache__/__init__.cpython-*.pyc")))
+    return compiled >= 0.9 * len(packages)
 
 
 def pg_dsn(settings: Settings) -> str:

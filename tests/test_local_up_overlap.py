@@ -87,11 +87,16 @@ def test_python_env_leaves_installed_bytecode_and_default_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings(state_dir=tmp_path / "state")
+    site = tmp_path / "compiled-venv/lib/python3.11/site-packages"
+    for pkg in ("a", "b"):
+        (site / pkg / "__pycache__").mkdir(parents=True)
+        (site / pkg / "__init__.py").write_text("")
+    (site / "a/__pycache__/__init__.cpython-311.pyc").write_bytes(b"")
     compiled = tmp_path / "compiled-venv"
-    pyc = compiled / "lib/python3.11/site-packages/pkg/__pycache__/__init__.cpython-311.pyc"
-    pyc.parent.mkdir(parents=True)
-    pyc.write_bytes(b"")
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    assert not _venv_has_bytecode(compiled / "bin" / "python")  # one stray .pyc: not an installation's
+    (site / "b/__pycache__/__init__.cpython-311.pyc").write_bytes(b"")
+    _venv_has_bytecode.cache_clear()
     assert _venv_has_bytecode(compiled / "bin" / "python")
     assert python_env(settings, compiled / "bin" / "python") == {}  # use what the installation compiled
     monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
