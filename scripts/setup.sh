@@ -37,17 +37,17 @@ fi
 UV=$(command -v uv || echo "$HOME/.local/bin/uv")
 if [ "$with_tests" = 1 ]; then
   log "uv sync (with the dev group)"
-  "$UV" sync --frozen -q
+  "$UV" sync --frozen --compile-bytecode -q
 else
   log "uv sync"
-  "$UV" sync --frozen --no-dev -q
+  "$UV" sync --frozen --no-dev --compile-bytecode -q
 fi
 
 # 3. LocalStack in its own environment, from its own hash-pinned lock.
 if ! .venv-localstack/bin/python -c "import localstack" 2>/dev/null; then
   log "LocalStack 4.12.0 into .venv-localstack"
   "$UV" venv -q --python "$(.venv/bin/python -c 'import sys; print(sys.executable)')" .venv-localstack
-  VIRTUAL_ENV=.venv-localstack "$UV" pip install -q --require-hashes -r localstack/requirements.lock
+  VIRTUAL_ENV=.venv-localstack "$UV" pip install -q --compile-bytecode --require-hashes -r localstack/requirements.lock
 fi
 
 # 4. The project's own Jupyter kernel, so papermill and JupyterLab run the runbooks on this venv.

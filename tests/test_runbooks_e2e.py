@@ -289,13 +289,16 @@ def test_archive_chains_every_run(platform: Platform) -> None:
     assert all(" PASSED " in ln for ln in listed), listed
 
 
-def test_kind_target_without_docker_fails_with_evidence(platform: Platform) -> None:
-    """docker/kind are missing here: the run fails at target selection, sealed as FAILED."""
-    _require("00-provision.ipynb")
-    other = platform.tmp / "kind-evidence"
+@pytest.mark.parametrize("target", ["kind", "kubeconfig"])
+@pytest.mark.parametrize("runbook", list(dict.fromkeys(f for _, f, _, _ in SEQUENCE)))
+def test_kubernetes_target_without_a_cluster_fails_with_evidence(platform: Platform, runbook: str,
+                                                                 target: str) -> None:
+    """No docker/kind and no kubeconfig here: every runbook fails at target selection, sealed as FAILED."""
+    _require(runbook)
+    other = platform.tmp / f"{target}-evidence"
     main_archive = _bundles(platform.archive)
-    proc = _clinops(platform, "run", "runbooks/00-provision.ipynb", "--target", "kind", "--no-progress",
-                    "--out", str(other), label="kind-prerequisite")
+    proc = _clinops(platform, "run", f"runbooks/{runbook}", "--target", target, "--no-progress",
+                    "--out", str(other), label=f"{target}-prerequisite-{Path(runbook).stem}")
     assert proc.returncode == 1, _explain(proc)
     assert re.search(r"^verdict: FAILED$", proc.stdout, re.M), _explain(proc)
     bundle = _bundle_of(proc)
@@ -304,8 +307,12 @@ def test_kind_target_without_docker_fails_with_evidence(platform: Platform) -> N
     assert verdict["verdict"] == "FAILED"
     assert verdict["failed_cell"]["ename"] == "PrerequisiteError", verdict["failed_cell"]
     why = " ".join(verdict["reasons"])
-    assert "docker" in why and "kind" in why, why
-    assert json.loads((bundle / "run-record.json").read_text())["target"] == "kind"
+    if target == "kind":
+        assert "docker" in why and "kind" in why, why
+    else:
+        assert "kubeconfig" in why, why
+    assert "--target local" in why or "target local" in why or "local target" in why, why
+    assert json.loads((bundle / "run-record.json").read_text())["target"] == target
     verify = _clinops(platform, "evidence", "verify", str(other))
     assert verify.returncode == 0, _explain(verify)
     assert _bundles(platform.archive) == main_archive, "--out must keep the run out of the main archive"
