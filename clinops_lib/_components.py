@@ -396,8 +396,8 @@ class Redis(Component):
 
 # LocalStack 4.12's KMS calls uuid.uuid5(namespace, <bytes>), which only Python >= 3.12
 # accepts; on 3.11 every CreateKey (and so every S3 PUT into an SSE-KMS bucket) fails with
-# "encoding without a string argument". The launcher gives uuid5 the 3.12 behaviour, then runs
-# LocalStack's normal entry point.
+# "encoding without a string argument". The launcher gives uuid5 the 3.12 behaviour, binds the
+# gateway to the GATEWAY_LISTEN host, then runs LocalStack's normal entry point.
 _LOCALSTACK_LAUNCHER = """
 import hashlib, runpy, sys, uuid
 if sys.version_info < (3, 12):
@@ -407,6 +407,17 @@ if sys.version_info < (3, 12):
             return uuid.UUID(bytes=hashlib.sha1(namespace.bytes + name).digest()[:16], version=5)
         return _uuid5(namespace, name)
     uuid.uuid5 = uuid5
+# LocalStack's twisted gateway ignores the host of GATEWAY_LISTEN ("TODO: interface = host?")
+# and binds 0.0.0.0; the local target promises loopback only, so bind the listen host.
+import os, warnings
+warnings.filterwarnings("ignore", message=".*service_identity.*")
+from twisted.internet import endpoints
+_TCP4 = endpoints.TCP4ServerEndpoint
+_HOST = os.environ.get("GATEWAY_LISTEN", "127.0.0.1").rsplit(":", 1)[0] or "127.0.0.1"
+class _ListenHostEndpoint(_TCP4):
+    def __init__(self, reactor, port, backlog=50, interface=""):
+        super().__init__(reactor, port, backlog, interface or _HOST)
+endpoints.TCP4ServerEndpoint = _ListenHostEndpoint
 runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
 """
 

@@ -103,6 +103,28 @@ def test_second_up_changes_nothing(platform: LocalTarget) -> None:
     assert all(s.detail == "already up" for s in statuses if s.health == "healthy")
 
 
+def _listeners() -> dict[int, set[str]]:
+    """Listening TCP ports -> the addresses they are bound to, from /proc/net/tcp{,6}."""
+    out: dict[int, set[str]] = {}
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            addr, port = fields[1].split(":")
+            out.setdefault(int(port, 16), set()).add(addr if len(addr) == width else "?")
+    return out
+
+
+def test_every_component_listens_on_loopback_only(platform: LocalTarget) -> None:
+    loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1 (little-endian hex)
+    listening = _listeners()
+    ports = [p for p in _all_ports(platform.settings.ports) if p in listening]
+    assert platform.settings.ports.localstack in ports and platform.settings.ports.postgres in ports
+    exposed = {p: sorted(listening[p] - loopback) for p in ports if listening[p] - loopback}
+    assert not exposed, f"bound beyond loopback: {exposed}"
+
+
 def test_postgres_sql(platform: LocalTarget) -> None:
     import psycopg
 
