@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from clinops_lib import _components
 from clinops_lib import _supervisor as sup
 from clinops_lib._components import HAProxy, _venv_has_bytecode, python_env
 from clinops_lib._haproxy import HAProxyService, render_config
@@ -159,16 +160,20 @@ def test_verdicts_keep_level_order(levels_0_1: tuple[LocalTarget, list[str]]) ->
 
 
 @pytest.mark.slow
-def test_failure_after_an_early_start_stops_everything() -> None:
+def test_failure_after_an_early_start_stops_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A LocalStack that never answers its health check (a hung boot): the real process starts,
+    # only its probe is held at "not yet" so the timeout path does not depend on boot speed
+    # (with compiled bytecode LocalStack can be healthy before its wait even begins).
+    monkeypatch.setattr(_components.LocalStack, "healthy", lambda self: False)
     root = _state_dir()
     settings = Settings(state_dir=root / "state", ports=PortMap(FAIL_BASE))
-    target = LocalTarget(settings, timeouts={"localstack": 0.05})
+    target = LocalTarget(settings, timeouts={"localstack": 1.0})
     messages: list[str] = []
     try:
         with pytest.raises(ComponentError) as err:
             target.up([0, 1], progress=messages.append)
         assert err.value.component == "localstack"
-        assert "not healthy within 0.05s" in str(err.value) and "localstack.log" in str(err.value)
+        assert "not healthy within 1s" in str(err.value) and "localstack.log" in str(err.value)
         assert "clinical-gateway: starting" in " ".join(messages)  # it had been started early ...
         state = target._load()  # ... and was stopped with everything else this call started
         assert state["components"] == {}
