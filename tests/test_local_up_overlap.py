@@ -123,8 +123,18 @@ def levels_0_1() -> Iterator[tuple[LocalTarget, list[str]]]:
     root = _state_dir()
     target = LocalTarget(Settings(state_dir=root / "state", ports=PortMap(BASE)))
     messages: list[str] = []
+    real_probe = _components.LocalStack.healthy
+
+    def probe_after_gateway_started(self: _components.LocalStack) -> bool:
+        # LocalStack's real probe, answered only once the gateway's process has been started:
+        # an implementation that waited for LocalStack before starting the gateway would time
+        # out here, whatever the relative boot speeds on the machine.
+        return "clinical-gateway: starting" in " ".join(messages) and real_probe(self)
+
     try:
-        target.up([0, 1], progress=messages.append)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_components.LocalStack, "healthy", probe_after_gateway_started)
+            target.up([0, 1], progress=messages.append)
         yield target, messages
     finally:
         target.down(purge=True)
