@@ -38,6 +38,7 @@ __all__ = [
     "Prometheus",
     "Redis",
     "Services",
+    "http_ok",
     "pg_dsn",
     "python_bin",
     "python_env",
@@ -188,7 +189,8 @@ class Component:
         return ProcessSpec(self.name, argv, self.log_file, self.pid_file, ports=[self.port], **kw)  # type: ignore[arg-type]
 
 
-def _http_ok(url: str, timeout: float = 2.0) -> bool:
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url`` answers 200 within ``timeout``; any transport error counts as not ready."""
     try:
         return httpx.get(url, timeout=timeout).status_code == 200
     except httpx.HTTPError:
@@ -546,7 +548,7 @@ class Prometheus(Component):
         )
 
     def healthy(self) -> bool:
-        return _http_ok(f"{self.endpoint()}/-/ready")
+        return http_ok(f"{self.endpoint()}/-/ready")
 
     def rules_available(self) -> bool:
         return rules_file(self.settings) is not None
@@ -663,7 +665,7 @@ class HAProxy(Component):
         )
 
     def healthy(self) -> bool:
-        if not _http_ok(f"{self.endpoint()}/stats"):
+        if not http_ok(f"{self.endpoint()}/stats"):
             return False
         try:
             return "Version" in self.admin().show_info()

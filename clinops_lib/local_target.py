@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from ._components import (
     Prometheus,
     Redis,
     Services,
+    http_ok,
     python_bin,
     python_env,
     service_env,
@@ -48,10 +50,10 @@ from .exceptions import (
     ComponentError,
     MetricsError,
     ParameterError,
+    PortInUseError,
     PrerequisiteError,
     TargetError,
     TrafficError,
-    WaitFailed,
     WaitTimeout,
 )
 from .faults import FaultProfile
@@ -408,7 +410,7 @@ class LocalTarget(Target):
                     stdout=fh,
                     stderr=subprocess.STDOUT,
                     timeout=timeout,
-                    env={**_base_env(), **env},
+                    env={**os.environ, **env},
                     cwd=self.settings.project_root,
                 ).returncode
             except subprocess.TimeoutExpired as e:
@@ -497,9 +499,9 @@ class LocalTarget(Target):
         version: str,
         fault: str,
         timeout: float,
-        started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] | None = None,
     ) -> dict[str, Any]:
-        entry, wait = self._launch_track(state, service, track, version, fault, timeout, started)
+        """Start one track and wait for it (deploy, promote); a failed wait stops it again."""
+        entry, wait = self._launch_track(state, service, track, version, fault, timeout)
         wait()
         return entry
 
@@ -544,7 +546,7 @@ class LocalTarget(Target):
     def _track_ready(self, state: dict[str, Any], service: str, track: Track, entry: dict[str, Any],
                      proc: sup.RunningProcess, timeout: float) -> None:
         url = f"{entry['endpoint']}/readyz"
-        sup.wait_healthy(proc, lambda: _ready(url), timeout, f"readiness at {url}")
+        sup.wait_healthy(proc, lambda: http_ok(url), timeout, f"readiness at {url}")
         if self._alive(state["components"].get("haproxy")):
             adm = self._admin()
             adm.enable_server(service, track)
@@ -788,19 +790,8 @@ class LocalTarget(Target):
     def _infra_status(self, level: int, name: str, entry: Mapping[str, Any] | None) -> ComponentStatus:
         comp = self._component(name)
         row = ComponentStatus(level, name, "stopped", endpoint=comp.endpoint(), log_file=str(comp.log_file))
-        if not entry:
-            return row
-        row.version = entry.get("version", "")
-        row.started_at = entry.get("started_at")
-        row.ready_at = entry.get("ready_at")
-        if row.started_at and row.ready_at:
-            row.seconds_to_ready = row.ready_at - row.started_at
-        if not self._alive(entry):
-            row.health, row.detail = "unhealthy", f"process {entry['pid']} is not running"
-        elif comp.healthy():
-            row.health = "healthy"
-        else:
-            row.health, row.detail = "unhealthy", "health check failed"
+        if entry:
+            self._judge(row, entry, comp.healthy, "health check failed")
         return row
 
     def _service_status(self, level: int, service: str, state: Mapping[str, Any]) -> ComponentStatus:
@@ -815,21 +806,27 @@ class LocalTarget(Target):
         )
         if not entry:
             return row
-        row.version = entry["version"]
-        row.started_at, row.ready_at = entry.get("started_at"), entry.get("ready_at")
-        if row.started_at and row.ready_at:
-            row.seconds_to_ready = row.ready_at - row.started_at
-        if not self._alive(entry):
-            row.health, row.detail = "unhealthy", f"process {entry['pid']} is not running"
-        elif _ready(f"{entry['endpoint']}/readyz"):
-            row.health = "healthy"
-        else:
-            row.health, row.detail = "unhealthy", "/readyz does not answer 200"
+        self._judge(row, entry, lambda: http_ok(f"{entry['endpoint']}/readyz"), "/readyz does not answer 200")
         canary = svc.get("canary")
         if canary and self._alive(canary):
             w = state["weights"].get(service, [100, 0])[1]
             row.detail = (row.detail + "; " if row.detail else "") + f"canary {canary['version']} at {w}%"
         return row
+
+    def _judge(self, row: ComponentStatus, entry: Mapping[str, Any], probe: Callable[[], bool],
+               failed: str) -> None:
+        """Fill ``row`` from a recorded process: version and timings, then health (the process
+        must be alive before ``probe`` is asked; ``failed`` is the detail when it says no)."""
+        row.version = entry.get("version", "")
+        row.started_at, row.ready_at = entry.get("started_at"), entry.get("ready_at")
+        if row.started_at and row.ready_at:
+            row.seconds_to_ready = row.ready_at - row.started_at
+        if not self._alive(entry):
+            row.health, row.detail = "unhealthy", f"process {entry['pid']} is not running"
+        elif probe():
+            row.health = "healthy"
+        else:
+            row.health, row.detail = "unhealthy", failed
 
     def down(self, *, purge: bool = False) -> None:
         if not self.settings.state_dir.exists():
@@ -884,27 +881,10 @@ def _in_background(fn: Callable[[], Any]) -> Callable[[], Any]:
     return result
 
 
-def _base_env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _port_error(component: str, port: int, log_file: Path) -> ComponentError:
-    from .exceptions import PortInUseError
-
     return PortInUseError(
         component,
         f"port 127.0.0.1:{port} is already in use by another process; nothing was started",
         str(log_file),
     )
 
-
-_ = WaitFailed  # re-exported wait errors are raised by the supervisor
