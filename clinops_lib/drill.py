@@ -227,14 +227,14 @@ def _thresholds(value: J.Thresholds | Mapping[str, Any] | None, env: str) -> J.T
     """Chart thresholds for ``env``, overridden by what the caller passed."""
     from . import charts
 
+    if isinstance(value, J.Thresholds):  # complete already: the chart is not read
+        return value.validate()
     try:
         base = J.Thresholds.from_mapping(charts.analysis_thresholds(env))
     except ChartError:
         base = J.Thresholds()
     if value is None:
         return base
-    if isinstance(value, J.Thresholds):
-        return value.validate()
     if not isinstance(value, Mapping):
         raise ParameterError("thresholds", f"{value!r} must be a mapping of threshold names to numbers")
     return J.Thresholds.from_mapping(value, base=base)
@@ -375,6 +375,15 @@ def _stable_version(target: Target, service: str, wanted: str, name: str) -> str
     return stable.version
 
 
+def _judge_timing(cfg: CanaryConfig | BlueGreenConfig) -> tuple[J.Thresholds, float]:
+    """The thresholds in force and the scaled interval; the poll period must fit in one interval."""
+    th = _thresholds(cfg.thresholds, cfg.env)
+    interval = scaled_interval(th, cfg.pause_scale)
+    if not 0.05 <= cfg.poll_s <= interval:
+        raise ParameterError("poll_s", f"{cfg.poll_s!r} must be in 0.05..{interval:g} (one interval)")
+    return th, interval
+
+
 @dataclass(frozen=True)
 class _Plan:
     steps: list[dict[str, Any]]
@@ -395,10 +404,7 @@ def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
     _check_version(cfg.canary_version, "canary_version")
     if cfg.stable_version:
         _check_version(cfg.stable_version, "stable_version")
-    th = _thresholds(cfg.thresholds, cfg.env)
-    interval = scaled_interval(th, cfg.pause_scale)
-    if not 0.05 <= cfg.poll_s <= interval:
-        raise ParameterError("poll_s", f"{cfg.poll_s!r} must be in 0.05..{interval:g} (one interval)")
+    th, interval = _judge_timing(cfg)
     steps = normalize_steps(cfg.steps, cfg.service, cfg.env, cfg.default_pause)
     _validate_steps(steps, cfg.pause_scale, interval)
     stable = cfg.stable_version
@@ -423,10 +429,7 @@ def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> t
         _check_version(cfg.blue_version, "blue_version")
     preview_rate = cfg.preview_rate or cfg.rate / 2
     _check_rate(preview_rate, "preview_rate")
-    th = _thresholds(cfg.thresholds, cfg.env)
-    interval = scaled_interval(th, cfg.pause_scale)
-    if not 0.05 <= cfg.poll_s <= interval:
-        raise ParameterError("poll_s", f"{cfg.poll_s!r} must be in 0.05..{interval:g} (one interval)")
+    th, interval = _judge_timing(cfg)
     if cfg.scale_down_delay_s is not None:
         delay = float(cfg.scale_down_delay_s)
         if delay < 0:
@@ -486,6 +489,8 @@ class _Session:
         self.on_inconclusive = on_inconclusive
         self.poll_s = poll_s
         self.log = log
+        self.path, self.payloads = _payloads(service)
+        self.started_at = time.time()
         self.events: list[DrillEvent] = []
         self.intervals: list[J.IntervalVerdict] = []
         self.sprt = BernoulliErrorSPRT(alpha=self.th.alpha)
@@ -521,16 +526,14 @@ class _Session:
         self.log(f"[{kind}] {detail}")
 
     # load
-    def start_load(
-        self, url: str, rate: float, label: str, path: str, payloads: list[bytes]
-    ) -> LoadGenerator:
+    def start_load(self, url: str, rate: float, label: str) -> LoadGenerator:
         gen = LoadGenerator(
             LoadSpec(
                 url=url,
-                path=path,
+                path=self.path,
                 rate=rate,
                 label=label,
-                payloads=payloads,
+                payloads=self.payloads,
                 max_in_flight=max(64, int(rate)),
             )
         ).start()
@@ -875,6 +878,31 @@ def _payloads(service: str) -> tuple[str, list[bytes]]:
     return path, default_payloads(path)
 
 
+def _open_session(
+    target: Target,
+    cfg: CanaryConfig | BlueGreenConfig,
+    plan: _Plan,
+    canary: str,
+    log: Callable[[str], None] | None,
+    what: str,
+    where: str,
+) -> _Session:
+    """The common start of both drills: deploy ``canary`` on the canary track, then user load.
+
+    ``what`` names the new version ("canary", "green") and ``where`` its role in the deploy
+    event; a failed deploy is a :class:`DrillError` raised before any load was started.
+    """
+    s = _Session(target, cfg.service, plan.stable_version, canary, plan, cfg.on_inconclusive, cfg.poll_s,
+                 log or _noop)
+    s.event("deploy", f"deploying {what} {canary} {where} (fault: {plan.fault})", 0)
+    try:
+        target.deploy(cfg.service, canary, track="canary", fault=plan.fault, timeout=cfg.deploy_timeout_s)
+    except ClinopsError as e:
+        raise DrillError(f"could not deploy {what} {canary} of {cfg.service}: {e}") from e
+    s.start_load(target.service_url(cfg.service), cfg.rate, "user")
+    return s
+
+
 def _finish_abort(s: _Session, abort_delay_s: float) -> None:
     """All traffic back to stable at once; the canary is retired after the abort delay."""
     try:
@@ -899,27 +927,7 @@ def run_canary(target: Target, cfg: CanaryConfig, *, log: Callable[[str], None] 
     the drill cannot start (no stable, canary failed to deploy).
     """
     plan = validate_canary(cfg, target)
-    log = log or _noop
-    s = _Session(
-        target,
-        cfg.service,
-        plan.stable_version,
-        cfg.canary_version,
-        plan,
-        cfg.on_inconclusive,
-        cfg.poll_s,
-        log,
-    )
-    path, payloads = _payloads(cfg.service)
-    started = time.time()
-    s.event("deploy", f"deploying {cfg.canary_version} on the canary track (fault: {plan.fault})", 0)
-    try:
-        target.deploy(
-            cfg.service, cfg.canary_version, track="canary", fault=plan.fault, timeout=cfg.deploy_timeout_s
-        )
-    except ClinopsError as e:
-        raise DrillError(f"could not deploy canary {cfg.canary_version} of {cfg.service}: {e}") from e
-    s.start_load(target.service_url(cfg.service), cfg.rate, "user", path, payloads)
+    s = _open_session(target, cfg, plan, cfg.canary_version, log, "canary", "on the canary track")
     outcome: Outcome = "PROMOTED"
     reason = "every step passed"
     try:
@@ -973,7 +981,7 @@ def run_canary(target: Target, cfg: CanaryConfig, *, log: Callable[[str], None] 
         cfg.canary_version,
         outcome,
         reason,
-        started,
+        s.started_at,
         decided,
         ended,
         s.first_canary_at,
@@ -992,28 +1000,8 @@ def run_blue_green(
 ) -> DrillResult:
     """Blue-green drill: preview analysis, switch, post analysis, rollback drill, scale-down."""
     plan, preview_rate, delay = validate_blue_green(cfg, target)
-    log = log or _noop
-    s = _Session(
-        target,
-        cfg.service,
-        plan.stable_version,
-        cfg.green_version,
-        plan,
-        cfg.on_inconclusive,
-        cfg.poll_s,
-        log,
-    )
-    path, payloads = _payloads(cfg.service)
-    started = time.time()
-    s.event("deploy", f"deploying green {cfg.green_version} as preview (fault: {plan.fault})", 0)
-    try:
-        target.deploy(
-            cfg.service, cfg.green_version, track="canary", fault=plan.fault, timeout=cfg.deploy_timeout_s
-        )
-    except ClinopsError as e:
-        raise DrillError(f"could not deploy green {cfg.green_version} of {cfg.service}: {e}") from e
-    user = s.start_load(target.service_url(cfg.service), cfg.rate, "user", path, payloads)
-    preview = s.start_load(target.preview_url(cfg.service), preview_rate, "preview", path, payloads)
+    s = _open_session(target, cfg, plan, cfg.green_version, log, "green", "as preview")
+    preview = s.start_load(target.preview_url(cfg.service), preview_rate, "preview")
     s.share = preview_rate / (preview_rate + cfg.rate)
     s.expect_weight = 0
     outcome: Outcome = "PROMOTED"
@@ -1090,7 +1078,6 @@ def run_blue_green(
             "requests_around_switch": len(around),
         }
     checks["failed_user_requests_total"] = sum(1 for r in records if r.label == "user" and r.failed)
-    del user
     res = DrillResult(
         "blue-green",
         cfg.service,
@@ -1098,7 +1085,7 @@ def run_blue_green(
         cfg.green_version,
         outcome,
         reason,
-        started,
+        s.started_at,
         decided,
         ended,
         s.first_canary_at,
