@@ -79,11 +79,13 @@ def traffic_figure(res: DrillResult, bucket_s: float = 1.0) -> go.Figure:
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=("requests/s per version", "error rate per version",
                                         "latency per version (ms)"))
+    worst_error_rate = 0.0
     if not df.empty:
         for version, g in df.groupby("series"):
             grp = g.groupby("t")
             rate = grp.size() / bucket_s
             err = grp["failed"].mean()
+            worst_error_rate = max(worst_error_rate, float(err.max()))
             fig.add_trace(go.Scatter(x=rate.index, y=rate.values, name=f"{version} req/s",
                                      legendgroup=str(version)), row=1, col=1)
             fig.add_trace(go.Scatter(x=err.index, y=err.values, name=f"{version} error rate",
@@ -94,7 +96,8 @@ def traffic_figure(res: DrillResult, bucket_s: float = 1.0) -> go.Figure:
                 fig.add_trace(go.Scatter(x=lat.index, y=lat.values, name=f"{version} p{int(q * 100)}",
                                          legendgroup=str(version), line_dash=dash), row=3, col=1)
     fig.update_yaxes(title_text="req/s", row=1, col=1)
-    fig.update_yaxes(title_text="fraction", row=2, col=1)
+    # a rate is never negative; without errors plotly would centre a flat zero line on -1..1
+    fig.update_yaxes(title_text="fraction", range=[0, max(0.05, worst_error_rate * 1.05)], row=2, col=1)
     fig.update_yaxes(title_text="ms", type="log", row=3, col=1)
     fig.update_xaxes(title_text="seconds since start", row=3, col=1)
     fig.update_layout(height=850, title=f"Traffic by version — decision: {res.outcome} ({res.reason[:120]})")

@@ -336,3 +336,26 @@ def test_zero_thresholds_in_a_runbook_mean_the_charts_values():
     assert th.p95_latency_max_s == chart["latency_p95_max_seconds"]
     overridden = _thresholds(threshold_overrides(success_rate_min=0.999, p95_latency_max_ms=120), "dev")
     assert overridden.success_rate_min == 0.999 and overridden.p95_latency_max_s == 0.12
+
+
+def _result_with(records: list[Any]) -> Any:
+    from clinops_lib.drill import DrillResult
+
+    return DrillResult("canary", "clinical-gateway", "1.0.0", "1.1.0", "PROMOTED", "every step passed",
+                       1000.0, 1010.0, 1010.0, None, [], [], records, {}, [], 2.0)
+
+
+def _records(n: int, fail_every: int = 0) -> list[Any]:
+    from clinops_lib.loadgen import RequestRecord
+
+    return [RequestRecord(i, "user", 1000.0 + i * 0.05, 1000.0 + i * 0.05, 1000.01 + i * 0.05,
+                          500 if fail_every and i % fail_every == 0 else 200, "1.0.0") for i in range(n)]
+
+
+def test_error_rate_axis_starts_at_zero_and_shows_the_worst_rate() -> None:
+    from clinops_lib.drill_plots import traffic_figure
+
+    clean = traffic_figure(_result_with(_records(200))).layout.yaxis2.range
+    assert clean[0] == 0 and clean[1] > 0  # no errors: no negative half of the axis
+    faulty = traffic_figure(_result_with(_records(200, fail_every=2))).layout.yaxis2.range
+    assert faulty[0] == 0 and faulty[1] >= 0.5 > clean[1]  # every other request failed: 50 % visible
