@@ -94,14 +94,6 @@ class BernoulliErrorSPRT:
                 self.rejected_at = self.canary_n
         return self.rejected
 
-    @property
-    def canary_rate(self) -> float | None:
-        return self.canary_errors / self.canary_n if self.canary_n else None
-
-    @property
-    def stable_rate(self) -> float | None:
-        return self.stable_errors / self.stable_n if self.stable_n else None
-
     def difference_ci(self, confidence: float = 0.95) -> tuple[float, float, float] | None:
         """Canary minus stable error rate with a Newcombe (Wilson) interval, for display."""
         if not self.canary_n or not self.stable_n:

@@ -37,7 +37,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._sequential import BernoulliErrorSPRT
 from .exceptions import MetricsError, ParameterError
 
 __all__ = [
@@ -50,7 +49,6 @@ __all__ = [
     "Phase",
     "Thresholds",
     "compare_latency",
-    "new_error_test",
     "parse_duration",
     "quantile",
     "worst_phase",
@@ -444,8 +442,3 @@ def _ms(v: float | None) -> float | None:
 
 def quantile(values: Sequence[float], q: float) -> float | None:
     return float(np.quantile(np.asarray(values, dtype=float), q)) if len(values) else None
-
-
-def new_error_test(alpha: float) -> BernoulliErrorSPRT:
-    """A fresh sequential error test (one per drill: its guarantee spans the whole drill)."""
-    return BernoulliErrorSPRT(alpha=alpha)

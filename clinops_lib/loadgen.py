@@ -29,7 +29,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -199,8 +199,7 @@ def default_payloads(path: str, count: int = 256, seed: int = 0) -> list[bytes]:
 
     rng = random.Random(seed)
     factory = synthetic.prediction_payload if "predict" in path else synthetic.observation_payload
-    bodies = [json.dumps(factory(rng)).encode() for _ in range(count)]
-    return bodies
+    return [json.dumps(factory(rng)).encode() for _ in range(count)]
 
 
 class _HTTPError(Exception):
@@ -444,9 +443,3 @@ class LoadGenerator:
             self._in_flight -= 1
         done = clock() + wall_offset
         self._records.append(RequestRecord(seq, spec.label, sched, sent, done, status, version, error))
-
-
-def payload_factory_from(func: Callable[[Any], Any], count: int = 256, seed: int = 0) -> list[bytes]:
-    """Render ``count`` bodies from a ``func(rng)`` returning a JSON-able object."""
-    rng = random.Random(seed)
-    return [json.dumps(func(rng)).encode() for _ in range(count)]
