@@ -93,7 +93,7 @@ class LifecycleRule:
     abort_multipart_days: int | None = None
 
     def normalised(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _FIELDS["lifecycle_rule"] if getattr(self, k) not in (None,)}
+        return {k: getattr(self, k) for k in _FIELDS["lifecycle_rule"] if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -523,31 +523,30 @@ def _observe_bucket(clients: Clients, name: str) -> dict[str, Any]:
     s3 = clients.s3
     with _aws("bucket", name):
         status = s3.get_bucket_versioning(Bucket=name).get("Status", "Disabled")
-    try:
-        rules = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"]
-        sse = rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] if rules else None
-    except Exception as e:
-        if _code(e) != "ServerSideEncryptionConfigurationNotFoundError":
-            with _aws("bucket", name):
-                raise
-        sse = None
-    try:
-        pab = dict(s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"])
-    except Exception as e:
-        if _code(e) != "NoSuchPublicAccessBlockConfiguration":
-            with _aws("bucket", name):
-                raise
-        pab = {}
-    try:
-        live_rules = s3.get_bucket_lifecycle_configuration(Bucket=name).get("Rules", [])
-    except Exception as e:
-        if _code(e) != "NoSuchLifecycleConfiguration":
-            with _aws("bucket", name):
-                raise
-        live_rules = []
+    enc = _unless_missing(name, "ServerSideEncryptionConfigurationNotFoundError",
+                          lambda: s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"])
+    rules = (enc or {}).get("Rules") or []
+    sse = rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] if rules else None
+    pab = _unless_missing(name, "NoSuchPublicAccessBlockConfiguration",
+                          lambda: s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"])
+    live_rules = _unless_missing(name, "NoSuchLifecycleConfiguration",
+                                 lambda: s3.get_bucket_lifecycle_configuration(Bucket=name).get("Rules", []))
+    pab, live_rules = dict(pab or {}), live_rules or []
     return {"versioning": status, "sse_algorithm": sse,
             "public_access_block": {k: bool(pab.get(k, False)) for k in _PAB},
             "lifecycle_rules": sorted((_rule_from_live(r) for r in live_rules), key=lambda r: r["id"])}
+
+
+def _unless_missing(bucket: str, missing_code: str, call: Callable[[], Any]) -> Any:
+    """``call()``, or None when S3 answers ``missing_code`` (that setting was never applied);
+    any other error becomes an :class:`InventoryError` naming the bucket."""
+    try:
+        return call()
+    except Exception as e:
+        if _code(e) != missing_code:
+            with _aws("bucket", bucket):
+                raise
+        return None
 
 
 def _rule_from_live(r: dict[str, Any]) -> dict[str, Any]:

@@ -365,6 +365,26 @@ def test_drift_lists_every_difference_and_apply_repairs_them(settings: Settings,
     ]
 
 
+def test_drift_sees_bucket_settings_that_were_removed(settings: Settings, clients: Clients) -> None:
+    """S3 answers "not configured" with an error code per setting; drift must read that as an
+    absent setting (and report it), not as a failure."""
+    inv = _inventory("ct-unset")
+    apply_inventory(inv, clients)
+    s3 = _client(settings, "s3")
+    name = inv.prefix + "mlflow-artifacts"
+    s3.delete_public_access_block(Bucket=name)
+    s3.delete_bucket_lifecycle(Bucket=name)
+
+    diffs = {(d.kind, d.name, d.field): d for d in drift(inv, clients)}
+    assert set(diffs) == {("bucket", name, "public_access_block"), ("bucket", name, "lifecycle_rules")}
+    assert not any(diffs[("bucket", name, "public_access_block")].actual.values())
+    assert diffs[("bucket", name, "lifecycle_rules")].actual == []
+    repair = apply_inventory(inv, clients)
+    [updated] = [c for c in repair.changes if c.action == "updated"]
+    assert (updated.name, set(updated.fields)) == (name, {"public_access_block", "lifecycle_rules"})
+    assert drift(inv, clients) == []
+
+
 def test_bad_entry_is_rejected_before_anything_is_created(
     settings: Settings, clients: Clients, tmp_path: Path
 ) -> None:
