@@ -668,10 +668,7 @@ class _Session:
         return self.share
 
     # intervals
-    def run_for(
-        self,
-        seconds: float,
-    ) -> list[J.IntervalVerdict]:
+    def run_for(self, seconds: float) -> list[J.IntervalVerdict]:
         """Hold the current state for ``seconds``, judging each interval; return the verdicts."""
         end = time.time() + seconds
         verdicts: list[J.IntervalVerdict] = []
@@ -693,10 +690,9 @@ class _Session:
             self.check_platform()
         self.check_weight()
 
-    def one_interval(
-        self,
-        length: float,
-    ) -> J.IntervalVerdict:
+    def one_interval(self, length: float) -> J.IntervalVerdict:
+        """Watch one interval of ``length`` seconds, then judge it and decide; an abort
+        mid-interval still records the partial interval (as Fail) before propagating."""
         start = time.time()
         end = start + length
         try:
@@ -727,12 +723,7 @@ class _Session:
         self.decide(iv)
         return iv
 
-    def judge_interval(
-        self,
-        start: float,
-        end: float,
-        query_metrics: bool = True,
-    ) -> J.IntervalVerdict:
+    def judge_interval(self, start: float, end: float, query_metrics: bool = True) -> J.IntervalVerdict:
         recs = [r for r in self.all_records() if start <= r.sent < end]
         canary_recs = [r for r in recs if r.version == self.canary]
         stable_recs = [r for r in recs if r.version == self.stable]
@@ -836,10 +827,7 @@ class _Session:
                 f"{self.th.inconclusive_limit}; last: {'; '.join(iv.reasons)}",
             )
 
-    def until_pass(
-        self,
-        max_intervals: int,
-    ) -> None:
+    def until_pass(self, max_intervals: int) -> None:
         """Judge intervals until one passes (never promote on data not yet judged a Pass)."""
         for _ in range(max_intervals):
             if self.one_interval(self.plan.interval).verdict == "Pass":
@@ -876,6 +864,29 @@ def _payloads(service: str) -> tuple[str, list[bytes]]:
 
     path = SERVICE_PATHS.get(service, "/v1/observations")
     return path, default_payloads(path)
+
+
+def _carry_out(
+    s: _Session, outcome: Outcome, reason: str, abort_delay_s: float, promoted: str
+) -> tuple[Outcome, str]:
+    """Act on the decision: abort, promote (a failed promotion becomes an abort) or stay paused.
+
+    Returns the outcome and reason as they finally stand; ``promoted`` is the promote event's text.
+    """
+    if outcome == "ABORTED":
+        _finish_abort(s, abort_delay_s)
+    elif outcome == "PROMOTED":
+        try:
+            s.target.promote(s.service)
+            s.weight = 0
+            s.event("promote", promoted, 100)
+        except TargetError as e:
+            s.event("error", f"promote failed: {e}; aborting")
+            outcome, reason = "ABORTED", f"promotion failed: {e}"
+            _finish_abort(s, abort_delay_s)
+    else:
+        s.event("pause", f"PAUSED at {s.weight}%: waiting for a human (promote or abort)")
+    return outcome, reason
 
 
 def _open_session(
@@ -958,19 +969,8 @@ def run_canary(target: Target, cfg: CanaryConfig, *, log: Callable[[str], None] 
         raise
     decided = time.time()
     s.event("decision", f"{outcome}: {reason}")
-    if outcome == "ABORTED":
-        _finish_abort(s, cfg.abort_delay_s)
-    elif outcome == "PROMOTED":
-        try:
-            target.promote(cfg.service)
-            s.weight = 0
-            s.event("promote", f"{cfg.canary_version} is the new stable", 100)
-        except TargetError as e:
-            s.event("error", f"promote failed: {e}; aborting")
-            outcome, reason = "ABORTED", f"promotion failed: {e}"
-            _finish_abort(s, cfg.abort_delay_s)
-    else:
-        s.event("pause", f"PAUSED at {s.weight}%: waiting for a human (promote or abort)")
+    promoted = f"{cfg.canary_version} is the new stable"
+    outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
     time.sleep(cfg.tail_s)
     load = s.stop_load()
     ended = time.time()
@@ -1052,15 +1052,8 @@ def run_blue_green(
     s.event("decision", f"{outcome}: {reason}")
     if preview.running:
         preview.stop()
-    if outcome == "ABORTED":
-        _finish_abort(s, cfg.abort_delay_s)
-    elif outcome == "PROMOTED":
-        try:
-            target.promote(cfg.service)
-            s.event("promote", f"green {cfg.green_version} is the new stable; blue scaled down", 100)
-        except TargetError as e:
-            outcome, reason = "ABORTED", f"promotion failed: {e}"
-            _finish_abort(s, cfg.abort_delay_s)
+    promoted = f"green {cfg.green_version} is the new stable; blue scaled down"
+    outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
     time.sleep(cfg.tail_s)
     load = s.stop_load()
     ended = time.time()
