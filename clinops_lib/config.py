@@ -71,6 +71,14 @@ class PortMap:
         """Backend port of one track (0 = stable/blue, 1 = canary/green) of one service."""
         return self.base + 30 + index * 2 + track
 
+    def all_ports(self, services: int) -> list[int]:
+        """Every port the local target listens on with ``services`` services (for leak checks)."""
+        return [self.postgres, self.redis, self.localstack, self.prometheus, self.haproxy_stats] + [
+            p for i in range(services)
+            for p in (self.service_frontend(i), self.service_preview(i),
+                      self.service_backend(i, 0), self.service_backend(i, 1))
+        ]
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nbformat
 import pytest
+
+
+def enterable_tmpdir(prefix: str) -> Path:
+    """A fresh directory under /tmp that every user may enter (mode 0755).
+
+    PostgreSQL runs as the unprivileged ``postgres`` user when the tests run as root, so every
+    parent of a local-target state dir must be enterable; pytest's own tmp_path (0700) is not.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
 
 
 def write_notebook(

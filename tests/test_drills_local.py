@@ -7,11 +7,10 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from conftest import enterable_tmpdir
 
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.drill import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
@@ -24,10 +23,7 @@ PORT_BASE = 25000
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[Target]:
-    # PostgreSQL runs as an unprivileged user when the tests run as root: it must be able to
-    # enter the state dir, which pytest's 0700 tmp_path does not allow.
-    state = Path(tempfile.mkdtemp(prefix="clinops-drills-"))
-    state.chmod(0o755)
+    state = enterable_tmpdir("clinops-drills-")
     t = get_target(Settings(target="local", state_dir=state, ports=PortMap(PORT_BASE)))
     try:
         t.up([0, 1, 4, 6])

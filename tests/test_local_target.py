@@ -12,7 +12,6 @@ import random
 import shutil
 import signal
 import socket
-import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import enterable_tmpdir
 
 from clinops_lib import _components
 from clinops_lib import _supervisor as sup
@@ -40,16 +40,11 @@ FAIL_BASE = 23100
 
 
 def _state_dir() -> Path:
-    # postgres runs as an unprivileged user when we are root: every parent must be enterable
-    path = Path(tempfile.mkdtemp(prefix="clinops-c1-", dir="/tmp"))
-    path.chmod(0o755)
-    return path
+    return enterable_tmpdir("clinops-c1-")
 
 
 def _all_ports(ports: PortMap) -> list[int]:
-    return [ports.postgres, ports.redis, ports.localstack, ports.prometheus, ports.haproxy_stats] + [
-        p for i in range(2) for p in (ports.service_frontend(i), ports.service_preview(i),
-                                      ports.service_backend(i, 0), ports.service_backend(i, 1))]
+    return ports.all_ports(len(_components.SERVICES))
 
 
 def _processes_under(path: Path) -> list[int]:

@@ -15,11 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import enterable_tmpdir
 
 from clinops_lib import _components
 from clinops_lib import _supervisor as sup
@@ -34,17 +34,11 @@ FAIL_BASE = 28150
 
 
 def _state_dir() -> Path:
-    # postgres runs as an unprivileged user when we are root: every parent must be enterable
-    path = Path(tempfile.mkdtemp(prefix="clinops-g-", dir="/tmp"))
-    path.chmod(0o755)
-    return path
+    return enterable_tmpdir("clinops-g-")
 
 
 def _busy_ports(ports: PortMap) -> list[int]:
-    candidates = [ports.postgres, ports.redis, ports.localstack, ports.prometheus, ports.haproxy_stats] + [
-        p for i in range(2) for p in (ports.service_frontend(i), ports.service_preview(i),
-                                      ports.service_backend(i, 0), ports.service_backend(i, 1))]
-    return [p for p in candidates if sup.port_in_use(p)]
+    return [p for p in ports.all_ports(len(_components.SERVICES)) if sup.port_in_use(p)]
 
 
 def _index(messages: list[str], prefix: str) -> int:

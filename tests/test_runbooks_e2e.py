@@ -23,13 +23,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import enterable_tmpdir
 
 pytestmark = pytest.mark.slow
 
@@ -162,10 +162,7 @@ def platform() -> Iterator[Platform]:
     if taken:
         pytest.fail(f"ports {taken} of this module's block {PORT_BLOCK.start}-{PORT_BLOCK.stop - 1} are "
                     "already in use by another process: stop it (or a stale `clinops up`) first")
-    # PostgreSQL runs as `postgres` when we are root: every parent of the state dir must be
-    # enterable, which pytest's own tmp_path (mode 0700) is not.
-    tmp = Path(tempfile.mkdtemp(prefix="clinops-e2e-", dir="/tmp"))
-    tmp.chmod(0o755)
+    tmp = enterable_tmpdir("clinops-e2e-")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINOPS_", "KUBECONFIG"))}
     env.update(
         CLINOPS_PORT_BASE=str(PORT_BASE),
