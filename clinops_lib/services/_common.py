@@ -58,8 +58,18 @@ __all__ = [
     "ServiceRuntime",
     "aws_client",
     "build_app",
+    "diastolic_below_systolic",
     "field_error_response",
 ]
+
+def diastolic_below_systolic(cls: type, value: float, info: Any) -> float:
+    """Pydantic field validator both services' vitals share (``info`` is a ValidationInfo):
+    a diastolic pressure at or above the systolic one is a data-entry error, not a patient."""
+    systolic = info.data.get("systolic_bp")
+    if systolic is not None and value >= systolic:
+        raise ValueError("diastolic_bp must be lower than systolic_bp")
+    return value
+
 
 #: Paths that faults never touch: probes and scrapes must keep telling the truth about a bad release.
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

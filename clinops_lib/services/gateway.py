@@ -34,9 +34,16 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from ._common import FieldError, ServiceConfig, ServiceRuntime, aws_client, build_app
+from ._common import (
+    FieldError,
+    ServiceConfig,
+    ServiceRuntime,
+    aws_client,
+    build_app,
+    diastolic_below_systolic,
+)
 from .synthetic import REFERENCE_STUDIES
 
 __all__ = [
@@ -94,13 +101,7 @@ class Vitals(BaseModel):
     temperature_c: float = Field(ge=30.0, le=45.0, description="degrees Celsius")
     weight_kg: float = Field(gt=0.5, le=400.0, description="kilograms")
 
-    @field_validator("diastolic_bp")
-    @classmethod
-    def _below_systolic(cls, value: int, info: ValidationInfo) -> int:
-        systolic = info.data.get("systolic_bp")
-        if systolic is not None and value >= systolic:
-            raise ValueError("diastolic_bp must be lower than systolic_bp")
-        return value
+    _below_systolic = field_validator("diastolic_bp")(diastolic_below_systolic)
 
 
 class Labs(BaseModel):

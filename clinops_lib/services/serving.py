@@ -23,10 +23,10 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..exceptions import ServiceError
-from ._common import ServiceConfig, ServiceRuntime, aws_client, build_app
+from ._common import ServiceConfig, ServiceRuntime, aws_client, build_app, diastolic_below_systolic
 from .training import RiskModel, metadata_key
 
 __all__ = ["ModelStore", "PredictRequest", "app", "create_app", "load_model"]
@@ -51,13 +51,7 @@ class PredictRequest(BaseModel):
     dose_mg: float = Field(ge=0, le=5000)
     prior_adverse_events: int = Field(ge=0, le=100)
 
-    @field_validator("diastolic_bp")
-    @classmethod
-    def _below_systolic(cls, value: float, info: ValidationInfo) -> float:
-        systolic = info.data.get("systolic_bp")
-        if systolic is not None and value >= systolic:
-            raise ValueError("diastolic_bp must be lower than systolic_bp")
-        return value
+    _below_systolic = field_validator("diastolic_bp")(diastolic_below_systolic)
 
 
 def load_model(s3_client: Any, bucket: str, key: str) -> tuple[RiskModel, dict[str, Any]]:
