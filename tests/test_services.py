@@ -13,7 +13,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import boto3
 import httpx
 import psycopg
 import pytest
+from conftest import enterable_tmpdir
 
 from clinops_lib import _supervisor as sup
 from clinops_lib._components import LocalStack, PostgreSQL, Redis, pg_dsn
@@ -46,10 +46,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def _state_dir() -> Path:
-    """A state dir postgres (running as user 'postgres' when we are root) can enter."""
-    d = Path(tempfile.mkdtemp(prefix="clinops-svc-test-"))
-    d.chmod(0o755)
-    return d
+    return enterable_tmpdir("clinops-svc-test-")
 
 
 @dataclass
