@@ -1,6 +1,7 @@
-"""The platform's Levels 0-6 as data: components, order, health checks, and what each is per target.
+"""The catalog: one place for the platform's facts, starting with its Levels 0-6 as data.
 
-One table drives ``clinops up``, ``clinops status`` and the runbooks' component tables, so a
+Levels: components, order, health checks, and what each is per target. One table drives
+``clinops up``, ``clinops status`` and the runbooks' component tables, so a
 component that a target does not run (Kafka on the local target, say) is still listed — as
 "not on this target" — and never shown as deployed.
 """

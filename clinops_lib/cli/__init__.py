@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .config import KNOWN_TARGETS, Settings
-from .exceptions import ClinopsError, ConfigError, ParameterError
+from .. import __version__
+from ..config import KNOWN_TARGETS, Settings
+from ..exceptions import ClinopsError, ConfigError, ParameterError
 
 __all__ = ["main"]
 
@@ -23,56 +23,56 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # -- run / evidence --------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_from_cli
+    from ..runs.runner import run_from_cli
 
     return run_from_cli(args, _settings(args))
 
 
 def _cmd_evidence_verify(args: argparse.Namespace) -> int:
-    from .evidence import verify_from_cli
+    from ..evidence.verify import verify_from_cli
 
     return verify_from_cli(args)
 
 
 def _cmd_evidence_list(args: argparse.Namespace) -> int:
-    from .evidence import list_from_cli
+    from ..evidence.verify import list_from_cli
 
     return list_from_cli(args, _settings(args))
 
 
 # -- platform lifecycle ------------------------------------------------------------------
 def _cmd_up(args: argparse.Namespace) -> int:
-    from .platform_cli import up_from_cli
+    from .platform import up_from_cli
 
     return up_from_cli(args, _settings(args))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .platform_cli import status_from_cli
+    from .platform import status_from_cli
 
     return status_from_cli(args, _settings(args))
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from .platform_cli import down_from_cli
+    from .platform import down_from_cli
 
     return down_from_cli(args, _settings(args))
 
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
-    from .platform_cli import inventory_from_cli
+    from .platform import inventory_from_cli
 
     return inventory_from_cli(args, _settings(args))
 
 
 def _cmd_chart(args: argparse.Namespace) -> int:
-    from .charts import chart_from_cli
+    from ..charts import chart_from_cli
 
     return chart_from_cli(args, _settings(args))
 
 
 def _cmd_kind(args: argparse.Namespace) -> int:
-    from .kind import kind_from_cli
+    from ..clusters.kind import kind_from_cli
 
     return kind_from_cli(args, _settings(args))
 
@@ -147,6 +147,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("clinops: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

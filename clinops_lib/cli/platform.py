@@ -1,6 +1,6 @@
 """``clinops up / status / down / inventory``: the platform lifecycle from the command line.
 
-Thin wrappers: parse the flags, ask :func:`~clinops_lib.target.get_target` for the target,
+Thin wrappers: parse the flags, ask :func:`~clinops_lib.targets.base.get_target` for the target,
 print what happened as a table (or JSON). Exit 0 when everything asked for is healthy.
 """
 
@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from .config import Settings
-from .levels import level_names, parse_levels
-from .target import ComponentStatus, get_target
+from ..catalog import level_names, parse_levels
+from ..config import Settings
+from ..targets.base import ComponentStatus, get_target
 
 __all__ = [
     "down_from_cli",
@@ -92,6 +92,6 @@ def down_from_cli(args: argparse.Namespace, settings: Settings) -> int:
 
 def inventory_from_cli(args: argparse.Namespace, settings: Settings) -> int:
     """Delegates to :mod:`clinops_lib.inventory` (apply = provision: terraform or boto3)."""
-    from . import inventory
+    from .. import inventory
 
     return int(inventory.inventory_from_cli(args.action, settings))

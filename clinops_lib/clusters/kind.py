@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from ._kube import KubeClients, api_call, load_clients
-from .config import Settings
-from .exceptions import ConfigError, PrerequisiteError, TargetError, WaitFailed, WaitTimeout
+from ..config import Settings
+from ..exceptions import ConfigError, PrerequisiteError, TargetError, WaitFailed, WaitTimeout
+from ..targets.kube.client import KubeClients, api_call, load_clients
 
 __all__ = [
     "LOCAL_HINT",

@@ -11,7 +11,7 @@ every verdict from the interval table:
    errors, Successful after ``count`` measurements. No data (``None``/NaN) is Inconclusive:
    no data is never a pass.
 2. **Errors, canary against stable**: the anytime-valid sequential test of
-   :mod:`clinops_lib._sequential`, fed every request as it completes and checked
+   :mod:`clinops_lib.drills.sequential`, fed every request as it completes and checked
    continuously (the engine polls it every half second), so a bad canary is stopped after a
    handful of errors instead of at the end of an interval, with false alarms bounded by
    ``alpha`` however often it is looked at.
@@ -20,7 +20,7 @@ every verdict from the interval table:
    (with its distribution-free confidence interval) so that a statistically clear but
    practically irrelevant difference of a few milliseconds does not abort a release.
    The drill engine also looks between interval ends with alpha spending (see
-   :mod:`clinops_lib.drill`), using ``effect_only_if_significant`` to keep each look cheap.
+   :mod:`clinops_lib.drills`), using ``effect_only_if_significant`` to keep each look cheap.
 
 An interval with fewer than ``min_requests`` canary requests is Inconclusive: the drill
 never promotes without data.
@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .exceptions import MetricsError, ParameterError
+from ..exceptions import MetricsError, ParameterError
 
 __all__ = [
     "Condition",

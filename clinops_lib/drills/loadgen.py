@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .exceptions import DrillError, ParameterError
+from ..exceptions import DrillError, ParameterError
 
 __all__ = [
     "LoadGenerator",
@@ -195,7 +195,7 @@ def default_payloads(path: str, count: int = 256, seed: int = 0) -> list[bytes]:
     Bodies come from :mod:`clinops_lib.services.synthetic` (the same generator the services'
     tests use) and are rendered once, so JSON encoding never competes with sending.
     """
-    from .services import synthetic  # imported lazily: the services package is optional here
+    from ..services import synthetic  # imported lazily: the services package is optional here
 
     rng = random.Random(seed)
     factory = synthetic.prediction_payload if "predict" in path else synthetic.observation_payload

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .drill import DrillResult
+from .result import DrillResult
 
 __all__ = ["intervals_frame", "traffic_figure", "version_summary_frame", "weight_figure"]
 

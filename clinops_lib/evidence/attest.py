@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigError, VerificationError
+from ..exceptions import ConfigError, VerificationError
 
 __all__ = [
     "PAYLOAD_TYPE",

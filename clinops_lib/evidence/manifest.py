@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .exceptions import EvidenceError, WaitTimeout
+from ..exceptions import EvidenceError, WaitTimeout
 
 __all__ = [
     "CHAIN_FILE",

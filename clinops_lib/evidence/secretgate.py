@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .params import REDACTED
+from ..runs.params import REDACTED
 
 __all__ = ["PATTERNS", "SecretGate", "env_credentials"]
 

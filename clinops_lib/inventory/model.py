@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import Settings, project_root
-from .exceptions import InventoryError
+from ..config import Settings, project_root
+from ..exceptions import InventoryError
 
 __all__ = [
     "EVENTS_TOPIC",
@@ -920,7 +920,7 @@ def apply_inventory(inventory: Inventory, clients: Clients, progress: Progress |
 
 def read_secret(inventory: Inventory, clients: Clients, key: str) -> str:
     """A secret's current value, already registered with the evidence secret gate."""
-    from . import record
+    from ..runs import record
 
     if key not in inventory.secrets:
         raise InventoryError(f"secrets.{key}: not in the inventory (secrets: {', '.join(inventory.secrets)})")
@@ -960,7 +960,7 @@ def provision(settings: Settings, progress: Progress | None = None, *, clients: 
     rather than fall back. Drift is measured after either path, through boto3, so both are
     held to the same inventory.
     """
-    from ._inventory_terraform import TerraformInitError, terraform_apply, terraform_init
+    from .terraform import TerraformInitError, terraform_apply, terraform_init
 
     say = progress or (lambda _m: None)
     if method not in ("auto", "terraform", "boto3"):

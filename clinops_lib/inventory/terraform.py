@@ -13,9 +13,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Settings
-from .exceptions import InventoryError
-from .inventory import Inventory, default_inventory_path
+from ..config import Settings
+from ..exceptions import InventoryError
+from .model import Inventory, default_inventory_path
 
 __all__ = ["TerraformInitError", "terraform_apply", "terraform_commands", "terraform_init"]
 

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .exceptions import ParameterError
+from ..exceptions import ParameterError
 
 __all__ = [
     "REDACTED",

@@ -8,7 +8,7 @@ own kernel ``clinops`` and seals an evidence bundle, PASSED or FAILED. The order
    bundle (a rejected run is not a run);
 2. **run** in a scratch directory outside the archive: papermill saves the notebook after
    every cell, so unredacted output exists only there;
-3. **gate** every file for secrets (:mod:`clinops_lib._secretgate`), render the offline HTML
+3. **gate** every file for secrets (:mod:`clinops_lib.evidence.secretgate`), render the offline HTML
    from the redacted notebook, write parameters (secrets redacted), run record and verdict;
 4. **seal** into the archive (:func:`clinops_lib.evidence.seal`) and delete the scratch dir;
 5. **raise**: a failed cell, failed check or secret hit makes the verdict FAILED and exit 1.
@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import Settings
+from ..evidence.seal import seal
+from ..evidence.secretgate import SecretGate
+from ..exceptions import ConfigError, ParameterError
 from . import params as P
-from ._secretgate import SecretGate
-from .config import Settings
-from .evidence import seal
-from .exceptions import ConfigError, ParameterError
 from .runrecord import run_record, utc_now
 
 __all__ = [
@@ -314,7 +314,7 @@ def run(
     effective = {n: values.get(n, d.default) for n, d in decls.items()}
     run_target = str(effective.get("target", target or settings.target))
     if settings.signing_key is not None:
-        from ._attest import load_private_key
+        from ..evidence.attest import load_private_key
 
         load_private_key(settings.signing_key)  # a bad key is a config error, found before running
     _check_kernel()

@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import Settings
-from .exceptions import ConfigError
-from .faults import FaultProfile
+from ..config import Settings
+from ..exceptions import ConfigError
+from ..faults import FaultProfile
 
 __all__ = [
     "ComponentStatus",
@@ -147,9 +147,9 @@ class Target(ABC):
 
 
 _REGISTRY: dict[str, str] = {
-    "local": "clinops_lib.local_target:LocalTarget",
-    "kind": "clinops_lib.kube_target:KindTarget",
-    "kubeconfig": "clinops_lib.kube_target:KubeconfigTarget",
+    "local": "clinops_lib.targets.local.target:LocalTarget",
+    "kind": "clinops_lib.targets.kube.target:KindTarget",
+    "kubeconfig": "clinops_lib.targets.kube.target:KubeconfigTarget",
 }
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._kube import KubeClients, api_call
-from .exceptions import KubernetesAPIError, WaitFailed, WaitTimeout
+from ...exceptions import KubernetesAPIError, WaitFailed, WaitTimeout
+from .client import KubeClients, api_call
 
 __all__ = ["ARGOCD_NAMESPACE", "AppState", "apply_objects", "application_states", "wait_synced_healthy"]
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from .config import Settings
-from .exceptions import KubernetesAPIError, PrerequisiteError
+from ...config import Settings
+from ...exceptions import KubernetesAPIError, PrerequisiteError
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",

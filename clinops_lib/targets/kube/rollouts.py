@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._kube import DEFAULT_REQUEST_TIMEOUT, api_call
-from .exceptions import TrafficError, WaitFailed, WaitTimeout
+from ...exceptions import TrafficError, WaitFailed, WaitTimeout
+from .client import DEFAULT_REQUEST_TIMEOUT, api_call
 
 __all__ = [
     "GROUP",

@@ -1,6 +1,6 @@
 """The Kubernetes targets: a kind cluster (``kind``) or any cluster a kubeconfig reaches.
 
-The same :class:`~clinops_lib.target.Target` calls a runbook makes locally map onto the
+The same :class:`~clinops_lib.targets.base.Target` calls a runbook makes locally map onto the
 cluster's own machinery, so a drill's narrative does not change with the target:
 
 ==========================  =============================================================
@@ -37,10 +37,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from . import charts
-from ._kube import KubeClients, api_call, kubeconfig_contexts, load_clients, raw_get, resolve_kubeconfig
-from .config import Settings
-from .exceptions import (
+from ... import charts
+from ...config import Settings
+from ...exceptions import (
     ComponentError,
     KubernetesAPIError,
     MetricsError,
@@ -50,9 +49,10 @@ from .exceptions import (
     WaitFailed,
     WaitTimeout,
 )
-from .faults import FaultProfile
+from ...faults import FaultProfile
+from ..base import ComponentStatus, Health, Progress, Target, Track, TrackState
+from .client import KubeClients, api_call, kubeconfig_contexts, load_clients, raw_get, resolve_kubeconfig
 from .rollouts import POD_TEMPLATE_HASH, RolloutsDriver, RolloutState
-from .target import ComponentStatus, Health, Progress, Target, Track, TrackState
 
 __all__ = ["LEVEL_NAMESPACE_KEYS", "KindTarget", "KubeTarget", "KubeconfigTarget", "PortForward"]
 
@@ -569,7 +569,7 @@ class KindTarget(KubeTarget):
         return self.settings.kube_context or f"kind-{self.settings.kind_cluster}"
 
     def _connect(self) -> KubeClients | None:
-        from .kind import check_prerequisites
+        from ...clusters.kind import check_prerequisites
 
         try:
             path = resolve_kubeconfig(self.settings)
@@ -588,7 +588,7 @@ class KindTarget(KubeTarget):
 
     def up(self, levels: Sequence[int] | None = None, *, progress: Progress | None = None,
            timeout: float = 600.0) -> list[ComponentStatus]:
-        from .kind import create_cluster, wait_nodes_ready
+        from ...clusters.kind import create_cluster, wait_nodes_ready
 
         if self._clients is None:
             if progress:

@@ -1,7 +1,7 @@
 """The real components of the local target: how each is prepared, started and health-checked.
 
 Each component is a small object with ``prepare`` (generate config, initdb: idempotent),
-``spec`` (the :class:`~clinops_lib._supervisor.ProcessSpec`), ``healthy`` (a real protocol
+``spec`` (the :class:`~clinops_lib.targets.local.supervisor.ProcessSpec`), ``healthy`` (a real protocol
 probe: SQL, Redis PING, HTTP), ``version`` and ``endpoint``. The local target strings them
 together in level order; nothing here knows about levels or state files.
 """
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import httpx
 
-from ._haproxy import AdminSocket, HAProxyService, render_config
-from ._supervisor import ProcessSpec
-from .config import Settings
-from .exceptions import ComponentError, PrerequisiteError
+from ...config import Settings
+from ...exceptions import ComponentError, PrerequisiteError
+from .haproxy import AdminSocket, HAProxyService, render_config
+from .supervisor import ProcessSpec
 
 __all__ = [
     "AWS_ENV",
@@ -78,7 +78,7 @@ class Services:
     @classmethod
     def from_inventory(cls, settings: Settings) -> Services:
         """Bucket, key, topic and queue URLs as the inventory names them (a file read, no network)."""
-        from .inventory import service_resources
+        from ...inventory import service_resources
 
         res = service_resources(settings.environment, endpoint=settings.localstack_url)
         return cls(
@@ -131,9 +131,9 @@ def pg_dsn(settings: Settings) -> str:
 
 
 def rules_file(settings: Settings) -> Path | None:
-    """The shared Prometheus rule file (from charts.py when it exists), or None when missing."""
-    from .charts import prometheus_rules_file
-    from .exceptions import ChartError
+    """The shared Prometheus rule file (from clinops_lib.charts when it exists), or None when missing."""
+    from ...charts import prometheus_rules_file
+    from ...exceptions import ChartError
 
     try:
         return prometheus_rules_file(settings.project_root)

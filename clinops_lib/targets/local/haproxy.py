@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .exceptions import TrafficError
+from ...exceptions import TrafficError
 
 __all__ = ["AdminSocket", "HAProxyService", "ServerStat", "render_config"]
 

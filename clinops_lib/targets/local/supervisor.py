@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .exceptions import ComponentError, PortInUseError, PrerequisiteError, WaitFailed, WaitTimeout
+from ...exceptions import ComponentError, PortInUseError, PrerequisiteError, WaitFailed, WaitTimeout
 
 __all__ = [
     "ProcessSpec",

@@ -26,8 +26,23 @@ from typing import Any, cast
 
 import httpx
 
-from . import _supervisor as sup
-from ._components import (
+from ...catalog import LEVELS, parse_levels, resolve_levels
+from ...config import Settings
+from ...exceptions import (
+    ClinopsError,
+    ComponentError,
+    MetricsError,
+    ParameterError,
+    PortInUseError,
+    PrerequisiteError,
+    TargetError,
+    TrafficError,
+    WaitTimeout,
+)
+from ...faults import FaultProfile
+from ..base import ComponentStatus, Progress, Target, Track, TrackState
+from . import supervisor as sup
+from .components import (
     AWS_ENV,
     SERVICES,
     Component,
@@ -43,22 +58,7 @@ from ._components import (
     service_env,
     service_spec,
 )
-from ._haproxy import AdminSocket
-from .config import Settings
-from .exceptions import (
-    ClinopsError,
-    ComponentError,
-    MetricsError,
-    ParameterError,
-    PortInUseError,
-    PrerequisiteError,
-    TargetError,
-    TrafficError,
-    WaitTimeout,
-)
-from .faults import FaultProfile
-from .levels import LEVELS, parse_levels, resolve_levels
-from .target import ComponentStatus, Progress, Target, Track, TrackState
+from .haproxy import AdminSocket
 
 __all__ = ["LocalTarget"]
 
@@ -345,7 +345,7 @@ class LocalTarget(Target):
         LocalStack keeps no resources across restarts (community edition), so a warm start
         applies the whole inventory again; it is a real apply, never skipped.
         """
-        from . import inventory
+        from ... import inventory
 
         inv = inventory.load_inventory(env=self.settings.environment)
         pending, self._aws_clients = self._aws_clients, None
@@ -353,7 +353,7 @@ class LocalTarget(Target):
         inventory.apply_inventory(inv, clients)
 
     def _make_aws_clients(self) -> Any:
-        from . import inventory
+        from ... import inventory
 
         return inventory.make_clients(self.settings)
 
@@ -439,7 +439,7 @@ class LocalTarget(Target):
         return self.settings.state_dir / "model-cache"
 
     def _model_keys(self) -> list[str]:
-        from .services.training import metadata_key
+        from ...services.training import metadata_key
 
         return [self.services.model_key, metadata_key(self.services.model_key)]
 
@@ -463,7 +463,7 @@ class LocalTarget(Target):
 
     # -- services --------------------------------------------------------------------------------
     def _chart_versions(self) -> dict[str, str]:
-        from .charts import service_versions
+        from ...charts import service_versions
 
         return service_versions(self.settings.environment, self.settings.project_root)
 
