@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from clinops_lib.catalog import percentile  # noqa: E402
 from clinops_lib.config import PortMap, Settings  # noqa: E402
 from clinops_lib.drills import CanaryConfig, run_canary  # noqa: E402
 from clinops_lib.drills.sequential import BernoulliErrorSPRT  # noqa: E402
@@ -72,7 +73,7 @@ def simulate(runs: int = 1000, seed: int = 1) -> dict[str, Any]:
         needed.append(test.canary_n)
     arr = np.asarray(needed)
     return {"runs": runs, "canary_requests_median": float(np.median(arr)),
-            "canary_requests_p90": float(np.quantile(arr, 0.9)),
+            "canary_requests_p90": percentile(arr.tolist(), 0.9),
             "seconds_median_at_20_canary_rps": float(np.median(arr)) / 20,
             "share_under_300_canary_requests": float((arr < 300).mean())}
 

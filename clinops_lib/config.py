@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import catalog
 from .exceptions import ConfigError
 
-__all__ = ["KNOWN_TARGETS", "PortMap", "Settings", "project_root"]
-
-KNOWN_TARGETS = ("local", "kind", "kubeconfig")
+__all__ = ["PortMap", "Settings", "project_root"]
 
 
 def project_root() -> Path:
@@ -102,10 +101,8 @@ class Settings:
     operator: str | None = None
 
     def __post_init__(self) -> None:
-        if self.target not in KNOWN_TARGETS:
-            raise ConfigError(f"unknown target {self.target!r}; known targets: {', '.join(KNOWN_TARGETS)}")
-        if self.environment not in ("dev", "staging", "prod"):
-            raise ConfigError(f"unknown environment {self.environment!r}; known: dev, staging, prod")
+        catalog.target_implementation(self.target)  # registered targets only (ConfigError otherwise)
+        catalog.check_environment(self.environment)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

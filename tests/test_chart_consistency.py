@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from clinops_lib import _chart_checks as checks
-from clinops_lib import charts
+from clinops_lib import catalog, charts
 
-ENVS = charts.ENVIRONMENTS
+ENVS = catalog.ENVIRONMENTS
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_analysis_templates_carry_the_judges_thresholds_and_queries(
         env: str, rendered: dict[str, list[dict]]) -> None:
     t = charts.analysis_thresholds(env)
     templates = [o for o in rendered[env] if o["kind"] == "AnalysisTemplate"]
-    assert len(templates) == 2 * len(charts.SERVICES)  # one pair per service namespace
+    assert len(templates) == 2 * len(catalog.service_names())  # one pair per service namespace
     for tpl in templates:
         (metric,) = tpl["spec"]["metrics"]
         assert charts.duration_seconds(metric["interval"]) == t["interval"]
@@ -73,7 +73,7 @@ def test_analysis_templates_carry_the_judges_thresholds_and_queries(
         assert float(re.findall(r"[0-9.]+$", metric["failureCondition"])[0]) == limit
         # The template's PromQL with args substituted is what analysis_queries returns.
         key = "success_rate" if tpl["metadata"]["name"] == "success-rate" else "latency_p95"
-        for service in charts.SERVICES:
+        for service in catalog.service_names():
             resolved = (metric["provider"]["prometheus"]["query"]
                         .replace("{{args.service}}", service).replace("{{args.version}}", "9.9.9"))
             assert resolved == charts.analysis_queries(env, service, "9.9.9")[key]

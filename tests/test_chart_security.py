@@ -12,9 +12,9 @@ import pytest
 from conftest import checkov_executable
 
 from clinops_lib import _chart_checks as checks
-from clinops_lib import charts
+from clinops_lib import catalog, charts
 
-ENVS = charts.ENVIRONMENTS
+ENVS = catalog.ENVIRONMENTS
 
 #: checkov checks skipped on purpose, each with its reason.
 CHECKOV_SKIPS = {
@@ -89,7 +89,7 @@ def test_mesh_strict_mtls_and_authorization_by_principal(env: str,
               if o["kind"] == "PeerAuthentication" and o["spec"]["mtls"]["mode"] == "STRICT"}
     assert strict == namespaces
     policies = {o["metadata"]["name"]: o for o in objs if o["kind"] == "AuthorizationPolicy"}
-    assert set(policies) == set(charts.SERVICES)
+    assert set(policies) == set(catalog.service_names())
     callers = {name: {p for r in pol["spec"]["rules"] for f in r["from"] for p in f["source"]["principals"]}
                for name, pol in policies.items()}
     assert any(p.endswith("/sa/istio-ingressgateway-service-account") for p in callers["clinical-gateway"])
@@ -130,7 +130,7 @@ def test_online_services_have_pdb_and_hpa_on_the_rollout(env: str,
     def one(kind: str, name: str) -> dict:
         return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
 
-    for service in charts.SERVICES:
+    for service in catalog.service_names():
         hpa = one("HorizontalPodAutoscaler", service)
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",

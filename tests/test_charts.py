@@ -12,13 +12,13 @@ import pytest
 import yaml
 
 from clinops_lib import _chart_checks as checks
-from clinops_lib import charts
+from clinops_lib import catalog, charts
 from clinops_lib.charts.render import _parse_manifests as parse_manifests
 from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import ChartError, ConfigError
 
 ROOT = project_root()
-ENVS = charts.ENVIRONMENTS
+ENVS = catalog.ENVIRONMENTS
 
 
 @pytest.fixture(scope="module")

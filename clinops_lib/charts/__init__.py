@@ -15,10 +15,8 @@ from __future__ import annotations
 from .render import chart_from_cli, lint, render, render_gitops, render_raw, to_yaml
 from .values import (
     CHART_NAME,
-    ENVIRONMENTS,
     GITOPS_CHART_NAME,
     LEVELS,
-    SERVICES,
     analysis_queries,
     analysis_thresholds,
     blue_green,
@@ -36,10 +34,8 @@ from .values import (
 
 __all__ = [
     "CHART_NAME",
-    "ENVIRONMENTS",
     "GITOPS_CHART_NAME",
     "LEVELS",
-    "SERVICES",
     "analysis_queries",
     "analysis_thresholds",
     "blue_green",

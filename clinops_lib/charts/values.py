@@ -31,15 +31,14 @@ from typing import Any
 
 import yaml
 
+from .. import catalog
 from ..config import project_root
-from ..exceptions import ChartError, ConfigError
+from ..exceptions import ChartError, ParameterError
 
 __all__ = [
     "CHART_NAME",
-    "ENVIRONMENTS",
     "GITOPS_CHART_NAME",
     "LEVELS",
-    "SERVICES",
     "analysis_queries",
     "analysis_thresholds",
     "blue_green",
@@ -57,22 +56,9 @@ __all__ = [
 
 CHART_NAME = "clinical-mlops"
 GITOPS_CHART_NAME = "gitops"
-ENVIRONMENTS = ("dev", "staging", "prod")
-#: Level subcharts in level order (0..6); the app-of-apps sync waves follow this order.
-LEVELS = (
-    "infrastructure",
-    "data-ingestion",
-    "data-processing",
-    "feature-engineering",
-    "ml-pipeline",
-    "orchestration",
-    "observability",
-)
-#: Online services: name -> (level subchart, values key, rollout strategy).
-SERVICES: dict[str, tuple[str, str, str]] = {
-    "clinical-gateway": ("data-ingestion", "gateway", "canary"),
-    "model-serving": ("ml-pipeline", "serving", "blueGreen"),
-}
+#: Level subcharts in level order (0..6), derived from the level catalog (``Level.chart``);
+#: the app-of-apps sync waves follow this order.
+LEVELS: tuple[str, ...] = tuple(lv.chart for lv in catalog.LEVELS)
 RELEASE_NAME = "clinops"
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
@@ -95,8 +81,15 @@ def prometheus_rules_file(root: Path | None = None) -> Path:
 
 
 def _check_env(env: str) -> None:
-    if env not in ENVIRONMENTS:
-        raise ConfigError(f"unknown environment {env!r}; known: {', '.join(ENVIRONMENTS)}")
+    catalog.check_environment(env)
+
+
+def _catalog_service(service: str) -> catalog.Service:
+    """The catalog's service, or a :class:`ChartError` (the charts know no other services)."""
+    try:
+        return catalog.service(service)
+    except ParameterError as e:
+        raise ChartError(str(e)) from e
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
@@ -161,21 +154,20 @@ def subchart_values(level: str, env: str, root: Path | None = None) -> dict[str,
 
 
 def _service(service: str, env: str, root: Path | None) -> tuple[dict[str, Any], dict[str, Any], str]:
-    if service not in SERVICES:
-        raise ChartError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
-    level, key, strategy = SERVICES[service]
+    s = _catalog_service(service)
+    level = catalog.level(s.level).chart
     values = subchart_values(level, env, root)
-    svc = values.get(key)
+    svc = values.get(s.values_key)
     if not isinstance(svc, dict):
-        raise ChartError(f"{level} values have no {key!r} block for service {service!r} in {env}")
-    return svc, values, strategy
+        raise ChartError(f"{level} values have no {s.values_key!r} block for service {service!r} in {env}")
+    return svc, values, s.strategy
 
 
 # -- the values API (what the local target and the drills read) -----------------------------
 def service_versions(env: str, root: Path | None = None) -> dict[str, str]:
     """Image tag (= the ``version`` metric label) of each online service in ``env``."""
     out: dict[str, str] = {}
-    for service in SERVICES:
+    for service in catalog.service_names():
         svc, _, _ = _service(service, env, root)
         tag = str((svc.get("image") or {}).get("tag") or "")
         if not tag or tag == "latest":
@@ -270,8 +262,7 @@ def analysis_queries(env: str, service: str, version: str | None = None,
 
     ``version=None`` drops the version matcher (the whole service, every version).
     """
-    if service not in SERVICES:
-        raise ChartError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
+    _catalog_service(service)
     out = {}
     for name, query in _query_templates(env, root).items():
         if version is None:

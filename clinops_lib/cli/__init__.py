@@ -10,8 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
-from ..config import KNOWN_TARGETS, Settings
+from .. import __version__, catalog
+from ..config import Settings
 from ..exceptions import ClinopsError, ConfigError, ParameterError
 
 __all__ = ["main"]
@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="set a parameter (VALUE is parsed as YAML: 10, 0.5, true, [10, 50])")
     run.add_argument("-f", "--parameters-file", help="YAML file of parameters (-p wins over it)")
-    run.add_argument("--target", choices=KNOWN_TARGETS, help="where the runbook runs (default: local)")
+    run.add_argument("--target", choices=catalog.target_names(),
+                     help="where the runbook runs (default: local)")
     run.add_argument("--out", help="evidence archive directory (default: ./evidence)")
     run.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     run.set_defaults(func=_cmd_run)
@@ -104,25 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="bring the platform's levels up on the target")
     up.add_argument("--levels", help="comma-separated level numbers, e.g. 0,1,4,6 (default: all)")
-    up.add_argument("--target", choices=KNOWN_TARGETS)
+    up.add_argument("--target", choices=catalog.target_names())
     up.set_defaults(func=_cmd_up)
     status = sub.add_parser("status", help="every component with its health and endpoint")
-    status.add_argument("--target", choices=KNOWN_TARGETS)
+    status.add_argument("--target", choices=catalog.target_names())
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
     down = sub.add_parser("down", help="stop everything the target started")
     down.add_argument("--purge", action="store_true", help="also remove the state directory")
-    down.add_argument("--target", choices=KNOWN_TARGETS)
+    down.add_argument("--target", choices=catalog.target_names())
     down.set_defaults(func=_cmd_down)
 
     inv = sub.add_parser("inventory", help="the AWS inventory: apply it to LocalStack or check drift")
     inv.add_argument("action", choices=("apply", "drift", "show"))
-    inv.add_argument("--target", choices=KNOWN_TARGETS)
+    inv.add_argument("--target", choices=catalog.target_names())
     inv.set_defaults(func=_cmd_inventory)
 
     chart = sub.add_parser("chart", help="render or lint the Helm charts with the Helm SDK")
     chart.add_argument("action", choices=("render", "lint"))
-    chart.add_argument("--env", default="dev", choices=("dev", "staging", "prod"))
+    chart.add_argument("--env", default="dev", choices=catalog.ENVIRONMENTS)
     chart.add_argument("--out", help="write the rendered manifests here (default: stdout)")
     chart.set_defaults(func=_cmd_chart)
 

@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import catalog
 from ..exceptions import ChartError, DrillError, ParameterError, TargetError
 from ..faults import FaultProfile
 from ..targets.base import Target
@@ -19,7 +19,6 @@ from . import judge as J
 
 __all__ = [
     "DEFAULT_STEPS",
-    "SERVICE_PATHS",
     "BlueGreenConfig",
     "CanaryConfig",
     "normalize_steps",
@@ -36,8 +35,6 @@ DEFAULT_STEPS: list[dict[str, Any]] = [
     {"pause": {"duration": "30s"}},
     {"setWeight": 100},
 ]
-SERVICE_PATHS = {"clinical-gateway": "/v1/observations", "model-serving": "/v1/predict"}
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
 # -- configuration -----------------------------------------------------------------------------------
@@ -92,20 +89,6 @@ class BlueGreenConfig:
 def _check_rate(rate: float, name: str = "rate") -> None:
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 1 <= rate <= 2000:
         raise ParameterError(name, f"{rate!r} must be a request rate in 1..2000 per second")
-
-
-def _check_version(version: str, name: str) -> None:
-    if not isinstance(version, str) or not _VERSION.match(version):
-        raise ParameterError(name, f"{version!r} is not a version (letters, digits, . _ + -; at most 64)")
-
-
-def _known_services(env: str) -> list[str]:
-    from .. import charts
-
-    try:
-        return list(charts.service_versions(env))
-    except ChartError:
-        return list(SERVICE_PATHS)
 
 
 def _thresholds(value: J.Thresholds | Mapping[str, Any] | None, env: str) -> J.Thresholds:
@@ -234,9 +217,7 @@ def _common_checks(
     on_inconclusive: str,
     abort_delay_s: float,
 ) -> FaultProfile:
-    known = _known_services(env)
-    if service not in known:
-        raise ParameterError("service", f"unknown service {service!r}; known: {', '.join(known)}")
+    catalog.service(service)
     if isinstance(pause_scale, bool) or not isinstance(pause_scale, int | float) or not 0 < pause_scale <= 1:
         raise ParameterError("pause_scale", f"{pause_scale!r} must be in (0, 1]")
     _check_rate(rate)
@@ -286,9 +267,9 @@ def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
     fault = _common_checks(
         cfg.service, cfg.env, cfg.pause_scale, cfg.rate, cfg.fault, cfg.on_inconclusive, cfg.abort_delay_s
     )
-    _check_version(cfg.canary_version, "canary_version")
+    catalog.check_version(cfg.canary_version, "canary_version")
     if cfg.stable_version:
-        _check_version(cfg.stable_version, "stable_version")
+        catalog.check_version(cfg.stable_version, "stable_version")
     th, interval = _judge_timing(cfg)
     steps = normalize_steps(cfg.steps, cfg.service, cfg.env, cfg.default_pause)
     _validate_steps(steps, cfg.pause_scale, interval)
@@ -309,9 +290,9 @@ def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> t
     fault = _common_checks(
         cfg.service, cfg.env, cfg.pause_scale, cfg.rate, cfg.fault, cfg.on_inconclusive, cfg.abort_delay_s
     )
-    _check_version(cfg.green_version, "green_version")
+    catalog.check_version(cfg.green_version, "green_version")
     if cfg.blue_version:
-        _check_version(cfg.blue_version, "blue_version")
+        catalog.check_version(cfg.blue_version, "blue_version")
     preview_rate = cfg.preview_rate or cfg.rate / 2
     _check_rate(preview_rate, "preview_rate")
     th, interval = _judge_timing(cfg)

@@ -50,7 +50,6 @@ __all__ = [
     "Thresholds",
     "compare_latency",
     "parse_duration",
-    "quantile",
     "worst_phase",
 ]
 
@@ -439,6 +438,3 @@ class IntervalVerdict:
 def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 3)
 
-
-def quantile(values: Sequence[float], q: float) -> float | None:
-    return float(np.quantile(np.asarray(values, dtype=float), q)) if len(values) else None

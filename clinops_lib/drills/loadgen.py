@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..catalog import percentile
 from ..exceptions import DrillError, ParameterError
 
 __all__ = [
@@ -156,13 +157,6 @@ class LoadSummary:
         return d
 
 
-def _quantile(sorted_values: Sequence[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    idx = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[idx]
-
-
 def summarize(records: Sequence[RequestRecord], requested_rate: float, label: str = "",
               late_after_s: float = 0.05) -> LoadSummary:
     """Summarize records: achieved rate counts requests actually *sent* per second of schedule."""
@@ -184,7 +178,7 @@ def summarize(records: Sequence[RequestRecord], requested_rate: float, label: st
         label=label, requested_rate=requested_rate, achieved_rate=achieved, scheduled=len(records),
         sent=len(sent), completed=sum(1 for r in sent if r.status > 0),
         failed=sum(1 for r in sent if r.failed), dropped=len(records) - len(sent), late=late,
-        p50_s=_quantile(lat, 0.5), p95_s=_quantile(lat, 0.95), p99_s=_quantile(lat, 0.99),
+        p50_s=percentile(lat, 0.5), p95_s=percentile(lat, 0.95), p99_s=percentile(lat, 0.99),
         duration_s=span,
     )
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..catalog import percentile
 from .result import DrillResult
 
 __all__ = ["intervals_frame", "traffic_figure", "version_summary_frame", "weight_figure"]
@@ -92,7 +92,7 @@ def traffic_figure(res: DrillResult, bucket_s: float = 1.0) -> go.Figure:
                                      legendgroup=str(version)), row=2, col=1)
             ok = g[~g["failed"]]
             for q, dash in ((0.5, "solid"), (0.95, "dash"), (0.99, "dot")):
-                lat = ok.groupby("t")["latency_s"].quantile(q) * 1000
+                lat = ok.groupby("t")["latency_s"].agg(lambda s, q=q: percentile(s, q)) * 1000
                 fig.add_trace(go.Scatter(x=lat.index, y=lat.values, name=f"{version} p{int(q * 100)}",
                                          legendgroup=str(version), line_dash=dash), row=3, col=1)
     fig.update_yaxes(title_text="req/s", row=1, col=1)
@@ -114,6 +114,10 @@ def intervals_frame(res: DrillResult) -> pd.DataFrame:
     return df
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
 def version_summary_frame(res: DrillResult) -> pd.DataFrame:
     """Requests, failures and latency quantiles per load stream and serving version."""
     df = _bucketed(res, 1.0, trim_edges=False)
@@ -121,11 +125,9 @@ def version_summary_frame(res: DrillResult) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(rows)
     for (label, version), g in df.groupby(["label", "series"]):
-        ok = g[~g["failed"]]["latency_s"].to_numpy()
+        ok = g[~g["failed"]]["latency_s"].tolist()
         rows.append({
             "stream": label, "version": version, "requests": len(g), "failed": int(g["failed"].sum()),
-            "p50_ms": float(np.quantile(ok, 0.5) * 1000) if len(ok) else None,
-            "p95_ms": float(np.quantile(ok, 0.95) * 1000) if len(ok) else None,
-            "p99_ms": float(np.quantile(ok, 0.99) * 1000) if len(ok) else None,
+            **{f"p{int(q * 100)}_ms": _ms(percentile(ok, q)) for q in (0.5, 0.95, 0.99)},
         })
     return pd.DataFrame(rows)

@@ -12,10 +12,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .. import catalog
+from ..catalog import percentile
 from ..exceptions import ChartError, ClinopsError, DrillError, TargetError
 from ..targets.base import Target
 from . import judge as J
-from .config import SERVICE_PATHS, BlueGreenConfig, CanaryConfig, _Plan
+from .config import BlueGreenConfig, CanaryConfig, _Plan
 from .loadgen import LoadGenerator, LoadSpec, RequestRecord, default_payloads
 from .result import DrillEvent, Outcome
 from .sequential import BernoulliErrorSPRT, newcombe_diff_ci
@@ -364,10 +366,10 @@ class _Session:
             error_diff=diff[0] if diff else None,
             error_diff_lo=diff[1] if diff else None,
             error_diff_hi=diff[2] if diff else None,
-            canary_p50_s=J.quantile(c_ok, 0.5),
-            canary_p95_s=J.quantile(c_ok, 0.95),
-            stable_p50_s=J.quantile(s_ok, 0.5),
-            stable_p95_s=J.quantile(s_ok, 0.95),
+            canary_p50_s=percentile(c_ok, 0.5),
+            canary_p95_s=percentile(c_ok, 0.95),
+            stable_p50_s=percentile(s_ok, 0.5),
+            stable_p95_s=percentile(s_ok, 0.95),
             latency=lat,
             prometheus=prom,
         )
@@ -429,7 +431,7 @@ def _noop(_: str) -> None:
 def _payloads(service: str) -> tuple[str, list[bytes]]:
     import scipy.stats  # noqa: F401 - imported now, not inside the first interval's judgement
 
-    path = SERVICE_PATHS.get(service, "/v1/observations")
+    path = catalog.service(service).path
     return path, default_payloads(path)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import catalog
 from ..config import Settings, project_root
 from ..exceptions import InventoryError
 
@@ -68,7 +69,6 @@ MODEL_KEY = "models/risk-model/current/model.joblib"
 REGION = "us-east-1"
 DLQ_SUFFIX = "-dlq"
 SNS_KMS_KEY = "alias/aws/sns"
-ENVIRONMENTS = ("dev", "staging", "prod")
 Progress = Callable[[str], None]
 
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
@@ -282,8 +282,8 @@ def _rule(where: str, raw: Any) -> LifecycleRule:
 
 def parse_inventory(data: Any, env: str = "dev", source: Path | None = None) -> Inventory:
     """Validate an already-parsed inventory document (what :func:`load_inventory` reads)."""
-    if env not in ENVIRONMENTS:
-        raise InventoryError(f"environment {env!r} unknown; known: {', '.join(ENVIRONMENTS)}")
+    if env not in catalog.ENVIRONMENTS:
+        raise InventoryError(f"environment {env!r} unknown; known: {', '.join(catalog.ENVIRONMENTS)}")
     if not isinstance(data, dict):
         raise InventoryError("inventory: top level must be an object")
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))

@@ -42,6 +42,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ..catalog import VERSION_PATTERN
 from ..exceptions import ConfigError
 from ..faults import FaultProfile
 
@@ -103,7 +104,6 @@ DURATION_BUCKETS = (
     10.0,
 )
 
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 CRASH_EXIT_CODE = 70
 
@@ -134,7 +134,7 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if not _NAME.match(self.service_name):
             raise ConfigError(f"CLINOPS_SERVICE_NAME={self.service_name!r}: expected a DNS-style name")
-        if not _VERSION.match(self.version):
+        if not VERSION_PATTERN.match(self.version):
             raise ConfigError(
                 f"CLINOPS_SERVICE_VERSION={self.version!r}: expected 1-64 characters of A-Z a-z 0-9 . _ + -"
             )

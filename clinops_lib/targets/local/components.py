@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from ... import catalog
 from ...config import Settings
 from ...exceptions import ComponentError, PrerequisiteError
 from .haproxy import AdminSocket, HAProxyService, render_config
@@ -52,8 +53,8 @@ PG_USER = "postgres"  # the unprivileged system user postgres runs as when we ar
 DB_USER = "clinops"
 DB_NAME = "clinops"
 
-#: Services in PortMap index order (index 0 -> frontend base+10, backends base+30/31, ...).
-SERVICES: tuple[str, ...] = ("clinical-gateway", "model-serving")
+#: Services in PortMap index order (index 0 -> frontend base+10, backends base+30/31, ...), from the catalog.
+SERVICES: tuple[str, ...] = catalog.service_names()
 SERVICE_APPS: dict[str, str] = {
     "clinical-gateway": "clinops_lib.services.gateway:app",
     "model-serving": "clinops_lib.services.serving:app",
