@@ -12,7 +12,6 @@ import asyncio
 import random
 import re
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -114,66 +113,69 @@ class RouterTarget(Target):
             self._loop.call_soon_threadsafe(task.cancel)
         self._thread.join(10)
 
-    # -- the Target API --------------------------------------------------------------------
-    def up(self, levels: Sequence[int] | None = None, *, progress: Any = None) -> list[ComponentStatus]:
-        return []
+    # -- the Target hooks (the base class validates before calling them) ---------------------
+    def _up(self, levels: list[int], progress: Any, **options: Any) -> bool:
+        return False
 
     def down(self, *, purge: bool = False) -> None:
         return None
 
-    def status(self) -> list[ComponentStatus]:
-        return []
+    def _observe(self) -> dict[str, ComponentStatus]:
+        return {}
 
-    def service_url(self, service: str) -> str:
+    def _service_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def preview_url(self, service: str) -> str:
+    def _preview_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.port + 1}"
 
-    def deploy(self, service: str, version: str, *, track: Track = "canary",
-               fault: FaultProfile | None = None, timeout: float = 60.0) -> TrackState:
+    def _deploy(self, service: str, version: str, track: Track, fault: FaultProfile,
+                timeout: float) -> TrackState:
         self.calls.append(("deploy", (version, str(fault))))
         self.versions[track] = version
         self.faults[track] = fault or FaultProfile()
         self.weight = 0
         return self.tracks(service)[track]
 
-    def retire(self, service: str, track: Track = "canary") -> None:
+    def _retire(self, service: str, track: Track) -> None:
         self.calls.append(("retire", track))
         self.versions[track] = ""
 
-    def set_canary_weight(self, service: str, weight: int) -> None:
+    def _set_canary_weight(self, service: str, weight: int) -> None:
         self.calls.append(("weight", weight))
         self.weight = weight
 
-    def canary_weight(self, service: str) -> int:
+    def _canary_weight(self, service: str) -> int:
         return self.weight
 
-    def promote(self, service: str) -> TrackState:
+    def _promote(self, service: str) -> TrackState:
         self.calls.append(("promote", self.versions["canary"]))
         self.versions["stable"], self.versions["canary"] = self.versions["canary"], ""
         self.faults["stable"] = self.faults["canary"]
         self.weight = 0
         return self.tracks(service)["stable"]
 
-    def abort(self, service: str) -> None:
+    def _abort(self, service: str) -> None:
         self.calls.append(("abort", None))
         self.weight = 0
 
-    def tracks(self, service: str) -> dict[Track, TrackState]:
+    def _tracks(self, service: str) -> dict[Track, TrackState]:
         return {t: TrackState(service, t, self.versions[t], bool(self.versions[t]))  # type: ignore[misc]
                 for t in ("stable", "canary")}
 
-    def prometheus_query(self, promql: str) -> float | None:
-        """Answers the chart's two queries from what this router served (per version label)."""
+    def _prometheus_query(self, promql: str) -> dict[str, Any]:
+        """Answers the chart's two queries from what this router served (per version label), in
+        the shape of Prometheus' instant-query ``data``."""
         m = re.search(r'version="([^"]+)"', promql)
         seen = [x for x in self.log if m is None or x[0] == m.group(1)]
         if not seen:
-            return None
+            return {"resultType": "vector", "result": []}
         if promql.startswith("histogram_quantile"):
             lat = sorted(x[2] for x in seen)
-            return lat[int(0.95 * (len(lat) - 1))]
-        return sum(1 for x in seen if x[1]) / len(seen)
+            value = lat[int(0.95 * (len(lat) - 1))]
+        else:
+            value = sum(1 for x in seen if x[1]) / len(seen)
+        return {"resultType": "vector", "result": [{"metric": {}, "value": [0, str(value)]}]}
 
     @property
     def moved(self) -> list[tuple[str, Any]]:
@@ -285,16 +287,16 @@ def test_too_little_data_never_promotes(router: RouterTarget) -> None:
 class BrokenMetricsTarget(RouterTarget):
     """Prometheus goes away once the canary has traffic."""
 
-    def prometheus_query(self, promql: str) -> float | None:
+    def _prometheus_query(self, promql: str) -> dict[str, Any]:
         if self.weight > 0:
             raise MetricsError("Prometheus at http://127.0.0.1:1 unreachable: connection refused")
-        return super().prometheus_query(promql)
+        return super()._prometheus_query(promql)
 
 
 class BrokenTrafficTarget(RouterTarget):
     """The traffic layer's admin socket disappears once the canary has traffic."""
 
-    def canary_weight(self, service: str) -> int:
+    def _canary_weight(self, service: str) -> int:
         if self.weight > 0:
             raise TrafficError("HAProxy admin socket /state/haproxy.sock: No such file or directory")
         return self.weight

@@ -28,12 +28,13 @@ from kube_emulator import (
     rollout,
 )
 
-from clinops_lib import charts
+from clinops_lib import catalog, charts
 from clinops_lib.clusters.kind import check_prerequisites, stack_components, wait_nodes_ready
 from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import (
     KubernetesAPIError,
     MetricsError,
+    ParameterError,
     PrerequisiteError,
     TargetError,
     TrafficError,
@@ -232,10 +233,12 @@ def test_promote_is_promote_full_and_waits_healthy(gateway: Any) -> None:
 
 
 def test_set_canary_weight_rejects_bad_values_before_any_patch(gateway: Any) -> None:
+    """Bad input is a ParameterError (exit 2) on this target as on the local one (it was a
+    TrafficError here): the contract's base class checks it; see test_target_contract.py."""
     target, _, emu = gateway
-    with pytest.raises(TrafficError, match="must be an integer 0..100"):
+    with pytest.raises(ParameterError, match="must be an integer percent 0..100"):
         target.set_canary_weight(GW, 150)
-    with pytest.raises(TrafficError, match="unknown service 'billing'"):
+    with pytest.raises(ParameterError, match="unknown service 'billing'"):
         target.set_canary_weight("billing", 10)
     assert writes(emu) == []
 
@@ -607,7 +610,15 @@ def test_up_installs_one_release_per_level_in_level_order(emulator: Emulator) ->
     ]
     assert helm.calls[2][3] == charts.subchart_values("ml-pipeline", "dev", ROOT)
     assert [p for p in progress if p.endswith("s")][0].startswith("level 0 infrastructure: ready in")
-    assert rows == []  # the emulator runs no workloads: nothing to report, nothing unhealthy
+    # the rows of the levels asked for and the ones they need, from the level catalog: the emulator
+    # runs no workloads here, so the services are "stopped" and the API server answered
+    assert [(r.level, r.component) for r in rows] == [
+        (lv.number, c.name) for lv in catalog.LEVELS if lv.number in (0, 1, 4) for c in lv.components]
+    for r, c in zip(rows, [c for lv in catalog.LEVELS if lv.number in (0, 1, 4) for c in lv.components],
+                    strict=True):
+        on_kube = "healthy" if c.name == "kubernetes" else "stopped"
+        expected = on_kube if c.runs_on("kube") else "not on this target"
+        assert r.health == expected, r
 
 
 def test_up_reports_the_failing_release_and_rejects_unknown_levels(emulator: Emulator) -> None:
@@ -615,7 +626,7 @@ def test_up_reports_the_failing_release_and_rejects_unknown_levels(emulator: Emu
     target = KubeconfigTarget(
         Settings(target="kubeconfig", kubeconfig=emulator.kubeconfig, project_root=ROOT), helm_config=helm
     )
-    with pytest.raises(TargetError, match=r"unknown level\(s\) \[9\]"):
+    with pytest.raises(ParameterError, match=r"level 9 does not exist"):
         target.up([0, 9])
     assert helm.calls == []
     with pytest.raises(

@@ -7,9 +7,22 @@ kubeconfig). Implementations are loaded lazily by name through the registry.
 
 from __future__ import annotations
 
-from .base import ComponentStatus, Health, Progress, Target, Track, TrackState, get_target, register_target
+from .base import (
+    TRACKS,
+    ComponentStatus,
+    Health,
+    Progress,
+    Target,
+    Track,
+    TrackState,
+    get_target,
+    instant_value,
+    register_target,
+    target_names,
+)
 
 __all__ = [
+    "TRACKS",
     "ComponentStatus",
     "Health",
     "Progress",
@@ -17,5 +30,7 @@ __all__ = [
     "Track",
     "TrackState",
     "get_target",
+    "instant_value",
     "register_target",
+    "target_names",
 ]

@@ -26,18 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
-from ... import charts
+from ... import catalog, charts
 from ...config import Settings
 from ...exceptions import (
     ComponentError,
@@ -54,16 +54,19 @@ from ..base import ComponentStatus, Health, Progress, Target, Track, TrackState
 from .client import KubeClients, api_call, kubeconfig_contexts, load_clients, raw_get, resolve_kubeconfig
 from .rollouts import POD_TEMPLATE_HASH, RolloutsDriver, RolloutState
 
-__all__ = ["LEVEL_NAMESPACE_KEYS", "KindTarget", "KubeTarget", "KubeconfigTarget", "PortForward"]
+__all__ = ["KindTarget", "KubeTarget", "KubeconfigTarget", "PortForward"]
 
-#: level subchart -> key of ``global.namespaces`` in the chart values
-LEVEL_NAMESPACE_KEYS = {
-    "infrastructure": "infrastructure", "data-ingestion": "ingestion", "data-processing": "processing",
-    "feature-engineering": "features", "ml-pipeline": "ml", "orchestration": "orchestration",
-    "observability": "observability",
-}
 _BAD_WAITING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
                 "InvalidImageName")
+
+
+_HEALTH_ORDER = {"healthy": 0, "not on this target": 0, "stopped": 1, "unhealthy": 2}
+
+
+def _belongs(name: str, label: str, component: str) -> bool:
+    """Whether a workload called ``name`` (label ``app.kubernetes.io/name``) is ``component``."""
+    return (label == component or name == component or name.startswith(f"{component}-")
+            or name.endswith(f"-{component}"))
 
 
 def _tag(image: str) -> str:
@@ -149,18 +152,21 @@ class KubeTarget(Target):
         return charts.env_values(self.settings.environment, self.settings.project_root)
 
     def namespace_of_level(self, level: str) -> str:
+        """The namespace of a level subchart (``Level.chart`` of the catalog), from the chart values."""
+        key = next((lv.namespace_key for lv in catalog.LEVELS if lv.chart == level), None)
+        if key is None:
+            raise TargetError(f"unknown level subchart {level!r}; known: {', '.join(charts.LEVELS)}")
         namespaces = (self._values().get("global") or {}).get("namespaces") or {}
-        ns = namespaces.get(LEVEL_NAMESPACE_KEYS[level])
+        ns = namespaces.get(key)
         if not ns:
-            raise TargetError(f"chart values have no global.namespaces.{LEVEL_NAMESPACE_KEYS[level]}")
+            raise TargetError(f"chart values have no global.namespaces.{key}")
         return str(ns)
 
     def _service(self, service: str) -> tuple[str, str, int]:
-        """(namespace, strategy, index) of an online service, from the charts."""
-        if service not in charts.SERVICES:
-            raise TrafficError(f"unknown service {service!r}; known: {', '.join(charts.SERVICES)}")
-        level, _, strategy = charts.SERVICES[service]
-        return self.namespace_of_level(level), strategy, list(charts.SERVICES).index(service)
+        """(namespace, strategy, index) of an online service, from the catalog and the chart values."""
+        s = catalog.service(service)
+        return (self.namespace_of_level(catalog.level(s.level).chart), s.strategy,
+                catalog.service_names().index(service))
 
     def driver(self, service: str) -> RolloutsDriver:
         ns, _, _ = self._service(service)
@@ -169,25 +175,19 @@ class KubeTarget(Target):
                               sleep=self._sleep, clock=self._clock)
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def up(self, levels: Sequence[int] | None = None, *, progress: Progress | None = None,
-           timeout: float = 600.0) -> list[ComponentStatus]:
+    def _up(self, levels: list[int], progress: Progress, timeout: float = 600.0, **options: Any) -> bool:
         """One Helm release per level (``clinops-<level>``), in level order, each waited Ready."""
-        chosen = sorted(set(levels)) if levels is not None else list(range(len(charts.LEVELS)))
-        bad = [lv for lv in chosen if not 0 <= lv < len(charts.LEVELS)]
-        if bad:
-            raise TargetError(f"unknown level(s) {bad}; levels are 0..{len(charts.LEVELS) - 1}")
         import helm_python as helm
 
         cfg = self._helm()
-        for lv in chosen:
-            level = charts.LEVELS[lv]
+        for lv in levels:
+            level = catalog.level(lv).chart
             ns = self.namespace_of_level(level)
             release = f"clinops-{level}"
             chart = charts.chart_dir(self.settings.project_root) / "charts" / level
             values = charts.subchart_values(level, self.settings.environment, self.settings.project_root)
             started = time.time()
-            if progress:
-                progress(f"level {lv} {level}: helm release {release} -> {ns}")
+            progress(f"level {lv} {level}: helm release {release} -> {ns}")
             try:
                 try:
                     cfg.status(release)
@@ -198,15 +198,14 @@ class KubeTarget(Target):
             except helm.HelmError as e:
                 raise TargetError(f"helm release {release} (level {lv}) into {ns} failed: {e}") from e
             self.wait_workloads_ready(ns, timeout=timeout)
-            if progress:
-                progress(f"level {lv} {level}: ready in {time.time() - started:.0f}s")
-        return self.status()
+            progress(f"level {lv} {level}: ready in {time.time() - started:.0f}s")
+        return True
 
     def rollback(self, level: int, revision: int | None = None) -> None:
         """Helm rollback of one level's release (previous revision by default)."""
         import helm_python as helm
 
-        release = f"clinops-{charts.LEVELS[level]}"
+        release = f"clinops-{catalog.level(level).chart}"
         try:
             self._helm().rollback(release, version=revision)
         except helm.HelmError as e:
@@ -311,11 +310,20 @@ class KubeTarget(Target):
             except helm.HelmError as e:
                 raise TargetError(f"helm uninstall clinops-{level} failed: {e}") from e
 
-    def status(self) -> list[ComponentStatus]:
-        rows: list[ComponentStatus] = []
+    def _observe(self) -> dict[str, ComponentStatus]:
+        """The workloads of every level namespace, matched to the catalog's components.
+
+        A Deployment, StatefulSet or Rollout belongs to a component when its name is the
+        component's, or starts or ends with it (``clinops-postgresql``, ``postgresql-0``), or its
+        ``app.kubernetes.io/name`` label says so; several objects of one component report the
+        worst health. Objects no component claims keep their own rows (``namespace/name``). The
+        ``kubernetes`` component is healthy when the API server answered these lists.
+        """
+        out: dict[str, ComponentStatus] = {}
         c = self.clients
-        for lv, level in enumerate(charts.LEVELS):
-            ns = self.namespace_of_level(level)
+        for lv in catalog.LEVELS:
+            ns = self.namespace_of_level(lv.chart)
+            rows: list[tuple[str, ComponentStatus]] = []
             with api_call("list", "Deployment", ns):
                 deps = c.apps.list_namespaced_deployment(ns, _request_timeout=c.request_timeout).items
             with api_call("list", "StatefulSet", ns):
@@ -326,9 +334,10 @@ class KubeTarget(Target):
                 image = o.spec.template.spec.containers[0].image if o.spec.template.spec.containers else ""
                 health: Health = "healthy" if ready >= want and want > 0 else (
                     "stopped" if want == 0 else "unhealthy")
-                rows.append(ComponentStatus(level=lv, component=o.metadata.name, health=health,
-                                            version=_tag(image), endpoint=f"{ns}/{o.metadata.name}",
-                                            detail=f"ready {ready}/{want}"))
+                label = ((o.metadata.labels or {}).get("app.kubernetes.io/name")) or ""
+                rows.append((label, ComponentStatus(level=lv.number, component=o.metadata.name, health=health,
+                                                    version=_tag(image), endpoint=f"{ns}/{o.metadata.name}",
+                                                    detail=f"ready {ready}/{want}")))
             with api_call("list", "Rollout", ns):
                 ros = c.custom.list_namespaced_custom_object("argoproj.io", "v1alpha1", ns, "rollouts",
                                                              _request_timeout=c.request_timeout)
@@ -336,10 +345,20 @@ class KubeTarget(Target):
                 st = RolloutState.from_object(o)
                 image = next(iter(st.images.values()), "")
                 ro_health: Health = "healthy" if st.phase in ("Healthy", "Paused") else "unhealthy"
-                rows.append(ComponentStatus(level=lv, component=st.name, health=ro_health,
-                                            version=_tag(image), endpoint=f"{ns}/{st.name}",
-                                            detail=f"Rollout {st.phase}: {st.message}".strip(": ")))
-        return rows
+                label = ((o.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/name") or ""
+                rows.append((label, ComponentStatus(level=lv.number, component=st.name, health=ro_health,
+                                                    version=_tag(image), endpoint=f"{ns}/{st.name}",
+                                                    detail=f"Rollout {st.phase}: {st.message}".strip(": "))))
+            names = [comp.name for comp in lv.components if comp.runs_on(self.platform)]
+            for label, row in rows:
+                owner = next((n for n in names if _belongs(row.component, label, n)), None)
+                if owner is None:
+                    out[row.endpoint] = row
+                elif owner not in out or _HEALTH_ORDER[row.health] > _HEALTH_ORDER[out[owner].health]:
+                    out[owner] = replace(row, component=owner, detail=f"{row.endpoint}: {row.detail}")
+        out["kubernetes"] = ComponentStatus(0, "kubernetes", "healthy", endpoint=self.clients.context,
+                                            detail="API server answered")
+        return out
 
     # -- services and traffic --------------------------------------------------------------------
     def _ingress_host(self) -> str:
@@ -353,7 +372,7 @@ class KubeTarget(Target):
             self._forwards[key] = fwd
         return fwd.url
 
-    def service_url(self, service: str) -> str:
+    def _service_url(self, service: str) -> str:
         ns, strategy, i = self._service(service)
         if strategy == "canary" and self._ingress_host():
             # The VirtualService routes the ingress host through the Istio ingress gateway,
@@ -361,7 +380,7 @@ class KubeTarget(Target):
             return f"http://{self._ingress_host()}"
         return self._forward(ns, f"svc/{service}", self.settings.ports.service_frontend(i), 80)
 
-    def preview_url(self, service: str) -> str:
+    def _preview_url(self, service: str) -> str:
         ns, strategy, i = self._service(service)
         local = self.settings.ports.service_preview(i)
         if strategy == "blueGreen":
@@ -382,8 +401,8 @@ class KubeTarget(Target):
         ports = [p.container_port for ctr in pod.spec.containers for p in (ctr.ports or [])]
         return self._forward(ns, f"pod/{pod.metadata.name}", local, ports[0] if ports else 8080)
 
-    def deploy(self, service: str, version: str, *, track: Track = "canary",
-               fault: FaultProfile | None = None, timeout: float = 60.0) -> TrackState:
+    def _deploy(self, service: str, version: str, track: Track, fault: FaultProfile,
+                timeout: float) -> TrackState:
         ns, strategy, _ = self._service(service)
         d = self.driver(service)
         before = d.get(service)
@@ -391,7 +410,7 @@ class KubeTarget(Target):
             raise TrafficError(f"Rollout {ns}/{service} has no containers")
         cname, image = next(iter(before.images.items()))
         new_image = f"{_repo(image)}:{version}"
-        env = {"CLINOPS_SERVICE_VERSION": version, "CLINOPS_FAULT": str(fault) if fault else "none"}
+        env = {"CLINOPS_SERVICE_VERSION": version, "CLINOPS_FAULT": str(fault)}
         d.set_image(service, new_image, container=cname, env=env)
         if track == "stable":
             d.wait(service, "start the update", lambda s: s.current_pod_hash != before.current_pod_hash
@@ -424,7 +443,7 @@ class KubeTarget(Target):
                 return ctrs[0].image, (rs.status.ready_replicas or 0) > 0
         return "", False
 
-    def retire(self, service: str, track: Track = "canary") -> None:
+    def _retire(self, service: str, track: Track) -> None:
         """Canary: after an abort, put the stable image back in the template (what
         ``kubectl argo rollouts undo`` does) and wait Healthy; stable: Argo Rollouts scales the
         old stable down itself (scaleDownDelaySeconds), so nothing to do."""
@@ -448,9 +467,7 @@ class KubeTarget(Target):
         d.wait(service, "return to the stable template and become Healthy", lambda s: s.healthy,
                timeout=120.0, fail=lambda s: None)
 
-    def set_canary_weight(self, service: str, weight: int) -> None:
-        if not isinstance(weight, int) or not 0 <= weight <= 100:
-            raise TrafficError(f"canary weight {weight!r} for {service} must be an integer 0..100")
+    def _set_canary_weight(self, service: str, weight: int) -> None:
         _, strategy, _ = self._service(service)
         d = self.driver(service)
         if strategy == "canary":
@@ -478,7 +495,7 @@ class KubeTarget(Target):
                      for s in steps if "pause" in s)
         return pauses + 60.0 * len(steps)
 
-    def canary_weight(self, service: str) -> int:
+    def _canary_weight(self, service: str) -> int:
         _, strategy, _ = self._service(service)
         st = self.driver(service).get(service)
         if strategy == "canary":
@@ -486,18 +503,18 @@ class KubeTarget(Target):
         switched = st.active_selector and st.active_selector == st.current_pod_hash != st.stable_rs
         return 100 if switched else 0
 
-    def promote(self, service: str) -> TrackState:
+    def _promote(self, service: str) -> TrackState:
         d = self.driver(service)
         d.promote(service, full=True)
         d.wait_healthy(service, timeout=self._step_timeout(service))
         return self.tracks(service)["stable"]
 
-    def abort(self, service: str) -> None:
+    def _abort(self, service: str) -> None:
         d = self.driver(service)
         d.abort(service)
         d.wait_aborted(service, timeout=120.0)
 
-    def tracks(self, service: str) -> dict[Track, TrackState]:
+    def _tracks(self, service: str) -> dict[Track, TrackState]:
         ns, _, _ = self._service(service)
         st = self.driver(service).get(service)
         stable_image, stable_ready = self._rs_image(ns, st.stable_rs) if st.stable_rs else ("", False)
@@ -516,9 +533,7 @@ class KubeTarget(Target):
         return out
 
     # -- metrics -------------------------------------------------------------------------------
-    def prometheus_query(self, promql: str) -> float | None:
-        if not promql.strip():
-            raise MetricsError("empty PromQL query")
+    def _prometheus_query(self, promql: str) -> Mapping[str, Any]:
         address = str(((self._values().get("global") or {}).get("prometheus") or {}).get("address") or "")
         u = urlparse(address)
         host_parts = (u.hostname or "").split(".")
@@ -538,14 +553,7 @@ class KubeTarget(Target):
             raise MetricsError(f"Prometheus {ns}/{svc} answered non-JSON: {body[:200]!r}") from e
         if doc.get("status") != "success":
             raise MetricsError(f"query {promql!r} failed: {doc.get('errorType')}: {doc.get('error')}")
-        result = (doc.get("data") or {}).get("result")
-        if not result:
-            return None
-        if isinstance(result, list):
-            value = float(result[0]["value"][1])
-        else:  # scalar
-            value = float(result[1])
-        return None if math.isnan(value) else value
+        return cast(Mapping[str, Any], doc.get("data") or {})
 
     def close(self) -> None:
         for fwd in self._forwards.values():
@@ -586,14 +594,12 @@ class KindTarget(KubeTarget):
             return None
         return load_clients(self.settings, context=self.context)
 
-    def up(self, levels: Sequence[int] | None = None, *, progress: Progress | None = None,
-           timeout: float = 600.0) -> list[ComponentStatus]:
+    def _up(self, levels: list[int], progress: Progress, timeout: float = 600.0, **options: Any) -> bool:
         from ...clusters.kind import create_cluster, wait_nodes_ready
 
         if self._clients is None:
-            if progress:
-                progress(f"creating kind cluster {self.settings.kind_cluster}")
+            progress(f"creating kind cluster {self.settings.kind_cluster}")
             create_cluster(self.settings)
             self._clients = load_clients(self.settings, context=self.context)
         wait_nodes_ready(self.clients, timeout=timeout, sleep=self._sleep, clock=self._clock)
-        return super().up(levels, progress=progress, timeout=timeout)
+        return super()._up(levels, progress, timeout=timeout, **options)

@@ -20,19 +20,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 
-from ...catalog import LEVELS, parse_levels, resolve_levels
+from ...catalog import LEVELS
 from ...config import Settings
 from ...exceptions import (
     ClinopsError,
     ComponentError,
     MetricsError,
-    ParameterError,
     PortInUseError,
     PrerequisiteError,
     TargetError,
@@ -40,7 +39,7 @@ from ...exceptions import (
     WaitTimeout,
 )
 from ...faults import FaultProfile
-from ..base import ComponentStatus, Progress, Target, Track, TrackState
+from ..base import TRACKS, ComponentStatus, Progress, Target, Track, TrackState
 from . import supervisor as sup
 from .components import (
     AWS_ENV,
@@ -69,7 +68,6 @@ INFRA: dict[str, type[Component]] = {
     "haproxy": HAProxy,
     "prometheus": Prometheus,
 }
-TRACKS: tuple[Track, Track] = ("stable", "canary")
 #: Workloads whose *process* may start before their level is due, once these components are
 #: healthy. The gateway's connection pool and Redis client need PostgreSQL and Redis only, so
 #: its imports and start-up overlap LocalStack's boot; its readiness is still awaited after the
@@ -77,10 +75,6 @@ TRACKS: tuple[Track, Track] = ("stable", "canary")
 #: starts when the model is there (after the training job), not earlier.
 START_AFTER: dict[str, tuple[str, ...]] = {"clinical-gateway": ("postgresql", "redis")}
 STATE_FILE = "local-target.json"
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 class LocalTarget(Target):
@@ -92,6 +86,7 @@ class LocalTarget(Target):
     """
 
     name = "local"
+    platform = "local"
 
     def __init__(
         self,
@@ -170,11 +165,8 @@ class LocalTarget(Target):
         return proc is not None and sup.is_alive(proc.pid, proc.start_ticks)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def up(
-        self, levels: Sequence[int] | None = None, *, progress: Progress | None = None
-    ) -> list[ComponentStatus]:
-        say = progress or _noop
-        wanted = resolve_levels(parse_levels(levels))
+    def _up(self, levels: list[int], progress: Progress, **options: Any) -> bool:
+        say, wanted = progress, levels
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] = []
         with self._locked() as state:
             self._preflight(state, wanted)
@@ -192,12 +184,7 @@ class LocalTarget(Target):
                 raise
         if not changed:
             say("already up: nothing to do")
-        statuses = [s for s in self.status() if s.level in wanted]
-        if not changed:
-            for s in statuses:
-                if s.health == "healthy":
-                    s.detail = "already up"
-        return statuses
+        return changed
 
     def _up_levels(
         self,
@@ -574,17 +561,6 @@ class LocalTarget(Target):
         if not self._alive(state["components"].get("haproxy")):
             raise TargetError("HAProxy is not running on the local target; run `clinops up` first")
 
-    @staticmethod
-    def _check_service(service: str) -> None:
-        if service not in SERVICES:
-            raise ParameterError("service", f"unknown service {service!r}; known: {', '.join(SERVICES)}")
-
-    @staticmethod
-    def _check_track(track: str) -> Track:
-        if track not in TRACKS:
-            raise ParameterError("track", f"unknown track {track!r}; known: stable, canary")
-        return cast(Track, track)
-
     def _stop_track(self, state: dict[str, Any], service: str, track: Track) -> None:
         entry = (state["services"].get(service) or {}).get(track)
         proc = self._proc(entry)
@@ -606,28 +582,15 @@ class LocalTarget(Target):
         state["weights"][service] = [stable, canary]
 
     # -- the Target API: services and traffic ------------------------------------------------------
-    def service_url(self, service: str) -> str:
-        self._check_service(service)
+    def _service_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.settings.ports.service_frontend(SERVICES.index(service))}"
 
-    def preview_url(self, service: str) -> str:
-        self._check_service(service)
+    def _preview_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.settings.ports.service_preview(SERVICES.index(service))}"
 
-    def deploy(
-        self,
-        service: str,
-        version: str,
-        *,
-        track: Track = "canary",
-        fault: FaultProfile | None = None,
-        timeout: float = 60.0,
-    ) -> TrackState:
-        self._check_service(service)
-        track = self._check_track(track)
-        if not version or not all(c.isalnum() or c in ".-_+" for c in version):
-            raise ParameterError("version", f"{version!r} is not a version (letters, digits, . - _ +)")
-        fault_text = str(fault or FaultProfile())
+    def _deploy(self, service: str, version: str, track: Track, fault: FaultProfile,
+                timeout: float) -> TrackState:
+        fault_text = str(fault)
         with self._locked() as state:
             self._require_haproxy(state)
             if track == "canary":
@@ -636,9 +599,7 @@ class LocalTarget(Target):
             self._start_track(state, service, track, version, fault_text, timeout)
         return self.tracks(service)[track]
 
-    def retire(self, service: str, track: Track = "canary") -> None:
-        self._check_service(service)
-        track = self._check_track(track)
+    def _retire(self, service: str, track: Track) -> None:
         with self._locked() as state:
             if self._alive(state["components"].get("haproxy")):
                 adm = self._admin()
@@ -650,10 +611,7 @@ class LocalTarget(Target):
                 adm.disable_server(service, track)
             self._stop_track(state, service, track)
 
-    def set_canary_weight(self, service: str, weight: int) -> None:
-        self._check_service(service)
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
-            raise ParameterError("weight", f"canary weight {weight!r} must be an integer percent 0..100")
+    def _set_canary_weight(self, service: str, weight: int) -> None:
         with self._locked() as state:
             self._require_haproxy(state)
             if weight > 0:
@@ -664,8 +622,7 @@ class LocalTarget(Target):
                 self._admin().enable_server(service, "canary")
             self._set_weights(state, service, 100 - weight, weight)
 
-    def canary_weight(self, service: str) -> int:
-        self._check_service(service)
+    def _canary_weight(self, service: str) -> int:
         stats = self._admin().server_stats(service)
         if "canary" not in stats or "stable" not in stats:
             raise TrafficError(f"HAProxy has no stable/canary servers in backend {service!r}")
@@ -675,10 +632,9 @@ class LocalTarget(Target):
             return 0
         return round(100 * canary / (canary + stable))
 
-    def promote(self, service: str) -> TrackState:
+    def _promote(self, service: str) -> TrackState:
         """Canary's version becomes stable: canary takes 100 %, stable restarts on the new version,
         takes 100 % back, and the canary track is freed. Users are served throughout."""
-        self._check_service(service)
         with self._locked() as state:
             self._require_haproxy(state)
             canary: dict[str, Any] | None = (state["services"].get(service) or {}).get("canary")
@@ -696,8 +652,7 @@ class LocalTarget(Target):
             self._stop_track(state, service, "canary")
         return self.tracks(service)["stable"]
 
-    def abort(self, service: str) -> None:
-        self._check_service(service)
+    def _abort(self, service: str) -> None:
         with self._locked() as state:
             self._require_haproxy(state)
             adm = self._admin()
@@ -705,8 +660,7 @@ class LocalTarget(Target):
             self._set_weights(state, service, 100, 0)
             adm.disable_server(service, "canary")
 
-    def tracks(self, service: str) -> dict[Track, TrackState]:
-        self._check_service(service)
+    def _tracks(self, service: str) -> dict[Track, TrackState]:
         svc = self._load()["services"].get(service) or {}
         out: dict[Track, TrackState] = {}
         for track in TRACKS:
@@ -724,7 +678,7 @@ class LocalTarget(Target):
         return out
 
     # -- metrics -----------------------------------------------------------------------------------
-    def prometheus_query(self, promql: str) -> float | None:
+    def _prometheus_query(self, promql: str) -> Mapping[str, Any]:
         url = f"{self.settings.prometheus_url}/api/v1/query"
         try:
             r = self._http.get(url, params={"query": promql})
@@ -735,57 +689,44 @@ class LocalTarget(Target):
             ) from e
         if r.status_code != 200 or body.get("status") != "success":
             raise MetricsError(f"query {promql!r} failed (HTTP {r.status_code}): {body.get('error', body)}")
-        data = body["data"]
-        if data["resultType"] == "scalar":
-            values = [data["result"][1]]
-        elif data["resultType"] == "vector":
-            values = [s["value"][1] for s in data["result"]]
-        else:
-            raise MetricsError(f"query {promql!r} returned a {data['resultType']}, not one number")
-        if not values:
-            return None
-        if len(values) > 1:
-            raise MetricsError(
-                f"query {promql!r} returned {len(values)} series; aggregate it (sum, max, ...) to one number"
-            )
-        value = float(values[0])
-        return None if value != value else value  # NaN (e.g. 0/0) is no data
+        return cast(Mapping[str, Any], body.get("data") or {})
 
     def close(self) -> None:
         self._http.close()
 
     # -- status and down ---------------------------------------------------------------------------
-    def status(self) -> list[ComponentStatus]:
+    def _observe(self) -> dict[str, ComponentStatus]:
+        """A row for every component this target runs (the base class adds the catalog's others)."""
         state = self._load()
-        out = []
+        out: dict[str, ComponentStatus] = {}
         for level in LEVELS:
             for comp in level.components:
-                row = ComponentStatus(
-                    level.number, comp.name, "not on this target", detail=comp.what_on("local")
-                )
-                if comp.runs_on("local"):
-                    if comp.name in INFRA:
-                        row = self._infra_status(level.number, comp.name, state["components"].get(comp.name))
-                    elif comp.name in SERVICES:
-                        row = self._service_status(level.number, comp.name, state)
-                    elif comp.name == "training-job":
-                        t = state.get("training")
-                        row = ComponentStatus(level.number, comp.name, "stopped", detail="not run")
-                        if t:
-                            row = ComponentStatus(
-                                level.number,
-                                comp.name,
-                                "healthy" if t["exit"] == 0 else "unhealthy",
-                                version=t.get("version", ""),
-                                endpoint=f"s3://{self.services.model_bucket}/{self.services.model_key}",
-                                started_at=t["started_at"],
-                                ready_at=t["ready_at"],
-                                seconds_to_ready=t["ready_at"] - t["started_at"],
-                                detail=f"completed, exit status {t['exit']}",
-                                log_file=t.get("log_file", ""),
-                            )
-                out.append(row)
+                if not comp.runs_on(self.platform):
+                    continue
+                if comp.name in INFRA:
+                    entry = state["components"].get(comp.name)
+                    out[comp.name] = self._infra_status(level.number, comp.name, entry)
+                elif comp.name in SERVICES:
+                    out[comp.name] = self._service_status(level.number, comp.name, state)
+                elif comp.name == "training-job":
+                    out[comp.name] = self._training_status(level.number, state.get("training"))
         return out
+
+    def _training_status(self, level: int, t: Mapping[str, Any] | None) -> ComponentStatus:
+        if not t:
+            return ComponentStatus(level, "training-job", "stopped", detail="not run")
+        return ComponentStatus(
+            level,
+            "training-job",
+            "healthy" if t["exit"] == 0 else "unhealthy",
+            version=t.get("version", ""),
+            endpoint=f"s3://{self.services.model_bucket}/{self.services.model_key}",
+            started_at=t["started_at"],
+            ready_at=t["ready_at"],
+            seconds_to_ready=t["ready_at"] - t["started_at"],
+            detail=f"completed, exit status {t['exit']}",
+            log_file=t.get("log_file", ""),
+        )
 
     def _infra_status(self, level: int, name: str, entry: Mapping[str, Any] | None) -> ComponentStatus:
         comp = self._component(name)
