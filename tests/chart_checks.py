@@ -1,4 +1,4 @@
-"""Checks over rendered manifests, shared by the chart tests and the runbooks.
+"""Checks over rendered manifests, shared by the chart tests (a test helper: it reads ``../shared``).
 
 Kept apart from ``clinops_lib.charts`` (which renders) because these only read parsed objects:
 schema validation (core kinds with ``kubernetes-validate``, custom resources with the CRD
@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ChartError
+from clinops_lib.exceptions import ChartError
 
 __all__ = [
     "KUBERNETES_VERSION",

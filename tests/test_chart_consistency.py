@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
+import chart_checks as checks
 import pytest
 import yaml
 
-from clinops_lib import _chart_checks as checks
 from clinops_lib import catalog, charts
 
 ENVS = catalog.ENVIRONMENTS

@@ -8,10 +8,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import chart_checks as checks
 import pytest
 from conftest import checkov_executable
 
-from clinops_lib import _chart_checks as checks
 from clinops_lib import catalog, charts
 
 ENVS = catalog.ENVIRONMENTS

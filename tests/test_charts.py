@@ -8,12 +8,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import chart_checks as checks
 import pytest
 import yaml
 
-from clinops_lib import _chart_checks as checks
 from clinops_lib import catalog, charts
 from clinops_lib.charts.render import _parse_manifests as parse_manifests
+from clinops_lib.cli.chart import chart_from_cli
 from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import ChartError, ConfigError
 
@@ -188,12 +189,12 @@ def test_cli_render_writes_manifests_and_lint_passes(tmp_path: Path,
     settings = Settings(project_root=ROOT, state_dir=tmp_path / "state", evidence_dir=tmp_path / "ev")
     out = tmp_path / "out"
     args = argparse.Namespace(action="render", env="staging", out=str(out))
-    assert charts.chart_from_cli(args, settings) == 0
+    assert chart_from_cli(args, settings) == 0
     docs = [d for d in yaml.safe_load_all((out / "clinical-mlops-staging.yaml").read_text()) if d]
     assert len(docs) == len(charts.render("staging"))
     apps = [d for d in yaml.safe_load_all((out / "gitops-staging.yaml").read_text()) if d]
     assert sum(1 for a in apps if a["kind"] == "Application") == len(charts.LEVELS) + 1
-    assert charts.chart_from_cli(argparse.Namespace(action="lint", env="prod", out=None), settings) == 0
+    assert chart_from_cli(argparse.Namespace(action="lint", env="prod", out=None), settings) == 0
     assert "0 error(s)" in capsys.readouterr().err
 
 

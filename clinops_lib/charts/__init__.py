@@ -12,7 +12,7 @@ Two halves:
 
 from __future__ import annotations
 
-from .render import chart_from_cli, lint, render, render_gitops, render_raw, to_yaml
+from .render import lint, render, render_gitops, render_raw, to_yaml
 from .values import (
     CHART_NAME,
     GITOPS_CHART_NAME,
@@ -41,7 +41,6 @@ __all__ = [
     "blue_green",
     "canary_steps",
     "chart_dir",
-    "chart_from_cli",
     "declared_dependencies",
     "duration_seconds",
     "env_values",

@@ -2,21 +2,18 @@
 
 ``render`` and ``lint`` return what Helm itself produces; every third-party dependency absent from
 ``charts/`` is switched off explicitly (:func:`~clinops_lib.charts.values.missing_dependencies`), so
-the offline render covers exactly the project's own templates. ``chart_from_cli`` backs
-``clinops chart render|lint``.
+the offline render covers exactly the project's own templates. ``clinops chart render|lint`` is
+:mod:`clinops_lib.cli.chart`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import Settings
 from ..exceptions import ChartError
 from .values import (
     CHART_NAME,
@@ -31,7 +28,6 @@ from .values import (
 )
 
 __all__ = [
-    "chart_from_cli",
     "lint",
     "render",
     "render_gitops",
@@ -144,27 +140,3 @@ def lint(env: str, root: Path | None = None, name: str = CHART_NAME,
 def to_yaml(objects: list[dict[str, Any]]) -> str:
     """A multi-document YAML stream (what ``kubectl apply -f`` and checkov read)."""
     return "".join("---\n" + yaml.safe_dump(o, sort_keys=False) for o in objects)
-
-
-def chart_from_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """``clinops chart render|lint --env E [--out DIR]``."""
-    env = getattr(args, "env", None) or settings.environment
-    if args.action == "lint":
-        findings = lint(env, settings.project_root) + lint(env, settings.project_root, GITOPS_CHART_NAME)
-        for f in findings:
-            print(f)
-        errors = [f for f in findings if f.startswith("ERROR")]
-        warnings = len(findings) - len(errors)
-        print(f"lint {env}: {len(errors)} error(s), {warnings} warning(s)", file=sys.stderr)
-        return 1 if errors else 0
-    objects = render(env, settings.project_root)
-    gitops = render_gitops(env, settings.project_root)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{CHART_NAME}-{env}.yaml").write_text(to_yaml(objects), encoding="utf-8")
-        (out / f"{GITOPS_CHART_NAME}-{env}.yaml").write_text(to_yaml(gitops), encoding="utf-8")
-        print(f"wrote {len(objects) + len(gitops)} objects to {out}", file=sys.stderr)
-    else:
-        sys.stdout.write(to_yaml(objects + gitops))
-    return 0

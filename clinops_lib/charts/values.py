@@ -10,7 +10,7 @@ Two halves:
   judge call it, so a drill judges a canary by exactly the numbers the cluster's
   AnalysisTemplates carry; ``tests/test_chart_consistency.py`` proves the two agree.
 * **Helm SDK** (``helm_python``, Helm v4 behind ctypes; no helm binary): ``render`` and
-  ``lint`` return what Helm itself produces, and ``chart_from_cli`` backs
+  ``lint`` (:mod:`.render`) return what Helm itself produces; :mod:`clinops_lib.cli.chart` backs
   ``clinops chart render|lint``.
 
 Third-party charts (bitnami PostgreSQL/Redis, Strimzi, MinIO, kube-prometheus-stack, Airflow,

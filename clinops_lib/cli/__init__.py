@@ -23,19 +23,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # -- run / evidence --------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..runs.runner import run_from_cli
+    from .run import run_from_cli
 
     return run_from_cli(args, _settings(args))
 
 
 def _cmd_evidence_verify(args: argparse.Namespace) -> int:
-    from ..evidence.verify import verify_from_cli
+    from .evidence import verify_from_cli
 
     return verify_from_cli(args)
 
 
 def _cmd_evidence_list(args: argparse.Namespace) -> int:
-    from ..evidence.verify import list_from_cli
+    from .evidence import list_from_cli
 
     return list_from_cli(args, _settings(args))
 
@@ -66,13 +66,13 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
 
 
 def _cmd_chart(args: argparse.Namespace) -> int:
-    from ..charts import chart_from_cli
+    from .chart import chart_from_cli
 
     return chart_from_cli(args, _settings(args))
 
 
 def _cmd_kind(args: argparse.Namespace) -> int:
-    from ..clusters.kind import kind_from_cli
+    from .kind import kind_from_cli
 
     return kind_from_cli(args, _settings(args))
 

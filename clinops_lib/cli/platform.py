@@ -91,7 +91,33 @@ def down_from_cli(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def inventory_from_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """Delegates to :mod:`clinops_lib.inventory` (apply = provision: terraform or boto3)."""
-    from .. import inventory
+    """``clinops inventory apply|drift|show``: the AWS inventory (apply = provision: terraform or boto3)."""
+    from ..exceptions import InventoryError
+    from ..inventory import drift, load_inventory, make_clients, provision
 
-    return int(inventory.inventory_from_cli(args.action, settings))
+    action = args.action
+    inv = load_inventory(env=settings.environment)
+    if action == "show":
+        for b in inv.buckets.values():
+            print(f"bucket  {b.name}  versioning={b.versioning} sse={b.sse_algorithm} "
+                  f"rules={len(b.lifecycle_rules)}")
+        for q in inv.queues.values():
+            print(f"queue   {q.name}  dlq={q.dlq_name} maxReceiveCount={q.max_receive_count}")
+        for t in inv.topics.values():
+            print(f"topic   {t.name}  -> {', '.join(inv.queues[s.queue].name for s in t.subscriptions)}")
+        for s in inv.secrets.values():
+            print(f"secret  {s.name}  {s.description}")
+        return 0
+    if action == "apply":
+        report = provision(settings, progress=print)
+        print(f"method: {report.method}; " + (report.apply.summary() if report.apply else "terraform apply"))
+        for d in report.drift:
+            print(f"drift: {d}")
+        return 0 if report.in_sync else 1
+    if action == "drift":
+        diffs = drift(inv, make_clients(settings))
+        for d in diffs:
+            print(d)
+        print(f"{len(diffs)} difference(s)")
+        return 0 if not diffs else 1
+    raise InventoryError(f"inventory action {action!r} unknown; use apply, drift or show")

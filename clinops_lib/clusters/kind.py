@@ -12,7 +12,6 @@ installed with the Helm SDK from the versions pinned in ``kind/stack-versions.ya
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import time
@@ -35,7 +34,6 @@ __all__ = [
     "create_cluster",
     "delete_cluster",
     "install_stack",
-    "kind_from_cli",
     "load_stack",
     "stack_components",
     "wait_nodes_ready",
@@ -214,26 +212,3 @@ def _start_localstack(settings: Settings, run: Runner = _run) -> None:
     out = run(["docker", "compose", "-f", str(compose), "up", "-d", "--wait"], 300.0)
     if out.returncode != 0:
         raise TargetError(f"LocalStack (docker compose -f {compose} up) failed: {out.stderr.strip()[-1000:]}")
-
-
-def kind_from_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """``clinops kind create|delete|install-stack``."""
-    action = args.action
-    if action == "create":
-        created = create_cluster(settings)
-        ctx = f"kind-{settings.kind_cluster}"
-        clients = load_clients(settings, context=ctx)
-        nodes = wait_nodes_ready(clients)
-        verb = "created" if created else "already exists"
-        print(f"kind cluster {settings.kind_cluster} {verb}; Ready nodes: {', '.join(nodes)} (context {ctx})")
-        return 0
-    if action == "delete":
-        delete_cluster(settings)
-        print(f"kind cluster {settings.kind_cluster} deleted")
-        return 0
-    if action == "install-stack":
-        check_prerequisites()
-        names = install_stack(settings, progress=lambda m: print(f"installing {m}", flush=True))
-        print(f"stack installed: {', '.join(names)}; LocalStack on the kind network")
-        return 0
-    raise ConfigError(f"unknown kind action {action!r}; known: create, delete, install-stack")

@@ -20,13 +20,11 @@ and the injected cell reads them from there.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
@@ -48,7 +46,6 @@ __all__ = [
     "render_html",
     "resolve_runbook",
     "run",
-    "run_from_cli",
 ]
 
 KERNEL = "clinops"
@@ -407,36 +404,3 @@ def run(
         failed_checks=[c["name"] for c in checks if not c.get("passed")],
         secret_findings=findings,
     )
-
-
-def run_from_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """``clinops run``: 0 PASSED, 1 FAILED (bundle written), 2 bad input (nothing run)."""
-    given = load_parameters_file(args.parameters_file) if getattr(args, "parameters_file", None) else {}
-    cli: dict[str, str] = {}
-    for name, value in getattr(args, "parameter", []) or []:
-        cli[name] = value
-    out = Path(args.out) if getattr(args, "out", None) else None
-    progress = not getattr(args, "no_progress", False)
-    print(
-        f"clinops: running {args.runbook} (target {getattr(args, 'target', None) or settings.target})",
-        file=sys.stderr,
-    )
-    result = run(
-        args.runbook,
-        settings,
-        given=given,
-        cli=cli,
-        target=getattr(args, "target", None),
-        out=out,
-        progress=progress,
-    )
-    print(f"verdict: {result.verdict}")
-    if result.failed_cell:
-        c = result.failed_cell
-        print(f"  failed cell {c['index']} (In [{c['execution_count']}]): {c['ename']}: {c['evalue']}")
-    for name in result.failed_checks:
-        print(f"  failed check: {name}")
-    for finding in result.secret_findings:
-        print(f"  secret gate: {finding} (redacted)")
-    print(f"bundle: {result.bundle}")
-    return 0 if result.passed else 1
