@@ -29,6 +29,7 @@ from clinops_lib.inventory import (
     apply_inventory,
     drift,
     load_inventory,
+    make_clients,
     parse_inventory,
     provision,
     read_secret,
@@ -179,7 +180,7 @@ def settings() -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def clients(settings: Settings) -> Clients:
-    return inv_mod.make_clients(settings)
+    return make_clients(settings)
 
 
 def _client(settings: Settings, service: str) -> Any:
