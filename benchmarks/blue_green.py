@@ -42,17 +42,16 @@ def main() -> int:
             cfg = BlueGreenConfig(service="model-serving", green_version=f"7.{i}.0-green", rate=200,
                                   pause_scale=0.2)
             res = run_blue_green(target, cfg)
-            c = res.checks
+            sw = res.switches
             row = {
                 "outcome": res.outcome, "reason": res.reason,
-                "failed_during_promotion": c.get("promotion", {}).get("failed_requests_around_switch"),
-                "requests_during_promotion": c.get("promotion", {}).get("requests_around_switch"),
-                "failed_during_rollback": c.get("rollback", {}).get("failed_requests_around_switch"),
-                "requests_during_rollback": c.get("rollback", {}).get("requests_around_switch"),
-                "failed_during_roll_forward": c.get("roll-forward", {}).get("failed_requests_around_switch"),
-                "failed_user_requests_total": c.get("failed_user_requests_total"),
-                "switch_seconds": {k: v["switch_seconds"] for k, v in c.items() if isinstance(v, dict)},
-                "versions_after": {k: v["versions_after"] for k, v in c.items() if isinstance(v, dict)},
+                **{f"{what}_during_{name.replace('-', '_')}": getattr(sw[name], attr) if name in sw else None
+                   for name in ("promotion", "rollback", "roll-forward")
+                   for what, attr in (("failed", "failed_requests_around_switch"),
+                                      ("requests", "requests_around_switch"))},
+                "failed_user_requests_total": res.checks.get("failed_user_requests_total"),
+                "switch_seconds": {k: v.switch_seconds for k, v in sw.items()},
+                "versions_after": {k: v.versions_after for k, v in sw.items()},
                 "user_load": res.load.get("user"),
             }
             runs.append(row)

@@ -101,16 +101,16 @@ def test_blue_green_promote_and_rollback_without_failed_requests(target: Target)
     blue = _stable(target, "model-serving")
     res = run_blue_green(target, BlueGreenConfig(service="model-serving", green_version="9.5.0-green"))
     assert res.outcome == "PROMOTED", res.reason
-    c = res.checks
+    c = res.switches
     # who served before and after each switch, from the per-request records
-    assert set(c["promotion"]["versions_before"]) == {blue}
-    assert set(c["promotion"]["versions_after"]) == {"9.5.0-green"}
-    assert set(c["rollback"]["versions_after"]) == {blue}
-    assert set(c["roll-forward"]["versions_after"]) == {"9.5.0-green"}
+    assert set(c["promotion"].versions_before) == {blue}
+    assert set(c["promotion"].versions_after) == {"9.5.0-green"}
+    assert set(c["rollback"].versions_after) == {blue}
+    assert set(c["roll-forward"].versions_after) == {"9.5.0-green"}
     for name in ("promotion", "rollback", "roll-forward"):
-        assert c[name]["requests_around_switch"] > 0
-        assert c[name]["failed_requests_around_switch"] == 0
-    assert c["failed_user_requests_total"] == 0
+        assert c[name].requests_around_switch > 0
+        assert c[name].failed_requests_around_switch == 0
+    assert res.checks["failed_user_requests_total"] == 0
     assert _stable(target, "model-serving") == "9.5.0-green"
 
 

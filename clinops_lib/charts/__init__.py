@@ -12,46 +12,9 @@ Two halves:
 
 from __future__ import annotations
 
-from .render import lint, render, render_gitops, render_raw, to_yaml
-from .values import (
-    CHART_NAME,
-    GITOPS_CHART_NAME,
-    LEVELS,
-    analysis_queries,
-    analysis_thresholds,
-    blue_green,
-    canary_steps,
-    chart_dir,
-    declared_dependencies,
-    duration_seconds,
-    env_values,
-    missing_dependencies,
-    prometheus_rules_file,
-    scaled_steps,
-    service_versions,
-    subchart_values,
-)
+from . import render as _render
+from . import values as _values
+from .render import *  # noqa: F403 - this package's API is its modules' public names
+from .values import *  # noqa: F403
 
-__all__ = [
-    "CHART_NAME",
-    "GITOPS_CHART_NAME",
-    "LEVELS",
-    "analysis_queries",
-    "analysis_thresholds",
-    "blue_green",
-    "canary_steps",
-    "chart_dir",
-    "declared_dependencies",
-    "duration_seconds",
-    "env_values",
-    "lint",
-    "missing_dependencies",
-    "prometheus_rules_file",
-    "render",
-    "render_gitops",
-    "render_raw",
-    "scaled_steps",
-    "service_versions",
-    "subchart_values",
-    "to_yaml",
-]
+__all__ = [*_values.__all__, *_render.__all__]

@@ -51,7 +51,7 @@ from .config import (
     validate_blue_green,
     validate_canary,
 )
-from .result import DrillEvent, DrillResult, Outcome
+from .result import DrillEvent, DrillResult, Outcome, SwitchCheck
 
 __all__ = [
     "BlueGreenConfig",
@@ -59,6 +59,7 @@ __all__ = [
     "DrillEvent",
     "DrillResult",
     "Outcome",
+    "SwitchCheck",
     "normalize_steps",
     "run_blue_green",
     "run_canary",

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from ..targets.base import Target
 from .config import BlueGreenConfig, validate_blue_green
-from .result import DrillResult, Outcome
-from .session import _Aborted, _carry_out, _finish_abort, _open_session
+from .result import DrillResult, SwitchCheck
+from .session import _conclude, _decide, _open_session
 
 __all__ = ["run_blue_green"]
 
@@ -24,9 +23,7 @@ def run_blue_green(
     preview = s.start_load(target.preview_url(cfg.service), preview_rate, "preview")
     s.share = preview_rate / (preview_rate + cfg.rate)
     s.expect_weight = 0
-    outcome: Outcome = "PROMOTED"
-    reason = "pre- and post-promotion analysis passed"
-    checks: dict[str, Any] = {"scale_down_delay_s": delay}
+    checks: dict[str, float] = {"scale_down_delay_s": delay}
     switches: list[tuple[str, float, float]] = []
 
     def switch(weight: int, name: str) -> None:
@@ -35,7 +32,7 @@ def run_blue_green(
         switches.append((name, t0, time.time()))
         s.event("switch", f"{name}: {'green' if weight == 100 else 'blue'} serves all users", weight)
 
-    try:
+    def steps() -> None:
         s.step_name = "pre-promotion"
         s.event("pause", f"pre-promotion analysis: {s.th.count} intervals on the preview")
         for _ in range(s.th.count):
@@ -62,53 +59,25 @@ def run_blue_green(
         if rest > 0:
             s.event("pause", f"scale-down delay: blue kept {rest:.1f}s more for an instant rollback")
             s.hold(rest)
-    except _Aborted as a:
-        outcome, reason = a.outcome, a.reason
-    except BaseException:
-        _finish_abort(s, 0)
-        s.stop_load()
-        raise
-    decided = time.time()
-    s.event("decision", f"{outcome}: {reason}")
+
+    outcome, reason = _decide(s, steps, "PROMOTED", "pre- and post-promotion analysis passed")
     if preview.running:
         preview.stop()
     promoted = f"green {cfg.green_version} is the new stable; blue scaled down"
-    outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
-    time.sleep(cfg.tail_s)
-    load = s.stop_load()
-    ended = time.time()
-    records = s.all_records()
+    res = _conclude(s, "blue-green", cfg, plan, outcome, reason, promoted)
+    records = res.records
     for name, t0, t1 in switches:
         before = [r for r in records if r.label == "user" and t0 - 2 * plan.interval <= r.sent < t0]
         after = [r for r in records if r.label == "user" and t1 < r.sent <= t1 + plan.interval]
         around = [r for r in records if r.label == "user" and t0 - 1.0 <= r.sent <= t1 + 1.0]
-        checks[name] = {
-            "at": t0,
-            "switch_seconds": t1 - t0,
-            "versions_before": dict(Counter(r.version or f"<{r.status}>" for r in before)),
-            "versions_after": dict(Counter(r.version or f"<{r.status}>" for r in after)),
-            "failed_requests_around_switch": sum(1 for r in around if r.failed),
-            "requests_around_switch": len(around),
-        }
+        res.switches[name] = SwitchCheck(
+            at=t0,
+            switch_seconds=t1 - t0,
+            versions_before=dict(Counter(r.version or f"<{r.status}>" for r in before)),
+            versions_after=dict(Counter(r.version or f"<{r.status}>" for r in after)),
+            failed_requests_around_switch=sum(1 for r in around if r.failed),
+            requests_around_switch=len(around),
+        )
     checks["failed_user_requests_total"] = sum(1 for r in records if r.label == "user" and r.failed)
-    res = DrillResult(
-        "blue-green",
-        cfg.service,
-        plan.stable_version,
-        cfg.green_version,
-        outcome,
-        reason,
-        s.started_at,
-        decided,
-        ended,
-        s.first_canary_at,
-        s.events,
-        s.intervals,
-        records,
-        load,
-        [],
-        plan.interval,
-        s.error_test_summary(),
-        checks,
-    )
+    res.checks = checks
     return res

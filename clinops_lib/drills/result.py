@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from . import judge as J
 from .loadgen import RequestRecord
 
-__all__ = ["DrillEvent", "DrillResult", "Outcome"]
+__all__ = ["DrillEvent", "DrillResult", "Outcome", "SwitchCheck"]
 
 Outcome = Literal["PROMOTED", "ABORTED", "PAUSED"]
 
@@ -19,6 +19,18 @@ class DrillEvent:
     kind: str  # deploy, weight, pause, interval, decision, abort, retire, promote, switch, error
     weight: int | None
     detail: str
+
+
+@dataclass(frozen=True)
+class SwitchCheck:
+    """Who served users around one blue-green switch, from the per-request records."""
+
+    at: float
+    switch_seconds: float
+    versions_before: dict[str, int]  # version (or ``<status>`` for a failed request) -> requests
+    versions_after: dict[str, int]
+    failed_requests_around_switch: int
+    requests_around_switch: int
 
 
 @dataclass
@@ -42,7 +54,9 @@ class DrillResult:
     steps: list[dict[str, Any]]
     interval_s: float
     error_test: dict[str, Any] = field(default_factory=dict)
-    checks: dict[str, Any] = field(default_factory=dict)
+    #: numbers only (e.g. ``failed_user_requests_total``); the switches have their own typed rows
+    checks: dict[str, float] = field(default_factory=dict)
+    switches: dict[str, SwitchCheck] = field(default_factory=dict)  # blue-green: promotion, rollback, ...
 
     @property
     def seconds_to_decision(self) -> float | None:
@@ -84,4 +98,5 @@ class DrillResult:
             "load": self.load,
             "error_test": self.error_test,
             "checks": self.checks,
+            "switches": {name: asdict(c) for name, c in self.switches.items()},
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from .. import catalog
 from ..catalog import percentile
@@ -19,7 +19,7 @@ from ..targets.base import Target
 from . import judge as J
 from .config import BlueGreenConfig, CanaryConfig, _Plan
 from .loadgen import LoadGenerator, LoadSpec, RequestRecord, default_payloads
-from .result import DrillEvent, Outcome
+from .result import DrillEvent, DrillResult, Outcome
 from .sequential import BernoulliErrorSPRT, newcombe_diff_ci
 
 __all__: list[str] = []
@@ -498,3 +498,35 @@ def _finish_abort(s: _Session, abort_delay_s: float) -> None:
         s.event("retire", f"canary {s.canary} retired")
     except TargetError as e:
         s.event("error", f"retire failed: {e}")
+
+
+def _decide(s: _Session, steps: Callable[[], None], outcome: Outcome, reason: str) -> tuple[Outcome, str]:
+    """Run a drill's steps; a decision to stop (:class:`_Aborted`) becomes the outcome, and any
+    other exception (a bug, Ctrl-C) first puts all traffic back on stable and stops the load."""
+    try:
+        steps()
+    except _Aborted as a:
+        return a.outcome, a.reason
+    except BaseException:
+        _finish_abort(s, 0)
+        s.stop_load()
+        raise
+    return outcome, reason
+
+
+def _conclude(s: _Session, kind: Literal["canary", "blue-green"], cfg: CanaryConfig | BlueGreenConfig,
+              plan: _Plan, outcome: Outcome, reason: str, promoted: str) -> DrillResult:
+    """The shared ending of both drills: record the decision, carry it out (abort, promote, stay
+    paused), keep the load flowing ``tail_s`` as evidence of where traffic went, then the result."""
+    decided = time.time()
+    s.event("decision", f"{outcome}: {reason}")
+    outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
+    time.sleep(cfg.tail_s)
+    load = s.stop_load()
+    return DrillResult(
+        kind=kind, service=cfg.service, stable_version=plan.stable_version, canary_version=s.canary,
+        outcome=outcome, reason=reason, started_at=s.started_at, decided_at=decided, ended_at=time.time(),
+        first_canary_traffic_at=s.first_canary_at, events=s.events, intervals=s.intervals,
+        records=s.all_records(), load=load, steps=plan.steps, interval_s=plan.interval,
+        error_test=s.error_test_summary(),
+    )

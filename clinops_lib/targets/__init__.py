@@ -7,30 +7,7 @@ kubeconfig). Implementations are loaded lazily by name through the registry.
 
 from __future__ import annotations
 
-from .base import (
-    TRACKS,
-    ComponentStatus,
-    Health,
-    Progress,
-    Target,
-    Track,
-    TrackState,
-    get_target,
-    instant_value,
-    register_target,
-    target_names,
-)
+from . import base as _base
+from .base import *  # noqa: F403 - this package's API is the contract's public names
 
-__all__ = [
-    "TRACKS",
-    "ComponentStatus",
-    "Health",
-    "Progress",
-    "Target",
-    "Track",
-    "TrackState",
-    "get_target",
-    "instant_value",
-    "register_target",
-    "target_names",
-]
+__all__ = list(_base.__all__)
