@@ -19,13 +19,28 @@ never vendored. Helm's renderer skips a declared dependency that is absent from 
 ``render`` makes that explicit by switching every absent one off (its ``condition``) and
 ``missing_dependencies`` lists them, so the offline render covers exactly the project's own
 templates.
+
+The shared helpers live in the library chart ``charts/clinops-common`` (``type: library``), a
+``file://`` dependency of the umbrella and of every level subchart. ``build_dependencies`` packs
+it into each chart's ``charts/`` folder, as ``helm dependency build`` does for a ``file://``
+repository (without fetching the third-party ones); ``render``, ``lint`` and ``level_chart``
+call it first, so a fresh clone renders and installs without a separate step.
+
+Two more dimensions select what is rendered: a values *profile* (``values-<profile>.yaml``
+layered over the environment's file, e.g. ``local-cluster`` for the single-node cluster built
+from Debian packages) and the Kubernetes version (``kube_version``; the charts choose API versions
+from it, as bitnami's ``common`` chart does). Offline the version is an option of the render; at
+install Helm takes it from the API server.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import re
+import tempfile
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,14 +60,17 @@ __all__ = [
     "analysis_queries",
     "analysis_thresholds",
     "blue_green",
+    "build_dependencies",
     "canary_steps",
     "chart_dir",
     "chart_from_cli",
     "declared_dependencies",
     "duration_seconds",
     "env_values",
+    "level_chart",
     "lint",
     "missing_dependencies",
+    "profiles",
     "prometheus_rules_file",
     "render",
     "render_gitops",
@@ -64,6 +82,7 @@ __all__ = [
 
 CHART_NAME = "clinical-mlops"
 GITOPS_CHART_NAME = "gitops"
+LIBRARY_CHART_NAME = "clinops-common"
 ENVIRONMENTS = ("dev", "staging", "prod")
 #: Level subcharts in level order (0..6); the app-of-apps sync waves follow this order.
 LEVELS = (
@@ -146,21 +165,40 @@ def _drop_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _drop_nulls(v) if isinstance(v, Mapping) else v for k, v in values.items() if v is not None}
 
 
-def env_values(env: str, root: Path | None = None) -> dict[str, Any]:
-    """Umbrella values for ``env``: ``values.yaml`` overridden by ``values-<env>.yaml``.
+def profiles(root: Path | None = None) -> list[str]:
+    """Values profiles of the umbrella chart: every ``values-<name>.yaml`` that is not an environment."""
+    names = (p.name[len("values-"):-len(".yaml")] for p in chart_dir(root).glob("values-*.yaml"))
+    return sorted(n for n in names if n not in ENVIRONMENTS)
+
+
+def _check_profiles(chosen: tuple[str, ...] | list[str], root: Path | None) -> None:
+    known = profiles(root)
+    for name in chosen:
+        if name not in known:
+            raise ConfigError(f"unknown values profile {name!r}; known: {', '.join(known) or 'none'}")
+
+
+def env_values(env: str, root: Path | None = None, profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Umbrella values for ``env``: ``values.yaml`` overridden by ``values-<env>.yaml``, then by
+    each profile's ``values-<profile>.yaml`` in the order given (``helm -f`` order).
 
     This is what ``render(env)`` hands to Helm as user values (Helm adds subchart defaults).
     """
     _check_env(env)
+    _check_profiles(profiles, root)
     cdir = chart_dir(root)
-    return _merge(_load_yaml(cdir / "values.yaml"), _load_yaml(cdir / f"values-{env}.yaml"), keep_nulls=True)
+    values = _merge(_load_yaml(cdir / "values.yaml"), _load_yaml(cdir / f"values-{env}.yaml"), keep_nulls=True)
+    for name in profiles:
+        values = _merge(values, _load_yaml(cdir / f"values-{name}.yaml"), keep_nulls=True)
+    return values
 
 
-def subchart_values(level: str, env: str, root: Path | None = None) -> dict[str, Any]:
-    """The ``.Values`` a level subchart sees in ``env``, computed as Helm computes it."""
+def subchart_values(level: str, env: str, root: Path | None = None,
+                    profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``.Values`` a level subchart sees in ``env`` (and profiles), computed as Helm computes it."""
     if level not in LEVELS:
         raise ChartError(f"unknown level subchart {level!r}; known: {', '.join(LEVELS)}")
-    top = env_values(env, root)
+    top = env_values(env, root, profiles)
     defaults = _load_yaml(chart_dir(root) / "charts" / level / "values.yaml")
     merged = _merge(defaults, top.get(level) or {})
     merged["global"] = _merge(defaults.get("global") or {}, top.get("global") or {})
@@ -318,14 +356,66 @@ def blue_green(service: str, env: str, root: Path | None = None) -> dict[str, An
 
 
 # -- dependencies ----------------------------------------------------------------------------
+def _is_local(dep: Mapping[str, Any]) -> bool:
+    return str(dep.get("repository") or "").startswith("file://")
+
+
 def declared_dependencies(root: Path | None = None) -> list[dict[str, Any]]:
-    """Third-party dependencies declared by the level subcharts, each with its ``level``."""
+    """Third-party dependencies declared by the level subcharts, each with its ``level``
+    (the ``file://`` library chart is the project's own, built by ``build_dependencies``)."""
     out = []
     for level in LEVELS:
         meta = _load_yaml(chart_dir(root) / "charts" / level / "Chart.yaml")
         for dep in meta.get("dependencies") or []:
-            out.append({"level": level, **dep})
+            if not _is_local(dep):
+                out.append({"level": level, **dep})
     return out
+
+
+def _newest_mtime(path: Path) -> float:
+    return max(p.stat().st_mtime for p in [path, *path.rglob("*")])
+
+
+def build_dependencies(root: Path | None = None) -> list[Path]:
+    """Pack every ``file://`` dependency (the library chart) into its dependents' ``charts/``.
+
+    What ``helm dependency build`` does for a ``file://`` repository, without fetching the
+    third-party dependencies: ``<name>-<version>.tgz`` beside the level subcharts, rebuilt when
+    the source is newer, replaced atomically (concurrent renders never read half an archive).
+    A declared version that the source chart does not carry is an error. Returns the archives.
+    """
+    helm = _helm()
+    umbrella = chart_dir(root)
+    built: list[Path] = []
+    for cdir in [umbrella, *(umbrella / "charts" / level for level in LEVELS)]:
+        for dep in _load_yaml(cdir / "Chart.yaml").get("dependencies") or []:
+            if not _is_local(dep):
+                continue
+            source = (cdir / str(dep["repository"])[len("file://"):]).resolve()
+            meta = _load_yaml(source / "Chart.yaml")
+            if meta.get("name") != dep.get("name") or str(meta.get("version")) != str(dep.get("version")):
+                raise ChartError(f"{cdir / 'Chart.yaml'}: dependency {dep.get('name')} {dep.get('version')} "
+                                 f"but {source} is {meta.get('name')} {meta.get('version')}")
+            target = cdir / "charts" / f"{dep['name']}-{dep['version']}.tgz"
+            if not target.exists() or target.stat().st_mtime < _newest_mtime(source):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+                    try:
+                        with helm.Chart.load(str(source)) as chart:
+                            archive = Path(chart.save(tmp))
+                    except helm.HelmError as e:
+                        raise ChartError(f"packing {source} for {cdir.name} failed: {e}") from e
+                    os.replace(archive, target)
+            built.append(target)
+    return built
+
+
+def level_chart(level: str, root: Path | None = None) -> Path:
+    """A level subchart's directory, its library dependency built: what ``helm install`` takes."""
+    if level not in LEVELS:
+        raise ChartError(f"unknown level subchart {level!r}; known: {', '.join(LEVELS)}")
+    build_dependencies(root)
+    return chart_dir(root) / "charts" / level
 
 
 def missing_dependencies(root: Path | None = None) -> list[dict[str, Any]]:
@@ -348,9 +438,9 @@ def _helm() -> Any:
     return helm_python
 
 
-def _render_values(env: str, root: Path | None) -> dict[str, Any]:
+def _render_values(env: str, root: Path | None, profiles: tuple[str, ...] = ()) -> dict[str, Any]:
     """User values for the umbrella: env values with every absent third-party chart switched off."""
-    values = env_values(env, root)
+    values = env_values(env, root, profiles)
     for dep in missing_dependencies(root):
         cond = str(dep.get("condition") or f"{dep['name']}.enabled").split(",")[0].strip()
         node = values.setdefault(dep["level"], {})
@@ -381,30 +471,63 @@ def _parse_manifests(rendered: Mapping[str, str]) -> list[dict[str, Any]]:
     return objects
 
 
+_KUBE_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?$")
+
+
+def _kube_version(text: str) -> str:
+    """``"1.20.2"``/``"v1.20"`` -> ``"v1.20.2"``/``"v1.20.0"`` (what Helm's capabilities take)."""
+    m = _KUBE_VERSION.match(text.strip())
+    if not m:
+        raise ConfigError(f"Kubernetes version {text!r} is not of the form 1.20.2")
+    return f"v{m[1]}.{m[2]}.{m[3] or 0}"
+
+
+def _render_chart(helm: Any, chart: Any, values: Mapping[str, Any], kube_version: str | None) -> dict[str, str]:
+    """Helm's offline render with the release options of an install, for ``kube_version``.
+
+    helm-python-sdk 0.2.2's ``Chart.render`` does not forward the Kubernetes version although the
+    C library under it (helm-c-sdk's ``helm_render``) takes ``kube_version`` in its JSON options,
+    the SDK equivalent of ``helm template --kube-version``; so the call goes to the C function
+    directly. Without a version Helm uses its default capabilities (a current release).
+    """
+    opts: dict[str, Any] = {"name": RELEASE_NAME, "namespace": "clinops-system", "is_install": True}
+    if kube_version is None:
+        rendered: dict[str, str] = chart.render(dict(values), **opts)
+        return rendered
+    opts["kube_version"] = _kube_version(kube_version)
+    payload = helm._native.call_string("helm_render", chart._raw(), json.dumps(dict(values)), json.dumps(opts))
+    out: dict[str, str] = json.loads(payload)
+    return out
+
+
 def render_raw(env: str, root: Path | None = None, name: str = CHART_NAME,
-               values: Mapping[str, Any] | None = None) -> dict[str, str]:
+               values: Mapping[str, Any] | None = None, *, profiles: tuple[str, ...] = (),
+               kube_version: str | None = None) -> dict[str, str]:
     """Helm's own output: template path -> rendered text (offline, no cluster)."""
     _check_env(env)
     helm = _helm()
     path = chart_dir(root, name)
     if values is None:
-        values = _render_values(env, root) if name == CHART_NAME else _gitops_values(env, root)
+        values = _render_values(env, root, profiles) if name == CHART_NAME else _gitops_values(env, root)
+    if name == CHART_NAME:
+        build_dependencies(root)
+    where = f"{env}{''.join('+' + p for p in profiles)}{', Kubernetes ' + kube_version if kube_version else ''}"
     try:
         with helm.Chart.load(str(path)) as chart:
-            rendered: dict[str, str] = chart.render(dict(values), name=RELEASE_NAME,
-                                                    namespace="clinops-system", is_install=True)
+            return _render_chart(helm, chart, values, kube_version)
     except helm.HelmError as e:
-        raise ChartError(f"helm render of {path} ({env}) failed: {e}") from e
-    return rendered
+        raise ChartError(f"helm render of {path} ({where}) failed: {e}") from e
 
 
-def render(env: str, root: Path | None = None) -> list[dict[str, Any]]:
-    """Every object the umbrella chart renders for ``env``, parsed.
+def render(env: str, root: Path | None = None, *, profiles: tuple[str, ...] = (),
+           kube_version: str | None = None) -> list[dict[str, Any]]:
+    """Every object the umbrella chart renders for ``env`` (with ``profiles``, for ``kube_version``;
+    default: Helm's current version), parsed.
 
     Each object carries annotation ``clinops.io/source`` naming its template (added here,
     not by Helm) so a failing check can say where an object came from.
     """
-    return _parse_manifests(render_raw(env, root))
+    return _parse_manifests(render_raw(env, root, profiles=profiles, kube_version=kube_version))
 
 
 def _gitops_values(env: str, root: Path | None) -> dict[str, Any]:
@@ -418,7 +541,8 @@ def render_gitops(env: str, root: Path | None = None) -> list[dict[str, Any]]:
 
 
 def lint(env: str, root: Path | None = None, name: str = CHART_NAME,
-         strict: bool = False) -> list[str]:
+         strict: bool = False, *, profiles: tuple[str, ...] = (),
+         kube_version: str | None = None) -> list[str]:
     """Helm lint findings for ``env`` as ``"SEVERITY path: message"`` strings (empty = clean).
 
     Severity INFO findings are dropped; a missing third-party dependency is reported as a
@@ -427,10 +551,12 @@ def lint(env: str, root: Path | None = None, name: str = CHART_NAME,
     _check_env(env)
     helm = _helm()
     path = chart_dir(root, name)
-    values = _render_values(env, root) if name == CHART_NAME else _gitops_values(env, root)
+    values = _render_values(env, root, profiles) if name == CHART_NAME else _gitops_values(env, root)
+    if name == CHART_NAME:
+        build_dependencies(root)
     try:
-        report = helm.lint(str(path), values, strict=strict, namespace="clinops-system",
-                           with_subcharts=True)
+        report = helm.lint(str(path), values, strict=strict, namespace="clinops-system", with_subcharts=True,
+                           kube_version=_kube_version(kube_version) if kube_version else None)
     except helm.HelmError as e:
         raise ChartError(f"helm lint of {path} ({env}) failed to run: {e}") from e
     severity = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
@@ -446,17 +572,20 @@ def to_yaml(objects: list[dict[str, Any]]) -> str:
 
 
 def chart_from_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """``clinops chart render|lint --env E [--out DIR]``."""
+    """``clinops chart render|lint --env E [--profile P ...] [--kube-version V] [--out DIR]``."""
     env = getattr(args, "env", None) or settings.environment
+    chosen = tuple(getattr(args, "profile", None) or ())
+    kube_version = getattr(args, "kube_version", None)
     if args.action == "lint":
-        findings = lint(env, settings.project_root) + lint(env, settings.project_root, GITOPS_CHART_NAME)
+        findings = (lint(env, settings.project_root, profiles=chosen, kube_version=kube_version)
+                    + lint(env, settings.project_root, GITOPS_CHART_NAME, kube_version=kube_version))
         for f in findings:
             print(f)
         errors = [f for f in findings if f.startswith("ERROR")]
         warnings = len(findings) - len(errors)
         print(f"lint {env}: {len(errors)} error(s), {warnings} warning(s)", file=sys.stderr)
         return 1 if errors else 0
-    objects = render(env, settings.project_root)
+    objects = render(env, settings.project_root, profiles=chosen, kube_version=kube_version)
     gitops = render_gitops(env, settings.project_root)
     if args.out:
         out = Path(args.out)
