@@ -48,7 +48,7 @@ from typing import Any
 
 import yaml
 
-from .config import Settings, project_root
+from .config import PortMap, Settings, project_root
 from .exceptions import ChartError, ConfigError
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "declared_dependencies",
     "duration_seconds",
     "env_values",
+    "external_level0",
     "level_chart",
     "lint",
     "missing_dependencies",
@@ -178,9 +179,11 @@ def _check_profiles(chosen: tuple[str, ...] | list[str], root: Path | None) -> N
             raise ConfigError(f"unknown values profile {name!r}; known: {', '.join(known) or 'none'}")
 
 
-def env_values(env: str, root: Path | None = None, profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+def env_values(env: str, root: Path | None = None, profiles: tuple[str, ...] = (),
+               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Umbrella values for ``env``: ``values.yaml`` overridden by ``values-<env>.yaml``, then by
-    each profile's ``values-<profile>.yaml`` in the order given (``helm -f`` order).
+    each profile's ``values-<profile>.yaml`` in the order given (``helm -f`` order), then by
+    ``overrides`` (``--set``: e.g. ``external_level0``'s addresses).
 
     This is what ``render(env)`` hands to Helm as user values (Helm adds subchart defaults).
     """
@@ -190,26 +193,38 @@ def env_values(env: str, root: Path | None = None, profiles: tuple[str, ...] = (
     values = _merge(_load_yaml(cdir / "values.yaml"), _load_yaml(cdir / f"values-{env}.yaml"), keep_nulls=True)
     for name in profiles:
         values = _merge(values, _load_yaml(cdir / f"values-{name}.yaml"), keep_nulls=True)
-    return values
+    return _merge(values, overrides or {}, keep_nulls=True)
+
+
+def external_level0(host: str, ports: PortMap) -> dict[str, Any]:
+    """Overrides pointing the external Level 0 services (and the analysis Prometheus) at the local
+    target's ports on ``host`` (an address pods can route to, e.g. the cni0 gateway 10.88.0.1)."""
+    return {"global": {
+        "externalPostgresql": {"host": host, "port": ports.postgres},
+        "externalRedis": {"host": host, "port": ports.redis},
+        "externalLocalstack": {"host": host, "port": ports.localstack},
+        "prometheus": {"address": f"http://{host}:{ports.prometheus}"},
+    }}
 
 
 def subchart_values(level: str, env: str, root: Path | None = None,
-                    profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+                    profiles: tuple[str, ...] = (), overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``.Values`` a level subchart sees in ``env`` (and profiles), computed as Helm computes it."""
     if level not in LEVELS:
         raise ChartError(f"unknown level subchart {level!r}; known: {', '.join(LEVELS)}")
-    top = env_values(env, root, profiles)
+    top = env_values(env, root, profiles, overrides)
     defaults = _load_yaml(chart_dir(root) / "charts" / level / "values.yaml")
     merged = _merge(defaults, top.get(level) or {})
     merged["global"] = _merge(defaults.get("global") or {}, top.get("global") or {})
     return _drop_nulls(merged)
 
 
-def _service(service: str, env: str, root: Path | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+def _service(service: str, env: str, root: Path | None,
+             profiles: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any], str]:
     if service not in SERVICES:
         raise ChartError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
     level, key, strategy = SERVICES[service]
-    values = subchart_values(level, env, root)
+    values = subchart_values(level, env, root, profiles)
     svc = values.get(key)
     if not isinstance(svc, dict):
         raise ChartError(f"{level} values have no {key!r} block for service {service!r} in {env}")
@@ -217,11 +232,11 @@ def _service(service: str, env: str, root: Path | None) -> tuple[dict[str, Any],
 
 
 # -- the values API (what the local target and the drills read) -----------------------------
-def service_versions(env: str, root: Path | None = None) -> dict[str, str]:
+def service_versions(env: str, root: Path | None = None, *, profiles: tuple[str, ...] = ()) -> dict[str, str]:
     """Image tag (= the ``version`` metric label) of each online service in ``env``."""
     out: dict[str, str] = {}
     for service in SERVICES:
-        svc, _, _ = _service(service, env, root)
+        svc, _, _ = _service(service, env, root, profiles)
         tag = str((svc.get("image") or {}).get("tag") or "")
         if not tag or tag == "latest":
             raise ChartError(f"{service} in {env}: image tag must be pinned (got {tag!r})")
@@ -229,9 +244,10 @@ def service_versions(env: str, root: Path | None = None) -> dict[str, str]:
     return out
 
 
-def canary_steps(service: str, env: str, root: Path | None = None) -> list[dict[str, Any]]:
+def canary_steps(service: str, env: str, root: Path | None = None, *,
+                 profiles: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """The Rollout's ``strategy.canary.steps`` for ``service`` in ``env`` (Argo Rollouts form)."""
-    svc, _, strategy = _service(service, env, root)
+    svc, _, strategy = _service(service, env, root, profiles)
     if strategy != "canary":
         raise ChartError(f"{service} is rolled out {strategy}, it has no canary steps")
     steps = (svc.get("canary") or {}).get("steps")
@@ -327,6 +343,13 @@ def analysis_queries(env: str, service: str, version: str | None = None,
     return out
 
 
+def _strict_bool(value: Any, what: str) -> bool:
+    """A YAML boolean, never a truthy string: "false" in a values file must not promote."""
+    if not isinstance(value, bool):
+        raise ChartError(f"{what} must be true or false, not {value!r}")
+    return value
+
+
 def _analysis_ref(service: str, version: str) -> dict[str, Any]:
     """How a Rollout references the two AnalysisTemplates (same shape the templates render)."""
     return {
@@ -335,18 +358,20 @@ def _analysis_ref(service: str, version: str) -> dict[str, Any]:
     }
 
 
-def blue_green(service: str, env: str, root: Path | None = None) -> dict[str, Any]:
+def blue_green(service: str, env: str, root: Path | None = None, *,
+               profiles: tuple[str, ...] = ()) -> dict[str, Any]:
     """Blue-green settings of ``service`` in ``env`` (what its Rollout carries)."""
-    svc, _, strategy = _service(service, env, root)
+    svc, _, strategy = _service(service, env, root, profiles)
     if strategy != "blueGreen":
         raise ChartError(f"{service} is rolled out {strategy}, it has no blue-green settings")
     bg = svc.get("blueGreen") or {}
-    version = service_versions(env, root)[service]
+    version = service_versions(env, root, profiles=profiles)[service]
     try:
         return {
             "active_service": service,
             "preview_service": f"{service}-preview",
-            "auto_promotion_enabled": bool(bg["autoPromotionEnabled"]),
+            "auto_promotion_enabled": _strict_bool(bg["autoPromotionEnabled"],
+                                                   f"{service} in {env}: blueGreen.autoPromotionEnabled"),
             "scale_down_delay_seconds": int(bg["scaleDownDelaySeconds"]),
             "pre_promotion_analysis": _analysis_ref(service, version),
             "post_promotion_analysis": _analysis_ref(service, version),
@@ -438,9 +463,10 @@ def _helm() -> Any:
     return helm_python
 
 
-def _render_values(env: str, root: Path | None, profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+def _render_values(env: str, root: Path | None, profiles: tuple[str, ...] = (),
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """User values for the umbrella: env values with every absent third-party chart switched off."""
-    values = env_values(env, root, profiles)
+    values = env_values(env, root, profiles, overrides)
     for dep in missing_dependencies(root):
         cond = str(dep.get("condition") or f"{dep['name']}.enabled").split(",")[0].strip()
         node = values.setdefault(dep["level"], {})
@@ -502,13 +528,14 @@ def _render_chart(helm: Any, chart: Any, values: Mapping[str, Any], kube_version
 
 def render_raw(env: str, root: Path | None = None, name: str = CHART_NAME,
                values: Mapping[str, Any] | None = None, *, profiles: tuple[str, ...] = (),
-               kube_version: str | None = None) -> dict[str, str]:
+               overrides: Mapping[str, Any] | None = None, kube_version: str | None = None) -> dict[str, str]:
     """Helm's own output: template path -> rendered text (offline, no cluster)."""
     _check_env(env)
     helm = _helm()
     path = chart_dir(root, name)
     if values is None:
-        values = _render_values(env, root, profiles) if name == CHART_NAME else _gitops_values(env, root)
+        values = (_render_values(env, root, profiles, overrides) if name == CHART_NAME
+                  else _gitops_values(env, root))
     if name == CHART_NAME:
         build_dependencies(root)
     where = f"{env}{''.join('+' + p for p in profiles)}{', Kubernetes ' + kube_version if kube_version else ''}"
@@ -520,14 +547,15 @@ def render_raw(env: str, root: Path | None = None, name: str = CHART_NAME,
 
 
 def render(env: str, root: Path | None = None, *, profiles: tuple[str, ...] = (),
-           kube_version: str | None = None) -> list[dict[str, Any]]:
+           overrides: Mapping[str, Any] | None = None, kube_version: str | None = None) -> list[dict[str, Any]]:
     """Every object the umbrella chart renders for ``env`` (with ``profiles``, for ``kube_version``;
     default: Helm's current version), parsed.
 
     Each object carries annotation ``clinops.io/source`` naming its template (added here,
     not by Helm) so a failing check can say where an object came from.
     """
-    return _parse_manifests(render_raw(env, root, profiles=profiles, kube_version=kube_version))
+    return _parse_manifests(render_raw(env, root, profiles=profiles, overrides=overrides,
+                                       kube_version=kube_version))
 
 
 def _gitops_values(env: str, root: Path | None) -> dict[str, Any]:
