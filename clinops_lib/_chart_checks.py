@@ -40,7 +40,8 @@ KUBERNETES_VERSION = "1.33.0"
 #: The oldest Kubernetes the charts support (Chart.yaml kubeVersion floor; the Debian-built cluster).
 OLDEST_KUBERNETES_VERSION = "1.20.2"
 #: kubernetes-validate 1.28.3's files (the last release with 1.20 schemas), see scripts/setup.sh.
-LEGACY_SCHEMA_ROOT = Path("/var/cache/clinops/kubernetes-validate/1.28.3/kubernetes_validate/kubernetes-json-schema")
+LEGACY_SCHEMA_ROOT = Path("/var/cache/clinops/kubernetes-validate/1.28.3") / "kubernetes_validate" / \
+    "kubernetes-json-schema"
 
 _CORE_SUFFIX = ".k8s.io"
 _CUSTOM_GROUPS_WITH_K8S_SUFFIX = {"sparkoperator.k8s.io"}

@@ -40,8 +40,8 @@ import copy
 import json
 import os
 import re
-import tempfile
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -190,7 +190,8 @@ def env_values(env: str, root: Path | None = None, profiles: tuple[str, ...] = (
     _check_env(env)
     _check_profiles(profiles, root)
     cdir = chart_dir(root)
-    values = _merge(_load_yaml(cdir / "values.yaml"), _load_yaml(cdir / f"values-{env}.yaml"), keep_nulls=True)
+    values = _merge(_load_yaml(cdir / "values.yaml"), _load_yaml(cdir / f"values-{env}.yaml"),
+                    keep_nulls=True)
     for name in profiles:
         values = _merge(values, _load_yaml(cdir / f"values-{name}.yaml"), keep_nulls=True)
     return _merge(values, overrides or {}, keep_nulls=True)
@@ -207,8 +208,8 @@ def external_level0(host: str, ports: PortMap) -> dict[str, Any]:
     }}
 
 
-def subchart_values(level: str, env: str, root: Path | None = None,
-                    profiles: tuple[str, ...] = (), overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def subchart_values(level: str, env: str, root: Path | None = None, profiles: tuple[str, ...] = (),
+                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``.Values`` a level subchart sees in ``env`` (and profiles), computed as Helm computes it."""
     if level not in LEVELS:
         raise ChartError(f"unknown level subchart {level!r}; known: {', '.join(LEVELS)}")
@@ -508,7 +509,8 @@ def _kube_version(text: str) -> str:
     return f"v{m[1]}.{m[2]}.{m[3] or 0}"
 
 
-def _render_chart(helm: Any, chart: Any, values: Mapping[str, Any], kube_version: str | None) -> dict[str, str]:
+def _render_chart(helm: Any, chart: Any, values: Mapping[str, Any],
+                  kube_version: str | None) -> dict[str, str]:
     """Helm's offline render with the release options of an install, for ``kube_version``.
 
     helm-python-sdk 0.2.2's ``Chart.render`` does not forward the Kubernetes version although the
@@ -521,7 +523,8 @@ def _render_chart(helm: Any, chart: Any, values: Mapping[str, Any], kube_version
         rendered: dict[str, str] = chart.render(dict(values), **opts)
         return rendered
     opts["kube_version"] = _kube_version(kube_version)
-    payload = helm._native.call_string("helm_render", chart._raw(), json.dumps(dict(values)), json.dumps(opts))
+    payload = helm._native.call_string("helm_render", chart._raw(), json.dumps(dict(values)),
+                                       json.dumps(opts))
     out: dict[str, str] = json.loads(payload)
     return out
 
@@ -538,7 +541,7 @@ def render_raw(env: str, root: Path | None = None, name: str = CHART_NAME,
                   else _gitops_values(env, root))
     if name == CHART_NAME:
         build_dependencies(root)
-    where = f"{env}{''.join('+' + p for p in profiles)}{', Kubernetes ' + kube_version if kube_version else ''}"
+    where = "+".join([env, *profiles]) + (f", Kubernetes {kube_version}" if kube_version else "")
     try:
         with helm.Chart.load(str(path)) as chart:
             return _render_chart(helm, chart, values, kube_version)
@@ -547,7 +550,8 @@ def render_raw(env: str, root: Path | None = None, name: str = CHART_NAME,
 
 
 def render(env: str, root: Path | None = None, *, profiles: tuple[str, ...] = (),
-           overrides: Mapping[str, Any] | None = None, kube_version: str | None = None) -> list[dict[str, Any]]:
+           overrides: Mapping[str, Any] | None = None,
+           kube_version: str | None = None) -> list[dict[str, Any]]:
     """Every object the umbrella chart renders for ``env`` (with ``profiles``, for ``kube_version``;
     default: Helm's current version), parsed.
 

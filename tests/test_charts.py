@@ -92,9 +92,17 @@ def test_third_party_dependencies_are_pinned_declared_and_not_vendored() -> None
         assert re.fullmatch(r"\d+\.\d+\.\d+", str(d["version"])), f"{d['name']}: version not pinned exactly"
         assert str(d.get("repository", "")).startswith(("https://", "oci://")), f"{d['name']}: no repository"
         assert d.get("condition") == f"{d['name']}.enabled", f"{d['name']}: condition flag missing"
-    # Nothing third-party is committed: every declared dependency is absent from charts/.
+    # Nothing third-party is committed: every declared dependency is absent from charts/; the only
+    # archives are the library chart packed by build_dependencies, and git ignores them.
     assert {d["name"] for d in charts.missing_dependencies()} == names
-    assert not list((ROOT / "charts").rglob("*.tgz"))
+    built = set(charts.build_dependencies())
+    assert set((ROOT / "charts").rglob("*.tgz")) == built
+    tracked = subprocess.run(["git", "ls-files", "charts"], cwd=ROOT, capture_output=True, text=True,
+                             check=True)
+    assert not [f for f in tracked.stdout.splitlines() if f.endswith(".tgz")]
+    ignored = subprocess.run(["git", "check-ignore", *map(str, built)], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert len(ignored.stdout.splitlines()) == len(built), "a built library archive is not git-ignored"
 
 
 def test_storage_sizes_for_stateful_dependencies() -> None:
