@@ -50,7 +50,20 @@ if ! .venv-localstack/bin/python -c "import localstack" 2>/dev/null; then
   VIRTUAL_ENV=.venv-localstack "$UV" pip install -q --compile-bytecode --require-hashes -r localstack/requirements.lock
 fi
 
-# 3b. Tests: the Kubernetes 1.20 JSON schemas the chart tests validate against (the locked
+# 3b. (tests) checkov in its own environment, from its own hash-pinned lock, so its dependency tree
+# never shares an environment with the project's (see tools/checkov/requirements.in). The lock's hash is stamped into the venv so a changed lock reinstalls.
+if [ "$with_tests" = 1 ]; then
+  lock_sum=$(sha256sum tools/checkov/requirements.lock | cut -d' ' -f1)
+  if [ "$(cat .venv-checkov/.lock-sha256 2>/dev/null)" != "$lock_sum" ] || ! [ -x .venv-checkov/bin/checkov ]; then
+    log "checkov into .venv-checkov"
+    rm -rf .venv-checkov
+    "$UV" venv -q --python "$(.venv/bin/python -c 'import sys; print(sys.executable)')" .venv-checkov
+    VIRTUAL_ENV=.venv-checkov "$UV" pip install -q --compile-bytecode --require-hashes -r tools/checkov/requirements.lock
+    echo "$lock_sum" > .venv-checkov/.lock-sha256
+  fi
+fi
+
+# 3c. Tests: the Kubernetes 1.20 JSON schemas the chart tests validate against (the locked
 # kubernetes-validate ships 1.25+ only), hash-pinned, cached outside the checkout.
 K8S_SCHEMAS=/var/cache/clinops/kubernetes-validate/1.28.3
 if [ "$with_tests" = 1 ] && [ ! -d "$K8S_SCHEMAS/kubernetes_validate/kubernetes-json-schema/v1.20.0-local-strict" ]; then
