@@ -65,6 +65,7 @@ __all__ = [
     "chart_dir",
     "chart_from_cli",
     "declared_dependencies",
+    "disabled_components",
     "duration_seconds",
     "env_values",
     "external_level0",
@@ -379,6 +380,21 @@ def blue_green(service: str, env: str, root: Path | None = None, *,
         }
     except KeyError as e:
         raise ChartError(f"{service} in {env}: blueGreen.{e.args[0]} missing") from e
+
+
+def disabled_components(env: str, root: Path | None = None, *,
+                        profiles: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Per level, the components its values switch off (``<component>.enabled: false``: a bundled
+    chart or one of the level's own workloads), e.g. what the local-cluster profile leaves out
+    because that cluster has no image for it. A status report names these "not on this cluster"."""
+    out: dict[str, list[str]] = {}
+    for level in LEVELS:
+        values = subchart_values(level, env, root, profiles)
+        off = sorted(k for k, v in values.items()
+                     if k != "global" and isinstance(v, Mapping) and v.get("enabled") is False)
+        if off:
+            out[level] = off
+    return out
 
 
 # -- dependencies ----------------------------------------------------------------------------

@@ -357,6 +357,21 @@ def test_bad_external_values_are_refused_naming_the_value(override: dict, messag
         charts.render_raw("dev", values=values, kube_version=OLD)
 
 
+def test_components_without_an_image_are_listed_as_switched_off() -> None:
+    off = charts.disabled_components("dev", profiles=(PROFILE,))
+    assert off == {
+        "infrastructure": ["backup", "minio", "postgresql", "redis"],
+        "data-ingestion": ["kafka", "strimzi-kafka-operator"],
+        "data-processing": ["spark", "spark-operator"],
+        "feature-engineering": ["materializer"],
+        "ml-pipeline": ["mlflow"],
+        "orchestration": ["airflow"],
+        "observability": ["fluent-bit", "kube-prometheus-stack", "opensearch"],
+    }
+    # The environments alone switch off only MinIO (S3 is AWS's).
+    assert charts.disabled_components("prod") == {"infrastructure": ["minio"]}
+
+
 def test_unknown_profile_is_named() -> None:
     assert PROFILE in charts.profiles()
     with pytest.raises(ConfigError, match="'kind-cluster'"):
