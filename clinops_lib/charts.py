@@ -441,7 +441,9 @@ def build_dependencies(root: Path | None = None) -> list[Path]:
             target = cdir / "charts" / f"{dep['name']}-{dep['version']}.tgz"
             if not target.exists() or target.stat().st_mtime < _newest_mtime(source):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+                # Packed beside the chart trees, not in them: Helm would load a half-written file
+                # in a charts/ folder as a (broken) subchart in a concurrent render.
+                with tempfile.TemporaryDirectory(dir=umbrella.parent, prefix=".build-") as tmp:
                     try:
                         with helm.Chart.load(str(source)) as chart:
                             archive = Path(chart.save(tmp))
