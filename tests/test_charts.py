@@ -25,10 +25,11 @@ def rendered() -> dict[str, list[dict]]:
     return {env: charts.render(env) + charts.render_gitops(env) for env in ENVS}
 
 
+@pytest.mark.parametrize("kube", [None, checks.OLDEST_KUBERNETES_VERSION])
 @pytest.mark.parametrize("env", ENVS)
 @pytest.mark.parametrize("chart", [charts.CHART_NAME, charts.GITOPS_CHART_NAME])
-def test_lint_has_no_errors_or_warnings(env: str, chart: str) -> None:
-    assert charts.lint(env, name=chart) == []
+def test_lint_has_no_errors_or_warnings(env: str, chart: str, kube: str | None) -> None:
+    assert charts.lint(env, name=chart, kube_version=kube) == []
 
 
 @pytest.mark.parametrize("env", ENVS)
