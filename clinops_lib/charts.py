@@ -510,8 +510,10 @@ def _parse_manifests(rendered: Mapping[str, str]) -> list[dict[str, Any]]:
                 continue
             if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
                 raise ChartError(f"{source} rendered something that is not a Kubernetes object: {doc!r:.200}")
-            doc.setdefault("metadata", {}).setdefault("annotations", {})
-            doc["metadata"]["annotations"].setdefault("clinops.io/source", source)
+            # Third-party charts render empty maps as null (``annotations:``).
+            meta = doc["metadata"] = doc.get("metadata") or {}
+            meta["annotations"] = meta.get("annotations") or {}
+            meta["annotations"].setdefault("clinops.io/source", source)
             objects.append(doc)
     return objects
 

@@ -213,3 +213,10 @@ def test_lint_reports_a_broken_template(tmp_path: Path) -> None:
     assert any(f.startswith("ERROR") and "training.yaml" in f for f in findings), findings
     with pytest.raises(ChartError, match="helm render"):
         charts.render("dev", root)
+
+
+def test_parse_manifests_takes_null_metadata_maps_of_third_party_charts() -> None:
+    """bitnami and MLflow templates render ``annotations:`` (null); the parser still labels the source."""
+    objects = charts._parse_manifests({"dep/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\n"
+                                                               "metadata:\n  name: x\n  annotations:\n"})
+    assert objects[0]["metadata"]["annotations"] == {"clinops.io/source": "dep/templates/cm.yaml"}
