@@ -28,10 +28,3 @@ Arg: the component's values (name, optional serviceAccount.name). */}}
 {{- $sa := .serviceAccount | default dict -}}
 {{- default .name $sa.name -}}
 {{- end -}}
-
-{{/* A namespace key of global.namespaces, or required: the level's own namespace.
-Args: dict "root" $ "key" "ingestion". */}}
-{{- define "clinops.namespace" -}}
-{{- $namespaces := .root.Values.global.namespaces -}}
-{{- required (printf "global.namespaces.%s must be set" .key) (index $namespaces .key) -}}
-{{- end -}}
