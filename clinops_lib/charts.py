@@ -59,6 +59,7 @@ __all__ = [
     "SERVICES",
     "analysis_queries",
     "analysis_thresholds",
+    "available_profiles",
     "blue_green",
     "build_dependencies",
     "canary_steps",
@@ -72,7 +73,6 @@ __all__ = [
     "level_chart",
     "lint",
     "missing_dependencies",
-    "profiles",
     "prometheus_rules_file",
     "render",
     "render_gitops",
@@ -167,14 +167,14 @@ def _drop_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _drop_nulls(v) if isinstance(v, Mapping) else v for k, v in values.items() if v is not None}
 
 
-def profiles(root: Path | None = None) -> list[str]:
+def available_profiles(root: Path | None = None) -> list[str]:
     """Values profiles of the umbrella chart: every ``values-<name>.yaml`` that is not an environment."""
     names = (p.name[len("values-"):-len(".yaml")] for p in chart_dir(root).glob("values-*.yaml"))
     return sorted(n for n in names if n not in ENVIRONMENTS)
 
 
 def _check_profiles(chosen: tuple[str, ...] | list[str], root: Path | None) -> None:
-    known = profiles(root)
+    known = available_profiles(root)
     for name in chosen:
         if name not in known:
             raise ConfigError(f"unknown values profile {name!r}; known: {', '.join(known) or 'none'}")

@@ -373,7 +373,7 @@ def test_components_without_an_image_are_listed_as_switched_off() -> None:
 
 
 def test_unknown_profile_is_named() -> None:
-    assert PROFILE in charts.profiles()
+    assert PROFILE in charts.available_profiles()
     with pytest.raises(ConfigError, match="'kind-cluster'"):
         charts.render("dev", profiles=("kind-cluster",))
 
