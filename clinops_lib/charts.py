@@ -56,6 +56,7 @@ __all__ = [
     "ENVIRONMENTS",
     "GITOPS_CHART_NAME",
     "LEVELS",
+    "LIBRARY_CHART_NAME",
     "SERVICES",
     "analysis_queries",
     "analysis_thresholds",
