@@ -81,6 +81,7 @@ __all__ = [
     "service_versions",
     "subchart_values",
     "to_yaml",
+    "with_dependency_archives",
 ]
 
 CHART_NAME = "clinical-mlops"
@@ -472,6 +473,24 @@ def missing_dependencies(root: Path | None = None) -> list[dict[str, Any]]:
         if not present:
             out.append(dep)
     return out
+
+
+def with_dependency_archives(archive_dir: Path, dest: Path, root: Path | None = None) -> Path:
+    """A copy of the charts under ``dest`` with every declared third-party dependency found in
+    ``archive_dir`` (``<name>-<version>.tgz``, e.g. ``../shared/charts``) laid out where
+    ``helm dependency build`` puts it; returns the copy's project root for ``render(env, root)``.
+    The repository itself is never written to; absent archives stay absent (switched off)."""
+    import shutil
+
+    src = (root or project_root()) / "charts"
+    shutil.copytree(src, dest / "charts", ignore=shutil.ignore_patterns("*.tgz", ".build-*"))
+    for dep in declared_dependencies(dest):
+        archive = archive_dir / f"{dep['name']}-{dep['version']}.tgz"
+        if archive.is_file():
+            target = chart_dir(dest) / "charts" / dep["level"] / "charts"
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(archive, target / archive.name)
+    return dest
 
 
 # -- the Helm SDK half -----------------------------------------------------------------------

@@ -399,3 +399,30 @@ def test_cli_renders_the_profile_for_1_20(tmp_path: Path, capsys: pytest.Capture
     docs = [d for d in yaml.safe_load_all((tmp_path / "out" / "clinical-mlops-dev.yaml").read_text()) if d]
     assert json.dumps(docs, sort_keys=True) == json.dumps(
         [{**o} for o in charts.render("dev", profiles=(PROFILE,), kube_version=OLD)], sort_keys=True)
+
+
+# -- with the third-party charts ------------------------------------------------------------------
+SHARED_CHARTS = (ROOT / ".." / "shared" / "charts").resolve()
+
+
+@pytest.mark.parametrize("kube", [OLD, CURRENT])
+def test_third_party_charts_render_only_apis_the_version_serves(kube: str, tmp_path: Path) -> None:
+    """With the pinned third-party charts in place (../shared/charts, where present: CI's checkout
+    has no copy), every built-in object of the prod render uses an API that Kubernetes version
+    serves; what cannot exist without its operator is custom resources, listed by group."""
+    if not SHARED_CHARTS.is_dir():
+        pytest.skip(f"{SHARED_CHARTS} absent: the third-party chart archives are optional")
+    root = charts.with_dependency_archives(SHARED_CHARTS, tmp_path / "project")
+    present = {d["name"] for d in charts.declared_dependencies(root)} - {
+        d["name"] for d in charts.missing_dependencies(root)}
+    assert {"postgresql", "redis", "kube-prometheus-stack", "strimzi-kafka-operator"} <= present
+    objects = charts.render("prod", root, kube_version=kube)
+    sources = {o["metadata"]["annotations"]["clinops.io/source"].split("/templates/")[0] for o in objects}
+    assert any("/charts/postgresql" in s for s in sources)
+    not_served = [f"{o['apiVersion']} {o['kind']} ({o['metadata']['annotations']['clinops.io/source']})"
+                  for o in objects if not checks.is_custom_resource(o)
+                  and any("no Kubernetes" in e for e in checks.core_schema_errors(o, kube))]
+    assert not_served == []
+    groups = {o["apiVersion"].rpartition("/")[0] for o in objects if checks.is_custom_resource(o)}
+    assert groups == {"argoproj.io", "external-secrets.io", "kafka.strimzi.io", "monitoring.coreos.com",
+                      "networking.istio.io", "security.istio.io", "sparkoperator.k8s.io"}
