@@ -15,6 +15,8 @@ import yaml
 
 from clinops_lib import _chart_checks as checks
 from clinops_lib import charts
+from clinops_lib.charts.render import _parse_manifests as parse_manifests
+from clinops_lib.charts.render import _render_chart as render_chart
 from clinops_lib.config import PortMap, project_root
 from clinops_lib.exceptions import ChartError, ConfigError
 
@@ -140,7 +142,7 @@ def _probe(chart: Path, kube_version: str, values: dict | None = None) -> dict:
     import helm_python as helm
 
     with helm.Chart.load(str(chart)) as c:
-        out = charts._render_chart(helm, c, {"global": {"kubeVersion": ""}, **(values or {})}, kube_version)
+        out = render_chart(helm, c, {"global": {"kubeVersion": ""}, **(values or {})}, kube_version)
     return yaml.safe_load(out["probe/templates/probe.yaml"])
 
 
@@ -263,7 +265,7 @@ def test_traffic_router_values_are_checked() -> None:
         charts.render_raw("dev", values=values)
     # Istio on, router off: mesh security stays, the routing objects go.
     values = charts.env_values("dev", overrides={"global": {"trafficRouter": "none"}})
-    objects = charts._parse_manifests(charts.render_raw("dev", values=values))
+    objects = parse_manifests(charts.render_raw("dev", values=values))
     assert "VirtualService" not in _kinds(objects)
     assert "subsets" not in _one(objects, "DestinationRule", "clinical-gateway")["spec"]
     assert {"PeerAuthentication", "AuthorizationPolicy"} <= set(_kinds(objects))
