@@ -14,17 +14,20 @@ __all__ = ["chart_from_cli"]
 
 
 def chart_from_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """``clinops chart render|lint --env E [--out DIR]``."""
+    """``clinops chart render|lint --env E [--profile P ...] [--kube-version V] [--out DIR]``."""
     env = getattr(args, "env", None) or settings.environment
+    chosen = tuple(getattr(args, "profile", None) or ())
+    kube_version = getattr(args, "kube_version", None)
     if args.action == "lint":
-        findings = lint(env, settings.project_root) + lint(env, settings.project_root, GITOPS_CHART_NAME)
+        findings = (lint(env, settings.project_root, profiles=chosen, kube_version=kube_version)
+                    + lint(env, settings.project_root, GITOPS_CHART_NAME, kube_version=kube_version))
         for f in findings:
             print(f)
         errors = [f for f in findings if f.startswith("ERROR")]
         warnings = len(findings) - len(errors)
         print(f"lint {env}: {len(errors)} error(s), {warnings} warning(s)", file=sys.stderr)
         return 1 if errors else 0
-    objects = render(env, settings.project_root)
+    objects = render(env, settings.project_root, profiles=chosen, kube_version=kube_version)
     gitops = render_gitops(env, settings.project_root)
     if args.out:
         out = Path(args.out)

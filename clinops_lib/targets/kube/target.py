@@ -184,7 +184,7 @@ class KubeTarget(Target):
             level = catalog.level(lv).chart
             ns = self.namespace_of_level(level)
             release = f"clinops-{level}"
-            chart = charts.chart_dir(self.settings.project_root) / "charts" / level
+            chart = charts.level_chart(level, self.settings.project_root)  # its library chart built
             values = charts.subchart_values(level, self.settings.environment, self.settings.project_root)
             started = time.time()
             progress(f"level {lv} {level}: helm release {release} -> {ns}")
