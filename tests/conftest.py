@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import nbformat
 import pytest
+from ports import PortAllocator, PortBlock
+
+#: One allocator per test process: each pytest-xdist worker is its own process with its own blocks.
+_PORTS = PortAllocator()
 
 
 def enterable_tmpdir(prefix: str) -> Path:
@@ -42,3 +46,18 @@ def write_notebook(
 def make_notebook() -> Callable[..., Path]:
     """``make_notebook(path, cells, parameters=None)`` writes a runbook-shaped notebook."""
     return write_notebook
+
+
+@pytest.fixture(scope="session")
+def port_allocator() -> Iterator[PortAllocator]:
+    """Free, locked port blocks for this test process (module-scoped fixtures take theirs here)."""
+    yield _PORTS
+    _PORTS.release_all()
+
+
+@pytest.fixture
+def port_block(port_allocator: PortAllocator) -> Iterator[PortBlock]:
+    """A port block of this test's own, released when the test ends."""
+    block = port_allocator.block()
+    yield block
+    port_allocator.release(block)

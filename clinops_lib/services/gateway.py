@@ -34,9 +34,21 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 from ._common import (
+    ERROR_RESPONSES,
     FieldError,
     ServiceConfig,
     ServiceRuntime,
@@ -47,12 +59,15 @@ from ._common import (
 from .synthetic import REFERENCE_STUDIES
 
 __all__ = [
+    "CLOCK_SKEW",
+    "EARLIEST_OBSERVATION",
     "OBSERVATIONS_TABLE",
     "EventPublisher",
     "Gateway",
     "Labs",
     "Observation",
     "ReferenceData",
+    "Stored",
     "Vitals",
     "app",
     "create_app",
@@ -87,19 +102,34 @@ _INSERT = (
     "vitals, labs, gateway_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, received_at"
 )
 
-_Id = Annotated[str, Field(min_length=2, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+#: Observation times before this are typos or epoch/zero dates, not visits (PostgreSQL would store
+#: year 1 as "0001-12-31 BC" after the zone shift, and reading it back fails).
+EARLIEST_OBSERVATION = datetime(1900, 1, 1, tzinfo=UTC)
+#: How far a site's clock may run ahead of ours before an observation counts as "in the future".
+CLOCK_SKEW = timedelta(minutes=5)
+
+# Strict types throughout: a boolean is not a number and a number is not a string (the lax
+# defaults would store ``"visit": "5"`` or ``"heart_rate": true`` as if they were measured).
+_Id = Annotated[StrictStr, Field(min_length=2, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+
+
+def _iso_text(value: object) -> object:
+    """``observed_at`` must be an ISO 8601 string: pydantic would also take a number as epoch seconds."""
+    if not isinstance(value, str):
+        raise ValueError("observed_at must be an ISO 8601 date-time string with a time zone")
+    return value
 
 
 class Vitals(BaseModel):
     """Vital signs; bounds reject unit mix-ups (°F for °C, lb for kg) and typos, not outliers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    systolic_bp: int = Field(ge=60, le=260, description="mmHg")
-    diastolic_bp: int = Field(ge=30, le=160, description="mmHg, lower than systolic_bp")
-    heart_rate: int = Field(ge=20, le=250, description="beats per minute")
-    temperature_c: float = Field(ge=30.0, le=45.0, description="degrees Celsius")
-    weight_kg: float = Field(gt=0.5, le=400.0, description="kilograms")
+    systolic_bp: StrictInt = Field(ge=60, le=260, description="mmHg")
+    diastolic_bp: StrictInt = Field(ge=30, le=160, description="mmHg, lower than systolic_bp")
+    heart_rate: StrictInt = Field(ge=20, le=250, description="beats per minute")
+    temperature_c: StrictFloat = Field(ge=30.0, le=45.0, description="degrees Celsius")
+    weight_kg: StrictFloat = Field(gt=0.5, le=400.0, description="kilograms")
 
     _below_systolic = field_validator("diastolic_bp")(diastolic_below_systolic)
 
@@ -107,12 +137,12 @@ class Vitals(BaseModel):
 class Labs(BaseModel):
     """Safety labs, each optional (not every visit draws blood)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    hemoglobin_g_dl: float | None = Field(default=None, ge=2.0, le=25.0)
-    alt_u_l: float | None = Field(default=None, ge=0.0, le=5000.0)
-    creatinine_mg_dl: float | None = Field(default=None, ge=0.05, le=25.0)
-    glucose_mg_dl: float | None = Field(default=None, ge=10.0, le=2000.0)
+    hemoglobin_g_dl: StrictFloat | None = Field(default=None, ge=2.0, le=25.0)
+    alt_u_l: StrictFloat | None = Field(default=None, ge=0.0, le=5000.0)
+    creatinine_mg_dl: StrictFloat | None = Field(default=None, ge=0.05, le=25.0)
+    glucose_mg_dl: StrictFloat | None = Field(default=None, ge=10.0, le=2000.0)
 
 
 class Observation(BaseModel):
@@ -123,18 +153,33 @@ class Observation(BaseModel):
     study_id: _Id
     site_id: _Id
     subject_id: _Id
-    visit: int = Field(ge=0, le=200)
-    observed_at: AwareDatetime
+    visit: StrictInt = Field(ge=0, le=200)
+    observed_at: Annotated[AwareDatetime, BeforeValidator(_iso_text)] = Field(
+        description=f"ISO 8601 with a time zone; from {EARLIEST_OBSERVATION:%Y-%m-%d} to now "
+        f"(+{int(CLOCK_SKEW.total_seconds() // 60)} min of clock skew)"
+    )
     vitals: Vitals
     labs: Labs | None = None
     adverse_event: StrictBool
 
     @field_validator("observed_at")
     @classmethod
-    def _not_in_future(cls, value: datetime) -> datetime:
-        if value > datetime.now(UTC) + timedelta(minutes=5):
-            raise ValueError("observed_at is in the future (more than 5 minutes of clock skew)")
+    def _plausible_time(cls, value: datetime) -> datetime:
+        if value < EARLIEST_OBSERVATION:
+            raise ValueError(f"observed_at is before {EARLIEST_OBSERVATION:%Y-%m-%d} (not a plausible visit)")
+        if value > datetime.now(UTC) + CLOCK_SKEW:
+            minutes = int(CLOCK_SKEW.total_seconds() // 60)
+            raise ValueError(f"observed_at is in the future (more than {minutes} minutes of clock skew)")
         return value
+
+
+class Stored(BaseModel):
+    """The 201 answer: the row's id and when the gateway received it."""
+
+    id: int
+    status: str
+    received_at: str
+    version: str
 
 
 class ReferenceData:
@@ -466,7 +511,7 @@ def create_app(config: ServiceConfig | None = None, *, redis: Any = None, sns_cl
     async def _unavailable(_request: Any, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=503, content={"error": str(exc)})
 
-    @app.post(OBSERVATIONS_PATH, status_code=201)
+    @app.post(OBSERVATIONS_PATH, status_code=201, response_model=Stored, responses=ERROR_RESPONSES)
     async def post_observation(obs: Observation) -> dict[str, Any]:
         """Validate, check reference data, store, enqueue the event; 201 with the row id."""
         from psycopg import Error as PgError

@@ -23,35 +23,55 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from ..exceptions import ServiceError
-from ._common import ServiceConfig, ServiceRuntime, aws_client, build_app, diastolic_below_systolic
+from ._common import (
+    ERROR_RESPONSES,
+    ServiceConfig,
+    ServiceRuntime,
+    aws_client,
+    build_app,
+    diastolic_below_systolic,
+)
 from .training import RiskModel, metadata_key
 
-__all__ = ["ModelStore", "PredictRequest", "app", "create_app", "load_model"]
+__all__ = ["ModelStore", "PredictRequest", "Prediction", "app", "create_app", "load_model"]
 
 SERVICE = "model-serving"
 PREDICT_PATH = "/v1/predict"
 
 
 class PredictRequest(BaseModel):
-    """The model's features for one subject; bounds mirror what the gateway accepts."""
+    """The model's features for one subject; bounds mirror what the gateway accepts.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict types: ``true`` is not an age and ``"5"`` is not a count (lax parsing would score them).
+    """
 
-    age_years: float = Field(ge=0, le=120)
-    weight_kg: float = Field(gt=0.5, le=400)
-    systolic_bp: float = Field(ge=60, le=260)
-    diastolic_bp: float = Field(ge=30, le=160)
-    heart_rate: float = Field(ge=20, le=250)
-    temperature_c: float = Field(ge=30, le=45)
-    alt_u_l: float = Field(ge=0, le=5000)
-    creatinine_mg_dl: float = Field(ge=0.05, le=25)
-    dose_mg: float = Field(ge=0, le=5000)
-    prior_adverse_events: int = Field(ge=0, le=100)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    age_years: StrictFloat = Field(ge=0, le=120)
+    weight_kg: StrictFloat = Field(gt=0.5, le=400)
+    systolic_bp: StrictFloat = Field(ge=60, le=260)
+    diastolic_bp: StrictFloat = Field(ge=30, le=160)
+    heart_rate: StrictFloat = Field(ge=20, le=250)
+    temperature_c: StrictFloat = Field(ge=30, le=45)
+    alt_u_l: StrictFloat = Field(ge=0, le=5000)
+    creatinine_mg_dl: StrictFloat = Field(ge=0.05, le=25)
+    dose_mg: StrictFloat = Field(ge=0, le=5000)
+    prior_adverse_events: StrictInt = Field(ge=0, le=100)
 
     _below_systolic = field_validator("diastolic_bp")(diastolic_below_systolic)
+
+
+class Prediction(BaseModel):
+    """The 200 answer (the model version is also in ``X-Clinops-Model-Version``)."""
+
+    risk: float
+    high_risk: bool
+    threshold: float
+    model_version: str
+    version: str
 
 
 def load_model(s3_client: Any, bucket: str, key: str) -> tuple[RiskModel, dict[str, Any]]:
@@ -157,7 +177,7 @@ def create_app(config: ServiceConfig | None = None, *, s3_client: Any = None) ->
     app = build_app(runtime, title=SERVICE, readiness=store.readiness, lifespan=lifespan)
     app.state.model_store = store
 
-    @app.post(PREDICT_PATH)
+    @app.post(PREDICT_PATH, response_model=Prediction, responses=ERROR_RESPONSES)
     async def predict(req: PredictRequest, response: Response) -> Any:
         """Risk of an adverse event; 503 while no model is loaded."""
         model = store.model
