@@ -599,6 +599,19 @@ def _enrolled(body: Any, pick: int) -> Any:
     return body
 
 
+def _checker(url: str, checks: list[Any], codes: dict[int, int], enroll: bool) -> Callable[..., None]:
+    """One generated case: send it, count its status code, let schemathesis judge the answer."""
+
+    def check(case: Any, pick: int) -> None:
+        if enroll:
+            case.body = _enrolled(case.body, pick)
+        response = case.call(base_url=url, timeout=15)
+        codes[response.status_code] = codes.get(response.status_code, 0) + 1
+        case.validate_response(response, checks=checks)
+
+    return check
+
+
 def _fuzz(url: str, examples: int) -> dict[str, dict[int, int]]:
     """Run schemathesis against a live service's published OpenAPI document; return the codes seen.
 
@@ -636,13 +649,7 @@ def _fuzz(url: str, examples: int) -> dict[str, dict[int, int]]:
             codes = seen.setdefault(f"{op.label} {mode.value}", {})
             enroll = mode is GenerationMode.POSITIVE and op.path == "/v1/observations"
 
-            def check(case: Any, pick: int, codes: dict[int, int] = codes, enroll: bool = enroll) -> None:
-                if enroll:
-                    case.body = _enrolled(case.body, pick)
-                response = case.call(base_url=url, timeout=15)
-                codes[response.status_code] = codes.get(response.status_code, 0) + 1
-                case.validate_response(response, checks=checks)
-
+            check = _checker(url, checks, codes, enroll)
             settings(
                 max_examples=examples,
                 deadline=None,
