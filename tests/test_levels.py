@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from ports import PortBlock
 
 from clinops_lib import levels
-from clinops_lib.config import PortMap, Settings
+from clinops_lib.config import Settings
 from clinops_lib.exceptions import ParameterError
 from clinops_lib.local_target import LocalTarget
 from clinops_lib.platform_cli import format_table, status_from_cli
@@ -49,9 +50,10 @@ def test_resolve_levels_adds_dependencies() -> None:
     assert levels.resolve_levels([6]) == [6]
 
 
-def test_status_lists_every_component_without_processes(tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(state_dir=tmp_path / "state", ports=PortMap(23190))
+def test_status_lists_every_component_without_processes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], port_block: PortBlock
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state", ports=port_block.portmap())
     rows = LocalTarget(settings).status()
     assert [r.component for r in rows] == [c.name for c in levels.components()]
     by_name = {r.component: r for r in rows}

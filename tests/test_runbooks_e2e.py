@@ -1,6 +1,6 @@
 """The runbooks end to end, exactly as an operator runs them: ``clinops`` in a subprocess.
 
-One local platform for the whole module (port block 27000-27199, state and evidence under a
+One local platform for the whole module (a port block from the harness, state and evidence under a
 tmp dir), then in order: provision, deploy levels, a canary drill that promotes, a canary drill
 with injected errors that must abort, a blue-green drill -- each exits 0 and seals a PASSED
 bundle that verifies; the archive chains all five. Bad input exits 2 with nothing run;
@@ -30,13 +30,12 @@ from pathlib import Path
 
 import pytest
 from conftest import enterable_tmpdir
+from ports import PortAllocator
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "runbooks"
-PORT_BASE = 27000
-PORT_BLOCK = range(PORT_BASE, PORT_BASE + 200)
 CLINOPS = [sys.executable, "-m", "clinops_lib.cli"]
 #: Outer bound for one subprocess so a hung run fails this module instead of CI's whole job.
 #: Not a performance limit: the drills take minutes on a loaded machine.
@@ -67,6 +66,7 @@ class Platform:
     state_dir: Path
     archive: Path
     timings: dict[str, float]
+    ports: range
 
 
 def _require(name: str) -> Path:
@@ -121,8 +121,8 @@ def _listening_ports() -> set[int]:
     return ports
 
 
-def _block_listeners() -> list[int]:
-    return sorted(p for p in _listening_ports() if p in PORT_BLOCK)
+def _block_listeners(block: range) -> list[int]:
+    return sorted(p for p in _listening_ports() if p in block)
 
 
 def _processes_of(state_dir: Path) -> list[str]:
@@ -157,29 +157,27 @@ def _down(platform: Platform) -> subprocess.CompletedProcess[str]:
 
 # -- the platform -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
-    taken = _block_listeners()
-    if taken:
-        pytest.fail(f"ports {taken} of this module's block {PORT_BLOCK.start}-{PORT_BLOCK.stop - 1} are "
-                    "already in use by another process: stop it (or a stale `clinops up`) first")
+def platform(port_allocator: PortAllocator) -> Iterator[Platform]:
+    block = port_allocator.block()  # free and locked: nothing else listens there
     tmp = enterable_tmpdir("clinops-e2e-")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINOPS_", "KUBECONFIG"))}
     env.update(
-        CLINOPS_PORT_BASE=str(PORT_BASE),
+        CLINOPS_PORT_BASE=str(block.base),
         CLINOPS_STATE_DIR=str(tmp / "state"),
         CLINOPS_EVIDENCE_DIR=str(tmp / "evidence"),
         # no kubeconfig at all: --target kind must find neither a cluster nor docker/kind
         KUBECONFIG=str(tmp / "no-kubeconfig"),
         PYTHONDONTWRITEBYTECODE="1",
     )
-    p = Platform(tmp, env, tmp / "state", tmp / "evidence", {})
+    p = Platform(tmp, env, tmp / "state", tmp / "evidence", {}, block.ports)
     try:
         yield p
     finally:
         # runs even when a test failed half-way: nothing may outlive the module
         proc = _down(p)
         leftovers = _processes_of(p.state_dir)
-        listeners = _block_listeners()
+        listeners = _block_listeners(p.ports)
+        port_allocator.release(block)
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in p.timings.items())
         print(f"\n[e2e timings] {timings}", file=sys.stderr)
         if proc.returncode == 0 and not leftovers:
@@ -347,4 +345,4 @@ def test_down_leaves_no_process_and_no_listener(platform: Platform) -> None:
     proc = _down(platform)
     assert proc.returncode == 0, _explain(proc)
     assert _processes_of(platform.state_dir) == []
-    assert _block_listeners() == []
+    assert _block_listeners(platform.ports) == []
