@@ -400,6 +400,12 @@ def validate_cli_value(decl: Declaration, text: str) -> Any:
     return validate_value(decl, value)
 
 
+def _number_problem(e: ValueError) -> str:
+    if "digits" in str(e):
+        return "a number with thousands of digits (more than Python converts); not a plausible value"
+    return shown(str(e))
+
+
 def load_yaml(text: str, name: str, what: str) -> Any:
     """YAML from a user, without aliases or duplicate keys; errors name ``name`` and stay short.
 
@@ -418,13 +424,21 @@ def load_yaml(text: str, name: str, what: str) -> Any:
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()
-            for key_node, _ in node.value:
+            for key_node, value_node in node.value:
                 key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, str | int | float | bool) and key in seen:
+                hashable = isinstance(key, str | int | float | bool)
+                if hashable and key in seen:
                     raise ParameterError(
                         name, f"{what}: key {shown(key)} given twice (line {key_node.start_mark.line + 1})"
                     )
-                seen.add(key) if isinstance(key, str | int | float | bool) else None
+                if hashable:
+                    seen.add(key)
+                try:
+                    self.construct_object(value_node, deep=deep)
+                except ValueError as e:  # int() of a number with more digits than Python converts
+                    raise ParameterError(
+                        key if isinstance(key, str) else name, f"{what}: {_number_problem(e)}"
+                    ) from e
             return super().construct_mapping(node, deep=deep)
 
     try:
@@ -433,7 +447,7 @@ def load_yaml(text: str, name: str, what: str) -> Any:
         problem = getattr(e, "problem", None) or type(e).__name__
         raise ParameterError(name, f"{what} is not valid YAML ({shown(str(problem))})") from e
     except ValueError as e:  # int() of a number with more digits than Python converts
-        raise ParameterError(name, f"{what}: {shown(str(e))}") from e
+        raise ParameterError(name, f"{what}: {_number_problem(e)}") from e
     except RecursionError as e:
         raise ParameterError(name, f"{what} is nested too deeply") from e
 

@@ -13,6 +13,20 @@ from ports import PortAllocator, PortBlock
 #: One allocator per test process: each pytest-xdist worker is its own process with its own blocks.
 _PORTS = PortAllocator()
 
+#: Every test belongs to one of these tiers (markers registered in pyproject.toml); select with -m.
+TIERS = ("unit", "component", "e2e", "cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a suite in which a test has no tier: ``-m unit`` would silently skip it."""
+    untiered = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
+    if untiered:
+        shown = "\n  ".join(untiered[:20])
+        raise pytest.UsageError(
+            f"{len(untiered)} test(s) without a tier marker ({', '.join(TIERS)}):\n  {shown}\n"
+            "mark the module (pytestmark = pytest.mark.<tier>) or the test"
+        )
+
 REPO = Path(__file__).resolve().parent.parent
 
 

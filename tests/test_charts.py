@@ -16,6 +16,8 @@ from clinops_lib import charts
 from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import ChartError, ConfigError
 
+pytestmark = pytest.mark.component
+
 ROOT = project_root()
 ENVS = charts.ENVIRONMENTS
 

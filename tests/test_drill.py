@@ -25,6 +25,8 @@ from clinops_lib.faults import FaultProfile
 from clinops_lib.judge import Thresholds
 from clinops_lib.target import ComponentStatus, Target, Track, TrackState
 
+pytestmark = pytest.mark.unit
+
 
 class RouterTarget(Target):
     """A Target whose traffic layer is a real loopback HTTP server run by this test.

@@ -17,7 +17,7 @@ from clinops_lib.config import Settings
 from clinops_lib.drill import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
 from clinops_lib.target import Target, get_target
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.component, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def target(port_allocator: PortAllocator) -> Iterator[Target]:

@@ -22,6 +22,8 @@ from clinops_lib._manifest import CHAIN_FILE, read_chain, sha256_file
 from clinops_lib.cli import main
 from clinops_lib.exceptions import ConfigError
 
+pytestmark = pytest.mark.unit
+
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 

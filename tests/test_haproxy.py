@@ -20,6 +20,8 @@ from clinops_lib import _supervisor as sup
 from clinops_lib._haproxy import AdminSocket, HAProxyService, render_config
 from clinops_lib.exceptions import TrafficError
 
+pytestmark = pytest.mark.component
+
 Proxy = tuple[AdminSocket, str, dict[str, ThreadingHTTPServer]]
 
 

@@ -43,7 +43,7 @@ from clinops_lib.inventory import (
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY_FILE = ROOT / "terraform" / "inventory.tfvars.json"
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.component, pytest.mark.timeout(600)]
 
 
 def _raw() -> dict[str, Any]:

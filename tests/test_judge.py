@@ -9,6 +9,8 @@ from clinops_lib._sequential import BernoulliErrorSPRT, newcombe_diff_ci
 from clinops_lib.exceptions import MetricsError, ParameterError
 from clinops_lib.judge import Condition, MetricRun, MetricSpec, Thresholds, compare_latency, parse_duration
 
+pytestmark = pytest.mark.unit
+
 
 def _simulate(p_stable: float, p_canary: float, weight: float, n: int, rng: np.random.Generator,
               alpha: float = 0.05) -> BernoulliErrorSPRT:

@@ -48,6 +48,8 @@ from clinops_lib.kube_target import KubeconfigTarget
 from clinops_lib.rollouts import MERGE_PATCH
 from clinops_lib.target import get_target
 
+pytestmark = pytest.mark.component
+
 __all__ = ["emulator"]
 
 ROOT = project_root()

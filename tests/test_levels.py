@@ -16,6 +16,8 @@ from clinops_lib.exceptions import ParameterError
 from clinops_lib.local_target import LocalTarget
 from clinops_lib.platform_cli import format_table, status_from_cli
 
+pytestmark = pytest.mark.unit
+
 
 def test_levels_zero_to_six_in_order() -> None:
     assert [lv.number for lv in levels.LEVELS] == list(range(7))

@@ -11,6 +11,8 @@ from ports import PortBlock
 from clinops_lib.exceptions import ParameterError
 from clinops_lib.loadgen import STATUS_DROPPED, LoadGenerator, LoadSpec
 
+pytestmark = pytest.mark.unit
+
 
 class TinyServer:
     """A real HTTP/1.1 keep-alive server on loopback, in its own thread.

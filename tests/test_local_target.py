@@ -35,7 +35,7 @@ from clinops_lib.exceptions import (
 )
 from clinops_lib.local_target import LocalTarget
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.component, pytest.mark.slow]
 
 
 def _state_dir() -> Path:

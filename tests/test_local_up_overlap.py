@@ -30,6 +30,8 @@ from clinops_lib.config import PortMap, Settings
 from clinops_lib.exceptions import ComponentError
 from clinops_lib.local_target import LocalTarget
 
+pytestmark = pytest.mark.component
+
 
 def _state_dir() -> Path:
     return enterable_tmpdir("clinops-g-")

@@ -9,6 +9,8 @@ import pytest
 from clinops_lib import params as P
 from clinops_lib.exceptions import ParameterError
 
+pytestmark = pytest.mark.unit
+
 CONTRACT_CELL = """\
 # comment lines and blank lines are allowed
 

@@ -26,6 +26,8 @@ from clinops_lib.config import Settings
 from clinops_lib.exceptions import KubernetesAPIError, TrafficError, WaitFailed, WaitTimeout
 from clinops_lib.rollouts import MERGE_PATCH, RolloutsDriver
 
+pytestmark = pytest.mark.unit
+
 __all__ = ["emulator"]
 
 NS = "clinical-mlops"

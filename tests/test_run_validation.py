@@ -18,8 +18,6 @@ from conftest import write_notebook
 
 from clinops_lib.cli import main
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = str(ROOT / "runbooks" / "02-canary-drill.ipynb")
 BLUE_GREEN = str(ROOT / "runbooks" / "03-blue-green-drill.ipynb")
@@ -52,6 +50,7 @@ def _refused(args: list[str], tmp_path: Path, runtime_dir: Path, capsys: pytest.
 
 
 # -- drills' rules, checked by the runner on the real runbooks ------------------------------------
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("runbook", "params", "name", "words"),
     [
@@ -62,7 +61,7 @@ def _refused(args: list[str], tmp_path: Path, runtime_dir: Path, capsys: pytest.
         (CANARY, [("alpha", "0")], "alpha", ""),
         (CANARY, [("alpha", "1")], "alpha", ""),
         (CANARY, [("canary_version", "1.0 beta")], "canary_version", "version"),
-        (CANARY, [("canary_version", "-rc1")], "canary_version", "version"),
+        (CANARY, [("canary_version", "_rc1")], "canary_version", "version"),
         (CANARY, [("stable_version", "x" * 200)], "stable_version", "version"),
         (CANARY, [("pause_scale", "0.001")], "pause_scale", "analysis interval"),
         (BLUE_GREEN, [("fault", "latency:100ms")], "fault", "cannot parse"),
@@ -89,6 +88,7 @@ def test_drill_parameters_are_checked_before_a_kernel_starts(
     assert words.lower() in err.lower(), err
 
 
+@pytest.mark.unit
 def test_declared_ranges_are_the_real_ranges() -> None:
     """What a parameters cell declares is what the drill accepts: no value the declaration allows
     is refused later by the drill (pause_scale 0 and alpha 0/1 were allowed by 0..1)."""
@@ -109,6 +109,7 @@ def _notebook(tmp_path: Path) -> str:
     return str(write_notebook(tmp_path / "guarded.ipynb", ["print('ran')"], PARAMS))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("case", "name"),
     [

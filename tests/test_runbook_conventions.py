@@ -22,6 +22,8 @@ from clinops_lib import params as P
 from clinops_lib._secretgate import SecretGate
 from clinops_lib.exceptions import ParameterError
 
+pytestmark = pytest.mark.unit
+
 RUNBOOKS = sorted((Path(__file__).resolve().parent.parent / "runbooks").glob("*.ipynb"))
 SECTIONS = ("Purpose", "Preconditions", "Acceptance criteria", "Rollback")
 # a credential-named variable assigned a non-empty string literal

@@ -32,7 +32,7 @@ import pytest
 from conftest import enterable_tmpdir
 from ports import PortAllocator
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "runbooks"

@@ -41,7 +41,7 @@ AWS = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECR
 MODEL_BUCKET = "clinops-test-models"
 MODEL_KEY = "models/risk/1.0.0/model.json"
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.component, pytest.mark.timeout(600)]
 
 
 def _state_dir() -> Path:

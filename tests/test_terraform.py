@@ -28,6 +28,8 @@ from clinops_lib import inventory as inv_mod
 from clinops_lib._inventory_terraform import terraform_commands
 from clinops_lib.config import PortMap, Settings
 
+pytestmark = pytest.mark.component
+
 ROOT = Path(__file__).resolve().parent.parent
 TF = ROOT / "terraform"
 INVENTORY = json.loads((TF / "inventory.tfvars.json").read_text())
