@@ -14,8 +14,8 @@ from conftest import enterable_tmpdir
 from ports import PortAllocator
 
 from clinops_lib.config import Settings
-from clinops_lib.drill import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
-from clinops_lib.target import Target, get_target
+from clinops_lib.drills import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
+from clinops_lib.targets.base import Target, get_target
 
 pytestmark = [pytest.mark.component, pytest.mark.slow]
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from ports import PortAllocator
 
-from clinops_lib import _supervisor as sup
-from clinops_lib._haproxy import AdminSocket, HAProxyService, render_config
 from clinops_lib.exceptions import TrafficError
+from clinops_lib.targets.local import supervisor as sup
+from clinops_lib.targets.local.haproxy import AdminSocket, HAProxyService, render_config
 
 pytestmark = pytest.mark.component
 

@@ -8,8 +8,8 @@ import threading
 import pytest
 from ports import PortBlock
 
+from clinops_lib.drills.loadgen import STATUS_DROPPED, LoadGenerator, LoadSpec
 from clinops_lib.exceptions import ParameterError
-from clinops_lib.loadgen import STATUS_DROPPED, LoadGenerator, LoadSpec
 
 pytestmark = pytest.mark.unit
 

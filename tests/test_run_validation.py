@@ -92,7 +92,7 @@ def test_drill_parameters_are_checked_before_a_kernel_starts(
 def test_declared_ranges_are_the_real_ranges() -> None:
     """What a parameters cell declares is what the drill accepts: no value the declaration allows
     is refused later by the drill (pause_scale 0 and alpha 0/1 were allowed by 0..1)."""
-    from clinops_lib import params as P
+    from clinops_lib.runs import params as P
 
     for runbook in (CANARY, BLUE_GREEN):
         nb = json.loads(Path(runbook).read_text())

@@ -2,7 +2,7 @@
 
 Ports come from the harness (tests/ports.py): the shared stack on one block, each test's apps on a
 block of its own, a second PostgreSQL that one test stops on yet another.
-Components are started with the local target's own supervisor (clinops_lib._components).
+Components are started with the local target's own supervisor (clinops_lib.targets.local.components).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import pytest
 from conftest import enterable_tmpdir
 from ports import PortAllocator, PortBlock
 
-from clinops_lib import _supervisor as sup
-from clinops_lib._components import LocalStack, PostgreSQL, Redis, pg_dsn
 from clinops_lib.config import Settings
 from clinops_lib.exceptions import ConfigError, ParameterError, ServiceError
 from clinops_lib.services import synthetic
 from clinops_lib.services._common import DURATION_BUCKETS, ServiceConfig
+from clinops_lib.targets.local import supervisor as sup
+from clinops_lib.targets.local.components import LocalStack, PostgreSQL, Redis, pg_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = (
