@@ -8,6 +8,7 @@ component that a target does not run (Kafka on the local target, say) is still l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,8 @@ from .exceptions import ParameterError
 
 __all__ = [
     "LEVELS",
+    "VERSION_RULE",
+    "check_version",
     "Component",
     "Level",
     "component",
@@ -216,3 +219,22 @@ def resolve_levels(levels: Sequence[int]) -> list[int]:
         out.add(n)
         todo.extend(by_number[n].requires)
     return sorted(out)
+
+
+# -- versions ------------------------------------------------------------------------------------------
+#: The one rule for a service version, whatever the target: the local target passes it to the
+#: process, Kubernetes uses it as an image tag and a label value (no "+", at most 63 characters
+#: after the first). A version that one target would accept and another refuse is refused by all.
+VERSION_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_version(value: object, name: str) -> str:
+    """``value`` if it is a version by :data:`VERSION_RULE`; else ParameterError naming ``name``."""
+    if not isinstance(value, str) or not VERSION_RULE.match(value):
+        shown = repr(value) if len(repr(value)) <= 70 else repr(value)[:60] + "..."
+        raise ParameterError(
+            name,
+            f"{shown} is not a version: 1-64 characters of letters, digits, '.', '_' and '-', starting "
+            "with a letter or digit (the same rule on every target: it is an image tag on Kubernetes)",
+        )
+    return value

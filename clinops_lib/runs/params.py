@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import ast
 import math
-import re
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -67,8 +66,6 @@ SCALAR_TYPES = ("int", "float", "str", "bool")
 LIST_TYPES = tuple(f"list[{t}]" for t in ("int", "float", "str"))
 STRING_TYPES = ("str", "secret", "fault", "version")
 KNOWN_TYPES = (*SCALAR_TYPES, *LIST_TYPES, "secret", "fault", "version")
-#: The one version rule (local processes, image tags and label values on Kubernetes all accept it).
-VERSION_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxstring = 60
@@ -358,12 +355,10 @@ def _check_grammar(decl: Declaration, value: str, type_: str) -> str:
         from ..faults import FaultProfile
 
         FaultProfile.parse(value, parameter=decl.name)  # the grammar's own parser names the parameter
-    elif type_ == "version" and value and not VERSION_RULE.match(value):
-        raise ParameterError(
-            decl.name,
-            f"{shown(value)} is not a version: 1-64 characters of letters, digits, '.', '_' and '-', "
-            "starting with a letter or digit (the same rule on every target: an image tag on Kubernetes)",
-        )
+    elif type_ == "version" and value:
+        from ..catalog import check_version
+
+        check_version(value, decl.name)  # the one version rule, as every target applies it
     return value
 
 
