@@ -319,6 +319,33 @@ def test_platform_fault_mid_drill_aborts_within_one_interval(
     # the first interval at 10 % is the one that notices and says why: one interval, no more
     assert len(res.intervals) == 1
     assert ("weight", 50) not in t.calls and ("abort", None) in t.calls
+    if cls is BrokenMetricsTarget:  # metrics that could not be read are no evidence: never a Pass
+        assert res.intervals[0].verdict == "Inconclusive", res.intervals[0].reasons
+        assert any("could not be read" in r for r in res.intervals[0].reasons)
+
+
+class AbortFailsTarget(RouterTarget):
+    """The traffic layer refuses the abort (its admin socket is gone) and the retirement."""
+
+    def abort(self, service: str) -> None:
+        self.calls.append(("abort-refused", None))
+        raise TrafficError("HAProxy admin socket /state/haproxy.sock: No such file or directory")
+
+    def retire(self, service: str, track: Track = "canary") -> None:
+        raise TrafficError("cannot stop the canary: state file locked")
+
+
+def test_a_failed_abort_is_the_result_with_its_reason(port_block: PortBlock) -> None:
+    t = AbortFailsTarget(port_block)
+    try:
+        res = run_canary(t, _cfg(steps=[20, 100], rate=150, fault="errors:30%", thresholds=FAST,
+                                 abort_delay_s=0, tail_s=0.2))
+    finally:
+        t.close()
+    assert res.outcome == "ABORTED"
+    assert res.abort_at is None  # traffic never went back: no abort time to count from
+    assert res.abort_failure and "admin socket" in res.abort_failure and "state file locked" in res.abort_failure
+    assert "abort FAILED" in res.reason and "traffic may still reach the canary" in res.reason
 
 
 def test_slow_canary_is_aborted_by_an_early_look_before_the_interval_ends(router: RouterTarget) -> None:
