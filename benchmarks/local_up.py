@@ -128,7 +128,7 @@ def main() -> int:
             warm_runs.append(timed_up(env))
         warm_status = subprocess.run([str(ROOT / ".venv/bin/clinops"), "status", "--json"], env=env,
                                      capture_output=True, text=True)
-        rows = json.loads(warm_status.stdout)
+        rows = json.loads(warm_status.stdout)["components"]
     finally:
         subprocess.run([str(ROOT / ".venv/bin/clinops"), "down", "--purge"], env=env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)

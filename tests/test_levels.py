@@ -66,4 +66,8 @@ def test_status_lists_every_component_without_processes(
     assert "not on this target" in table and "1 data ingestion" in table
     status_from_cli(argparse.Namespace(json=True), settings)
     data = json.loads(capsys.readouterr().out)
-    assert {d["component"] for d in data} >= {"grafana", "clinical-gateway"}
+    assert {d["component"] for d in data["components"]} >= {"grafana", "clinical-gateway"}
+    # every track of every service, with its weight (unreadable here: nothing runs, and it says so)
+    tracks = {(t["service"], t["track"]): t for t in data["tracks"]}
+    assert set(tracks) == {(s, t) for s in ("clinical-gateway", "model-serving") for t in ("stable", "canary")}
+    assert all(t["weight"] is None and "unreadable" in t["note"] and not t["running"] for t in tracks.values())

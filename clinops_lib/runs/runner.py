@@ -180,6 +180,32 @@ def _validate_with_runbook_rules(nb: Any, effective: Mapping[str, Any], settings
     validator(effective, settings)
 
 
+def _abort_after_interruption(nb: Any, effective: Mapping[str, Any], settings: Settings) -> list[str]:
+    """The runner's own safety net after a signal: the release of the service the runbook moves
+    traffic for (metadata ``clinops.abort_on_interrupt`` names the parameter holding it) is
+    aborted if a canary of it still runs or holds traffic — e.g. the kernel was killed before
+    its cell's abort path could finish. Returns what was found and done, for the verdict."""
+    param = (nb.metadata.get("clinops") or {}).get("abort_on_interrupt")
+    if not param or not effective.get(param):
+        return []
+    service = str(effective[param])
+    try:
+        from ..drills.abort import abort_release, stray_canaries, track_rows
+        from ..targets.base import get_target
+
+        target = get_target(settings)
+        try:
+            strays = stray_canaries(track_rows(target, [service]))
+            if not strays:
+                return [f"after the interruption: {service} has no canary left running or holding traffic"]
+            return ["after the interruption: " + "; ".join(abort_release(target, service))]
+        finally:
+            target.close()
+    except Exception as e:  # noqa: BLE001 - the run is being sealed: say what failed, never lose the bundle
+        return [f"after the interruption: could not check/abort {service} ({type(e).__name__}: {e}); "
+                f"run `clinops abort {service}`"]
+
+
 def _sweep_stale_scratch(root: Path) -> None:
     """Remove scratch dirs of runs whose process is gone (killed outright: no clean-up ran)."""
     for d in root.glob("clinops-run-*"):
@@ -464,6 +490,10 @@ def run(
         executed = scratch / "executed.ipynb"
         failed_cell = _execute(nb, executed, path.parent, progress, env, injected, interruption)
         interrupted = _interruption_reason(interruption, injected)
+        if interrupted:
+            interrupted = "; ".join(
+                [interrupted, *_abort_after_interruption(nb, effective, settings.with_(target=run_target))]
+            )
         ended = utc_now()
         if executed.exists():
             shutil.copyfile(executed, staging / "notebook.ipynb")
