@@ -122,8 +122,10 @@ def one(fault: str, env: dict[str, str], settings: Settings, ports: range, archi
         time.sleep(0.1)
     if not canary_version:
         run.kill()
+        out, err = run.communicate()
         probe.stop()
-        return {"fault": fault, "error": "the canary never received traffic"}
+        return {"fault": fault, "error": "the canary never received traffic",
+                "runner_exit": run.returncode, "runner_output_tail": (out + err)[-800:]}
     time.sleep(2.0)  # the canary serves for a moment before the fault
     t0 = time.time()
     inject(fault, target, run, env)
@@ -166,6 +168,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port-base", type=int, default=37000)
     ap.add_argument("--only", default=",".join(FAULTS))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "faults.json"))
     args = ap.parse_args()
     faults = [f for f in args.only.split(",") if f]
     unknown = set(faults) - set(FAULTS)
@@ -198,7 +201,7 @@ def main() -> int:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "results": results,
     }
-    out = ROOT / "benchmarks" / "results" / "faults.json"
+    out = Path(args.out)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
