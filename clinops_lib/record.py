@@ -115,8 +115,11 @@ def figure(name: str, fig: Any) -> Path:
 def secret(value: str) -> str:
     """Tell the secret gate about a value the run learned (e.g. read from Secrets Manager).
 
-    Returns the value unchanged so it can wrap a lookup: ``pw = secret(fetch())``.
+    Returns the value unchanged so it can wrap a lookup: ``pw = secret(fetch())``. A value
+    shorter than 8 characters raises ValueError: the gate could not find it reliably.
     """
+    if value and len(value) < 8:
+        raise ValueError(f"record.secret(): a {len(value)}-character value is too short to detect reliably")
     if value:
         with open(artifact_dir() / "secrets.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(value) + "\n")

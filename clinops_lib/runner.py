@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import params as P
-from ._secretgate import SecretGate
+from ._secretgate import SecretGate, check_declared
 from .config import Settings
 from .evidence import seal
 from .exceptions import ConfigError, ParameterError
@@ -311,6 +311,7 @@ def run(
             raise ParameterError("target", f"--target {target} contradicts the parameter value {explicit!r}")
         cli["target"] = target
     values = P.validate(decls, given, cli)
+    check_declared({k: str(v) for k, v in values.items() if decls[k].secret})
     effective = {n: values.get(n, d.default) for n, d in decls.items()}
     run_target = str(effective.get("target", target or settings.target))
     if settings.signing_key is not None:
