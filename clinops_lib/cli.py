@@ -31,7 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_evidence_verify(args: argparse.Namespace) -> int:
     from .evidence import verify_from_cli
 
-    return verify_from_cli(args)
+    return verify_from_cli(args, _settings(args))
 
 
 def _cmd_evidence_list(args: argparse.Namespace) -> int:

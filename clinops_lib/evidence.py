@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from . import _attest
+from ._checkpoint import verify_checkpoint, write_checkpoint
 from ._manifest import (
     CHAIN_FILE,
     MANIFEST,
@@ -31,8 +33,9 @@ from ._manifest import (
     read_chain,
     sha256_file,
 )
+from ._secretgate import SecretGate
 from .config import Settings
-from .exceptions import ConfigError, EvidenceError, VerificationError
+from .exceptions import ConfigError, EvidenceError, SecretLeakError, VerificationError
 from .runrecord import iso, utc_now
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "STATEMENT_UNSIGNED",
     "VerifyReport",
     "bundle_name",
+    "signed_position",
     "list_from_cli",
     "list_runs",
     "seal",
@@ -61,7 +65,14 @@ def bundle_name(started: datetime, run_id: str) -> str:
 
 
 # -- sealing ----------------------------------------------------------------------------------
-def _statement_for(staging: Path, verdict: dict[str, Any], runbook: str) -> dict[str, Any]:
+CHAIN_DESCRIPTOR = "clinops-chain-position"
+
+
+def _statement_for(
+    staging: Path, verdict: dict[str, Any], runbook: str, position: dict[str, Any]
+) -> dict[str, Any]:
+    """The statement; ``position`` (sequence, previous manifest hash, bundle path, seal time)
+    is part of what is signed, so relinking, reordering, moving or backdating breaks the signature."""
     subjects = bundle_files(staging, exclude=(MANIFEST, *ATTESTATION_FILES))
     checks = verdict.get("checks", [])
     passed = [c["name"] for c in checks if c.get("passed")]
@@ -77,9 +88,37 @@ def _statement_for(staging: Path, verdict: dict[str, Any], runbook: str) -> dict
         if name in subjects
     ]
     configuration.append({"name": f"runbook:{runbook}"})
+    configuration.append({"name": CHAIN_DESCRIPTOR, "annotations": position})
     return _attest.statement(
         subjects, result=verdict["verdict"], configuration=configuration, passed=passed, failed=failed
     )
+
+
+def signed_position(statement: dict[str, Any]) -> dict[str, Any] | None:
+    """The chain position a statement records (None for statements sealed before it existed)."""
+    for item in statement.get("predicate", {}).get("configuration", []):
+        if isinstance(item, dict) and item.get("name") == CHAIN_DESCRIPTOR:
+            annotations = item.get("annotations")
+            return annotations if isinstance(annotations, dict) else None
+    return None
+
+
+def _gate_again(staging: Path, gate: SecretGate | None) -> None:
+    """The manifest and attestations are written after the run's gate: check them and every
+    name once more. Nothing is redacted here (that would break what was just signed): a hit
+    stops the seal."""
+    if gate is None:
+        return
+    hits = []
+    for path in sorted(staging.rglob("*")):
+        rel = path.relative_to(staging).as_posix()
+        if gate.find(rel)[1]:
+            hits.append(f"a file name ({gate.redact_name(rel)[0]})")
+        if path.is_file() and path.name in (MANIFEST, *ATTESTATION_FILES):
+            if gate.find(path.read_text(encoding="utf-8"))[1]:
+                hits.append(rel)
+    if hits:
+        raise SecretLeakError(f"secret gate: a secret reached {', '.join(hits)} after redaction; not sealed")
 
 
 def seal(
@@ -91,24 +130,16 @@ def seal(
     started: datetime,
     verdict: dict[str, Any],
     signing_key: Path | None = None,
+    gate: SecretGate | None = None,
 ) -> Path:
     """Attest, hash and move ``staging`` into the archive as the chain's next bundle.
 
-    ``staging`` must already have passed the secret gate; it is consumed (moved).
+    ``staging`` must already have passed the secret gate (``gate``, when given, checks the
+    manifest, attestations and names written here once more); it is consumed (moved).
+    After the bundle, the chain line and then the archive's checkpoint are written.
     Returns the bundle's path.
     """
     private_key = _attest.load_private_key(signing_key) if signing_key is not None else None
-    statement = _attest.canonical(_statement_for(staging, verdict, runbook))
-    if private_key is None:
-        (staging / STATEMENT_UNSIGNED).write_bytes(statement)
-        signature: dict[str, Any] = {"signature": "none"}
-    else:
-        pub = _attest.public_key_pem(private_key)
-        (staging / STATEMENT_SIGNED).write_bytes(statement)
-        (staging / ENVELOPE).write_bytes(_attest.canonical(_attest.sign_envelope(statement, private_key)))
-        (staging / PUBLIC_KEY).write_bytes(pub)
-        signature = {"signature": "ed25519-dsse", "public_key_sha256": _attest.keyid(pub)}
-
     name = bundle_name(started, run_id)
     rel = f"{runbook}/{name}"
     with archive_lock(archive):
@@ -117,33 +148,46 @@ def seal(
         final = archive / runbook / name
         if final.exists():
             raise EvidenceError(f"bundle {final} already exists")
-        manifest = {
-            "schema": MANIFEST_SCHEMA,
-            "bundle": rel,
-            "runbook": runbook,
-            "run_id": run_id,
+        position = {
             "sequence": len(chain),
             "previous_manifest_sha256": previous,
+            "bundle": rel,
             "sealed_utc": iso(utc_now()),
+        }
+        statement = _attest.canonical(_statement_for(staging, verdict, runbook, position))
+        if private_key is None:
+            (staging / STATEMENT_UNSIGNED).write_bytes(statement)
+            signature: dict[str, Any] = {"signature": "none"}
+        else:
+            pub = _attest.public_key_pem(private_key)
+            (staging / STATEMENT_SIGNED).write_bytes(statement)
+            (staging / ENVELOPE).write_bytes(_attest.canonical(_attest.sign_envelope(statement, private_key)))
+            (staging / PUBLIC_KEY).write_bytes(pub)
+            signature = {"signature": "ed25519-dsse", "public_key_sha256": _attest.keyid(pub)}
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "runbook": runbook,
+            "run_id": run_id,
+            **position,
             "verdict": verdict["verdict"],
             **signature,
             "files": bundle_files(staging),
         }
         (staging / MANIFEST).write_bytes(_attest.canonical(manifest))
+        _gate_again(staging, gate)
         partial = final.parent / f".{name}.partial"
         final.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staging, partial)
         partial.rename(final)
-        append_chain(
-            archive,
-            {
-                "sequence": len(chain),
-                "bundle": rel,
-                "manifest_sha256": sha256_file(final / MANIFEST),
-                "previous_manifest_sha256": previous,
-                "sealed_utc": manifest["sealed_utc"],
-            },
-        )
+        entry = {
+            "sequence": len(chain),
+            "bundle": rel,
+            "manifest_sha256": sha256_file(final / MANIFEST),
+            "previous_manifest_sha256": previous,
+            "sealed_utc": manifest["sealed_utc"],
+        }
+        append_chain(archive, entry)
+        write_checkpoint(archive, [*chain, entry], private_key)
     shutil.rmtree(staging, ignore_errors=True)
     return final
 
@@ -171,44 +215,56 @@ def _load_json(path: Path, label: str, problems: list[str]) -> Any:
     return None
 
 
+def _keyids(keys: Sequence[bytes]) -> set[str]:
+    return {_attest.keyid(k) for k in keys}
+
+
 def _verify_signature(
-    bundle: Path, label: str, manifest: dict[str, Any], public_key: bytes | None, problems: list[str]
-) -> None:
+    bundle: Path, label: str, manifest: dict[str, Any], expected: Sequence[bytes], problems: list[str]
+) -> bytes | None:
+    """Check the DSSE signature; returns the bundle's public key (None when unsigned or broken).
+
+    With ``expected`` keys configured an UNSIGNED bundle and a bundle signed by any other key
+    are problems (a downgrade or a re-signing), without needing a flag.
+    """
     mode = manifest.get("signature")
     if mode == "none":
         if (bundle / ENVELOPE).exists() or (bundle / STATEMENT_SIGNED).exists():
             problems.append(f"{label}: manifest says unsigned but a signed attestation is present")
-        if public_key is not None:
-            problems.append(f"{label}: bundle is UNSIGNED but a public key was given")
-        return
+        if expected:
+            problems.append(f"{label}: bundle is UNSIGNED but signatures by the expected key(s) are required")
+        return None
     if mode != "ed25519-dsse":
         problems.append(f"{label}: unknown signature mode {mode!r} in manifest")
-        return
+        return None
     envelope = _load_json(bundle / ENVELOPE, f"{label}/{ENVELOPE}", problems)
     if envelope is None:
-        return
+        return None
     try:
         embedded = (bundle / PUBLIC_KEY).read_bytes()
     except FileNotFoundError:
         problems.append(f"{label}/{PUBLIC_KEY}: missing")
-        return
-    if public_key is not None and embedded.strip() != public_key.strip():
-        problems.append(f"{label}: signed with a different key than the given public key")
-    key_bytes = public_key if public_key is not None else embedded
+        return None
+    if expected and _attest.keyid(embedded) not in _keyids(expected):
+        problems.append(
+            f"{label}: signed with a different key ({_attest.keyid(embedded)[:16]}...) "
+            "than the expected key(s)"
+        )
     if _attest.keyid(embedded) != manifest.get("public_key_sha256"):
         problems.append(f"{label}/{PUBLIC_KEY}: does not match the key id in the manifest")
     try:
-        key = _attest.load_public_key(key_bytes, f"{label} public key")
+        key = _attest.load_public_key(embedded, f"{label} public key")
         payload = _attest.verify_envelope(envelope, key)
     except VerificationError as e:
         problems.extend(e.problems)
-        return
+        return None
     except ValueError as e:
         problems.append(f"{label}/{ENVELOPE}: signature invalid: {e}")
-        return
+        return None
     statement = bundle / STATEMENT_SIGNED
     if statement.exists() and payload != statement.read_bytes():
         problems.append(f"{label}/{ENVELOPE}: signed payload differs from {STATEMENT_SIGNED}")
+    return embedded
 
 
 def _verify_statement(bundle: Path, label: str, manifest: dict[str, Any], problems: list[str]) -> None:
@@ -228,15 +284,42 @@ def _verify_statement(bundle: Path, label: str, manifest: dict[str, Any], proble
             problems.append(f"{label}/{rel}: manifest and attestation subject disagree")
     if statement.get("predicate", {}).get("result") != manifest.get("verdict"):
         problems.append(f"{label}: verdict in manifest differs from the attestation's result")
+    position = signed_position(statement)
+    what = "signed statement" if name == STATEMENT_SIGNED else "statement"
+    if position is None:
+        problems.append(f"{label}: its {what} does not cover its chain position")
+        return
+    for key in ("sequence", "previous_manifest_sha256", "bundle", "sealed_utc"):
+        if manifest.get(key) != position.get(key):
+            problems.append(
+                f"{label}: manifest {key} {manifest.get(key)!r} differs from the {what}'s "
+                f"{position.get(key)!r} (relinked, reordered, moved or backdated)"
+            )
 
 
-def verify_bundle(bundle: Path, *, public_key: bytes | None = None, label: str | None = None) -> list[str]:
+def verify_bundle(
+    bundle: Path,
+    *,
+    public_key: bytes | None = None,
+    expected_keys: Sequence[bytes] = (),
+    label: str | None = None,
+) -> list[str]:
     """Problems of one bundle: altered/missing/unexpected files, attestation and signature."""
-    label = label or bundle.name
+    return _check_bundle(bundle, _expected(public_key, expected_keys), label or bundle.name)[0]
+
+
+def _expected(public_key: bytes | None, expected_keys: Sequence[bytes]) -> list[bytes]:
+    keys = list(expected_keys)
+    if public_key is not None:
+        keys += _attest.split_pems(public_key) or [public_key]
+    return keys
+
+
+def _check_bundle(bundle: Path, expected: Sequence[bytes], label: str) -> tuple[list[str], bytes | None]:
     problems: list[str] = []
     manifest = _load_json(bundle / MANIFEST, f"{label}/{MANIFEST}", problems)
     if not isinstance(manifest, dict):
-        return problems or [f"{label}/{MANIFEST}: not a JSON object"]
+        return problems or [f"{label}/{MANIFEST}: not a JSON object"], None
     recorded: dict[str, str] = manifest.get("files", {})
     actual = bundle_files(bundle)
     for rel in sorted(set(recorded) | set(actual)):
@@ -250,16 +333,20 @@ def verify_bundle(bundle: Path, *, public_key: bytes | None = None, label: str |
                 f"manifest says {recorded[rel][:12]}...)"
             )
     _verify_statement(bundle, label, manifest, problems)
-    _verify_signature(bundle, label, manifest, public_key, problems)
-    return problems
+    key = _verify_signature(bundle, label, manifest, expected, problems)
+    return problems, key
 
 
 def _bundles_on_disk(archive: Path) -> list[str]:
     return sorted(p.parent.relative_to(archive).as_posix() for p in archive.glob(f"*/*/{MANIFEST}"))
 
 
-def verify_archive(archive: Path, *, public_key: bytes | None = None) -> VerifyReport:
-    """Every bundle plus the chain: links, order, missing and unexpected bundles."""
+def verify_archive(
+    archive: Path, *, public_key: bytes | None = None, expected_keys: Sequence[bytes] = ()
+) -> VerifyReport:
+    """Every bundle plus the chain and its checkpoint: links, order, missing, unexpected,
+    truncated, downgraded and re-signed bundles."""
+    expected = _expected(public_key, expected_keys)
     report = VerifyReport()
     try:
         chain = read_chain(archive)
@@ -270,6 +357,8 @@ def verify_archive(archive: Path, *, public_key: bytes | None = None) -> VerifyR
         report.problems.append(f"{archive / CHAIN_FILE}: missing (not an evidence archive?)")
     previous = None
     listed = set()
+    signer_keys: list[bytes] = []
+    first_signed: str | None = None
     for i, entry in enumerate(chain):
         rel = entry.get("bundle", f"<entry {i}>")
         listed.add(rel)
@@ -298,10 +387,27 @@ def verify_archive(archive: Path, *, public_key: bytes | None = None) -> VerifyR
                 )
             if manifest.get("previous_manifest_sha256") != entry.get("previous_manifest_sha256"):
                 report.problems.append(f"{rel}: broken link: manifest's previous hash differs from the chain")
-        report.problems.extend(verify_bundle(bundle, public_key=public_key, label=rel))
+        problems, key = _check_bundle(bundle, expected, rel)
+        report.problems.extend(problems)
+        unsigned = isinstance(manifest, dict) and manifest.get("signature") == "none"
+        if unsigned and first_signed and not expected:
+            report.problems.append(f"{rel}: UNSIGNED after signed bundles (from {first_signed}): downgraded?")
+        if key is not None:
+            first_signed = first_signed or rel
+            if not expected and signer_keys and _attest.keyid(key) not in _keyids(signer_keys):
+                report.problems.append(
+                    f"{rel}: signed with a different key than earlier bundles (configure "
+                    "CLINOPS_VERIFY_KEYS with every legitimate key to accept a rotation)"
+                )
+            signer_keys.append(key)
     for rel in _bundles_on_disk(archive):
         if rel not in listed:
             report.problems.append(f"{rel}: unexpected bundle (not in {CHAIN_FILE})")
+    report.problems.extend(
+        verify_checkpoint(
+            archive, chain, list(expected) or signer_keys, signed_archive=bool(expected or signer_keys)
+        )
+    )
     return report
 
 
@@ -310,13 +416,20 @@ def _archive_of(bundle: Path) -> Path | None:
     return candidate if (candidate / CHAIN_FILE).exists() else None
 
 
-def verify(path: Path, *, public_key: bytes | None = None) -> VerifyReport:
-    """Verify a bundle (with its chain entry when it sits in an archive) or a whole archive."""
+def verify(
+    path: Path, *, public_key: bytes | None = None, expected_keys: Sequence[bytes] = ()
+) -> VerifyReport:
+    """Verify a bundle (with its chain entry when it sits in an archive) or a whole archive.
+
+    ``expected_keys`` (``Settings.expected_public_keys()``) and ``public_key`` (``--public-key``)
+    are the keys signatures must verify with; none given = any embedded key is accepted.
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"evidence path {path} does not exist")
     if (path / MANIFEST).exists():
-        report = VerifyReport(bundles=1, problems=verify_bundle(path, public_key=public_key))
+        expected = _expected(public_key, expected_keys)
+        report = VerifyReport(bundles=1, problems=_check_bundle(path, expected, path.name)[0])
         archive = _archive_of(path)
         if archive is not None:
             rel = path.resolve().relative_to(archive.resolve()).as_posix()
@@ -327,21 +440,25 @@ def verify(path: Path, *, public_key: bytes | None = None) -> VerifyReport:
                 report.problems.append(f"{rel}/{MANIFEST}: altered: its hash differs from the chain entry")
         return report
     if (path / CHAIN_FILE).exists() or _bundles_on_disk(path):
-        return verify_archive(path, public_key=public_key)
+        return verify_archive(path, public_key=public_key, expected_keys=expected_keys)
     raise ConfigError(
         f"{path} is neither an evidence bundle (no {MANIFEST}) nor an archive (no {CHAIN_FILE})"
     )
 
 
-def verify_from_cli(args: argparse.Namespace) -> int:
-    """``clinops evidence verify PATH [--public-key PEM]``: 0 intact, 1 with each problem named."""
+def verify_from_cli(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """``clinops evidence verify PATH [--public-key PEM]``: 0 intact, 1 with each problem named.
+
+    The expected keys come from ``CLINOPS_VERIFY_KEYS`` (settings) plus ``--public-key``.
+    """
+    settings = settings or Settings.from_env()
     public_key = None
     if getattr(args, "public_key", None):
         try:
             public_key = Path(args.public_key).read_bytes()
         except OSError as e:
             raise ConfigError(f"--public-key {args.public_key}: cannot be read ({e})") from e
-    report = verify(Path(args.path), public_key=public_key)
+    report = verify(Path(args.path), public_key=public_key, expected_keys=settings.expected_public_keys())
     if report.ok:
         print(f"OK: {report.bundles} bundle(s) intact in {args.path}")
         return 0

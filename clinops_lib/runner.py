@@ -397,6 +397,7 @@ def run(
             started=started,
             verdict=verdict,
             signing_key=settings.signing_key,
+            gate=gate,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
