@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _attest
 from ._checkpoint import verify_checkpoint, write_checkpoint
@@ -35,6 +35,9 @@ from ._manifest import (
 )
 from ._secretgate import SecretGate
 from .config import Settings
+
+if TYPE_CHECKING:
+    from ._approvals import Registry
 from .exceptions import ConfigError, EvidenceError, SecretLeakError, VerificationError
 from .runrecord import iso, utc_now
 
@@ -341,11 +344,40 @@ def _bundles_on_disk(archive: Path) -> list[str]:
     return sorted(p.parent.relative_to(archive).as_posix() for p in archive.glob(f"*/*/{MANIFEST}"))
 
 
+def _verify_approvals(archive: Path, registry: Registry | None) -> list[str]:
+    """Every approval filed in the archive verifies against the registry and its bundle."""
+    from ._approvals import APPROVALS_DIR, verify_approval
+
+    root = archive / APPROVALS_DIR
+    files = sorted(root.rglob("*.approval.json")) if root.is_dir() else []
+    if files and registry is None:
+        return [f"{APPROVALS_DIR}/: {len(files)} approval(s) but no approvers registry to check them against"]
+    problems: list[str] = []
+    for path in files:
+        where = path.relative_to(archive).as_posix()
+        bundle = archive / path.parent.relative_to(root)
+        if not (bundle / MANIFEST).exists():
+            problems.append(
+                f"{where}: approves a bundle that is not in the archive ({bundle.relative_to(archive)})"
+            )
+            continue
+        try:
+            verify_approval(path.read_bytes(), registry, bundle=bundle, where=where)  # type: ignore[arg-type]
+        except VerificationError as e:
+            problems += e.problems
+    return problems
+
+
 def verify_archive(
-    archive: Path, *, public_key: bytes | None = None, expected_keys: Sequence[bytes] = ()
+    archive: Path,
+    *,
+    public_key: bytes | None = None,
+    expected_keys: Sequence[bytes] = (),
+    registry: Registry | None = None,
 ) -> VerifyReport:
-    """Every bundle plus the chain and its checkpoint: links, order, missing, unexpected,
-    truncated, downgraded and re-signed bundles."""
+    """Every bundle plus the chain and its checkpoint (links, order, missing, unexpected,
+    truncated, downgraded and re-signed bundles) and every approval filed in the archive
+    (checked against ``registry``; a library call without one skips them)."""
     expected = _expected(public_key, expected_keys)
     report = VerifyReport()
     try:
@@ -408,6 +440,8 @@ def verify_archive(
             archive, chain, list(expected) or signer_keys, signed_archive=bool(expected or signer_keys)
         )
     )
+    if registry is not None or (archive / "approvals").is_dir():
+        report.problems.extend(_verify_approvals(archive, registry))
     return report
 
 
@@ -417,7 +451,11 @@ def _archive_of(bundle: Path) -> Path | None:
 
 
 def verify(
-    path: Path, *, public_key: bytes | None = None, expected_keys: Sequence[bytes] = ()
+    path: Path,
+    *,
+    public_key: bytes | None = None,
+    expected_keys: Sequence[bytes] = (),
+    registry: Registry | None = None,
 ) -> VerifyReport:
     """Verify a bundle (with its chain entry when it sits in an archive) or a whole archive.
 
@@ -440,7 +478,7 @@ def verify(
                 report.problems.append(f"{rel}/{MANIFEST}: altered: its hash differs from the chain entry")
         return report
     if (path / CHAIN_FILE).exists() or _bundles_on_disk(path):
-        return verify_archive(path, public_key=public_key, expected_keys=expected_keys)
+        return verify_archive(path, public_key=public_key, expected_keys=expected_keys, registry=registry)
     raise ConfigError(
         f"{path} is neither an evidence bundle (no {MANIFEST}) nor an archive (no {CHAIN_FILE})"
     )
@@ -458,7 +496,17 @@ def verify_from_cli(args: argparse.Namespace, settings: Settings | None = None) 
             public_key = Path(args.public_key).read_bytes()
         except OSError as e:
             raise ConfigError(f"--public-key {args.public_key}: cannot be read ({e})") from e
-    report = verify(Path(args.path), public_key=public_key, expected_keys=settings.expected_public_keys())
+    registry = None
+    if settings.approvers_file.exists():
+        from ._approvals import load_registry
+
+        registry = load_registry(settings.approvers_file)
+    report = verify(
+        Path(args.path),
+        public_key=public_key,
+        expected_keys=settings.expected_public_keys(),
+        registry=registry,
+    )
     if report.ok:
         print(f"OK: {report.bundles} bundle(s) intact in {args.path}")
         return 0
