@@ -10,7 +10,8 @@ Files written (read back by :mod:`clinops_lib.evidence` when sealing)::
     checks.jsonl      one acceptance check per line: name, measured, limit, op, passed, unit
     secrets.jsonl     values the run learned that must never be kept: read by the secret
                       gate, never copied into the bundle; the scratch dir is deleted after sealing
-    data/<name>.csv   tables         data/<name>.html   figures (plotly, self-contained)
+    data/<name>.csv   tables         data/<name>.html   figures (plotly, loading ../assets/)
+    assets/plotly-<version>.min.js   the one copy of plotly.js every page of the bundle uses
 """
 
 from __future__ import annotations
@@ -105,10 +106,14 @@ def table(name: str, df: Any) -> Path:
 
 
 def figure(name: str, fig: Any) -> Path:
-    """Keep a plotly figure as self-contained ``data/<name>.html`` (plotly.js inlined, no CDN)."""
+    """Keep a plotly figure as ``data/<name>.html`` that opens offline: it loads plotly.js from
+    the bundle's one copy ``../assets/plotly-<version>.min.js`` (written here on first use)."""
+    from ._plotly_assets import ASSETS_DIR, asset_name, write_asset
+
     out = artifact_dir() / "data" / f"{_safe_name(name)}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(out), include_plotlyjs=True, full_html=True)
+    write_asset(artifact_dir())
+    fig.write_html(str(out), include_plotlyjs=f"../{ASSETS_DIR}/{asset_name()}", full_html=True)
     return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import params as P
+from ._plotly_assets import ASSETS_DIR, PLOTLY_MIME, asset_sha256, figure_div, script_tag, write_asset
 from ._secretgate import SecretGate, check_declared
 from .config import Settings
 from .evidence import seal
@@ -57,9 +59,9 @@ KERNEL = "clinops"
 CELL_TIMEOUT_S = 3600
 HIDDEN_FROM_KERNEL = ("CLINOPS_SIGNING_KEY",)
 SECRET_ENV_PREFIX = "CLINOPS_SECRET_"  # noqa: S105 - a variable-name prefix, not a password
-# nbconvert's template and plotly's notebook output load require.js and MathJax from CDNs; the
-# plots do not need them (plotly.js itself is inlined by the `notebook` renderer), and offline
-# a CDN script only delays or breaks rendering. They are removed from the HTML copy.
+# nbconvert's template loads require.js and MathJax from CDNs; the plots do not need them
+# (plotly.js is the bundle's own assets/ copy), and offline a CDN script only delays or breaks
+# rendering. They are removed from the HTML copy.
 _CDN_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']https?://[^\"']*[\"'][^>]*>\s*</script>", re.I)
 
 
@@ -204,13 +206,31 @@ def _execute(
 
 
 # -- gate and bundle --------------------------------------------------------------------------------
-def render_html(notebook: Path, out: Path) -> None:
-    """Self-contained HTML copy (plots inlined, no CDN scripts) that opens offline."""
+def render_html(notebook: Path, out: Path, signatures: list[str] | None = None) -> None:
+    """Offline HTML copy: images inlined, no CDN scripts, plots drawn by the bundle's one
+    ``assets/plotly-*.min.js`` (written beside ``out`` when the notebook has a plot), and the
+    manifestation of every signature the run carries (printed name, UTC time, meaning)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(str(notebook), as_version=4))
-    out.write_text(_CDN_SCRIPT.sub("", body), encoding="utf-8")
+    nb = nbformat.read(str(notebook), as_version=4)
+    plots = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            figure = output.get("data", {}).get(PLOTLY_MIME)
+            if isinstance(figure, dict):
+                plots += 1
+                output["data"]["text/html"] = figure_div(figure, f"clinops-plot-{plots}")
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    body = _CDN_SCRIPT.sub("", body)
+    if plots:
+        write_asset(out.parent)
+        body = body.replace("</head>", f"{script_tag()}\n</head>", 1)
+    if signatures:
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in signatures)
+        banner = f'<section id="clinops-signatures"><h2>Electronic signatures</h2><ul>{items}</ul></section>'
+        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + banner, body, count=1)
+    out.write_text(body, encoding="utf-8")
 
 
 def _read_checks(path: Path) -> list[dict[str, Any]]:
@@ -335,7 +355,7 @@ def run(
         env = {
             "CLINOPS_ARTIFACT_DIR": str(artifacts),
             "CLINOPS_RUN_ID": run_id,
-            "PLOTLY_RENDERER": "notebook",
+            "PLOTLY_RENDERER": "plotly_mimetype",  # data only: the library is the bundle's assets/ copy
             "CLINOPS_TARGET": run_target,
         }
         env |= {SECRET_ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if decls[k].secret}
@@ -346,12 +366,14 @@ def run(
             shutil.copyfile(executed, staging / "notebook.ipynb")
         else:  # the kernel never started: keep the parameterized input as what was attempted
             nbformat.write(nb, str(staging / "notebook.ipynb"))
-        if (artifacts / "data").is_dir():
-            shutil.copytree(artifacts / "data", staging / "data")
+        for part in ("data", ASSETS_DIR):
+            if (artifacts / part).is_dir():
+                shutil.copytree(artifacts / part, staging / part)
 
         # 3. gate, then build the human-readable files from redacted inputs
         secret_values = {k: str(v) for k, v in values.items() if decls[k].secret and v}
         gate = SecretGate.for_run(secret_values, artifacts / "secrets.jsonl", os.environ)
+        gate.trusted_sha256.add(asset_sha256())
         findings = gate.sweep(staging)
         render_html(staging / "notebook.ipynb", staging / "notebook.html")
         findings += gate.sweep(staging)
