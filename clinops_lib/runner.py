@@ -221,7 +221,12 @@ def render_html(notebook: Path, out: Path, signatures: list[str] | None = None) 
             if isinstance(figure, dict):
                 plots += 1
                 output["data"]["text/html"] = figure_div(figure, f"clinops-plot-{plots}")
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    exporter = HTMLExporter(
+        embed_images=True,
+        template_name="html_copy",  # lab layout, compact stylesheet: see html_copy/index.html.j2
+        extra_template_basedirs=[str(Path(__file__).resolve().parent)],
+    )
+    body, _ = exporter.from_notebook_node(nb)
     body = _CDN_SCRIPT.sub("", body)
     if plots:
         write_asset(out.parent)
