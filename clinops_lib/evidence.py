@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,7 +49,9 @@ __all__ = [
     "bundle_name",
     "signed_position",
     "list_from_cli",
+    "approve_from_cli",
     "list_runs",
+    "push_from_cli",
     "seal",
     "verify",
     "verify_from_cli",
@@ -485,10 +488,10 @@ def verify(
 
 
 def verify_from_cli(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    """``clinops evidence verify PATH [--public-key PEM]``: 0 intact, 1 with each problem named.
-
-    The expected keys come from ``CLINOPS_VERIFY_KEYS`` (settings) plus ``--public-key``.
-    """
+    """``clinops evidence verify PATH [--public-key PEM] [--remote]``: 0 intact, 1 with each
+    problem named. The expected keys come from ``CLINOPS_VERIFY_KEYS`` (settings) plus
+    ``--public-key``; approvals are checked against the approvers registry; ``--remote`` also
+    compares with the write-once bucket (bundles missing on either side, truncated tail)."""
     settings = settings or Settings.from_env()
     public_key = None
     if getattr(args, "public_key", None):
@@ -507,6 +510,11 @@ def verify_from_cli(args: argparse.Namespace, settings: Settings | None = None) 
         expected_keys=settings.expected_public_keys(),
         registry=registry,
     )
+    if getattr(args, "remote", False):
+        from ._remote import compare, remote_from_settings
+
+        remote = remote_from_settings(settings, bucket=args.bucket, prefix=args.prefix or "")
+        report.problems.extend(compare(Path(args.path), remote))
     if report.ok:
         print(f"OK: {report.bundles} bundle(s) intact in {args.path}")
         return 0
@@ -514,6 +522,36 @@ def verify_from_cli(args: argparse.Namespace, settings: Settings | None = None) 
         print(f"FAIL: {problem}")
     print(f"{len(report.problems)} problem(s) in {args.path}")
     return 1
+
+
+def push_from_cli(args: argparse.Namespace, settings: Settings) -> int:
+    """``clinops evidence push [ARCHIVE]``: upload to the write-once bucket; 1 on a conflict."""
+    from ._remote import push, remote_from_settings
+
+    archive = Path(args.path) if getattr(args, "path", None) else settings.evidence_dir
+    remote = remote_from_settings(settings, bucket=args.bucket, prefix=args.prefix or "")
+    print(f"pushing {archive} to s3://{remote.bucket}/{remote.prefix}", file=sys.stderr)
+    report = push(archive, remote, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    n_up, n_conflicts = len(report.uploaded), len(report.conflicts)
+    print(f"{n_up} uploaded, {report.skipped} already there, {n_conflicts} conflict(s)")
+    for c in report.conflicts:
+        print(f"CONFLICT: {c}")
+    return 1 if report.conflicts else 0
+
+
+def approve_from_cli(args: argparse.Namespace, settings: Settings) -> int:
+    """``clinops approve BUNDLE --meaning M --key PEM``: sign an approval (passphrase asked)."""
+    from ._approvals import approve, load_registry
+
+    out = approve(
+        Path(args.bundle),
+        meaning=args.meaning,
+        key=Path(args.key),
+        registry=load_registry(settings.approvers_file),
+        comment=args.comment or "",
+    )
+    print(f"approval: {out}")
+    return 0
 
 
 # -- listing ------------------------------------------------------------------------------------

@@ -299,7 +299,8 @@ def _object_lock(where: str, raw: Any, env: str) -> tuple[str | None, int | None
         raise e.fail("retention_days", f"must give days for each of {', '.join(ENVIRONMENTS)}")
     for name, value in days.items():
         if not isinstance(value, int) or isinstance(value, bool) or not (1 <= value <= 36500):
-            raise InventoryError(f"{where}.retention_days.{name}: must be an integer in 1..36500, got {value!r}")
+            raise InventoryError(
+                f"{where}.retention_days.{name}: must be an integer in 1..36500, got {value!r}")
     return mode, int(days[env])
 
 
@@ -519,7 +520,8 @@ def _desired(inv: Inventory, clients: Clients) -> dict[ResourceId, dict[str, Any
             "sse_algorithm": b.sse_algorithm,
             "public_access_block": dict(_PAB),
             "lifecycle_rules": sorted((r.normalised() for r in b.lifecycle_rules), key=lambda r: r["id"]),
-            "object_lock": {"mode": b.object_lock_mode, "days": b.object_lock_days} if b.object_lock_mode else None,
+            "object_lock": ({"mode": b.object_lock_mode, "days": b.object_lock_days}
+                            if b.object_lock_mode else None),
         }
     publishers: dict[str, list[str]] = {}
     for t in inv.topics.values():
