@@ -27,13 +27,14 @@ from __future__ import annotations
 import base64
 import getpass
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import _attest
 from ._manifest import MANIFEST, sha256_file
+from .config import Settings
 from .exceptions import ConfigError, VerificationError
 from .runrecord import iso, utc_now
 
@@ -47,8 +48,10 @@ __all__ = [
     "approve",
     "load_registry",
     "manifestation",
+    "preflight_promotion",
     "read_release",
     "require_promotion_approval",
+    "signature_line",
     "verify_approval",
 ]
 
@@ -229,6 +232,24 @@ def manifestation(name: str, signed_utc: str, meaning: str, role: str = "") -> s
     return f"Signed by {who} on {signed_utc} UTC, meaning: {meaning}"
 
 
+def approved_bundle(envelope_bytes: bytes) -> str:
+    """The archive path of the bundle an approval file names (unverified; "" when unreadable)."""
+    try:
+        return str(json.loads(base64.b64decode(json.loads(envelope_bytes)["payload"]))["predicate"]["bundle"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def signature_line(envelope_bytes: bytes) -> str:
+    """The manifestation of an approval file as recorded in it (no verification here)."""
+    try:
+        statement = json.loads(base64.b64decode(json.loads(envelope_bytes)["payload"]))
+        p = statement["predicate"]
+        return manifestation(p["signer"]["name"], p["signed_utc"], p["meaning"], p["signer"].get("role", ""))
+    except (ValueError, KeyError, TypeError) as e:
+        return f"unreadable approval ({e})"
+
+
 def approve(
     bundle: Path,
     *,
@@ -401,3 +422,19 @@ def require_promotion_approval(bundle: Path, registry: Registry, archive: Path |
         why = "; ".join(bad) if bad else "none filed"
         raise ConfigError(f"{bundle}: no valid approval for promotion ({why})")
     return promote[-1]
+
+
+def preflight_promotion(values: Mapping[str, Any], settings: Settings) -> Approval:
+    """The promote runbook's check before its kernel starts (exit 2 when it fails): the
+    ``bundle`` parameter names a bundle with a valid approval for promotion, for the
+    environment this run is configured for."""
+    bundle = Path(str(values.get("bundle") or ""))
+    if not str(values.get("bundle") or "") or not (bundle / MANIFEST).is_file():
+        raise ConfigError(f"bundle {str(bundle)!r}: not an evidence bundle (give the awaiting bundle's path)")
+    release = read_release(bundle)
+    if release["environment"] != settings.environment:
+        raise ConfigError(
+            f"bundle {bundle} proposes a release to {release['environment']}, this run is configured for "
+            f"{settings.environment} (CLINOPS_ENVIRONMENT)"
+        )
+    return require_promotion_approval(bundle, load_registry(settings.approvers_file))

@@ -348,24 +348,31 @@ def _bundles_on_disk(archive: Path) -> list[str]:
 
 
 def _verify_approvals(archive: Path, registry: Registry | None) -> list[str]:
-    """Every approval filed in the archive verifies against the registry and its bundle."""
-    from ._approvals import APPROVALS_DIR, verify_approval
+    """Every approval filed in the archive, and every copy a run kept in its bundle
+    (``data/approvals/``), verifies against the registry and the bundle it approves."""
+    from ._approvals import APPROVALS_DIR, approved_bundle, verify_approval
 
     root = archive / APPROVALS_DIR
-    files = sorted(root.rglob("*.approval.json")) if root.is_dir() else []
-    if files and registry is None:
-        return [f"{APPROVALS_DIR}/: {len(files)} approval(s) but no approvers registry to check them against"]
+    filed = sorted(root.rglob("*.approval.json")) if root.is_dir() else []
+    kept = sorted(archive.glob("*/*/data/approvals/*.approval.json"))
+    if (filed or kept) and registry is None:
+        n = len(filed) + len(kept)
+        return [f"{n} approval(s) in {archive} but no approvers registry to check them against"]
     problems: list[str] = []
-    for path in files:
+    for path in [*filed, *kept]:
         where = path.relative_to(archive).as_posix()
-        bundle = archive / path.parent.relative_to(root)
+        data = path.read_bytes()
+        if path.is_relative_to(root):
+            bundle = archive / path.parent.relative_to(root)
+        else:
+            bundle = archive / approved_bundle(data)
         if not (bundle / MANIFEST).exists():
             problems.append(
                 f"{where}: approves a bundle that is not in the archive ({bundle.relative_to(archive)})"
             )
             continue
         try:
-            verify_approval(path.read_bytes(), registry, bundle=bundle, where=where)  # type: ignore[arg-type]
+            verify_approval(data, registry, bundle=bundle, where=where)  # type: ignore[arg-type]
         except VerificationError as e:
             problems += e.problems
     return problems
@@ -443,8 +450,7 @@ def verify_archive(
             archive, chain, list(expected) or signer_keys, signed_archive=bool(expected or signer_keys)
         )
     )
-    if registry is not None or (archive / "approvals").is_dir():
-        report.problems.extend(_verify_approvals(archive, registry))
+    report.problems.extend(_verify_approvals(archive, registry))
     return report
 
 

@@ -25,7 +25,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["artifact_dir", "check", "checks", "figure", "require_all_checks", "secret", "table"]
+__all__ = [
+    "approval",
+    "artifact_dir",
+    "awaiting_approval",
+    "check",
+    "checks",
+    "figure",
+    "require_all_checks",
+    "secret",
+    "table",
+]
 
 ENV_ARTIFACT_DIR = "CLINOPS_ARTIFACT_DIR"
 
@@ -129,3 +139,27 @@ def secret(value: str) -> str:
         with open(artifact_dir() / "secrets.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(value) + "\n")
     return value
+
+
+def awaiting_approval(service: str, stable_version: str, candidate_version: str, environment: str) -> Path:
+    """Say that this run proposes a release a person must approve: ``data/release.json``.
+
+    ``clinops approve`` binds its signature to exactly these four values (and the bundle's
+    manifest hash); the runner marks the run AWAITING_APPROVAL in its verdict and summary.
+    """
+    out = artifact_dir() / "data" / "release.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    release = {"service": service, "stable_version": stable_version,
+               "candidate_version": candidate_version, "environment": environment}
+    out.write_text(json.dumps(release, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
+
+
+def approval(path: Path) -> Path:
+    """Keep a (verified) approval in this run's bundle: ``data/approvals/<file>``. Its signer's
+    printed name, UTC time and meaning are shown in the bundle's HTML copy and SUMMARY.md."""
+    src = Path(path)
+    out = artifact_dir() / "data" / "approvals" / src.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(src.read_bytes())
+    return out

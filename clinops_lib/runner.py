@@ -30,7 +30,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ class RunResult:
     failed_cell: dict[str, Any] | None = None
     failed_checks: list[str] = field(default_factory=list)
     secret_findings: list[str] = field(default_factory=list)
+    awaiting_approval: dict[str, str] | None = None
 
     @property
     def passed(self) -> bool:
@@ -117,6 +118,28 @@ def _check_kernel() -> None:
         get_kernel_spec(KERNEL)
     except NoSuchKernel as e:
         raise ConfigError(f"Jupyter kernel {KERNEL!r} is not installed; run scripts/setup.sh") from e
+
+
+def _preflight_promotion(values: Mapping[str, Any], settings: Settings) -> None:
+    from ._approvals import preflight_promotion
+
+    preflight_promotion(values, settings)
+
+
+#: Checks a runbook asks for in its metadata (``"clinops": {"preflight": [NAME, ...]}``): they
+#: run after parameter validation and before a kernel starts, so a refusal is exit 2 with
+#: nothing run, nothing moved and no bundle (a rejected run is not a run).
+PREFLIGHTS: dict[str, Callable[[Mapping[str, Any], Settings], None]] = {
+    "approved-promotion": _preflight_promotion,
+}
+
+
+def _preflight(nb: Any, values: Mapping[str, Any], settings: Settings) -> None:
+    names = nb.metadata.get("clinops", {}).get("preflight", [])
+    for name in [names] if isinstance(names, str) else names:
+        if name not in PREFLIGHTS:
+            raise ConfigError(f"runbook asks for preflight {name!r}; known: {', '.join(PREFLIGHTS)}")
+        PREFLIGHTS[name](values, settings)
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -266,6 +289,7 @@ def _verdict(
         reasons.append(f"secret gate: {len(findings)} finding(s), redacted: " + "; ".join(findings))
     return {
         "verdict": "FAILED" if reasons else "PASSED",
+        "awaiting_approval": None,
         "reasons": reasons,
         "failed_cell": cell,
         "checks": checks,
@@ -277,9 +301,26 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
 
-def _summary(record: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
+def _signature_lines(staging: Path) -> list[str]:
+    """The manifestation (printed name, UTC time, meaning) of every approval the run carries.
+
+    The runbook verified them before acting; ``clinops evidence verify`` verifies them again."""
+    from ._approvals import signature_line
+
+    folder = staging / "data" / "approvals"
+    if not folder.is_dir():
+        return []
+    return [signature_line(p.read_bytes()) for p in sorted(folder.glob("*.approval.json"))]
+
+
+def _summary(
+    record: Mapping[str, Any], verdict: Mapping[str, Any], signatures: list[str] | None = None
+) -> str:
+    status = verdict["verdict"]
+    if verdict.get("awaiting_approval") and status == "PASSED":
+        status = "PASSED, AWAITING_APPROVAL"
     lines = [
-        f"# {record['runbook']}: {verdict['verdict']}",
+        f"# {record['runbook']}: {status}",
         "",
         f"- run id: {record['run_id']}",
         f"- target: {record['target']}",
@@ -297,6 +338,18 @@ def _summary(record: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
     ] or ["- (none recorded)"]
     if verdict["reasons"]:
         lines += ["", "## Why FAILED", ""] + [f"- {r}" for r in verdict["reasons"]]
+    release = verdict.get("awaiting_approval")
+    if release:
+        lines += [
+            "",
+            "## Awaiting approval",
+            "",
+            f"- {release['service']}: {release['stable_version']} -> {release['candidate_version']} "
+            f"in {release['environment']}",
+            '- sign: `clinops approve <this bundle> --meaning "approved for promotion" --key <your key>`',
+        ]
+    if signatures:
+        lines += ["", "## Electronic signatures", ""] + [f"- {s}" for s in signatures]
     return "\n".join(lines) + "\n"
 
 
@@ -339,6 +392,7 @@ def run(
     check_declared({k: str(v) for k, v in values.items() if decls[k].secret})
     effective = {n: values.get(n, d.default) for n, d in decls.items()}
     run_target = str(effective.get("target", target or settings.target))
+    _preflight(nb, effective, settings)
     if settings.signing_key is not None:
         from ._attest import load_private_key
 
@@ -380,7 +434,8 @@ def run(
         gate = SecretGate.for_run(secret_values, artifacts / "secrets.jsonl", os.environ)
         gate.trusted_sha256.add(asset_sha256())
         findings = gate.sweep(staging)
-        render_html(staging / "notebook.ipynb", staging / "notebook.html")
+        signatures = _signature_lines(staging)
+        render_html(staging / "notebook.ipynb", staging / "notebook.html", signatures)
         findings += gate.sweep(staging)
         checks = [
             {k: gate.redact_text(v)[0] if isinstance(v, str) else v for k, v in c.items()}
@@ -408,8 +463,10 @@ def run(
         _write_json(staging / "run-record.json", record)
         for _ in range(3):  # the verdict quotes error text: gate it until nothing new is found
             verdict = _verdict(failed_cell, checks, findings, gate)
+            if (staging / "data" / "release.json").exists():
+                verdict["awaiting_approval"] = json.loads((staging / "data" / "release.json").read_text())
             _write_json(staging / "verdict.json", verdict)
-            (staging / "SUMMARY.md").write_text(_summary(record, verdict), encoding="utf-8")
+            (staging / "SUMMARY.md").write_text(_summary(record, verdict, signatures), encoding="utf-8")
             new = gate.sweep(staging)
             if not new:
                 break
@@ -435,6 +492,7 @@ def run(
         failed_cell=verdict["failed_cell"],
         failed_checks=[c["name"] for c in checks if not c.get("passed")],
         secret_findings=findings,
+        awaiting_approval=verdict.get("awaiting_approval"),
     )
 
 
@@ -459,7 +517,7 @@ def run_from_cli(args: argparse.Namespace, settings: Settings) -> int:
         out=out,
         progress=progress,
     )
-    print(f"verdict: {result.verdict}")
+    print(f"verdict: {result.verdict}" + (" (AWAITING_APPROVAL)" if result.awaiting_approval else ""))
     if result.failed_cell:
         c = result.failed_cell
         print(f"  failed cell {c['index']} (In [{c['execution_count']}]): {c['ename']}: {c['evalue']}")
