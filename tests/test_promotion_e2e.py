@@ -16,13 +16,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import enterable_tmpdir
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -54,7 +54,7 @@ def _key(path: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[dict]:
-    tmp = Path(tempfile.mkdtemp(prefix="clinops-promotion-"))
+    tmp = enterable_tmpdir("clinops-promotion-")
     keys = tmp / "keys"
     keys.mkdir()
     dana = _key(keys / "dana.pem")
