@@ -296,3 +296,22 @@ def test_common_files_have_no_false_positive() -> None:
 
     gate = SecretGate([("v", "correct-horse-battery")])
     assert gate.find(get_plotlyjs()[:400_000])[1] == []
+
+
+def test_manifest_and_attestation_are_gated_again_before_the_seal(tmp_path) -> None:
+    """What the seal writes after the run's gate (manifest, statement) is checked once more:
+    a secret there stops the seal, nothing reaches the archive."""
+    from datetime import UTC, datetime
+
+    from clinops_lib import evidence
+    from clinops_lib.exceptions import SecretLeakError
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "notebook.html").write_text("<html>clean</html>")
+    gate = SecretGate([("token", LEARNED)])
+    verdict = {"verdict": "PASSED", "checks": [{"name": f"login as {LEARNED}", "passed": True}]}
+    with pytest.raises(SecretLeakError, match="attestation"):
+        evidence.seal(staging, tmp_path / "evidence", runbook="demo", run_id="r1",
+                      started=datetime(2026, 1, 1, tzinfo=UTC), verdict=verdict, gate=gate)
+    assert not list((tmp_path / "evidence").glob("*/*/manifest.json"))
