@@ -24,7 +24,7 @@ from clinops_lib.faults import FaultProfile
 from clinops_lib.judge import Thresholds
 from clinops_lib.target import ComponentStatus, Target, Track, TrackState
 
-PORT = 25110  # this engineer's block is 25000-25199
+PORT = 35110  # this engineer's block is 25000-25199
 
 
 class RouterTarget(Target):
@@ -379,6 +379,9 @@ def test_manual_blue_green_awaits_approval_with_green_as_preview(router: RouterT
     assert not [c for c in router.calls if c[0] in ("weight", "promote", "abort", "retire")]
     assert router.tracks("model-serving")["canary"].version == "2.0.0"  # green still runs as preview
     assert router.weight == 0 and all(iv.verdict == "Pass" for iv in res.intervals)
+    from clinops_lib.drill_plots import traffic_figure, weight_figure
+
+    assert weight_figure(res).data and traffic_figure(res).data  # the runbook draws this outcome too
     # a promotion of something else than what runs as preview moves nothing
     with pytest.raises(DrillError, match="not running as preview"):
         promote_blue_green(router, _bg(green_version="2.0.1"))
