@@ -154,7 +154,7 @@ class Settings:
 
     def expected_public_keys(self) -> list[bytes]:
         """The PEM public keys in ``verify_keys`` (a file may hold several); ConfigError if unreadable."""
-        from ._attest import split_pems
+        from .evidence.attest import split_pems
 
         keys: list[bytes] = []
         for path in self.verify_keys:

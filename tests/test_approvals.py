@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clinops_lib import _approvals as A
 from clinops_lib import evidence
+from clinops_lib.evidence import approvals as A
 from clinops_lib.exceptions import ConfigError, VerificationError
 
 T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)

@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinops_lib import evidence
-from clinops_lib._manifest import CHAIN_FILE, read_chain, sha256_file
 from clinops_lib.cli import main
+from clinops_lib.config import Settings
+from clinops_lib.evidence.manifest import CHAIN_FILE, read_chain, sha256_file
 from clinops_lib.exceptions import ConfigError
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -216,14 +217,14 @@ def test_swapped_signature_is_named(signed_archive) -> None:
 
 def test_signature_by_another_key_is_named(signed_archive, tmp_path) -> None:
     """Attacker re-signs an edited statement with their own key and swaps in their public key."""
-    from clinops_lib import _attest
+    from clinops_lib.evidence import attest
 
     root, bundles, _ = signed_archive
-    forged = _attest.load_private_key(_key(tmp_path / "forger.pem"))
+    forged = attest.load_private_key(_key(tmp_path / "forger.pem"))
     b = bundles[0]
     statement = (b / evidence.STATEMENT_SIGNED).read_bytes()
-    (b / evidence.ENVELOPE).write_bytes(_attest.canonical(_attest.sign_envelope(statement, forged)))
-    (b / evidence.PUBLIC_KEY).write_bytes(_attest.public_key_pem(forged))
+    (b / evidence.ENVELOPE).write_bytes(attest.canonical(attest.sign_envelope(statement, forged)))
+    (b / evidence.PUBLIC_KEY).write_bytes(attest.public_key_pem(forged))
     problems = _problems(root)
     assert any("signing-key.pub.pem: altered" in p for p in problems)
     assert any("does not match the key id" in p for p in problems)
@@ -373,7 +374,7 @@ def test_backdating_fails(signed3) -> None:
 
 
 def _resign(bundle: Path, forged_key: Path) -> None:
-    from clinops_lib import _attest
+    from clinops_lib.evidence import attest as _attest
 
     forged = _attest.load_private_key(forged_key)
     statement = (bundle / evidence.STATEMENT_SIGNED).read_bytes()
@@ -398,13 +399,13 @@ def test_resigning_with_another_key_fails_without_a_flag(signed3, tmp_path) -> N
     # the configured key comes from CLINOPS_VERIFY_KEYS through Settings, no flag needed
     keyfile = tmp_path / "expected.pem"
     keyfile.write_bytes(pub)
-    settings_keys = evidence.Settings.from_env({"CLINOPS_VERIFY_KEYS": str(keyfile)}).expected_public_keys()
+    settings_keys = Settings.from_env({"CLINOPS_VERIFY_KEYS": str(keyfile)}).expected_public_keys()
     assert settings_keys == [pub]
 
 
 def test_resigning_everything_is_caught_only_by_configured_keys(signed3, tmp_path) -> None:
-    from clinops_lib import _attest
-    from clinops_lib._checkpoint import write_checkpoint
+    from clinops_lib.evidence import attest as _attest
+    from clinops_lib.evidence.checkpoint import write_checkpoint
 
     root, bundles, _, pub = signed3
     forger = _key(tmp_path / "forger.pem")
@@ -449,7 +450,7 @@ def test_unsigned_archive_fails_when_keys_are_configured(archive, signed3) -> No
 
 
 def test_checkpoint_is_signed_and_names_the_head(signed3) -> None:
-    from clinops_lib._checkpoint import read_checkpoint
+    from clinops_lib.evidence.checkpoint import read_checkpoint
 
     root, bundles, _, pub = signed3
     envelope, body = read_checkpoint((root / "checkpoint.json").read_bytes())

@@ -25,15 +25,15 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clinops_lib import _supervisor as sup
 from clinops_lib import evidence
-from clinops_lib import inventory as inv_mod
-from clinops_lib._components import LocalStack
-from clinops_lib._manifest import CHAIN_FILE
-from clinops_lib._remote import Remote, compare, push
 from clinops_lib.cli import main
 from clinops_lib.config import PortMap, Settings
+from clinops_lib.evidence.manifest import CHAIN_FILE
+from clinops_lib.evidence.remote import Remote, compare, push
 from clinops_lib.exceptions import EvidenceError
+from clinops_lib.inventory import model as inv_mod
+from clinops_lib.targets.local import supervisor as sup
+from clinops_lib.targets.local.components import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = 26400

@@ -26,8 +26,8 @@ from conftest import enterable_tmpdir
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clinops_lib import _approvals as A
 from clinops_lib import evidence
+from clinops_lib.evidence import approvals as A
 
 pytestmark = pytest.mark.slow
 

@@ -33,7 +33,7 @@ PASSING = [
 import json, os
 import pandas as pd
 import plotly.graph_objects as go
-from clinops_lib import record
+from clinops_lib.runs import record
 fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, rate], name="rate"))
 fig.show()
 record.figure("rate-plot", fig)
@@ -46,7 +46,7 @@ print(json.dumps({"run_id": os.environ["CLINOPS_RUN_ID"], "renderer": os.environ
 ]
 
 FAILING = [
-    "import os\nfrom clinops_lib import record\nrecord.check('error budget', 5, 1, '<=')\n"
+    "import os\nfrom clinops_lib.runs import record\nrecord.check('error budget', 5, 1, '<=')\n"
     "print('signing key visible:', os.environ.get('CLINOPS_SIGNING_KEY'))",
     "raise ValueError(f'boom at step {n}')",
     "print('never reached')",
@@ -201,7 +201,7 @@ def test_parameters_and_verdict(passing) -> None:
 def test_one_copy_of_plotly_js_per_bundle(passing) -> None:
     """The library is in assets/ once; the notebook, its HTML copy and the figure file only
     reference it (relative paths, so a copied bundle still opens offline)."""
-    from clinops_lib._plotly_assets import asset_name
+    from clinops_lib.runs.plotly_assets import asset_name
 
     b = passing["bundle"]
     asset = b / "assets" / asset_name()
@@ -221,7 +221,8 @@ def test_one_copy_of_plotly_js_per_bundle(passing) -> None:
 def _no_remote_reference(html: str) -> None:
     import re
 
-    refs = re.findall(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
+    remote = r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(https?:)?//"""
+    refs = re.findall(remote, html, re.I)
     assert refs == [], refs
 
 
