@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     chart.add_argument("action", choices=("render", "lint"))
     chart.add_argument("--env", default="dev", choices=("dev", "staging", "prod"))
     chart.add_argument("--out", help="write the rendered manifests here (default: stdout)")
+    chart.add_argument("--profile", action="append", default=[],
+                       help="values profile layered over the environment (charts/clinical-mlops/"
+                            "values-PROFILE.yaml, e.g. local-cluster); repeatable")
+    chart.add_argument("--kube-version", help="Kubernetes version to render for, e.g. 1.20.2 "
+                                              "(default: Helm's current one)")
     chart.set_defaults(func=_cmd_chart)
 
     kind = sub.add_parser("kind", help="create or delete the kind cluster and install the stack")
