@@ -275,7 +275,8 @@ def test_blue_green_keeps_its_services_and_states_promotion_in_every_environment
     for env in ENVS:
         raw = yaml.safe_load((charts.chart_dir() / f"values-{env}.yaml").read_text())
         stated = raw["ml-pipeline"]["serving"]["blueGreen"]["autoPromotionEnabled"]
-        assert stated is (env != "prod"), f"values-{env}.yaml: autoPromotionEnabled must be stated"
+        # Only dev promotes by itself; staging rehearses production's signed manual promotion.
+        assert stated is (env == "dev"), f"values-{env}.yaml: autoPromotionEnabled must be stated"
         for profile in [(), (PROFILE,)]:
             objects = charts.render(env, profiles=profile, kube_version=OLD)
             bg = _one(objects, "Rollout", "model-serving")["spec"]["strategy"]["blueGreen"]

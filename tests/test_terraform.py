@@ -1,5 +1,6 @@
-"""terraform/: parsed with bc-python-hcl2 (the HCL parser checkov uses), held to the same inventory file as the boto3 path,
-and scanned with checkov. No Terraform providers are needed (none can be downloaded here).
+"""terraform/: parsed with bc-python-hcl2 (the HCL parser checkov uses), held to the same inventory
+file as the boto3 path, and scanned with checkov. No Terraform providers are needed (none can be
+downloaded here).
 
 What "single source" means, checked here:
 * every key of inventory.tfvars.json is a declared variable (without a default, so a missing
