@@ -72,6 +72,9 @@ class Services:
     model_bucket: str = "clinops-dev-model-artifacts"
     model_key: str = "models/risk-model/current/model.joblib"
     events_topic_arn: str = "arn:aws:sns:us-east-1:000000000000:clinops-dev-observations"
+    kafka_topic: str = "clinical-observations"
+    registered_model: str = "clinops-subject-risk"
+    model_alias: str = "champion"
     apps: dict[str, str] = field(default_factory=lambda: dict(SERVICE_APPS))
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -512,6 +515,9 @@ class Prometheus(Component):
         cfg: dict[str, object] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
             "scrape_configs": jobs,
+            # the platform's alerts go to the local Alertmanager (Level 6); while it is not up,
+            # Prometheus retries and keeps evaluating
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports.alertmanager}"]}]}]},
         }
         rules = rules_file(self.settings)
         if rules is not None:
@@ -693,6 +699,13 @@ def service_env(
         "CLINOPS_EVENTS_TOPIC_ARN": services.events_topic_arn,
         "CLINOPS_MODEL_BUCKET": services.model_bucket,
         "CLINOPS_MODEL_KEY": services.model_key,
+        # issue 14: the gateway's Kafka events; model-serving's registry model and online features
+        "CLINOPS_KAFKA_BOOTSTRAP": f"127.0.0.1:{settings.ports.kafka}",
+        "CLINOPS_KAFKA_TOPIC": services.kafka_topic,
+        "CLINOPS_MLFLOW_URL": f"http://127.0.0.1:{settings.ports.mlflow}",
+        "CLINOPS_FEAST_URL": f"http://127.0.0.1:{settings.ports.feast}",
+        "CLINOPS_REGISTERED_MODEL": services.registered_model,
+        "CLINOPS_MODEL_ALIAS": services.model_alias,
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -44,6 +44,7 @@ from ._components import (
     service_spec,
 )
 from ._haproxy import AdminSocket
+from ._pipeline_components import PIPELINE_COMPONENTS
 from .config import Settings
 from .exceptions import (
     ClinopsError,
@@ -68,7 +69,11 @@ INFRA: dict[str, type[Component]] = {
     "localstack": LocalStack,
     "haproxy": HAProxy,
     "prometheus": Prometheus,
+    **PIPELINE_COMPONENTS,  # issue 14: kafka, kafka-consumer, feast, mlflow, airflow, alertmanager
 }
+#: Stop order of ``down``: consumers of a component before it.
+STOP_ORDER: tuple[str, ...] = ("airflow", "feast", "mlflow", "kafka-consumer", "kafka", "alertmanager",
+                               "prometheus", "haproxy", "localstack", "redis", "postgresql")
 TRACKS: tuple[Track, Track] = ("stable", "canary")
 #: Workloads whose *process* may start before their level is due, once these components are
 #: healthy. The gateway's connection pool and Redis client need PostgreSQL and Redis only, so
@@ -224,8 +229,12 @@ class LocalTarget(Target):
                 for c in lv.components if c.runs_on("local")]
         healthy: set[str] = set()
         infra_waits: dict[str, Callable[[], None]] = {}
+        deferred: dict[str, int] = {}  # components whose process waits for its needs to be healthy
         for number, name in plan:
             if name in INFRA:
+                if _needs(name) and not self._alive(state["components"].get(name)):
+                    deferred[name] = number
+                    continue
                 wait = self._up_infra(state, name, number, started, say)
                 if wait is None:
                     healthy.add(name)
@@ -247,6 +256,16 @@ class LocalTarget(Target):
                 changed = True
 
         def launch_early() -> None:
+            nonlocal changed
+            for name, number in list(deferred.items()):
+                if set(_needs(name)) <= healthy:
+                    del deferred[name]
+                    wait = self._up_infra(state, name, number, started, say)
+                    if wait is None:
+                        healthy.add(name)
+                    else:
+                        infra_waits[name] = wait
+                        changed = True
             for _, name in plan:
                 needs = START_AFTER.get(name)
                 if needs is not None and name not in launched and set(needs) <= healthy:
@@ -254,6 +273,11 @@ class LocalTarget(Target):
 
         launch_early()
         for _, name in plan:
+            if name in deferred:
+                missing = sorted(set(_needs(name)) - healthy)
+                comp = self._component(name, state)
+                raise ComponentError(name, f"cannot start: needs {', '.join(missing)} healthy (bring its level up too)",
+                                     str(comp.log_file))
             if name in infra_waits:
                 infra_waits.pop(name)()
                 healthy.add(name)
@@ -275,8 +299,8 @@ class LocalTarget(Target):
             for comp in level.components:
                 if comp.name in INFRA and not self._alive(state["components"].get(comp.name)):
                     c = self._component(comp.name, state)
-                    ports = c.ports() if isinstance(c, HAProxy) else [c.port]
-                    for port in ports:
+                    ports = c.ports() if hasattr(c, "ports") else [c.port]  # type: ignore[attr-defined]
+                    for port in [p for p in ports if p]:
                         if sup.port_in_use(port):
                             raise _port_error(comp.name, port, c.log_file)
                 elif comp.name in SERVICES and not self._alive(
@@ -768,6 +792,8 @@ class LocalTarget(Target):
                         row = self._infra_status(level.number, comp.name, state["components"].get(comp.name))
                     elif comp.name in SERVICES:
                         row = self._service_status(level.number, comp.name, state)
+                    elif comp.name == "spark":
+                        row = self._job_status(level.number, comp.name, state)
                     elif comp.name == "training-job":
                         t = state.get("training")
                         row = ComponentStatus(level.number, comp.name, "stopped", detail="not run")
@@ -786,6 +812,44 @@ class LocalTarget(Target):
                             )
                 out.append(row)
         return out
+
+    def run_pipeline(self, run_id: str, *, timeout: float = 600.0,
+                     progress: Callable[[Any], None] | None = None) -> Any:
+        """Trigger one run of the pipeline DAG on the local Airflow and wait for it (issue 14).
+
+        The outcome of each batch job is recorded in the state file, so ``status`` shows the
+        Spark job's last run next to the long-running components.
+        """
+        from ._airflow import trigger_and_wait
+        from ._pipeline_components import DAG_ID
+
+        with self._locked() as state:
+            if not self._alive(state["components"].get("airflow")):
+                raise TargetError("Airflow is not running on the local target; run `clinops up --levels 5` first")
+        url = self._component("airflow").endpoint()
+        run = trigger_and_wait(url, DAG_ID, run_id, timeout=timeout, progress=progress)
+        log_dir = self.settings.state_dir / "airflow" / "task-logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+        with self._locked() as state:
+            for task in run.tasks:
+                if task.task_id == "spark_features":
+                    state.setdefault("pipeline_runs", {})["spark"] = {
+                        "run_id": run_id, "state": task.state, "started_at": task.started_at,
+                        "ended_at": task.ended_at, "duration": task.duration,
+                        "log_file": str(log_dir / "task_id=spark_features" / "attempt=1.log"),
+                    }
+        return run
+
+    def _job_status(self, level: int, name: str, state: Mapping[str, Any]) -> ComponentStatus:
+        """A batch job of the pipeline DAG: its last recorded run (``pipeline_runs``), else 'not run'."""
+        run = (state.get("pipeline_runs") or {}).get(name)
+        if not run:
+            return ComponentStatus(level, name, "stopped", detail="batch job of the pipeline DAG; not run yet")
+        return ComponentStatus(
+            level, name, "healthy" if run.get("state") == "success" else "unhealthy",
+            version=str(run.get("version", "")), started_at=run.get("started_at"), ready_at=run.get("ended_at"),
+            seconds_to_ready=run.get("duration"), detail=f"DAG run {run.get('run_id')}: task {run.get('state')}",
+            log_file=str(run.get("log_file", "")),
+        )
 
     def _infra_status(self, level: int, name: str, entry: Mapping[str, Any] | None) -> ComponentStatus:
         comp = self._component(name)
@@ -835,7 +899,7 @@ class LocalTarget(Target):
             for service in SERVICES:
                 for track in TRACKS:
                     self._stop_track(state, service, track)
-            for name in ("prometheus", "haproxy", "localstack", "redis", "postgresql"):
+            for name in STOP_ORDER:
                 entry = state["components"].pop(name, None)
                 proc = self._proc(entry)
                 if proc is not None:
@@ -856,6 +920,11 @@ class LocalTarget(Target):
             haproxy = self._component("haproxy")
             shutil.rmtree(self.settings.state_dir, ignore_errors=True)
             cast(HAProxy, haproxy).admin_path.unlink(missing_ok=True)
+
+
+def _needs(name: str) -> tuple[str, ...]:
+    """Components that must be healthy before ``name``'s process starts (see _pipeline_components)."""
+    return tuple(getattr(INFRA[name], "needs", ()))
 
 
 def _in_background(fn: Callable[[], Any]) -> Callable[[], Any]:
