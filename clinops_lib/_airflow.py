@@ -63,21 +63,44 @@ def _get(client: httpx.Client, path: str) -> dict[str, Any]:
 def read_run(client: httpx.Client, dag_id: str, run_id: str) -> DagRun:
     run = _get(client, f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
     tis = _get(client, f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances").get("task_instances", [])
-    tasks = [TaskRun(t["task_id"], t.get("state") or "none", _epoch(t.get("start_date")), _epoch(t.get("end_date")),
-                     t.get("duration")) for t in tis]
+    tasks = [
+        TaskRun(
+            t["task_id"],
+            t.get("state") or "none",
+            _epoch(t.get("start_date")),
+            _epoch(t.get("end_date")),
+            t.get("duration"),
+        )
+        for t in tis
+    ]
     order = {t: i for i, t in enumerate(("spark_features", "feast_materialize", "train", "register"))}
     tasks.sort(key=lambda t: (order.get(t.task_id, 99), t.task_id))
-    return DagRun(dag_id, run_id, run.get("state") or "none", _epoch(run.get("start_date")),
-                  _epoch(run.get("end_date")), tasks)
+    return DagRun(
+        dag_id,
+        run_id,
+        run.get("state") or "none",
+        _epoch(run.get("start_date")),
+        _epoch(run.get("end_date")),
+        tasks,
+    )
 
 
-def trigger_and_wait(base_url: str, dag_id: str, run_id: str, *, timeout: float,
-                     progress: Callable[[DagRun], None] | None = None, interval: float = 3.0,
-                     transport: httpx.BaseTransport | None = None) -> DagRun:
+def trigger_and_wait(
+    base_url: str,
+    dag_id: str,
+    run_id: str,
+    *,
+    timeout: float,
+    progress: Callable[[DagRun], None] | None = None,
+    interval: float = 3.0,
+    transport: httpx.BaseTransport | None = None,
+) -> DagRun:
     """Trigger ``run_id`` of ``dag_id`` and poll until it succeeds or fails; WaitTimeout after ``timeout``."""
     with httpx.Client(base_url=base_url, timeout=30.0, transport=transport) as client:
         try:
-            r = client.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"dag_run_id": run_id, "logical_date": None})
+            r = client.post(
+                f"/api/v2/dags/{dag_id}/dagRuns", json={"dag_run_id": run_id, "logical_date": None}
+            )
         except httpx.HTTPError as e:
             raise ComponentError("airflow", f"cannot trigger {dag_id}: {e}", "") from e
         if r.status_code not in (200, 201):
@@ -93,6 +116,8 @@ def trigger_and_wait(base_url: str, dag_id: str, run_id: str, *, timeout: float,
             if run.state in TERMINAL:
                 return run
             if time.monotonic() - t0 > timeout:
-                raise WaitTimeout(f"timed out after {timeout:g}s waiting for DAG run {dag_id}/{run_id} "
-                                  f"(state {run.state}; tasks {seen})")
+                raise WaitTimeout(
+                    f"timed out after {timeout:g}s waiting for DAG run {dag_id}/{run_id} "
+                    f"(state {run.state}; tasks {seen})"
+                )
             time.sleep(interval)

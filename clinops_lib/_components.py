@@ -517,7 +517,9 @@ class Prometheus(Component):
             "scrape_configs": jobs,
             # the platform's alerts go to the local Alertmanager (Level 6); while it is not up,
             # Prometheus retries and keeps evaluating
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports.alertmanager}"]}]}]},
+            "alerting": {
+                "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports.alertmanager}"]}]}]
+            },
         }
         rules = rules_file(self.settings)
         if rules is not None:

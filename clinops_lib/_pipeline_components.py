@@ -78,7 +78,7 @@ def _need_venv(settings: Settings, name: str, component: str) -> Path:
 
 
 def pipeline_env(settings: Settings) -> dict[str, str]:
-    """The environment every pipeline job gets (read by :class:`clinops_lib.pipeline.config.PipelineConfig`)."""
+    """The environment of every pipeline job (read by :class:`~.pipeline.config.PipelineConfig`)."""
     from .inventory import service_resources
 
     ports = settings.ports
@@ -101,8 +101,14 @@ def _create_database(settings: Settings, name: str, component: str, log_file: Pa
     import psycopg
 
     try:
-        with psycopg.connect(host="127.0.0.1", port=settings.ports.postgres, user="clinops", dbname="postgres",
-                             connect_timeout=5, autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=settings.ports.postgres,
+            user="clinops",
+            dbname="postgres",
+            connect_timeout=5,
+            autocommit=True,
+        ) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{name}"')
     except Exception as e:  # noqa: BLE001 - any failure names the component and its log
@@ -193,13 +199,26 @@ class Kafka(Component):
         with open(self.log_file, "ab") as log:
             try:
                 subprocess.run(
-                    [*self._jvm(), "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                     "-c", str(self.dir / "server.properties")],
-                    stdout=log, stderr=subprocess.STDOUT, check=True, timeout=120, cwd=self.dir,
+                    [
+                        *self._jvm(),
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "-t",
+                        cluster_id,
+                        "-c",
+                        str(self.dir / "server.properties"),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    check=True,
+                    timeout=120,
+                    cwd=self.dir,
                 )
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
                 shutil.rmtree(data, ignore_errors=True)
-                raise ComponentError(self.name, f"formatting the KRaft storage failed: {e}", str(self.log_file)) from e
+                raise ComponentError(
+                    self.name, f"formatting the KRaft storage failed: {e}", str(self.log_file)
+                ) from e
 
     def _jvm(self) -> list[str]:
         return [
@@ -216,8 +235,14 @@ class Kafka(Component):
         ]
 
     def spec(self) -> ProcessSpec:
-        return ProcessSpec(self.name, [*self._jvm(), "kafka.Kafka", str(self.dir / "server.properties")],
-                           self.log_file, self.pid_file, ports=self.ports(), cwd=self.dir)
+        return ProcessSpec(
+            self.name,
+            [*self._jvm(), "kafka.Kafka", str(self.dir / "server.properties")],
+            self.log_file,
+            self.pid_file,
+            ports=self.ports(),
+            cwd=self.dir,
+        )
 
     def healthy(self) -> bool:
         """A metadata request answered by the broker (not just an open port)."""
@@ -257,7 +282,9 @@ class Kafka(Component):
         try:
             asyncio.run(asyncio.wait_for(create(), 30))
         except Exception as e:  # noqa: BLE001
-            raise ComponentError(self.name, f"could not create topic {self.topic}: {e}", str(self.log_file)) from e
+            raise ComponentError(
+                self.name, f"could not create topic {self.topic}: {e}", str(self.log_file)
+            ) from e
 
     @property
     def bootstrap(self) -> str:
@@ -283,10 +310,26 @@ class KafkaConsumer(Component):
 
         _, topic = kafka_settings(self.settings)
         python = python_bin(self.settings)
-        argv = [python, "-m", "clinops_lib.pipeline.kafka_consumer", "--bootstrap",
-                f"127.0.0.1:{self.settings.ports.kafka}", "--topic", topic, "--pg-dsn", pg_dsn(self.settings)]
-        return ProcessSpec(self.name, argv, self.log_file, self.pid_file, ports=[], cwd=self.settings.project_root,
-                           env={"PYTHONUNBUFFERED": "1", **python_env(self.settings, python)})
+        argv = [
+            python,
+            "-m",
+            "clinops_lib.pipeline.kafka_consumer",
+            "--bootstrap",
+            f"127.0.0.1:{self.settings.ports.kafka}",
+            "--topic",
+            topic,
+            "--pg-dsn",
+            pg_dsn(self.settings),
+        ]
+        return ProcessSpec(
+            self.name,
+            argv,
+            self.log_file,
+            self.pid_file,
+            ports=[],
+            cwd=self.settings.project_root,
+            env={"PYTHONUNBUFFERED": "1", **python_env(self.settings, python)},
+        )
 
     def healthy(self) -> bool:
         """The broker reports the consumer group Stable with a member (it has joined and owns partitions)."""
@@ -297,13 +340,16 @@ class KafkaConsumer(Component):
         from .pipeline.kafka_consumer import GROUP_ID
 
         async def probe() -> bool:
-            admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{self.settings.ports.kafka}",
-                                        request_timeout_ms=3000)
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=f"127.0.0.1:{self.settings.ports.kafka}", request_timeout_ms=3000
+            )
             try:
                 await admin.start()
                 responses = await admin.describe_consumer_groups([GROUP_ID])
-                # raw DescribeGroups responses: (error, group_id, state, protocol_type, protocol, members, ...)
-                return any(g[1] == GROUP_ID and g[2] == "Stable" and g[5] for r in responses for g in r.groups)
+                # raw DescribeGroups responses: (error, group_id, state, protocol_type, protocol, members..)
+                return any(
+                    g[1] == GROUP_ID and g[2] == "Stable" and g[5] for r in responses for g in r.groups
+                )
             finally:
                 await admin.close()
 
@@ -342,11 +388,20 @@ class MLflow(Component):
         bucket = service_resources(self.settings.environment)["CLINOPS_BUCKET_MLFLOW_ARTIFACTS"]
         python = _venv(self.settings, "pipeline") / "bin" / "python"
         argv = [
-            str(python), "-m", "mlflow", "server",
+            str(python),
+            "-m",
+            "mlflow",
+            "server",
             "--backend-store-uri",
             f"postgresql+psycopg2://clinops@127.0.0.1:{self.settings.ports.postgres}/{self.database}",
-            "--artifacts-destination", f"s3://{bucket}/",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--artifacts-destination",
+            f"s3://{bucket}/",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
         ]
         env = {**AWS_ENV, "MLFLOW_S3_ENDPOINT_URL": self.settings.localstack_url, "PYTHONUNBUFFERED": "1"}
         return self._proc(argv, cwd=self.dir, env=env)
@@ -355,8 +410,14 @@ class MLflow(Component):
         return http_ok(f"{self.endpoint()}/health")
 
     def version(self) -> str:
-        return _run_version((str(_venv(self.settings, "pipeline") / "bin" / "python"), "-c",
-                             "import importlib.metadata as m; print(m.version('mlflow'))"), r"(\S+)")
+        return _run_version(
+            (
+                str(_venv(self.settings, "pipeline") / "bin" / "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('mlflow'))",
+            ),
+            r"(\S+)",
+        )
 
 
 # -- Feast feature server (Level 3) ----------------------------------------------------------------
@@ -389,19 +450,34 @@ class FeastServer(Component):
 
         feast = _venv(self.settings, "pipeline") / "bin" / "feast"
         apply = [str(self._python()), "-m", "clinops_lib.pipeline.feature_store", "apply"]
-        serve = [str(feast), "--chdir", str(self.repo), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--workers", "1", "--registry_ttl_sec", "5", "--no-access-log"]
+        serve = [
+            str(feast),
+            "--chdir",
+            str(self.repo),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--registry_ttl_sec",
+            "5",
+            "--no-access-log",
+        ]
         script = f"{shlex.join(apply)} && exec {shlex.join(serve)}"
         self.repo.mkdir(parents=True, exist_ok=True)
-        return self._proc(["/bin/sh", "-c", script], cwd=self.settings.project_root,
-                          env={**pipeline_env(self.settings)})
+        return self._proc(
+            ["/bin/sh", "-c", script], cwd=self.settings.project_root, env={**pipeline_env(self.settings)}
+        )
 
     def healthy(self) -> bool:
         return http_ok(f"{self.endpoint()}/health")
 
     def version(self) -> str:
-        return _run_version((str(self._python()), "-c",
-                             "import importlib.metadata as m; print(m.version('feast'))"), r"(\S+)")
+        return _run_version(
+            (str(self._python()), "-c", "import importlib.metadata as m; print(m.version('feast'))"), r"(\S+)"
+        )
 
 
 # -- Airflow (Level 5) -----------------------------------------------------------------------------
@@ -431,7 +507,9 @@ class Airflow(Component):
             "AIRFLOW_HOME": str(self.dir),
             # standalone starts its four processes as `airflow ...` found on PATH
             "PATH": f"{self._bin().parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.settings.project_root / "clinops_lib" / "pipeline" / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(
+                self.settings.project_root / "clinops_lib" / "pipeline" / "dags"
+            ),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "2",
@@ -469,12 +547,19 @@ class Airflow(Component):
         except (httpx.HTTPError, ValueError):
             return False
         return r.status_code == 200 and all(
-            (body.get(part) or {}).get("status") == "healthy" for part in ("metadatabase", "scheduler", "dag_processor")
+            (body.get(part) or {}).get("status") == "healthy"
+            for part in ("metadatabase", "scheduler", "dag_processor")
         )
 
     def version(self) -> str:
-        return _run_version((str(_venv(self.settings, "airflow") / "bin" / "python"), "-c",
-                             "import importlib.metadata as m; print(m.version('apache-airflow'))"), r"(\S+)")
+        return _run_version(
+            (
+                str(_venv(self.settings, "airflow") / "bin" / "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('apache-airflow'))",
+            ),
+            r"(\S+)",
+        )
 
 
 # -- Alertmanager (Level 6) ------------------------------------------------------------------------
@@ -500,8 +585,13 @@ class Alertmanager(Component):
                 "prometheus-alertmanager"
             )
         config = {
-            "route": {"receiver": "record", "group_by": ["alertname", "service"], "group_wait": "0s",
-                      "group_interval": "5s", "repeat_interval": "1h"},
+            "route": {
+                "receiver": "record",
+                "group_by": ["alertname", "service"],
+                "group_wait": "0s",
+                "group_interval": "5s",
+                "repeat_interval": "1h",
+            },
             "receivers": [{"name": "record"}],
         }
         (self.dir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -101,7 +101,8 @@ class PortMap:
     def all_ports(self, services: int) -> list[int]:
         """Every port the local target listens on with ``services`` services (for leak checks)."""
         return [self.postgres, self.redis, self.localstack, self.prometheus, self.haproxy_stats,
-                self.kafka, self.kafka_controller, self.mlflow, self.feast, self.alertmanager, self.airflow] + [
+                self.kafka, self.kafka_controller, self.mlflow, self.feast, self.alertmanager,
+                self.airflow] + [
             p for i in range(services)
             for p in (self.service_frontend(i), self.service_preview(i),
                       self.service_backend(i, 0), self.service_backend(i, 1))

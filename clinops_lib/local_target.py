@@ -276,14 +276,18 @@ class LocalTarget(Target):
             if name in deferred:
                 missing = sorted(set(_needs(name)) - healthy)
                 comp = self._component(name, state)
-                raise ComponentError(name, f"cannot start: needs {', '.join(missing)} healthy (bring its level up too)",
-                                     str(comp.log_file))
+                raise ComponentError(
+                    name, f"cannot start: needs {', '.join(missing)} healthy (bring its level up too)",
+                    str(comp.log_file),
+                )
             if name in infra_waits:
                 infra_waits.pop(name)()
                 healthy.add(name)
                 launch_early()
             elif name == "training-job":
                 changed |= self._up_training(state, say)
+            elif name == "spark":
+                changed |= self._up_spark_runtime(state, say)
             elif name in SERVICES and name not in launched:
                 launch(name)
         # readiness of the services, side by side, once every level below them is healthy
@@ -825,7 +829,9 @@ class LocalTarget(Target):
 
         with self._locked() as state:
             if not self._alive(state["components"].get("airflow")):
-                raise TargetError("Airflow is not running on the local target; run `clinops up --levels 5` first")
+                raise TargetError(
+                    "Airflow is not running on the local target; run `clinops up --levels 5` first"
+                )
         url = self._component("airflow").endpoint()
         run = trigger_and_wait(url, DAG_ID, run_id, timeout=timeout, progress=progress)
         log_dir = self.settings.state_dir / "airflow" / "task-logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
@@ -839,15 +845,41 @@ class LocalTarget(Target):
                     }
         return run
 
+    def _up_spark_runtime(self, state: dict[str, Any], say: Progress) -> bool:
+        """Level 2 is a batch job (run by the DAG): deploying it = checking its runtime is complete."""
+        if (state.get("jobs") or {}).get("spark"):
+            say("spark: runtime already checked")
+            return False
+        t0 = time.time()
+        missing = _spark_runtime_missing(self.settings)
+        if missing:
+            raise PrerequisiteError(f"spark: {missing}")
+        state.setdefault("jobs", {})["spark"] = {"started_at": t0, "ready_at": time.time()}
+        say(f"spark: runtime ready ({_spark_version(self.settings)}, Java, JDBC driver); the DAG runs the job")
+        return True
+
     def _job_status(self, level: int, name: str, state: Mapping[str, Any]) -> ComponentStatus:
         """A batch job of the pipeline DAG: its last recorded run (``pipeline_runs``), else 'not run'."""
         run = (state.get("pipeline_runs") or {}).get(name)
         if not run:
-            return ComponentStatus(level, name, "stopped", detail="batch job of the pipeline DAG; not run yet")
+            ready = (state.get("jobs") or {}).get(name)
+            if not ready:
+                return ComponentStatus(level, name, "stopped", detail="batch job of the pipeline DAG: not deployed")
+            missing = _spark_runtime_missing(self.settings)
+            return ComponentStatus(
+                level, name, "unhealthy" if missing else "healthy", version=_spark_version(self.settings),
+                started_at=ready.get("started_at"), ready_at=ready.get("ready_at"),
+                seconds_to_ready=ready.get("ready_at", 0) - ready.get("started_at", 0),
+                detail=f"batch job cannot run: {missing}" if missing else
+                "batch job of the pipeline DAG, not run yet; runtime ready (pyspark, Java, JDBC driver)",
+            )
         return ComponentStatus(
             level, name, "healthy" if run.get("state") == "success" else "unhealthy",
-            version=str(run.get("version", "")), started_at=run.get("started_at"), ready_at=run.get("ended_at"),
-            seconds_to_ready=run.get("duration"), detail=f"DAG run {run.get('run_id')}: task {run.get('state')}",
+            version=_spark_version(self.settings),
+            started_at=run.get("started_at"),
+            ready_at=run.get("ended_at"),
+            seconds_to_ready=run.get("duration"),
+            detail=f"DAG run {run.get('run_id')}: task {run.get('state')}",
             log_file=str(run.get("log_file", "")),
         )
 
@@ -899,6 +931,8 @@ class LocalTarget(Target):
             for service in SERVICES:
                 for track in TRACKS:
                     self._stop_track(state, service, track)
+            state.pop("jobs", None)
+            state.pop("pipeline_runs", None)
             for name in STOP_ORDER:
                 entry = state["components"].pop(name, None)
                 proc = self._proc(entry)
@@ -920,6 +954,25 @@ class LocalTarget(Target):
             haproxy = self._component("haproxy")
             shutil.rmtree(self.settings.state_dir, ignore_errors=True)
             cast(HAProxy, haproxy).admin_path.unlink(missing_ok=True)
+
+
+def _spark_version(settings: Settings) -> str:
+    venv = settings.project_root / ".venv-pipeline"
+    found = sorted(venv.glob("lib/python3*/site-packages/pyspark-*.dist-info"))
+    return found[0].name.removeprefix("pyspark-").removesuffix(".dist-info") if found else ""
+
+
+def _spark_runtime_missing(settings: Settings) -> str:
+    """What the Spark job lacks on this machine ('' when it can run)."""
+    from .pipeline.spark_job import JDBC_JAR
+
+    if not _spark_version(settings):
+        return "pyspark not in .venv-pipeline (run scripts/setup.sh)"
+    if shutil.which("java") is None:
+        return "no 'java' (Debian openjdk-17-jre-headless)"
+    if not JDBC_JAR.exists():
+        return f"{JDBC_JAR} missing (Debian libpostgresql-jdbc-java)"
+    return ""
 
 
 def _needs(name: str) -> tuple[str, ...]:

@@ -75,7 +75,8 @@ def test_no_two_distributions_write_the_same_file(venv: Path) -> None:
     assert not report, f"{venv.name}: distributions overwrite each other's files:\n" + "\n".join(report[:20])
 
 
-def _fake_distribution(site: Path, name: str, files: list[str], digest: str | None = None) -> None:
+def _fake_distribution(site: Path, name: str, files: list[str],
+                       digest: str | None = None) -> None:
     info = site / f"{name.replace('-', '_')}-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
@@ -96,8 +97,11 @@ def test_a_clashing_distribution_is_named_with_its_twin(tmp_path: Path) -> None:
 
 def test_a_byte_identical_split_distribution_is_not_a_clash(tmp_path: Path) -> None:
     """MLflow 3's layout: the same bytes from two distributions; a differing file is still a clash."""
-    _fake_distribution(tmp_path, "mlflow", ["mlflow/__init__.py", "mlflow/server/js/index.html"], digest="same")
+    _fake_distribution(tmp_path, "mlflow", ["mlflow/__init__.py", "mlflow/server/js/index.html"],
+                       digest="same")
     _fake_distribution(tmp_path, "mlflow-skinny", ["mlflow/__init__.py"], digest="same")
     assert overlapping_files(tmp_path) == {}
     _fake_distribution(tmp_path, "mlflow-fork", ["mlflow/__init__.py"], digest="other")
-    assert overlapping_files(tmp_path) == {"mlflow/__init__.py": {"mlflow", "mlflow-skinny", "mlflow-fork"}}
+    assert overlapping_files(tmp_path) == {
+        "mlflow/__init__.py": {"mlflow", "mlflow-skinny", "mlflow-fork"}
+    }

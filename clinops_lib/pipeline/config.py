@@ -56,7 +56,9 @@ class PipelineConfig:
             raise ConfigError(f"CLINOPS_PG_PORT={env.get('CLINOPS_PG_PORT')!r} is not a port number") from e
         work = env.get("CLINOPS_PIPELINE_DIR", "")
         if not work:
-            raise ConfigError("CLINOPS_PIPELINE_DIR is not set (the pipeline's work directory in the state dir)")
+            raise ConfigError(
+                "CLINOPS_PIPELINE_DIR is not set (the pipeline's work directory in the state dir)"
+            )
         return cls(
             pg_host=env.get("CLINOPS_PG_HOST", "127.0.0.1"),
             pg_port=pg_port,

@@ -65,8 +65,12 @@ def definitions(cfg: PipelineConfig) -> list[Any]:
     from feast.data_format import ParquetFormat
     from feast.types import Float64
 
-    subject = Entity(name="subject", join_keys=[ENTITY], value_type=ValueType.STRING,
-                     description="A trial subject (site-prefixed id)")
+    subject = Entity(
+        name="subject",
+        join_keys=[ENTITY],
+        value_type=ValueType.STRING,
+        description="A trial subject (site-prefixed id)",
+    )
     source = FileSource(
         name="subject_vitals_parquet",
         path=f"s3://{cfg.feature_bucket}/{OBJECT_KEY}",
@@ -124,8 +128,11 @@ def _offline_subjects(cfg: PipelineConfig) -> list[str]:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    fs = pafs.S3FileSystem(endpoint_override=cfg.s3_endpoint or None, region="us-east-1",
-                           scheme="http" if cfg.s3_endpoint.startswith("http://") else "https")
+    fs = pafs.S3FileSystem(
+        endpoint_override=cfg.s3_endpoint or None,
+        region="us-east-1",
+        scheme="http" if cfg.s3_endpoint.startswith("http://") else "https",
+    )
     table = pq.read_table(f"{cfg.feature_bucket}/{OBJECT_KEY}", filesystem=fs, columns=[ENTITY])
     return [str(s) for s in table.column(ENTITY).to_pylist()]
 

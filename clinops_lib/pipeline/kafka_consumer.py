@@ -39,12 +39,14 @@ CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
 )
 """
 _INSERT = (
-    f'INSERT INTO {EVENTS_TABLE} (topic, partition, "offset", observation_id, subject_id, event) '
+    f'INSERT INTO {EVENTS_TABLE} (topic, partition, "offset", observation_id, subject_id, event) '  # noqa: S608 - constant table name
     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
 
 
-async def consume(bootstrap: str, topic: str, pg_dsn: str, stop: asyncio.Event, *, batch_ms: int = 500) -> int:
+async def consume(
+    bootstrap: str, topic: str, pg_dsn: str, stop: asyncio.Event, *, batch_ms: int = 500
+) -> int:
     """Consume until ``stop`` is set; returns the number of events written."""
     import psycopg
     from aiokafka import AIOKafkaConsumer
@@ -53,8 +55,13 @@ async def consume(bootstrap: str, topic: str, pg_dsn: str, stop: asyncio.Event, 
     written = 0
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         await conn.execute(_SCHEMA)
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=GROUP_ID,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=GROUP_ID,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         print(json.dumps({"event": "consumer.started", "topic": topic, "group": GROUP_ID}), flush=True)
         try:
@@ -67,22 +74,34 @@ async def consume(bootstrap: str, topic: str, pg_dsn: str, stop: asyncio.Event, 
                             event = json.loads(rec.value)
                         except (TypeError, ValueError):
                             event = {"undecodable": True}
-                        rows.append((tp.topic, tp.partition, rec.offset, event.get("observation_id"),
-                                     event.get("subject_id"), Jsonb(event)))
+                        rows.append(
+                            (
+                                tp.topic,
+                                tp.partition,
+                                rec.offset,
+                                event.get("observation_id"),
+                                event.get("subject_id"),
+                                Jsonb(event),
+                            )
+                        )
                 if rows:
                     async with conn.transaction(), conn.cursor() as cur:
                         await cur.executemany(_INSERT, rows)
                     await consumer.commit()
                     written += len(rows)
-                    print(json.dumps({"event": "consumer.persisted", "events": len(rows), "total": written}),
-                          flush=True)
+                    print(
+                        json.dumps({"event": "consumer.persisted", "events": len(rows), "total": written}),
+                        flush=True,
+                    )
         finally:
             await consumer.stop()
     return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clinops_lib.pipeline.kafka_consumer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m clinops_lib.pipeline.kafka_consumer", description=__doc__
+    )
     parser.add_argument("--bootstrap", required=True, help="host:port of a broker")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--pg-dsn", required=True)

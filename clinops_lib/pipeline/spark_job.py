@@ -161,7 +161,9 @@ def s3_client(cfg: PipelineConfig) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="python -m clinops_lib.pipeline.spark_job", description=__doc__).parse_args(argv)
+    argparse.ArgumentParser(prog="python -m clinops_lib.pipeline.spark_job", description=__doc__).parse_args(
+        argv
+    )
     cfg = PipelineConfig.from_env()
     try:
         summary = run(cfg, s3_client(cfg))

@@ -57,8 +57,11 @@ def training_frame(cfg: PipelineConfig) -> tuple[Any, str]:
 
     from .feature_store import feature_store
 
-    fs = pafs.S3FileSystem(endpoint_override=cfg.s3_endpoint or None, region="us-east-1",
-                           scheme="http" if cfg.s3_endpoint.startswith("http://") else "https")
+    fs = pafs.S3FileSystem(
+        endpoint_override=cfg.s3_endpoint or None,
+        region="us-east-1",
+        scheme="http" if cfg.s3_endpoint.startswith("http://") else "https",
+    )
     entities = pq.read_table(
         f"{cfg.feature_bucket}/{OBJECT_KEY}", filesystem=fs, columns=[ENTITY, TIMESTAMP, LABEL]
     ).to_pandas()
@@ -113,18 +116,37 @@ def fit(cfg: PipelineConfig, *, version: str, l2: float = 1e-2, holdout: float =
     mlflow = _mlflow(cfg)
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"subject-risk-{version}") as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params({"model_version": version, "l2": l2, "holdout": holdout, "seed": SEED,
-                           "feature_view": FEATURE_VIEW, "features": ",".join(SUBJECT_FEATURES)})
+        mlflow.log_params(
+            {
+                "model_version": version,
+                "l2": l2,
+                "holdout": holdout,
+                "seed": SEED,
+                "feature_view": FEATURE_VIEW,
+                "features": ",".join(SUBJECT_FEATURES),
+            }
+        )
         mlflow.log_metrics(metrics)
-        mlflow.set_tags({"clinops.data_version": data_version, "clinops.artifact_sha256": digest,
-                         "clinops.dag_run": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID", "")})
+        mlflow.set_tags(
+            {
+                "clinops.data_version": data_version,
+                "clinops.artifact_sha256": digest,
+                "clinops.dag_run": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID", ""),
+            }
+        )
         path = Path(tmp) / ARTIFACT_FILE
         path.write_bytes(body)
         mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
         run_id = run.info.run_id
-    return {"event": "train.logged", "run_id": run_id, "model_version": version, "metrics": metrics,
-            "data_version": data_version, "artifact_sha256": digest,
-            "seconds": round(time.monotonic() - t0, 2)}
+    return {
+        "event": "train.logged",
+        "run_id": run_id,
+        "model_version": version,
+        "metrics": metrics,
+        "data_version": data_version,
+        "artifact_sha256": digest,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
 
 
 def register(cfg: PipelineConfig, run_id: str) -> dict[str, Any]:
@@ -145,8 +167,11 @@ def register(cfg: PipelineConfig, run_id: str) -> dict[str, Any]:
         cfg.model_name,
         source=f"{run.info.artifact_uri}/{ARTIFACT_DIR}",
         run_id=run_id,
-        tags={"artifact_sha256": digest, "artifact_file": ARTIFACT_FILE,
-              "data_version": run.data.tags.get("clinops.data_version", "")},
+        tags={
+            "artifact_sha256": digest,
+            "artifact_file": ARTIFACT_FILE,
+            "data_version": run.data.tags.get("clinops.data_version", ""),
+        },
     )
     deadline = time.monotonic() + 60
     while mv.status != "READY":
@@ -155,8 +180,14 @@ def register(cfg: PipelineConfig, run_id: str) -> dict[str, Any]:
         time.sleep(0.5)
         mv = client.get_model_version(cfg.model_name, mv.version)
     client.set_registered_model_alias(cfg.model_name, cfg.model_alias, mv.version)
-    return {"event": "train.registered", "name": cfg.model_name, "version": mv.version,
-            "alias": cfg.model_alias, "run_id": run_id, "source": mv.source}
+    return {
+        "event": "train.registered",
+        "name": cfg.model_name,
+        "version": mv.version,
+        "alias": cfg.model_alias,
+        "run_id": run_id,
+        "source": mv.source,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,8 +24,15 @@ __all__ = ["KafkaEventProducer"]
 class KafkaEventProducer:
     """Background, drop-safe producer; disabled when no bootstrap server or topic is configured."""
 
-    def __init__(self, runtime: ServiceRuntime, bootstrap: str, topic: str, *, maxsize: int = 10_000,
-                 producer: Any = None) -> None:
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        bootstrap: str,
+        topic: str,
+        *,
+        maxsize: int = 10_000,
+        producer: Any = None,
+    ) -> None:
         self._rt = runtime
         self._bootstrap = bootstrap
         self._topic = topic
@@ -36,8 +43,9 @@ class KafkaEventProducer:
         self._sent = m.counter("clinops_kafka_events_published", "Events acknowledged by Kafka").labels(
             m.service, m.version
         )
-        self._dropped = m.counter("clinops_kafka_events_dropped", "Kafka events not delivered, by reason",
-                                  ["reason"])
+        self._dropped = m.counter(
+            "clinops_kafka_events_dropped", "Kafka events not delivered, by reason", ["reason"]
+        )
 
     @property
     def enabled(self) -> bool:
@@ -80,8 +88,13 @@ class KafkaEventProducer:
         attempt = 0
         while self._producer is None:
             attempt += 1
-            producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks=1, linger_ms=20,
-                                        request_timeout_ms=5000, client_id=self._rt.metrics.service)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                acks=1,
+                linger_ms=20,
+                request_timeout_ms=5000,
+                client_id=self._rt.metrics.service,
+            )
             try:
                 await producer.start()
                 self._producer = producer
@@ -90,7 +103,9 @@ class KafkaEventProducer:
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 if attempt == 1 or attempt % 30 == 0:
-                    self._rt.log.event("kafka.waiting", level="warning", attempt=attempt, exception=type(e).__name__)
+                    self._rt.log.event(
+                        "kafka.waiting", level="warning", attempt=attempt, exception=type(e).__name__
+                    )
                 await asyncio.sleep(1.0)
 
     async def _run(self) -> None:
@@ -99,8 +114,9 @@ class KafkaEventProducer:
             event = await self._queue.get()
             try:
                 key = str(event.get("subject_id", "")).encode()
-                await self._producer.send_and_wait(self._topic, json.dumps(event, separators=(",", ":")).encode(),
-                                                   key=key)
+                await self._producer.send_and_wait(
+                    self._topic, json.dumps(event, separators=(",", ":")).encode(), key=key
+                )
                 self._sent.inc()
             except Exception as e:  # noqa: BLE001 - counted; the stored row stays the record
                 self._drop("send_failed", 1)

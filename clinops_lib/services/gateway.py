@@ -326,7 +326,9 @@ class Gateway:
         self.events = EventPublisher(runtime, sns_client, config.events_topic_arn)
         from ._kafka import KafkaEventProducer
 
-        self.kafka = KafkaEventProducer(runtime, config.kafka_bootstrap, config.kafka_topic, producer=kafka_producer)
+        self.kafka = KafkaEventProducer(
+            runtime, config.kafka_bootstrap, config.kafka_topic, producer=kafka_producer
+        )
         self.schema_ready = False
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -182,8 +182,10 @@ class RegistryModel:
 
     async def current(self) -> tuple[SubjectRiskModel, str]:
         if not self.configured:
-            raise ServiceError("subject scoring is not configured (CLINOPS_MLFLOW_URL, CLINOPS_REGISTERED_MODEL, "
-                               "CLINOPS_MODEL_ALIAS)")
+            raise ServiceError(
+                "subject scoring is not configured (CLINOPS_MLFLOW_URL, CLINOPS_REGISTERED_MODEL, "
+                "CLINOPS_MODEL_ALIAS)"
+            )
         if self.model is None or time.monotonic() - self.resolved_at > ALIAS_REFRESH_S:
             await self._resolve()
         assert self.model is not None
@@ -208,7 +210,9 @@ class RegistryModel:
         source = str(mv.get("source", ""))
         prefix = "mlflow-artifacts:/"
         if not source.startswith(prefix):
-            raise ServiceError(f"{name} version {version}: source {source!r} is not served by the tracking server")
+            raise ServiceError(
+                f"{name} version {version}: source {source!r} is not served by the tracking server"
+            )
         path = f"{source[len(prefix):].strip('/')}/{tags.get('artifact_file', 'model.json')}"
         try:
             art = await self._http.get(f"{base}/api/2.0/mlflow-artifacts/artifacts/{path}")
@@ -218,8 +222,10 @@ class RegistryModel:
             raise ServiceError(f"artifact of {name} version {version}: HTTP {art.status_code}")
         digest = hashlib.sha256(art.content).hexdigest()
         if digest != tags.get("artifact_sha256"):
-            raise ServiceError(f"{name} version {version}: artifact sha256 {digest} differs from the registered "
-                               f"{tags.get('artifact_sha256')!r}")
+            raise ServiceError(
+                f"{name} version {version}: artifact sha256 {digest} differs from the registered "
+                f"{tags.get('artifact_sha256')!r}"
+            )
         try:
             model = SubjectRiskModel.from_artifact(json.loads(art.content))
         except ValueError as e:
@@ -234,7 +240,8 @@ async def online_features(client: httpx.AsyncClient, feast_url: str, model: Subj
         raise ServiceError("CLINOPS_FEAST_URL is not set")
     try:
         r = await client.post(f"{feast_url.rstrip('/')}/get-online-features",
-                              json={"features": model.feature_refs(), "entities": {"subject_id": [subject_id]}})
+                              json={"features": model.feature_refs(),
+                                    "entities": {"subject_id": [subject_id]}})
     except httpx.HTTPError as e:
         raise ServiceError(f"feature server unreachable: {type(e).__name__}") from e
     if r.status_code != 200:
@@ -288,7 +295,9 @@ def create_app(config: ServiceConfig | None = None, *, s3_client: Any = None) ->
     async def score_subject(subject_id: str, response: Response) -> Any:
         """Risk of one subject from its online features and the registry's current model."""
         if not _SUBJECT_ID.match(subject_id):
-            return JSONResponse(status_code=422, content={"error": "subject_id: 2-40 letters, digits, - or _"})
+            return JSONResponse(
+                status_code=422, content={"error": "subject_id: 2-40 letters, digits, - or _"}
+            )
         try:
             model, registry_version = await registry.current()
             values = await online_features(http, config.feast_url, model, subject_id)
