@@ -202,7 +202,7 @@ LEVELS: tuple[Level, ...] = (
             _c(
                 "alertmanager",
                 6,
-                "GET /-/ready; Prometheus lists it as an active Alertmanager",
+                "GET /-/ready",
                 local="Alertmanager 0.25 (receives Prometheus' platform alerts)",
             ),
             _c("grafana", 6),

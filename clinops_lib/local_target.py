@@ -855,8 +855,16 @@ class LocalTarget(Target):
         if missing:
             raise PrerequisiteError(f"spark: {missing}")
         state.setdefault("jobs", {})["spark"] = {"started_at": t0, "ready_at": time.time()}
-        say(f"spark: runtime ready ({_spark_version(self.settings)}, Java, JDBC driver); the DAG runs the job")
+        say(f"spark: runtime ready ({_spark_version(self.settings)}, Java, JDBC); the DAG runs the job")
         return True
+
+    def alerts(self, alertname: str | None = None) -> list[dict[str, Any]]:
+        """The alerts as the local Alertmanager holds them now (optionally one alert name), for evidence."""
+        from ._pipeline_components import Alertmanager
+
+        am = cast(Alertmanager, self._component("alertmanager"))
+        found = am.alerts()
+        return [a for a in found if alertname is None or a.get("labels", {}).get("alertname") == alertname]
 
     def _job_status(self, level: int, name: str, state: Mapping[str, Any]) -> ComponentStatus:
         """A batch job of the pipeline DAG: its last recorded run (``pipeline_runs``), else 'not run'."""
@@ -864,7 +872,7 @@ class LocalTarget(Target):
         if not run:
             ready = (state.get("jobs") or {}).get(name)
             if not ready:
-                return ComponentStatus(level, name, "stopped", detail="batch job of the pipeline DAG: not deployed")
+                return ComponentStatus(level, name, "stopped", detail="batch job of the DAG: not deployed")
             missing = _spark_runtime_missing(self.settings)
             return ComponentStatus(
                 level, name, "unhealthy" if missing else "healthy", version=_spark_version(self.settings),

@@ -25,8 +25,8 @@ def test_levels_zero_to_six_in_order() -> None:
 def test_what_runs_locally() -> None:
     local = {c.name for c in levels.components() if c.runs_on("local")}
     assert local == {"postgresql", "redis", "localstack", "haproxy", "clinical-gateway", "kafka",
-                     "kafka-consumer", "spark", "feast", "training-job", "model-serving", "mlflow", "airflow", "prometheus",
-                     "alertmanager"}
+                     "kafka-consumer", "spark", "feast", "training-job", "model-serving", "mlflow", "airflow",
+                     "prometheus", "alertmanager"}
     for name in ("grafana", "opensearch", "debezium-cdc", "argo-cd"):
         c = levels.component(name)
         assert not c.runs_on("local") and c.what_on("local") == "not on this target"
