@@ -92,6 +92,7 @@ def pipeline_env(settings: Settings) -> dict[str, str]:
         "CLINOPS_MLFLOW_URL": f"http://127.0.0.1:{ports.mlflow}",
         "CLINOPS_KAFKA_BOOTSTRAP": f"127.0.0.1:{ports.kafka}",
         "CLINOPS_PIPELINE_DIR": str(settings.state_dir / "pipeline"),
+        "SPARK_LOCAL_IP": "127.0.0.1",  # Spark's driver and block manager listen on loopback only
         "PYTHONPATH": str(settings.project_root),
         "PYTHONUNBUFFERED": "1",
     }
@@ -227,6 +228,7 @@ class Kafka(Component):
             "-Xmx320m",
             "-XX:+UseSerialGC",
             "-XX:TieredStopAtLevel=1",
+            "-Djava.net.preferIPv4Stack=true",  # bind 127.0.0.1 itself, not the IPv4-mapped ::ffff:127.0.0.1
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
             f"-Dkafka.logs.dir={self.dir / 'logs'}",
@@ -482,10 +484,11 @@ class FeastServer(Component):
 
 # -- Airflow (Level 5) -----------------------------------------------------------------------------
 class Airflow(Component):
-    """``airflow standalone`` (scheduler, DAG processor, triggerer, API server) on the local PostgreSQL.
+    """Airflow's API server, scheduler and DAG processor on the local PostgreSQL (LocalExecutor).
 
-    One supervised process tree: standalone starts and watches its four processes and ``down``
-    stops the whole group. The DAG folder is the repository's ``clinops_lib/pipeline/dags``.
+    One supervised process tree: :mod:`clinops_lib.pipeline.airflow_launcher` migrates the
+    database, starts the three and stops them together (``down`` signals the whole group). The
+    DAG folder is the repository's ``clinops_lib/pipeline/dags``.
     """
 
     name = "airflow"
@@ -505,7 +508,7 @@ class Airflow(Component):
         return {
             **pipeline_env(self.settings),
             "AIRFLOW_HOME": str(self.dir),
-            # standalone starts its four processes as `airflow ...` found on PATH
+            # the launcher starts its processes as `airflow ...` found on PATH
             "PATH": f"{self._bin().parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(
                 self.settings.project_root / "clinops_lib" / "pipeline" / "dags"
@@ -537,7 +540,9 @@ class Airflow(Component):
         _create_database(self.settings, self.database, self.name, self.log_file)
 
     def spec(self) -> ProcessSpec:
-        return self._proc([str(self._bin()), "standalone"], cwd=self.dir, env=self.env())
+        python = _venv(self.settings, "airflow") / "bin" / "python"
+        return self._proc([str(python), "-m", "clinops_lib.pipeline.airflow_launcher"], cwd=self.dir,
+                          env=self.env())
 
     def healthy(self) -> bool:
         """The API server answers and reports the metadatabase, scheduler and DAG processor healthy."""
