@@ -181,7 +181,7 @@ LEVELS: tuple[Level, ...] = (
                 "airflow",
                 5,
                 "API server: metadatabase, scheduler, DAG processor healthy",
-                local="Airflow 3: API server, scheduler, DAG processor (LocalExecutor, metadata in PostgreSQL)",
+                local="Airflow 3: API server, scheduler, DAG processor (metadata in PostgreSQL)",
             ),
             _c("argo-cd", 5, kube="Argo CD (GitOps)"),
             _c("argo-rollouts", 5, kube="Argo Rollouts controller"),
