@@ -18,7 +18,6 @@ import base64
 import logging
 import os
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -193,33 +192,9 @@ class Kafka(Component):
             "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
             "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
         )
-        if (data / "meta.properties").exists():
-            return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            try:
-                subprocess.run(
-                    [
-                        *self._jvm(),
-                        "kafka.tools.StorageTool",
-                        "format",
-                        "-t",
-                        cluster_id,
-                        "-c",
-                        str(self.dir / "server.properties"),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    check=True,
-                    timeout=120,
-                    cwd=self.dir,
-                )
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-                shutil.rmtree(data, ignore_errors=True)
-                raise ComponentError(
-                    self.name, f"formatting the KRaft storage failed: {e}", str(self.log_file)
-                ) from e
+        cluster = self.dir / "cluster.id"
+        if not cluster.exists():  # one id for the life of the data dir (formatted by the first start)
+            cluster.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
 
     def _jvm(self) -> list[str]:
         return [
@@ -237,9 +212,19 @@ class Kafka(Component):
         ]
 
     def spec(self) -> ProcessSpec:
+        """Format the KRaft storage on the first start, then run the broker, both in the child:
+        the format step's JVM (seconds) overlaps the other components' boot, not blocking ``up``."""
+        import shlex
+
+        props = str(self.dir / "server.properties")
+        cluster_id = (self.dir / "cluster.id").read_text().strip()
+        fmt = shlex.join([*self._jvm(), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", props])
+        run = shlex.join([*self._jvm(), "kafka.Kafka", props])
+        formatted = shlex.quote(str(self.dir / "data" / "meta.properties"))
+        script = f"test -f {formatted} || {fmt} || exit 3; exec {run}"
         return ProcessSpec(
             self.name,
-            [*self._jvm(), "kafka.Kafka", str(self.dir / "server.properties")],
+            ["/bin/sh", "-c", script],
             self.log_file,
             self.pid_file,
             ports=self.ports(),
@@ -541,8 +526,9 @@ class Airflow(Component):
 
     def spec(self) -> ProcessSpec:
         python = _venv(self.settings, "airflow") / "bin" / "python"
-        return self._proc([str(python), "-m", "clinops_lib.pipeline.airflow_launcher"], cwd=self.dir,
-                          env=self.env())
+        return self._proc(
+            [str(python), "-m", "clinops_lib.pipeline.airflow_launcher"], cwd=self.dir, env=self.env()
+        )
 
     def healthy(self) -> bool:
         """The API server answers and reports the metadatabase, scheduler and DAG processor healthy."""
