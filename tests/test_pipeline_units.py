@@ -118,3 +118,32 @@ def test_the_dag_runs_spark_then_materialize_then_train_then_register() -> None:
         "train": ["register"],
         "register": [],
     }
+
+
+def test_prometheus_sends_alerts_to_the_local_alertmanager(tmp_path: Path) -> None:
+    from clinops_lib._components import Prometheus
+
+    settings = Settings(state_dir=tmp_path, ports=PortMap(26800))
+    cfg = Prometheus(settings).config()
+    targets = cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]  # type: ignore[index]
+    assert targets == ["127.0.0.1:26809"]
+    rules = charts.prometheus_rules_file().read_text()
+    assert "alert: ClinopsCanaryHighErrorRate" in rules and 'track="canary"' in rules
+
+
+def test_kafka_listens_on_loopback_and_formats_in_its_child(tmp_path: Path) -> None:
+    from clinops_lib._pipeline_components import Kafka
+
+    kafka = Kafka(Settings(state_dir=tmp_path, ports=PortMap(26800)))
+    if not (kafka.libs / f"kafka_2.13-{kafka.version()}.jar").exists():
+        pytest.fail(f"Kafka jars missing in {kafka.libs}: run `bash scripts/setup.sh`")
+    kafka.prepare()
+    props = (kafka.dir / "server.properties").read_text()
+    assert "listeners=PLAINTEXT://127.0.0.1:26805,CONTROLLER://127.0.0.1:26806" in props
+    spec = kafka.spec()
+    assert spec.ports == [26805, 26806]
+    script = spec.argv[-1]
+    assert "kafka.tools.StorageTool format" in script and script.index("StorageTool") < script.index(
+        "kafka.Kafka"
+    )
+    assert "-Djava.net.preferIPv4Stack=true" in script
