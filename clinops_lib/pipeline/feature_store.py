@@ -110,6 +110,14 @@ def materialize(cfg: PipelineConfig, now: datetime | None = None) -> dict[str, A
     end = (now or datetime.now(UTC)) + timedelta(minutes=1)
     store.materialize(start_date=end - TTL, end_date=end, feature_views=[FEATURE_VIEW])
     subjects = _offline_subjects(cfg)
+    if not subjects:
+        return {
+            "event": "feast.materialized",
+            "feature_view": FEATURE_VIEW,
+            "offline_subjects": 0,
+            "online_subjects": 0,
+            "seconds": round(time.monotonic() - t0, 2),
+        }
     online = store.get_online_features(
         features=[f"{FEATURE_VIEW}:{SUBJECT_FEATURES[0]}"],
         entity_rows=[{ENTITY: s} for s in subjects],
