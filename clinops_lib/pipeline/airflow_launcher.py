@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -36,10 +37,18 @@ def main() -> int:
     if airflow is None:
         print("airflow_launcher: 'airflow' not on PATH", flush=True)
         return 2
-    rc = subprocess.run([airflow, "db", "migrate"], check=False).returncode
-    if rc != 0:
-        print(f"airflow_launcher: `airflow db migrate` exited with status {rc}", flush=True)
-        return rc
+    # `db migrate` imports all of Airflow (tens of seconds on a loaded machine) even when there is
+    # nothing to do: a stamp per Airflow version in AIRFLOW_HOME (the state dir, removed with the
+    # database by `down --purge`) lets a warm start skip it.
+    from importlib.metadata import version
+
+    stamp = Path(os.environ.get("AIRFLOW_HOME", ".")) / f".migrated-{version('apache-airflow')}"
+    if not stamp.exists():
+        rc = subprocess.run([airflow, "db", "migrate"], check=False).returncode
+        if rc != 0:
+            print(f"airflow_launcher: `airflow db migrate` exited with status {rc}", flush=True)
+            return rc
+        stamp.write_text("migrated\n")
     children = {name: subprocess.Popen([airflow, *args]) for name, args in PROCESSES.items()}
     stopping = False
 
