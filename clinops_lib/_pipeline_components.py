@@ -412,7 +412,7 @@ class FeastServer(Component):
     """``feast serve``: online features from the Redis online store over HTTP (model-serving's source)."""
 
     name = "feast"
-    timeout = 90.0
+    timeout = 180.0  # apply + serve import all of Feast: ~40 s on 2 cores with a load of 25
     needs = ("redis",)
 
     @property
@@ -477,7 +477,7 @@ class Airflow(Component):
     """
 
     name = "airflow"
-    timeout = 240.0
+    timeout = 300.0  # a cold start migrates the metadata database (~100 s on 2 cores with a load of 25)
     needs = ("postgresql",)
     database = "airflow"
 
