@@ -107,8 +107,17 @@ def trigger_and_wait(
             raise ComponentError("airflow", f"trigger {dag_id}: HTTP {r.status_code} {r.text[:200]}", "")
         t0 = time.monotonic()
         last = ""
+        problem = ""
         while True:
-            run = read_run(client, dag_id, run_id)
+            try:
+                run = read_run(client, dag_id, run_id)
+            except ComponentError as e:  # a busy API server (one worker, 2 shared cores): not yet
+                problem = str(e)
+                if time.monotonic() - t0 > timeout:
+                    raise WaitTimeout(f"timed out after {timeout:g}s waiting for DAG run {dag_id}/{run_id} "
+                                      f"(last error: {problem})") from e
+                time.sleep(interval)
+                continue
             seen = ",".join(f"{t.task_id}={t.state}" for t in run.tasks)
             if progress is not None and seen != last:
                 progress(run)
