@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clinops_lib import _supervisor as sup  # noqa: E402
+from clinops_lib.targets.local import supervisor as sup  # noqa: E402
 
 TARGETS = {"warm_s": 20.0, "cold_s": 120.0, "peak_rss_gib": 3.0, "dag_s": 180.0}
 
@@ -111,8 +111,8 @@ def timed_dag(env: dict[str, str], port_base: int, state: Path, observations: in
     import httpx
 
     from clinops_lib.config import PortMap, Settings
-    from clinops_lib.local_target import LocalTarget
     from clinops_lib.services.synthetic import observation_payload
+    from clinops_lib.targets.local.target import LocalTarget
 
     target = LocalTarget(Settings(state_dir=state, ports=PortMap(port_base)))
     rng = random.Random(14)

@@ -23,9 +23,9 @@ import pytest
 from conftest import enterable_tmpdir
 
 from clinops_lib.config import PortMap, Settings
-from clinops_lib.local_target import LocalTarget
 from clinops_lib.services.subject_risk import SubjectRiskModel
 from clinops_lib.services.synthetic import observation_payload
+from clinops_lib.targets.local.target import LocalTarget
 
 pytestmark = [pytest.mark.component, pytest.mark.slow]
 
@@ -75,7 +75,7 @@ def test_a_subject_is_scored_from_gateway_data_through_spark_feast_and_the_dags_
 
     # Level 1: every stored observation has its Kafka event, persisted by the consumer group
     dsn = f"postgresql://clinops@127.0.0.1:{settings.ports.postgres}/clinops"
-    from clinops_lib import _supervisor as sup
+    from clinops_lib.targets.local import supervisor as sup
 
     def events_persisted() -> bool:
         with psycopg.connect(dsn) as conn:

@@ -12,13 +12,13 @@ import pytest
 from conftest import REPO
 
 from clinops_lib import charts
-from clinops_lib._pipeline_components import kafka_settings, pipeline_env
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.exceptions import ConfigError, ServiceError
 from clinops_lib.pipeline.config import PipelineConfig
 from clinops_lib.pipeline.feature_store import repo_yaml
 from clinops_lib.pipeline.features import SUBJECT_FEATURES, feature_refs
 from clinops_lib.services.subject_risk import SubjectRiskModel
+from clinops_lib.targets.local.components import kafka_settings, pipeline_env
 
 pytestmark = pytest.mark.unit
 
@@ -121,7 +121,7 @@ def test_the_dag_runs_spark_then_materialize_then_train_then_register() -> None:
 
 
 def test_prometheus_sends_alerts_to_the_local_alertmanager(tmp_path: Path) -> None:
-    from clinops_lib._components import Prometheus
+    from clinops_lib.targets.local.components import Prometheus
 
     settings = Settings(state_dir=tmp_path, ports=PortMap(26800))
     cfg = Prometheus(settings).config()
@@ -132,7 +132,7 @@ def test_prometheus_sends_alerts_to_the_local_alertmanager(tmp_path: Path) -> No
 
 
 def test_kafka_listens_on_loopback_and_formats_in_its_child(tmp_path: Path) -> None:
-    from clinops_lib._pipeline_components import Kafka
+    from clinops_lib.targets.local.components import Kafka
 
     kafka = Kafka(Settings(state_dir=tmp_path, ports=PortMap(26800)))
     if not (kafka.libs / f"kafka_2.13-{kafka.version()}.jar").exists():
