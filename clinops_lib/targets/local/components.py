@@ -1116,7 +1116,14 @@ class MLflow(Component):
             "--workers",
             "1",
         ]
-        env = {**AWS_ENV, "MLFLOW_S3_ENDPOINT_URL": self.settings.localstack_url, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **AWS_ENV,
+            "MLFLOW_S3_ENDPOINT_URL": self.settings.localstack_url,
+            # MLflow 3's job runner (a huey consumer per job type: GenAI evaluation, trace rollups)
+            # is ~2 GiB of extra processes; tracking and the registry, all this platform uses, need none
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
         return self._proc(argv, cwd=self.dir, env=env)
 
     def healthy(self) -> bool:
