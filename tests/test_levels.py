@@ -27,9 +27,10 @@ def test_levels_zero_to_six_in_order() -> None:
 
 def test_what_runs_locally() -> None:
     local = {c.name for c in catalog.components() if c.runs_on("local")}
-    assert local == {"postgresql", "redis", "localstack", "haproxy", "clinical-gateway", "training-job",
-                     "model-serving", "prometheus"}
-    for name in ("kafka", "spark", "airflow", "mlflow server", "grafana", "opensearch"):
+    assert local == {"postgresql", "redis", "localstack", "haproxy", "clinical-gateway", "kafka",
+                     "kafka-consumer", "spark", "feast", "training-job", "model-serving", "mlflow", "airflow",
+                     "prometheus", "alertmanager"}
+    for name in ("grafana", "opensearch", "debezium-cdc", "argo-cd"):
         c = catalog.component(name)
         assert not c.runs_on("local") and c.what_on("local") == "not on this target"
     kube = catalog.component("kubernetes")
@@ -59,7 +60,8 @@ def test_status_lists_every_component_without_processes(
     rows = LocalTarget(settings).status()
     assert [r.component for r in rows] == [c.name for c in catalog.components()]
     by_name = {r.component: r for r in rows}
-    assert by_name["kafka"].health == "not on this target"
+    assert by_name["grafana"].health == "not on this target"
+    assert by_name["spark"].health == "stopped"  # a batch job is not "deployed" before `up`
     assert by_name["postgresql"].health == "stopped"  # nothing was started: never shown as deployed
     assert not any(r.health == "healthy" for r in rows)
     table = format_table(rows)

@@ -590,6 +590,11 @@ def test_gateway_keeps_accepting_when_sns_refuses_and_counts_dropped_events(
 
 
 # -- the published API contract, fuzzed (schemathesis) ----------------------------------------
+#: Operations whose dependencies this module does not start (Feast, the model registry): without them
+#: every valid request is a documented 503, which the "no 5xx" check would count; issue 14's tests cover them.
+UNFUZZED = frozenset({"/v1/subjects/{subject_id}/risk"})
+
+
 def _enrolled(body: Any, pick: int) -> Any:
     """Half of the gateway's generated bodies get a study/site pair from the reference data, so
     the fuzzing reaches PostgreSQL (random ids are refused before the insert, correctly)."""
@@ -644,6 +649,8 @@ def _fuzz(url: str, examples: int) -> dict[str, dict[int, int]]:
     seen: dict[str, dict[int, int]] = {}
     for result in schema.get_all_operations():
         op = result.ok()
+        if op.path in UNFUZZED:
+            continue
         modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE] if op.body else [GenerationMode.POSITIVE]
         for mode in modes:
             codes = seen.setdefault(f"{op.label} {mode.value}", {})

@@ -140,6 +140,12 @@ class ServiceConfig:
     events_topic_arn: str = ""
     model_bucket: str = ""
     model_key: str = ""
+    kafka_bootstrap: str = ""
+    kafka_topic: str = ""
+    mlflow_url: str = ""
+    feast_url: str = ""
+    registered_model: str = ""
+    model_alias: str = ""
     log_requests: bool = True
 
     def __post_init__(self) -> None:
@@ -171,6 +177,12 @@ class ServiceConfig:
             events_topic_arn=env.get("CLINOPS_EVENTS_TOPIC_ARN", ""),
             model_bucket=env.get("CLINOPS_MODEL_BUCKET", ""),
             model_key=env.get("CLINOPS_MODEL_KEY", ""),
+            kafka_bootstrap=env.get("CLINOPS_KAFKA_BOOTSTRAP", ""),
+            kafka_topic=env.get("CLINOPS_KAFKA_TOPIC", ""),
+            mlflow_url=env.get("CLINOPS_MLFLOW_URL", ""),
+            feast_url=env.get("CLINOPS_FEAST_URL", ""),
+            registered_model=env.get("CLINOPS_REGISTERED_MODEL", ""),
+            model_alias=env.get("CLINOPS_MODEL_ALIAS", ""),
             log_requests=env.get("CLINOPS_LOG_REQUESTS", "1").strip().lower() not in ("0", "false", "no"),
         )
 

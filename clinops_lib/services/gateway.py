@@ -2,7 +2,8 @@
 
 ``POST /v1/observations`` validates a body (pydantic; 422 names the bad field), checks study
 and site against the reference data kept in Redis, inserts one row into PostgreSQL and
-queues an ``observation.received`` event for SNS. Why the event is queued and not sent
+queues an ``observation.received`` event for SNS and one for the Kafka topic
+(:mod:`._kafka`, when ``CLINOPS_KAFKA_BOOTSTRAP`` is set). Why the event is queued and not sent
 inline: a request must not wait on the message bus, so a background publisher sends them;
 when the queue is full or SNS refuses, the event is dropped and counted
 (``clinops_events_dropped_total``) — the row in PostgreSQL stays the record.
@@ -343,7 +344,8 @@ class Gateway:
     """The gateway's dependencies and its one business operation."""
 
     def __init__(
-        self, config: ServiceConfig, runtime: ServiceRuntime, *, redis: Any = None, sns_client: Any = None
+        self, config: ServiceConfig, runtime: ServiceRuntime, *, redis: Any = None, sns_client: Any = None,
+        kafka_producer: Any = None,
     ) -> None:
         from psycopg_pool import AsyncConnectionPool
 
@@ -367,6 +369,11 @@ class Gateway:
         if sns_client is None and config.events_topic_arn:
             sns_client = aws_client("sns", config)
         self.events = EventPublisher(runtime, sns_client, config.events_topic_arn)
+        from ._kafka import KafkaEventProducer
+
+        self.kafka = KafkaEventProducer(
+            runtime, config.kafka_bootstrap, config.kafka_topic, producer=kafka_producer
+        )
         self.schema_ready = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -375,11 +382,13 @@ class Gateway:
         if self.config.pg_dsn:
             await self.pool.open(wait=False)
         self.events.start()
+        self.kafka.start()
         self._tasks.append(asyncio.create_task(self._initialise(), name="gateway-init"))
         self.rt.log.event(
             "startup",
             fault=str(self.config.fault),
             events=self.events.enabled,
+            kafka=self.kafka.enabled,
             postgres=bool(self.config.pg_dsn),
             redis=self.redis is not None,
         )
@@ -391,6 +400,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.events.stop()
+        await self.kafka.stop()
         await self.pool.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -526,19 +536,19 @@ def create_app(config: ServiceConfig | None = None, *, redis: Any = None, sns_cl
         except (PgError, PoolTimeout) as e:
             runtime.log.event("store.failed", level="error", exception=type(e).__name__)
             raise _Unavailable("observation store unavailable") from e
-        gw.events.submit(
-            {
-                "type": "observation.received",
-                "observation_id": row_id,
-                "study_id": obs.study_id,
-                "site_id": obs.site_id,
-                "subject_id": obs.subject_id,
-                "visit": obs.visit,
-                "adverse_event": obs.adverse_event,
-                "received_at": received_at.isoformat(),
-                "gateway_version": config.version,
-            }
-        )
+        event = {
+            "type": "observation.received",
+            "observation_id": row_id,
+            "study_id": obs.study_id,
+            "site_id": obs.site_id,
+            "subject_id": obs.subject_id,
+            "visit": obs.visit,
+            "adverse_event": obs.adverse_event,
+            "received_at": received_at.isoformat(),
+            "gateway_version": config.version,
+        }
+        gw.events.submit(event)
+        gw.kafka.submit(event)
         return {
             "id": row_id,
             "status": "stored",
