@@ -505,7 +505,6 @@ def test_stack_versions_are_pinned_and_cover_the_stack() -> None:
 
 
 @pytest.mark.skipif(_kind_possible(), reason="this machine can run kind; the error path is not reachable")
-@pytest.mark.skipif(not (ROOT / "runbooks" / "00-provision.ipynb").exists(), reason="runbook not written yet")
 def test_provision_runbook_on_kind_without_docker_seals_a_failed_bundle(
     tmp_path: Path, port_block: PortBlock
 ) -> None:
