@@ -4,15 +4,15 @@
   Helm subchart that deploys the level (``Level.chart``: the one meaning of "level"; the charts'
   subchart names and namespaces are derived from it). One table drives ``clinops up``,
   ``clinops status`` (on every target) and the runbooks' component tables, so a component that a
-  target does not run (Kafka on the local target, say) is still listed — as "not on this
+  target does not run (Grafana on the local target, say) is still listed — as "not on this
   target" — and never shown as deployed.
 * **Services**: the online services with their level, chart values key, rollout strategy and the
   request path load is sent to. Their order is their index (ports on the local target).
 * **Environments**: ``dev``, ``staging``, ``prod``.
 * **The version rule**: one regular expression for every version a target deploys, a drill
-  accepts or a service reports (1-64 characters of ``A-Z a-z 0-9 . _ + -``, starting with a
-  letter or digit: a valid OCI image tag, so a version is never pasted into an image reference
-  unchecked).
+  accepts or a service reports (1-64 characters of ``A-Z a-z 0-9 . _ -``, starting with a
+  letter or digit: a valid OCI image tag and label value, so a version is never pasted into an
+  image reference unchecked).
 * **One percentile definition** (:func:`percentile`): linear interpolation between order
   statistics (Hyndman & Fan type 7, numpy's and pandas' default), used by the judge, the load
   generator, the plots and the evidence tables, so one set of requests has one p95 everywhere.
@@ -34,7 +34,7 @@ __all__ = [
     "ENVIRONMENTS",
     "LEVELS",
     "SERVICES",
-    "VERSION_PATTERN",
+    "VERSION_RULE",
     "Component",
     "Level",
     "Service",
@@ -56,9 +56,6 @@ __all__ = [
 
 #: The deployment environments (one values file each: ``charts/clinical-mlops/values-<env>.yaml``).
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
-
-#: The version rule (also a valid OCI image tag).
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -161,7 +158,18 @@ LEVELS: tuple[Level, ...] = (
                 local="uvicorn process (stable + canary tracks)",
                 kube="Argo Rollout (canary, Istio traffic)",
             ),
-            _c("kafka", 1),
+            _c(
+                "kafka",
+                1,
+                "metadata request answered; events topic exists",
+                local="Apache Kafka 3.8 broker, KRaft mode (jars from the Maven cache, Java 17)",
+            ),
+            _c(
+                "kafka-consumer",
+                1,
+                "consumer group Stable with a member (broker's view)",
+                local="consumer group persisting events to PostgreSQL (observation_events)",
+            ),
             _c("debezium-cdc", 1),
         ),
         requires=(0,),
@@ -172,15 +180,33 @@ LEVELS: tuple[Level, ...] = (
         2,
         "data processing",
         (
-            _c("spark", 2),
+            _c(
+                "spark",
+                2,
+                "last pipeline run's Spark task succeeded (Airflow's record)",
+                local="Spark 3.5 local mode: batch job of the pipeline DAG (PostgreSQL -> S3 Parquet)",
+            ),
             _c("data-quality (great-expectations)", 2),
         ),
         requires=(0,),
         chart="data-processing",
         namespace_key="processing",
     ),
-    Level(3, "feature engineering", (_c("feast feature store", 3),), requires=(0,),
-          chart="feature-engineering", namespace_key="features"),
+    Level(
+        3,
+        "feature engineering",
+        (
+            _c(
+                "feast",
+                3,
+                "feature server GET /health",
+                local="Feast feature server (S3 Parquet offline source, Redis online store)",
+            ),
+        ),
+        requires=(0,),
+        chart="feature-engineering",
+        namespace_key="features",
+    ),
     Level(
         4,
         "ML pipeline",
@@ -199,7 +225,12 @@ LEVELS: tuple[Level, ...] = (
                 local="uvicorn process (stable + canary tracks)",
                 kube="Argo Rollout (blue-green)",
             ),
-            _c("mlflow server", 4),
+            _c(
+                "mlflow",
+                4,
+                "GET /health",
+                local="MLflow tracking server + model registry (PostgreSQL store, S3 artifacts)",
+            ),
         ),
         requires=(0,),
         chart="ml-pipeline",
@@ -209,11 +240,16 @@ LEVELS: tuple[Level, ...] = (
         5,
         "orchestration",
         (
-            _c("airflow", 5),
+            _c(
+                "airflow",
+                5,
+                "API server: metadatabase, scheduler, DAG processor healthy",
+                local="Airflow 3: API server, scheduler, DAG processor (metadata in PostgreSQL)",
+            ),
             _c("argo-cd", 5, kube="Argo CD (GitOps)"),
             _c("argo-rollouts", 5, kube="Argo Rollouts controller"),
         ),
-        requires=(0,),
+        requires=(0, 2, 3, 4),
         chart="orchestration",
         namespace_key="orchestration",
     ),
@@ -228,7 +264,12 @@ LEVELS: tuple[Level, ...] = (
                 local="Prometheus 2.42 (1 s scrapes, platform alert rules)",
                 kube="Prometheus (chart) + PrometheusRule",
             ),
-            _c("alertmanager", 6),
+            _c(
+                "alertmanager",
+                6,
+                "GET /-/ready",
+                local="Alertmanager 0.25 (receives Prometheus' platform alerts)",
+            ),
             _c("grafana", 6),
             _c("opensearch", 6),
         ),
@@ -262,15 +303,6 @@ def check_environment(env: object) -> str:
     if env not in ENVIRONMENTS:
         raise ConfigError(f"unknown environment {env!r}; known: {', '.join(ENVIRONMENTS)}")
     return str(env)
-
-
-def check_version(version: object, parameter: str = "version") -> str:
-    """``version`` when it follows the version rule; :class:`ParameterError` naming ``parameter``."""
-    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
-        raise ParameterError(
-            parameter, f"{version!r} is not a version (1-64 of letters, digits, . _ + -; starting with a "
-                       "letter or digit)")
-    return version
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
@@ -378,3 +410,22 @@ def resolve_levels(levels: Sequence[int]) -> list[int]:
         out.add(n)
         todo.extend(by_number[n].requires)
     return sorted(out)
+
+
+# -- versions ------------------------------------------------------------------------------------------
+#: The one rule for a service version, whatever the target: the local target passes it to the
+#: process, Kubernetes uses it as an image tag and a label value (no "+", at most 63 characters
+#: after the first). A version that one target would accept and another refuse is refused by all.
+VERSION_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_version(value: object, name: str = "version") -> str:
+    """``value`` if it is a version by :data:`VERSION_RULE`; else ParameterError naming ``name``."""
+    if not isinstance(value, str) or not VERSION_RULE.match(value):
+        shown = repr(value) if len(repr(value)) <= 70 else repr(value)[:60] + "..."
+        raise ParameterError(
+            name,
+            f"{shown} is not a version: 1-64 characters of letters, digits, '.', '_' and '-', starting "
+            "with a letter or digit (the same rule on every target: it is an image tag on Kubernetes)",
+        )
+    return value

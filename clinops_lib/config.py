@@ -58,6 +58,33 @@ class PortMap:
     def haproxy_stats(self) -> int:
         return self.base + 4
 
+    @property
+    def kafka(self) -> int:
+        """Kafka's client listener (KRaft: the controller listens on the next port)."""
+        return self.base + 5
+
+    @property
+    def kafka_controller(self) -> int:
+        return self.base + 6
+
+    @property
+    def mlflow(self) -> int:
+        return self.base + 7
+
+    @property
+    def feast(self) -> int:
+        """Feast's feature server (online features over HTTP)."""
+        return self.base + 8
+
+    @property
+    def alertmanager(self) -> int:
+        return self.base + 9
+
+    @property
+    def airflow(self) -> int:
+        """Airflow's API server (UI and REST API)."""
+        return self.base + 40
+
     def service_frontend(self, index: int) -> int:
         """User-facing HAProxy frontend of the index-th service (10, 11, ...)."""
         return self.base + 10 + index
@@ -72,7 +99,9 @@ class PortMap:
 
     def all_ports(self, services: int) -> list[int]:
         """Every port the local target listens on with ``services`` services (for leak checks)."""
-        return [self.postgres, self.redis, self.localstack, self.prometheus, self.haproxy_stats] + [
+        return [self.postgres, self.redis, self.localstack, self.prometheus, self.haproxy_stats,
+                self.kafka, self.kafka_controller, self.mlflow, self.feast, self.alertmanager,
+                self.airflow] + [
             p for i in range(services)
             for p in (self.service_frontend(i), self.service_preview(i),
                       self.service_backend(i, 0), self.service_backend(i, 1))
@@ -84,7 +113,10 @@ class Settings:
     """Everything configurable, with safe defaults.
 
     ``signing_key`` is the path to an Ed25519 private key (PEM) used to sign evidence;
-    ``None`` means bundles are sealed unsigned and say so.
+    ``None`` means bundles are sealed unsigned and say so. ``verify_keys`` are the public keys
+    (PEM files) evidence must be signed with: when any is configured, verification fails
+    unsigned bundles and bundles signed by any other key. ``approvers_file`` is the registry
+    of people who may sign approvals (committed in the repository).
     """
 
     target: str = "local"
@@ -93,6 +125,8 @@ class Settings:
     evidence_dir: Path = field(default_factory=lambda: Path.cwd() / "evidence")
     ports: PortMap = field(default_factory=PortMap)
     signing_key: Path | None = None
+    verify_keys: tuple[Path, ...] = ()
+    approvers_file: Path = field(default_factory=lambda: project_root() / "compliance" / "approvers.yaml")
     localstack_endpoint: str | None = None
     kubeconfig: Path | None = None
     kube_context: str | None = None
@@ -122,6 +156,10 @@ class Settings:
                 raise ConfigError(f"CLINOPS_PORT_BASE={v!r} is not a port number") from e
         if v := env.get("CLINOPS_SIGNING_KEY"):
             kwargs["signing_key"] = Path(v).expanduser().resolve()
+        if v := env.get("CLINOPS_VERIFY_KEYS"):
+            kwargs["verify_keys"] = tuple(Path(p).expanduser().resolve() for p in v.split(os.pathsep) if p)
+        if v := env.get("CLINOPS_APPROVERS"):
+            kwargs["approvers_file"] = Path(v).expanduser().resolve()
         if v := env.get("CLINOPS_LOCALSTACK_ENDPOINT"):
             kwargs["localstack_endpoint"] = v
         if v := env.get("KUBECONFIG"):

@@ -14,6 +14,8 @@ from conftest import checkov_executable
 
 from clinops_lib import catalog, charts
 
+pytestmark = pytest.mark.component
+
 ENVS = catalog.ENVIRONMENTS
 
 #: checkov checks skipped on purpose, each with its reason.

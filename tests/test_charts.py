@@ -18,6 +18,8 @@ from clinops_lib.cli.chart import chart_from_cli
 from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import ChartError, ConfigError
 
+pytestmark = pytest.mark.component
+
 ROOT = project_root()
 ENVS = catalog.ENVIRONMENTS
 

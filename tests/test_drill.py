@@ -15,15 +15,16 @@ import threading
 from typing import Any
 
 import pytest
+from ports import PortBlock
 
-from clinops_lib.config import PortMap, Settings
+from clinops_lib.config import Settings
 from clinops_lib.drills import BlueGreenConfig, CanaryConfig, run_blue_green, run_canary, validate_canary
 from clinops_lib.drills.judge import Thresholds
-from clinops_lib.exceptions import MetricsError, ParameterError, TrafficError
+from clinops_lib.exceptions import DrillError, MetricsError, ParameterError, TrafficError
 from clinops_lib.faults import FaultProfile
 from clinops_lib.targets.base import ComponentStatus, Target, Track, TrackState
 
-PORT = 25110  # this engineer's block is 25000-25199
+pytestmark = pytest.mark.unit
 
 
 class RouterTarget(Target):
@@ -36,9 +37,10 @@ class RouterTarget(Target):
 
     name = "router"
 
-    def __init__(self, port: int, stable_version: str = "1.0.0") -> None:
-        super().__init__(Settings(ports=PortMap(25000)))
-        self.port = port
+    def __init__(self, block: PortBlock, stable_version: str = "1.0.0") -> None:
+        super().__init__(Settings(ports=block.portmap()))
+        self.port = block.port()
+        self.preview_port = block.port()
         self.calls: list[tuple[str, Any]] = []
         self.weight = 0
         self.versions: dict[str, str] = {"stable": stable_version, "canary": ""}
@@ -60,7 +62,7 @@ class RouterTarget(Target):
 
         async def main() -> None:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-            preview = await asyncio.start_server(self._handle_preview, "127.0.0.1", self.port + 1)
+            preview = await asyncio.start_server(self._handle_preview, "127.0.0.1", self.preview_port)
             self._ready.set()
             async with self._server, preview:
                 await asyncio.gather(self._server.serve_forever(), preview.serve_forever())
@@ -127,7 +129,7 @@ class RouterTarget(Target):
         return f"http://127.0.0.1:{self.port}"
 
     def _preview_url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.port + 1}"
+        return f"http://127.0.0.1:{self.preview_port}"
 
     def _deploy(self, service: str, version: str, track: Track, fault: FaultProfile,
                 timeout: float) -> TrackState:
@@ -183,8 +185,8 @@ class RouterTarget(Target):
 
 
 @pytest.fixture
-def router() -> Any:
-    t = RouterTarget(PORT)
+def router(port_block: PortBlock) -> Any:
+    t = RouterTarget(port_block)
     yield t
     t.close()
 
@@ -216,8 +218,10 @@ def _cfg(**kw: Any) -> CanaryConfig:
     ({"thresholds": {"p95_latency_max_s": -1}}, "thresholds.p95_latency_max_s", "> 0"),
     ({"thresholds": {"colour": "red"}}, "thresholds.colour", "unknown threshold"),
 ])
-def test_bad_input_is_named_and_nothing_moves(kwargs: dict[str, Any], name: str, words: str) -> None:
-    t = RouterTarget(PORT + 5)
+def test_bad_input_is_named_and_nothing_moves(
+    kwargs: dict[str, Any], name: str, words: str, port_block: PortBlock
+) -> None:
+    t = RouterTarget(port_block)
     try:
         with pytest.raises(ParameterError) as err:
             run_canary(t, _cfg(**kwargs))
@@ -304,8 +308,10 @@ class BrokenTrafficTarget(RouterTarget):
 
 @pytest.mark.parametrize(("cls", "words"), [(BrokenMetricsTarget, "metrics unavailable"),
                                             (BrokenTrafficTarget, "traffic layer unreachable")])
-def test_platform_fault_mid_drill_aborts_within_one_interval(cls: type[RouterTarget], words: str) -> None:
-    t = cls(PORT + 10)
+def test_platform_fault_mid_drill_aborts_within_one_interval(
+    cls: type[RouterTarget], words: str, port_block: PortBlock
+) -> None:
+    t = cls(port_block)
     try:
         res = run_canary(t, _cfg(steps=[10, 50, 100], rate=100, thresholds=FAST, abort_delay_s=0, tail_s=0.5))
     finally:
@@ -315,6 +321,34 @@ def test_platform_fault_mid_drill_aborts_within_one_interval(cls: type[RouterTar
     # the first interval at 10 % is the one that notices and says why: one interval, no more
     assert len(res.intervals) == 1
     assert ("weight", 50) not in t.calls and ("abort", None) in t.calls
+    if cls is BrokenMetricsTarget:  # metrics that could not be read are no evidence: never a Pass
+        assert res.intervals[0].verdict == "Inconclusive", res.intervals[0].reasons
+        assert any("could not be read" in r for r in res.intervals[0].reasons)
+
+
+class AbortFailsTarget(RouterTarget):
+    """The traffic layer refuses the abort (its admin socket is gone) and the retirement."""
+
+    def abort(self, service: str) -> None:
+        self.calls.append(("abort-refused", None))
+        raise TrafficError("HAProxy admin socket /state/haproxy.sock: No such file or directory")
+
+    def retire(self, service: str, track: Track = "canary") -> None:
+        raise TrafficError("cannot stop the canary: state file locked")
+
+
+def test_a_failed_abort_is_the_result_with_its_reason(port_block: PortBlock) -> None:
+    t = AbortFailsTarget(port_block)
+    try:
+        res = run_canary(t, _cfg(steps=[20, 100], rate=150, fault="errors:30%", thresholds=FAST,
+                                 abort_delay_s=0, tail_s=0.2))
+    finally:
+        t.close()
+    assert res.outcome == "ABORTED"
+    assert res.abort_at is None  # traffic never went back: no abort time to count from
+    assert res.abort_failure and "admin socket" in res.abort_failure
+    assert "state file locked" in res.abort_failure
+    assert "abort FAILED" in res.reason and "traffic may still reach the canary" in res.reason
 
 
 def test_slow_canary_is_aborted_by_an_early_look_before_the_interval_ends(router: RouterTarget) -> None:
@@ -361,3 +395,37 @@ def test_error_rate_axis_starts_at_zero_and_shows_the_worst_rate() -> None:
     assert clean[0] == 0 and clean[1] > 0  # no errors: no negative half of the axis
     faulty = traffic_figure(_result_with(_records(200, fail_every=2))).layout.yaxis2.range
     assert faulty[0] == 0 and faulty[1] >= 0.5 > clean[1]  # every other request failed: 50 % visible
+
+
+def _bg(**kw: Any) -> BlueGreenConfig:
+    base: dict[str, Any] = {"service": "model-serving", "green_version": "2.0.0", "pause_scale": 0.1,
+                            "rate": 150, "thresholds": FAST, "abort_delay_s": 0, "tail_s": 0.3,
+                            "scale_down_delay_s": 2.5, "env": "prod"}
+    base.update(kw)
+    return BlueGreenConfig(**base)
+
+
+def test_manual_blue_green_awaits_approval_with_green_as_preview(router: RouterTarget) -> None:
+    from clinops_lib.drills import auto_promotion_enabled, promote_blue_green
+
+    assert auto_promotion_enabled(_bg()) is False  # prod values: autoPromotionEnabled false
+    assert auto_promotion_enabled(_bg(env="dev")) is True
+    res = run_blue_green(router, _bg())
+    assert res.outcome == "AWAITING_APPROVAL", res.reason
+    assert not [c for c in router.calls if c[0] in ("weight", "promote", "abort", "retire")]
+    assert router.tracks("model-serving")["canary"].version == "2.0.0"  # green still runs as preview
+    assert router.weight == 0 and all(iv.verdict == "Pass" for iv in res.intervals)
+    from clinops_lib.drills.plots import traffic_figure, weight_figure
+
+    assert weight_figure(res).data and traffic_figure(res).data  # the runbook draws this outcome too
+    # a promotion of something else than what runs as preview moves nothing
+    with pytest.raises(DrillError, match="not running as preview"):
+        promote_blue_green(router, _bg(green_version="2.0.1"))
+    assert not [c for c in router.calls if c[0] in ("weight", "promote", "abort", "retire")]
+    done = promote_blue_green(router, _bg(blue_version="1.0.0"))
+    assert done.outcome == "PROMOTED", done.reason
+    assert [c[1] for c in router.calls if c[0] == "weight"] == [100, 0, 100]
+    assert ("promote", "2.0.0") in router.calls
+    before = done.switches["promotion"].versions_before  # this router routes a request in flight
+    assert before.get("1.0.0", 0) > 0.9 * sum(before.values())  # at the switch to green: nearly all blue
+    assert done.switches["promotion"].versions_after.keys() == {"2.0.0"}

@@ -12,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from clinops_lib.config import project_root
+
+#: unit: a static check of the source tree (lint-imports), no platform process.
+pytestmark = pytest.mark.unit
 
 ROOT = project_root()
 LINT = Path(sys.executable).with_name("lint-imports")

@@ -4,7 +4,7 @@ Each parameter of the ``contract`` fixture is one target behind the same
 :class:`~clinops_lib.targets.base.Target` calls:
 
 * ``local`` — :class:`LocalTarget` with its real components (PostgreSQL, Redis, LocalStack,
-  HAProxy, clinical-gateway, Prometheus) on port base 26400;
+  HAProxy, clinical-gateway, Prometheus) on a port block from the harness (tests/ports.py);
 * ``kube`` — :class:`KubeconfigTarget` against kmock's Kubernetes emulator over real HTTP
   (``tests/kube_emulator.py``): a fake of the cluster, because no cluster can run here; its
   Prometheus answers are the ones the real Prometheus of the ``local`` parameter gives.
@@ -35,9 +35,10 @@ import kmock
 import pytest
 from conftest import enterable_tmpdir
 from kube_emulator import ROLLOUTS, Emulator, emulator, rollout
+from ports import PortAllocator
 
 from clinops_lib import catalog, charts
-from clinops_lib.config import PortMap, Settings, project_root
+from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import ConfigError, MetricsError, ParameterError
 from clinops_lib.targets.base import Target, get_target, register_target, target_names
 from clinops_lib.targets.kube.target import KubeconfigTarget
@@ -45,8 +46,10 @@ from clinops_lib.targets.local.target import LocalTarget
 
 __all__ = ["emulator"]
 
+#: component: the local parameter starts real processes, the kube one a real HTTP emulator.
+pytestmark = pytest.mark.component
+
 ROOT = project_root()
-LOCAL_BASE = 26400
 GW = "clinical-gateway"
 TARGETS = ["local", "kube"]
 
@@ -71,9 +74,10 @@ class Contract:
 
 
 @pytest.fixture(scope="module")
-def local_contract() -> Iterator[Contract]:
+def local_contract(port_allocator: PortAllocator) -> Iterator[Contract]:
     root = enterable_tmpdir("clinops-contract-")
-    target = LocalTarget(Settings(state_dir=root / "state", ports=PortMap(LOCAL_BASE)))
+    block = port_allocator.block()
+    target = LocalTarget(Settings(state_dir=root / "state", ports=block.portmap()))
 
     def changes() -> Any:
         state = target.state_path.read_bytes() if target.state_path.exists() else b""
@@ -86,6 +90,7 @@ def local_contract() -> Iterator[Contract]:
     finally:
         target.down(purge=True)
         shutil.rmtree(root, ignore_errors=True)
+        port_allocator.release(block)
 
 
 class _Helm:

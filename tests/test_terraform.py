@@ -29,6 +29,8 @@ from clinops_lib.config import PortMap, Settings
 from clinops_lib.inventory import model as inv_mod
 from clinops_lib.inventory.terraform import terraform_commands
 
+pytestmark = pytest.mark.component
+
 ROOT = Path(__file__).resolve().parent.parent
 TF = ROOT / "terraform"
 INVENTORY = json.loads((TF / "inventory.tfvars.json").read_text())
@@ -207,6 +209,7 @@ def test_variable_types_match_the_json_and_the_library_fields() -> None:
     pairs = {
         "bucket": bucket,
         "lifecycle_rule": bucket[1]["lifecycle_rules"][1],
+        "object_lock": bucket[1]["object_lock"][1],
         "queue": _var_type("queues")[1],
         "topic": topic,
         "subscription": topic[1]["subscriptions"][1],

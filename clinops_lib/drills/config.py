@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import catalog
+from ..config import Settings
 from ..exceptions import ChartError, DrillError, ParameterError, TargetError
 from ..faults import FaultProfile
 from ..targets.base import Target
@@ -21,11 +22,16 @@ __all__ = [
     "DEFAULT_STEPS",
     "BlueGreenConfig",
     "CanaryConfig",
+    "blue_green_config_from_parameters",
+    "canary_config_from_parameters",
+    "drill_version",
     "normalize_steps",
     "scaled_interval",
     "threshold_overrides",
     "validate_blue_green",
+    "validate_blue_green_parameters",
     "validate_canary",
+    "validate_canary_parameters",
 ]
 
 DEFAULT_STEPS: list[dict[str, Any]] = [
@@ -83,6 +89,22 @@ class BlueGreenConfig:
     poll_s: float = 0.5
     deploy_timeout_s: float = 60.0
     tail_s: float = 1.5
+    #: None = the chart's ``autoPromotionEnabled`` for ``env``. False: stop after the
+    #: pre-promotion analysis (AWAITING_APPROVAL, green left running as preview);
+    #: :func:`~clinops_lib.drills.bluegreen.promote_blue_green` continues after a signed approval.
+    auto_promotion: bool | None = None
+
+
+def auto_promotion_enabled(cfg: BlueGreenConfig) -> bool:
+    """Whether this drill promotes by itself: the config, else the chart's value for ``env``."""
+    if cfg.auto_promotion is not None:
+        return cfg.auto_promotion
+    from .. import charts
+
+    try:
+        return bool(charts.blue_green(cfg.service, cfg.env)["auto_promotion_enabled"])
+    except ChartError:
+        return cfg.env != "prod"  # no chart: production is promoted by hand
 
 
 # -- validation (before anything moves) ---------------------------------------------------------------
@@ -280,7 +302,7 @@ def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
         raise ParameterError(
             "canary_version",
             f"{cfg.canary_version!r} equals the stable version: the judge "
-            "tells tracks apart by version (for an A/A drill use e.g. 1.0.0+aa)",
+            "tells tracks apart by version (for an A/A drill use e.g. 1.0.0-aa)",
         )
     return _Plan(steps, th, interval, fault, stable)
 
@@ -321,3 +343,60 @@ def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> t
         raise ParameterError("green_version", f"{cfg.green_version!r} equals the blue version")
     return _Plan([], th, interval, fault, blue), preview_rate, delay
 
+
+# -- from a runbook's parameters ------------------------------------------------------------------------
+# The runbooks build their drill from their parameters cell with these, and the runner calls the
+# validators before a kernel starts (runbook metadata ``clinops.validate``): a rule that spans
+# several parameters (a pause versus the analysis interval, the blue-green window) is checked
+# once, by the same code, before anything runs.
+def drill_version(service: str, env: str, now: float | None = None) -> str:
+    """The chart's version of ``service`` with a ``-drill<time>`` suffix: distinct from stable."""
+    import time
+
+    from .. import charts
+
+    return f"{charts.service_versions(env)[service]}-drill{int(time.time() if now is None else now)}"
+
+
+def _thresholds_from(p: Mapping[str, Any]) -> dict[str, Any]:
+    return threshold_overrides(success_rate_min=p.get("success_rate_min", 0.0),
+                               p95_latency_max_ms=p.get("p95_latency_max_ms", 0), alpha=p.get("alpha", 0.05))
+
+
+def canary_config_from_parameters(p: Mapping[str, Any], env: str) -> CanaryConfig:
+    """The canary drill 02-canary-drill runs, from its parameters (empty canary_version: a drill version)."""
+    return CanaryConfig(
+        service=p["service"], canary_version=p.get("canary_version") or drill_version(p["service"], env),
+        stable_version=p.get("stable_version", ""), steps=p.get("steps", ()), pause_scale=p["pause_scale"],
+        rate=p["rate"], fault=p.get("fault", "none"), on_inconclusive=p.get("on_inconclusive", "pause"),
+        env=env, thresholds=_thresholds_from(p),
+    )
+
+
+def blue_green_config_from_parameters(p: Mapping[str, Any], env: str) -> BlueGreenConfig:
+    """The blue-green drill 03-blue-green-drill runs, from its parameters."""
+    return BlueGreenConfig(
+        service=p["service"], green_version=p.get("green_version") or drill_version(p["service"], env),
+        blue_version=p.get("blue_version", ""), pause_scale=p["pause_scale"], rate=p["rate"],
+        fault=p.get("fault", "none"), rollback_drill=p.get("rollback_drill", True),
+        on_inconclusive=p.get("on_inconclusive", "pause"), env=env, thresholds=_thresholds_from(p),
+    )
+
+
+def validate_canary_parameters(p: Mapping[str, Any], settings: Settings) -> None:
+    """Runner hook (before a kernel starts): the canary drill these parameters describe is valid."""
+    validate_canary(canary_config_from_parameters(p, settings.environment))
+
+
+def validate_blue_green_parameters(p: Mapping[str, Any], settings: Settings) -> None:
+    """Runner hook: the blue-green drill is valid; a scale-down window from the chart that the
+    rollback drill does not fit in is the fault of ``pause_scale`` (the knob the runbook has)."""
+    try:
+        validate_blue_green(blue_green_config_from_parameters(p, settings.environment))
+    except ParameterError as e:
+        if e.name == "scale_down_delay_s":
+            why = str(e).partition(": ")[2]
+            raise ParameterError(
+                "pause_scale", f"{p['pause_scale']!r} scales the chart's scale-down window too short: {why}"
+            ) from e
+        raise

@@ -10,7 +10,7 @@ from .loadgen import RequestRecord
 
 __all__ = ["DrillEvent", "DrillResult", "Outcome", "SwitchCheck"]
 
-Outcome = Literal["PROMOTED", "ABORTED", "PAUSED"]
+Outcome = Literal["PROMOTED", "ABORTED", "PAUSED", "AWAITING_APPROVAL"]
 
 
 @dataclass
@@ -64,6 +64,17 @@ class DrillResult:
         if self.first_canary_traffic_at is None:
             return None
         return self.decided_at - self.first_canary_traffic_at
+
+    @property
+    def abort_at(self) -> float | None:
+        """When all traffic went back to stable (None: no abort, or the abort failed)."""
+        return next((e.at for e in self.events if e.kind == "abort"), None)
+
+    @property
+    def abort_failure(self) -> str | None:
+        """Why the abort (or the canary's retirement) could not be carried out; None when it was."""
+        failed = [e.detail for e in self.events if e.kind == "error" and "FAILED" in e.detail]
+        return "; ".join(failed) or None
 
     @property
     def canary_requests_before_decision(self) -> int:

@@ -90,7 +90,8 @@ def _apply_bucket(clients: Clients, b: Bucket, want: dict[str, Any], have: dict[
     s3 = clients.s3
     with _aws("bucket", b.name):
         if have is None:
-            s3.create_bucket(Bucket=b.name)  # us-east-1 takes no LocationConstraint
+            # us-east-1 takes no LocationConstraint; Object Lock is best enabled at creation
+            s3.create_bucket(Bucket=b.name, ObjectLockEnabledForBucket=b.object_lock_mode is not None)
             have = {}
         todo = [f for f, v in want.items() if have.get(f) != v]
         if "versioning" in todo:
@@ -107,6 +108,11 @@ def _apply_bucket(clients: Clients, b: Bucket, want: dict[str, Any], have: dict[
                     "Rules": [_rule_to_live(r) for r in b.lifecycle_rules]})
             else:
                 s3.delete_bucket_lifecycle(Bucket=b.name)
+        if "object_lock" in todo and b.object_lock_mode is not None:
+            # compliance mode cannot be removed or shortened (AWS refuses); the drift shows it
+            s3.put_object_lock_configuration(Bucket=b.name, ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": b.object_lock_mode, "Days": b.object_lock_days}}})
     return _change("bucket", b.name, not have, todo)
 
 

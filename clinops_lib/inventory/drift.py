@@ -115,6 +115,8 @@ def _desired(inv: Inventory, clients: Clients) -> dict[ResourceId, dict[str, Any
             "sse_algorithm": b.sse_algorithm,
             "public_access_block": dict(_PAB),
             "lifecycle_rules": sorted((r.normalised() for r in b.lifecycle_rules), key=lambda r: r["id"]),
+            "object_lock": ({"mode": b.object_lock_mode, "days": b.object_lock_days}
+                            if b.object_lock_mode else None),
         }
     publishers: dict[str, list[str]] = {}
     for t in inv.topics.values():
@@ -153,9 +155,15 @@ def _observe_bucket(clients: Clients, name: str) -> dict[str, Any]:
     live_rules = _unless_missing(name, "NoSuchLifecycleConfiguration",
                                  lambda: s3.get_bucket_lifecycle_configuration(Bucket=name).get("Rules", []))
     pab, live_rules = dict(pab or {}), live_rules or []
+    lock = _unless_missing(name, "ObjectLockConfigurationNotFoundError",
+                           lambda: s3.get_object_lock_configuration(Bucket=name)["ObjectLockConfiguration"])
+    retention = ((lock or {}).get("Rule") or {}).get("DefaultRetention") or {}
+    days = retention.get("Days", retention.get("Years", 0) * 365 if "Years" in retention else None)
     return {"versioning": status, "sse_algorithm": sse,
             "public_access_block": {k: bool(pab.get(k, False)) for k in _PAB},
-            "lifecycle_rules": sorted((_rule_from_live(r) for r in live_rules), key=lambda r: r["id"])}
+            "lifecycle_rules": sorted((_rule_from_live(r) for r in live_rules), key=lambda r: r["id"]),
+            "object_lock": {"mode": retention.get("Mode"), "days": days}
+            if (lock or {}).get("ObjectLockEnabled") == "Enabled" else None}
 
 
 def _unless_missing(bucket: str, missing_code: str, call: Callable[[], Any]) -> Any:

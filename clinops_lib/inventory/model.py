@@ -90,6 +90,10 @@ class Bucket:
     sse_algorithm: str
     lifecycle_rules: tuple[LifecycleRule, ...]
     purpose: str = ""
+    #: S3 Object Lock: mode (COMPLIANCE: nobody, not even root, shortens or removes it) and the
+    #: default retention in days for this inventory's environment; None = no lock.
+    object_lock_mode: str | None = None
+    object_lock_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ class Inventory:
 # Field names per entry kind, and which are required. The Terraform variable types in
 # terraform/variables.tf must declare exactly these (tests/test_terraform.py checks it).
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "bucket": ("purpose", "versioning", "sse_algorithm", "lifecycle_rules"),
+    "bucket": ("purpose", "versioning", "sse_algorithm", "lifecycle_rules", "object_lock"),
+    "object_lock": ("mode", "retention_days"),
     "lifecycle_rule": ("id", "prefix", "expiration_days", "noncurrent_expiration_days", "transition_days",
                        "storage_class", "noncurrent_transition_days", "noncurrent_storage_class",
                        "abort_multipart_days"),
@@ -160,6 +165,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "bucket": ("versioning", "sse_algorithm", "lifecycle_rules"),
+    "object_lock": ("mode", "retention_days"),
     "lifecycle_rule": ("id", "abort_multipart_days"),
     "queue": ("visibility_timeout_seconds", "message_retention_seconds", "max_receive_count",
               "dlq_retention_seconds"),
@@ -266,6 +272,24 @@ def _rule(where: str, raw: Any) -> LifecycleRule:
     return rule
 
 
+def _object_lock(where: str, raw: Any, env: str) -> tuple[str | None, int | None]:
+    """``(mode, days for env)`` of an ``object_lock`` entry; (None, None) when absent.
+
+    Retention is per environment (a day in dev so test objects expire, years in prod)."""
+    if raw is None:
+        return None, None
+    e = _Entry(where, "object_lock", raw)
+    mode = str(e.str_("mode", choices=("COMPLIANCE", "GOVERNANCE")))
+    days = raw.get("retention_days")
+    if not isinstance(days, dict) or set(days) != set(catalog.ENVIRONMENTS):
+        raise e.fail("retention_days", f"must give days for each of {', '.join(catalog.ENVIRONMENTS)}")
+    for name, value in days.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not (1 <= value <= 36500):
+            raise InventoryError(
+                f"{where}.retention_days.{name}: must be an integer in 1..36500, got {value!r}")
+    return mode, int(days[env])
+
+
 def parse_inventory(data: Any, env: str = "dev", source: Path | None = None) -> Inventory:
     """Validate an already-parsed inventory document (what :func:`load_inventory` reads)."""
     if env not in catalog.ENVIRONMENTS:
@@ -299,9 +323,11 @@ def parse_inventory(data: Any, env: str = "dev", source: Path | None = None) -> 
             raise e.fail("lifecycle_rules", "needs at least one rule (retention is part of the design)")
         if not e.bool_("versioning"):
             raise e.fail("versioning", "must be true: GxP records keep every version (21 CFR Part 11)")
+        lock_mode, lock_days = _object_lock(f"buckets.{key}.object_lock", raw.get("object_lock"), env)
         buckets[key] = Bucket(key=key, name=prefix + key, versioning=True,
                               sse_algorithm=str(e.str_("sse_algorithm", choices=_SSE)),
-                              lifecycle_rules=rules, purpose=str(e.str_("purpose", optional=True)))
+                              lifecycle_rules=rules, purpose=str(e.str_("purpose", optional=True)),
+                              object_lock_mode=lock_mode, object_lock_days=lock_days)
 
     queues: dict[str, Queue] = {}
     for key, raw in data["queues"].items():

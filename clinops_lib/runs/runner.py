@@ -13,6 +13,13 @@ own kernel ``clinops`` and seals an evidence bundle, PASSED or FAILED. The order
 4. **seal** into the archive (:func:`clinops_lib.evidence.seal`) and delete the scratch dir;
 5. **raise**: a failed cell, failed check or secret hit makes the verdict FAILED and exit 1.
 
+Interruption is an abort, never a limbo: SIGTERM, SIGINT and SIGHUP during a run interrupt the
+kernel so the running cell's clean-up (a drill's abort path) runs, no further cell starts, and
+a FAILED bundle is sealed saying "interrupted by signal N at cell K"; the exit status is 128+N
+(see :mod:`clinops_lib.runs.engine`). The scratch directory holds the only unredacted copy of
+the executed notebook: it is removed when the run ends however it ends, and a run that was
+killed outright (SIGKILL cannot be handled) has its scratch directory removed by the next run.
+
 Secret parameters are never written into the notebook: papermill would inject them as source
 code. The runner passes them to the kernel as ``CLINOPS_SECRET_<NAME>`` environment variables
 and the injected cell reads them from there.
@@ -21,28 +28,34 @@ and the injected cell reads them from there.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from ..evidence.seal import seal
-from ..evidence.secretgate import SecretGate
+from ..evidence.secretgate import SecretGate, check_declared
 from ..exceptions import ConfigError, ParameterError
 from . import params as P
+from .engine import Interruption
+from .engine import register as register_engine
+from .plotly_assets import ASSETS_DIR, PLOTLY_MIME, asset_sha256, figure_div, script_tag, write_asset
 from .runrecord import run_record, utc_now
 
 __all__ = [
     "KERNEL",
     "RunResult",
+    "check_out_dir",
     "load_parameters_file",
+    "load_runbook",
     "render_html",
     "resolve_runbook",
     "run",
@@ -54,9 +67,9 @@ KERNEL = "clinops"
 CELL_TIMEOUT_S = 3600
 HIDDEN_FROM_KERNEL = ("CLINOPS_SIGNING_KEY",)
 SECRET_ENV_PREFIX = "CLINOPS_SECRET_"  # noqa: S105 - a variable-name prefix, not a password
-# nbconvert's template and plotly's notebook output load require.js and MathJax from CDNs; the
-# plots do not need them (plotly.js itself is inlined by the `notebook` renderer), and offline
-# a CDN script only delays or breaks rendering. They are removed from the HTML copy.
+# nbconvert's template loads require.js and MathJax from CDNs; the plots do not need them
+# (plotly.js is the bundle's own assets/ copy), and offline a CDN script only delays or breaks
+# rendering. They are removed from the HTML copy.
 _CDN_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']https?://[^\"']*[\"'][^>]*>\s*</script>", re.I)
 
 
@@ -70,6 +83,8 @@ class RunResult:
     failed_cell: dict[str, Any] | None = None
     failed_checks: list[str] = field(default_factory=list)
     secret_findings: list[str] = field(default_factory=list)
+    interrupted_by: int | None = None  # the signal that interrupted the run
+    awaiting_approval: dict[str, str] | None = None
 
     @property
     def passed(self) -> bool:
@@ -88,21 +103,127 @@ def resolve_runbook(ref: str | Path, settings: Settings) -> Path:
     raise ConfigError(f"runbook {str(ref)!r} not found (looked for {', '.join(str(c) for c in candidates)})")
 
 
-def load_parameters_file(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping of parameter values (``-f params.yaml``)."""
-    import yaml
+#: A parameters file is a handful of lines; anything far larger is a mistake (or an attack).
+MAX_PARAMETERS_FILE_BYTES = 1_000_000
 
+
+def load_parameters_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of parameter values (``-f params.yaml``): UTF-8, no aliases, no duplicate keys."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PARAMETERS_FILE_BYTES + 1)
     except OSError as e:
         raise ParameterError("-f", f"parameters file {path} cannot be read ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise ParameterError("-f", f"parameters file {path} is not valid YAML ({e})") from e
+    if len(raw) > MAX_PARAMETERS_FILE_BYTES:
+        raise ParameterError("-f", f"parameters file {path} is larger than {MAX_PARAMETERS_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParameterError(
+            "-f", f"parameters file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})"
+        ) from e
+    data = P.load_yaml(text, "-f", f"parameters file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ParameterError("-f", f"parameters file {path} must be a mapping of name: value")
     return data
+
+
+def load_runbook(path: Path) -> Any:
+    """The notebook at ``path``, checked against the notebook format; ConfigError names the file."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+
+    try:
+        nb = load_notebook_node(str(path))  # also gives every cell the metadata papermill expects
+        nbformat.validate(nb)
+    except RecursionError as e:
+        raise ConfigError(f"runbook {path} is not a notebook (nested too deeply)") from e
+    except Exception as e:  # noqa: BLE001 - any parse/shape error: the file is not a usable notebook
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"runbook {path} is not a notebook ({type(e).__name__}: {P.shown(first)})") from e
+    return nb
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be (or be creatable as) a writable directory; checked before anything runs."""
+    if out.exists() and not out.is_dir():
+        raise ParameterError("--out", f"{out} exists and is not a directory")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ParameterError("--out", f"{out} cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ParameterError("--out", f"{out} cannot be written: {parent} is not writable for this user")
+
+
+def _validate_with_runbook_rules(nb: Any, effective: Mapping[str, Any], settings: Settings) -> None:
+    """Rules that span several parameters (a drill's pause versus its analysis interval, the
+    blue-green window), checked by the code the runbook itself uses: the runbook names it in its
+    metadata as ``clinops.validate = "clinops_lib.<module>:<function>"``."""
+    import importlib
+
+    ref = (nb.metadata.get("clinops") or {}).get("validate")
+    if not ref:
+        return
+    module, _, func = str(ref).partition(":")
+    if not module.startswith("clinops_lib.") or not func:
+        raise ConfigError(
+            f"runbook metadata clinops.validate={ref!r}: expected clinops_lib.<module>:<function>"
+        )
+    try:
+        validator = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"runbook metadata clinops.validate={ref!r} cannot be loaded ({e})") from e
+    validator(effective, settings)
+
+
+def _abort_after_interruption(nb: Any, effective: Mapping[str, Any], settings: Settings) -> list[str]:
+    """The runner's own safety net after a signal: the release of the service the runbook moves
+    traffic for (metadata ``clinops.abort_on_interrupt`` names the parameter holding it) is
+    aborted if a canary of it still runs or holds traffic — e.g. the kernel was killed before
+    its cell's abort path could finish. Returns what was found and done, for the verdict."""
+    param = (nb.metadata.get("clinops") or {}).get("abort_on_interrupt")
+    if not param or not effective.get(param):
+        return []
+    service = str(effective[param])
+    try:
+        from ..drills.abort import abort_release, stray_canaries, track_rows
+        from ..targets.base import get_target
+
+        target = get_target(settings)
+        try:
+            strays = stray_canaries(track_rows(target, [service]))
+            if not strays:
+                return [f"after the interruption: {service} has no canary left running or holding traffic"]
+            return ["after the interruption: " + "; ".join(abort_release(target, service))]
+        finally:
+            target.close()
+    except Exception as e:  # noqa: BLE001 - the run is being sealed: say what failed, never lose the bundle
+        return [f"after the interruption: could not check/abort {service} ({type(e).__name__}: {e}); "
+                f"run `clinops abort {service}`"]
+
+
+def _sweep_stale_scratch(root: Path) -> None:
+    """Remove scratch dirs of runs whose process is gone (killed outright: no clean-up ran)."""
+    for d in root.glob("clinops-run-*"):
+        try:
+            pid, ticks = (d / "owner").read_text().split()
+        except (OSError, ValueError):
+            continue  # not ours to judge (or being created right now)
+        if _process_start(int(pid)) != ticks:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _process_start(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (pid + this identify it across pid reuse)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
 
 
 def _check_kernel() -> None:
@@ -112,6 +233,28 @@ def _check_kernel() -> None:
         get_kernel_spec(KERNEL)
     except NoSuchKernel as e:
         raise ConfigError(f"Jupyter kernel {KERNEL!r} is not installed; run scripts/setup.sh") from e
+
+
+def _preflight_promotion(values: Mapping[str, Any], settings: Settings) -> None:
+    from ..evidence.approvals import preflight_promotion
+
+    preflight_promotion(values, settings)
+
+
+#: Checks a runbook asks for in its metadata (``"clinops": {"preflight": [NAME, ...]}``): they
+#: run after parameter validation and before a kernel starts, so a refusal is exit 2 with
+#: nothing run, nothing moved and no bundle (a rejected run is not a run).
+PREFLIGHTS: dict[str, Callable[[Mapping[str, Any], Settings], None]] = {
+    "approved-promotion": _preflight_promotion,
+}
+
+
+def _preflight(nb: Any, values: Mapping[str, Any], settings: Settings) -> None:
+    names = nb.metadata.get("clinops", {}).get("preflight", [])
+    for name in [names] if isinstance(names, str) else names:
+        if name not in PREFLIGHTS:
+            raise ConfigError(f"runbook asks for preflight {name!r}; known: {', '.join(PREFLIGHTS)}")
+        PREFLIGHTS[name](values, settings)
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -160,7 +303,13 @@ def _parameterize(
 
 
 def _execute(
-    nb: Any, out_path: Path, cwd: Path, progress: bool, env: Mapping[str, str], injected: int | None
+    nb: Any,
+    out_path: Path,
+    cwd: Path,
+    progress: bool,
+    env: Mapping[str, str],
+    injected: int | None,
+    interruption: Interruption,
 ) -> dict[str, Any] | None:
     """Run the notebook with papermill; returns the failed cell (None when every cell ran)."""
     import papermill
@@ -172,6 +321,7 @@ def _execute(
                 nb,
                 str(out_path),
                 kernel_name=KERNEL,
+                engine_name=register_engine(interruption),
                 progress_bar=progress,
                 log_output=False,
                 cwd=str(cwd),
@@ -197,17 +347,57 @@ def _execute(
             "evalue": str(e),
             "source": "",
         }
+    finally:
+        interruption.wait_for_kernel_exit()
     return None
 
 
+def _runbook_index(index: int | None, injected: int | None) -> int | None:
+    """A cell index of the executed notebook in the runbook's own numbering (as in JupyterLab)."""
+    if index is not None and injected is not None and index > injected:
+        return index - 1
+    return index
+
+
+def _interruption_reason(interruption: Interruption, injected: int | None) -> str | None:
+    if interruption.signum is None:
+        return None
+    cell = _runbook_index(interruption.cell_index, injected)
+    where = f"cell {cell}" if interruption.cells_started else "start-up (before any cell ran)"
+    return f"interrupted by signal {interruption.signum} at {where}"
+
+
 # -- gate and bundle --------------------------------------------------------------------------------
-def render_html(notebook: Path, out: Path) -> None:
-    """Self-contained HTML copy (plots inlined, no CDN scripts) that opens offline."""
+def render_html(notebook: Path, out: Path, signatures: list[str] | None = None) -> None:
+    """Offline HTML copy: images inlined, no CDN scripts, plots drawn by the bundle's one
+    ``assets/plotly-*.min.js`` (written beside ``out`` when the notebook has a plot), and the
+    manifestation of every signature the run carries (printed name, UTC time, meaning)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(str(notebook), as_version=4))
-    out.write_text(_CDN_SCRIPT.sub("", body), encoding="utf-8")
+    nb = nbformat.read(str(notebook), as_version=4)
+    plots = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            figure = output.get("data", {}).get(PLOTLY_MIME)
+            if isinstance(figure, dict):
+                plots += 1
+                output["data"]["text/html"] = figure_div(figure, f"clinops-plot-{plots}")
+    exporter = HTMLExporter(
+        embed_images=True,
+        template_name="html_copy",  # lab layout, compact stylesheet: see html_copy/index.html.j2
+        extra_template_basedirs=[str(Path(__file__).resolve().parent)],
+    )
+    body, _ = exporter.from_notebook_node(nb)
+    body = _CDN_SCRIPT.sub("", body)
+    if plots:
+        write_asset(out.parent)
+        body = body.replace("</head>", f"{script_tag()}\n</head>", 1)
+    if signatures:
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in signatures)
+        banner = f'<section id="clinops-signatures"><h2>Electronic signatures</h2><ul>{items}</ul></section>'
+        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + banner, body, count=1)
+    out.write_text(body, encoding="utf-8")
 
 
 def _read_checks(path: Path) -> list[dict[str, Any]]:
@@ -217,9 +407,13 @@ def _read_checks(path: Path) -> list[dict[str, Any]]:
 
 
 def _verdict(
-    failed_cell: dict[str, Any] | None, checks: list[dict[str, Any]], findings: list[str], gate: SecretGate
+    failed_cell: dict[str, Any] | None,
+    checks: list[dict[str, Any]],
+    findings: list[str],
+    gate: SecretGate,
+    interrupted: str | None = None,
 ) -> dict[str, Any]:
-    reasons = []
+    reasons = [interrupted] if interrupted else []
     cell = None
     if failed_cell is not None:
         cell = {k: gate.redact_text(v)[0] if isinstance(v, str) else v for k, v in failed_cell.items()}
@@ -238,6 +432,7 @@ def _verdict(
         reasons.append(f"secret gate: {len(findings)} finding(s), redacted: " + "; ".join(findings))
     return {
         "verdict": "FAILED" if reasons else "PASSED",
+        "awaiting_approval": None,
         "reasons": reasons,
         "failed_cell": cell,
         "checks": checks,
@@ -249,9 +444,26 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
 
-def _summary(record: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
+def _signature_lines(staging: Path) -> list[str]:
+    """The manifestation (printed name, UTC time, meaning) of every approval the run carries.
+
+    The runbook verified them before acting; ``clinops evidence verify`` verifies them again."""
+    from ..evidence.approvals import signature_line
+
+    folder = staging / "data" / "approvals"
+    if not folder.is_dir():
+        return []
+    return [signature_line(p.read_bytes()) for p in sorted(folder.glob("*.approval.json"))]
+
+
+def _summary(
+    record: Mapping[str, Any], verdict: Mapping[str, Any], signatures: list[str] | None = None
+) -> str:
+    status = verdict["verdict"]
+    if verdict.get("awaiting_approval") and status == "PASSED":
+        status = "PASSED, AWAITING_APPROVAL"
     lines = [
-        f"# {record['runbook']}: {verdict['verdict']}",
+        f"# {record['runbook']}: {status}",
         "",
         f"- run id: {record['run_id']}",
         f"- target: {record['target']}",
@@ -269,6 +481,18 @@ def _summary(record: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
     ] or ["- (none recorded)"]
     if verdict["reasons"]:
         lines += ["", "## Why FAILED", ""] + [f"- {r}" for r in verdict["reasons"]]
+    release = verdict.get("awaiting_approval")
+    if release:
+        lines += [
+            "",
+            "## Awaiting approval",
+            "",
+            f"- {release['service']}: {release['stable_version']} -> {release['candidate_version']} "
+            f"in {release['environment']}",
+            '- sign: `clinops approve <this bundle> --meaning "approved for promotion" --key <your key>`',
+        ]
+    if signatures:
+        lines += ["", "## Electronic signatures", ""] + [f"- {s}" for s in signatures]
     return "\n".join(lines) + "\n"
 
 
@@ -293,12 +517,7 @@ def run(
 
     # 1. load and validate: nothing runs and nothing is written before this succeeds
     path = resolve_runbook(runbook, settings)
-    from papermill.iorw import load_notebook_node
-
-    try:
-        nb = load_notebook_node(str(path))  # also gives every cell the metadata papermill expects
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"runbook {path} is not a readable notebook ({e})") from e
+    nb = load_runbook(path)
     decls = P.parse_notebook(nb)
     cli = dict(cli or {})
     given = dict(given or {})
@@ -308,21 +527,31 @@ def run(
             raise ParameterError("target", f"--target {target} contradicts the parameter value {explicit!r}")
         cli["target"] = target
     values = P.validate(decls, given, cli)
+    check_declared({k: str(v) for k, v in values.items() if decls[k].secret})
     effective = {n: values.get(n, d.default) for n, d in decls.items()}
     run_target = str(effective.get("target", target or settings.target))
+    archive = Path(out) if out is not None else settings.evidence_dir
+    check_out_dir(archive)
+    _validate_with_runbook_rules(nb, effective, settings.with_(target=run_target))
+    _preflight(nb, effective, settings)
     if settings.signing_key is not None:
         from ..evidence.attest import load_private_key
 
         load_private_key(settings.signing_key)  # a bad key is a config error, found before running
     _check_kernel()
-    archive = Path(out) if out is not None else settings.evidence_dir
     name = path.stem
 
     # 2. run in a scratch dir outside the archive
     run_id = uuid.uuid4().hex[:12]
     started = utc_now()
+    _sweep_stale_scratch(Path(tempfile.gettempdir()))
     scratch = Path(tempfile.mkdtemp(prefix=f"clinops-run-{run_id}-"))
-    try:
+    (scratch / "owner").write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
+    interruption = Interruption()
+    with contextlib.ExitStack() as cleanup:
+        # signals are handled until the bundle is sealed; the scratch dir goes first on the way out
+        cleanup.enter_context(interruption.handling_signals())
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
         artifacts = scratch / "artifacts"
         staging = scratch / "bundle"
         artifacts.mkdir()
@@ -331,25 +560,33 @@ def run(
         env = {
             "CLINOPS_ARTIFACT_DIR": str(artifacts),
             "CLINOPS_RUN_ID": run_id,
-            "PLOTLY_RENDERER": "notebook",
+            "PLOTLY_RENDERER": "plotly_mimetype",  # data only: the library is the bundle's assets/ copy
             "CLINOPS_TARGET": run_target,
         }
         env |= {SECRET_ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if decls[k].secret}
         executed = scratch / "executed.ipynb"
-        failed_cell = _execute(nb, executed, path.parent, progress, env, injected)
+        failed_cell = _execute(nb, executed, path.parent, progress, env, injected, interruption)
+        interrupted = _interruption_reason(interruption, injected)
+        if interrupted:
+            interrupted = "; ".join(
+                [interrupted, *_abort_after_interruption(nb, effective, settings.with_(target=run_target))]
+            )
         ended = utc_now()
         if executed.exists():
             shutil.copyfile(executed, staging / "notebook.ipynb")
         else:  # the kernel never started: keep the parameterized input as what was attempted
             nbformat.write(nb, str(staging / "notebook.ipynb"))
-        if (artifacts / "data").is_dir():
-            shutil.copytree(artifacts / "data", staging / "data")
+        for part in ("data", ASSETS_DIR):
+            if (artifacts / part).is_dir():
+                shutil.copytree(artifacts / part, staging / part)
 
         # 3. gate, then build the human-readable files from redacted inputs
         secret_values = {k: str(v) for k, v in values.items() if decls[k].secret and v}
         gate = SecretGate.for_run(secret_values, artifacts / "secrets.jsonl", os.environ)
+        gate.trusted_sha256.add(asset_sha256())
         findings = gate.sweep(staging)
-        render_html(staging / "notebook.ipynb", staging / "notebook.html")
+        signatures = _signature_lines(staging)
+        render_html(staging / "notebook.ipynb", staging / "notebook.html", signatures)
         findings += gate.sweep(staging)
         checks = [
             {k: gate.redact_text(v)[0] if isinstance(v, str) else v for k, v in c.items()}
@@ -376,9 +613,11 @@ def run(
         )
         _write_json(staging / "run-record.json", record)
         for _ in range(3):  # the verdict quotes error text: gate it until nothing new is found
-            verdict = _verdict(failed_cell, checks, findings, gate)
+            verdict = _verdict(failed_cell, checks, findings, gate, interrupted)
+            if (staging / "data" / "release.json").exists():
+                verdict["awaiting_approval"] = json.loads((staging / "data" / "release.json").read_text())
             _write_json(staging / "verdict.json", verdict)
-            (staging / "SUMMARY.md").write_text(_summary(record, verdict), encoding="utf-8")
+            (staging / "SUMMARY.md").write_text(_summary(record, verdict, signatures), encoding="utf-8")
             new = gate.sweep(staging)
             if not new:
                 break
@@ -393,9 +632,8 @@ def run(
             started=started,
             verdict=verdict,
             signing_key=settings.signing_key,
+            gate=gate,
         )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return RunResult(
         verdict=verdict["verdict"],
         bundle=bundle,
@@ -403,4 +641,6 @@ def run(
         failed_cell=verdict["failed_cell"],
         failed_checks=[c["name"] for c in checks if not c.get("passed")],
         secret_findings=findings,
+        interrupted_by=interruption.signum,
+        awaiting_approval=verdict.get("awaiting_approval"),
     )
