@@ -3,6 +3,8 @@ its confidence sequences' coverage, and the anchors' rules on the same records (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from scipy.stats import binom
@@ -16,6 +18,7 @@ from clinops_lib.drills.anytime import (
     quantile_cs,
 )
 from clinops_lib.drills.baselines import ArgoRule, ClinopsRule, FlaggerRule, KayentaRule
+from clinops_lib.drills.feed import JudgeFeed
 from clinops_lib.drills.simulate import Records, Scenario, simulate
 from clinops_lib.exceptions import ParameterError
 
@@ -142,3 +145,55 @@ def test_anchor_rules_on_the_same_records() -> None:
     assert KayentaRule().decide(slow) == pytest.approx(slow.first_canary_s + 60.0)
     clean = simulate(Scenario(rate=200, steps=((0.1, 120.0),)), 3)
     assert all(r.decide(clean) is None for r in (ArgoRule(), FlaggerRule(), KayentaRule()))
+
+
+@dataclass
+class _Rec:
+    seq: int
+    sent: float
+    status: int
+    version: str
+    latency_s: float
+
+    @property
+    def failed(self) -> bool:
+        return self.status >= 500
+
+    @property
+    def ok(self) -> bool:
+        return 0 < self.status < 500
+
+
+def test_feed_hands_the_judge_requests_in_send_order_only_once_earlier_ones_completed() -> None:
+    """Records arrive in completion order; the feed waits for the slow early request."""
+    judge = DrillJudge()
+    feed = JudgeFeed(judge, canary="2", stable="1")
+    feed.set_share(0.0, 0.0, 0.5)
+    slow = _Rec(0, 1.0, 200, "1", 0.9)
+    fast = [_Rec(i, 1.0 + i * 0.01, 200, "2", 0.01) for i in range(1, 5)]
+    feed.add("user", fast)  # completed first, sent later
+    feed.flush()
+    assert feed.fed == 0  # seq 0 still in flight: nothing after it may go first
+    feed.add("user", [slow])
+    feed.flush()
+    assert feed.fed == 5 and judge.last_sent == pytest.approx(1.04)
+    # a second generator still waiting for its first answer holds everything back
+    feed2 = JudgeFeed(DrillJudge(), canary="2", stable="1")
+    feed2.add("preview", [_Rec(1, 0.5, 200, "2", 0.01)])
+    feed2.add("user", [_Rec(0, 0.6, 200, "1", 0.01)])
+    feed2.flush()
+    assert feed2.fed == 0
+    feed2.flush(final=True)
+    assert feed2.fed == 2
+
+
+def test_feed_uses_the_larger_share_around_a_weight_change_and_freezes_warmup_thresholds() -> None:
+    feed = JudgeFeed(DrillJudge(), canary="2", stable="1")
+    feed.add("user", [_Rec(i, i * 0.01, 200, "1", 0.02 + i * 1e-4) for i in range(100)])
+    feed.flush()
+    th = feed.freeze(0.005)
+    assert th is not None and th.warmup_requests == 100  # nothing in flight: all complete
+    feed.set_share(2.0, 2.2, 0.1)
+    feed.set_share(5.0, 5.3, 0.5)
+    assert feed.share_at(1.0) == 0 and feed.share_at(3.0) == pytest.approx(0.1)
+    assert feed.share_at(5.1) == pytest.approx(0.5) and feed.share_at(9.0) == pytest.approx(0.5)
