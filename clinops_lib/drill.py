@@ -20,11 +20,12 @@ before any verdict, so it is rejected.
 
 Decisions (also written into every result):
 
-* the anytime-valid error test is checked every ``poll_s`` (0.5 s) — a bad canary is
-  aborted mid-interval, as soon as the evidence reaches ``1/alpha``;
-* latency is also looked at every second between interval ends (Mann-Whitney on the requests
-  since the last weight change, look k at level ``latency_alpha / 2**(k+1)`` so all looks
-  together stay within ``latency_alpha``, plus the minimum effect size);
+* the anytime-valid judge (:mod:`clinops_lib.drills.anytime`) sees every request in send
+  order (:mod:`clinops_lib.drills.feed`) and is checked every ``poll_s`` (0.5 s): one
+  drill-level e-process over errors and latency bad events at stable's p50/p90/p99, frozen
+  from the stable-only warm-up before the first weight step; a bad canary is aborted as soon
+  as it reaches ``1/alpha``, with false aborts of an identical release bounded by ``alpha``
+  however often it is looked at and across weight changes;
 * an interval verdict is Fail, Inconclusive (too few canary requests, metrics without data)
   or Pass; more Fail intervals than ``failure_limit`` aborts; more Inconclusive than
   ``inconclusive_limit`` pauses or aborts (``on_inconclusive``), never promotes;
@@ -43,13 +44,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import judge as J
-from ._sequential import BernoulliErrorSPRT, newcombe_diff_ci
+from .drills.anytime import DrillJudge, JudgeSettings
+from .drills.feed import JudgeFeed
 from .exceptions import ChartError, ClinopsError, DrillError, ParameterError, TargetError
 from .faults import FaultProfile
 from .loadgen import LoadGenerator, LoadSpec, RequestRecord, default_payloads
@@ -79,6 +81,9 @@ DEFAULT_STEPS: list[dict[str, Any]] = [
 ]
 SERVICE_PATHS = {"clinical-gateway": "/v1/observations", "model-serving": "/v1/predict"}
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+#: Seconds of stable-only traffic before the first weight step; stable's p50/p90/p99 from it become
+#: the frozen latency thresholds (600 requests at 200 req/s).
+WARMUP_S = 3.0
 
 
 # -- configuration -----------------------------------------------------------------------------------
@@ -97,6 +102,7 @@ class CanaryConfig:
     pause_scale: float = 0.2
     rate: float = 200.0
     fault: str = "none"
+    stable_fault: str = "none"  # a noisy baseline: stable runs with this fault during the drill
     thresholds: J.Thresholds | Mapping[str, Any] | None = None
     on_inconclusive: str = "pause"
     abort_delay_s: float = 2.0
@@ -118,6 +124,7 @@ class BlueGreenConfig:
     rate: float = 200.0
     preview_rate: float = 0.0  # 0 = rate / 2
     fault: str = "none"
+    stable_fault: str = "none"  # a noisy baseline: blue runs with this fault during the drill
     thresholds: J.Thresholds | Mapping[str, Any] | None = None
     on_inconclusive: str = "pause"
     scale_down_delay_s: float | None = None  # None = from the chart (scaled by pause_scale)
@@ -363,6 +370,19 @@ def _common_checks(
     return profile
 
 
+def _fault_profiles(cfg: CanaryConfig | BlueGreenConfig) -> FaultProfile:
+    """The baseline fault for stable (``stable_fault``); every path a fault names must be one the
+    drill's load sends to, or the fault would silently never fire."""
+    stable_fault = FaultProfile.parse(cfg.stable_fault, parameter="stable_fault")
+    served = {SERVICE_PATHS.get(cfg.service, "/v1/observations")}
+    for name, text in (("fault", cfg.fault), ("stable_fault", cfg.stable_fault)):
+        unknown = FaultProfile.parse(text, parameter=name).paths - served
+        if unknown:
+            raise ParameterError(name, f"path {', '.join(sorted(unknown))} receives no drill traffic on "
+                                       f"{cfg.service}; it serves {', '.join(sorted(served))}")
+    return stable_fault
+
+
 def _stable_version(target: Target, service: str, wanted: str, name: str) -> str:
     try:
         stable = target.tracks(service)["stable"]
@@ -391,6 +411,7 @@ class _Plan:
     interval: float
     fault: FaultProfile
     stable_version: str
+    stable_fault: FaultProfile = FaultProfile()
 
 
 def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
@@ -401,6 +422,7 @@ def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
     fault = _common_checks(
         cfg.service, cfg.env, cfg.pause_scale, cfg.rate, cfg.fault, cfg.on_inconclusive, cfg.abort_delay_s
     )
+    stable_fault = _fault_profiles(cfg)
     _check_version(cfg.canary_version, "canary_version")
     if cfg.stable_version:
         _check_version(cfg.stable_version, "stable_version")
@@ -416,7 +438,7 @@ def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
             f"{cfg.canary_version!r} equals the stable version: the judge "
             "tells tracks apart by version (for an A/A drill use e.g. 1.0.0+aa)",
         )
-    return _Plan(steps, th, interval, fault, stable)
+    return _Plan(steps, th, interval, fault, stable, stable_fault)
 
 
 def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> tuple[_Plan, float, float]:
@@ -424,6 +446,7 @@ def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> t
     fault = _common_checks(
         cfg.service, cfg.env, cfg.pause_scale, cfg.rate, cfg.fault, cfg.on_inconclusive, cfg.abort_delay_s
     )
+    stable_fault = _fault_profiles(cfg)
     _check_version(cfg.green_version, "green_version")
     if cfg.blue_version:
         _check_version(cfg.blue_version, "blue_version")
@@ -453,7 +476,7 @@ def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> t
         blue = _stable_version(target, cfg.service, cfg.blue_version, "blue_version")
     if blue and blue == cfg.green_version:
         raise ParameterError("green_version", f"{cfg.green_version!r} equals the blue version")
-    return _Plan([], th, interval, fault, blue), preview_rate, delay
+    return _Plan([], th, interval, fault, blue, stable_fault), preview_rate, delay
 
 
 # -- the running drill --------------------------------------------------------------------------------
@@ -493,22 +516,17 @@ class _Session:
         self.started_at = time.time()
         self.events: list[DrillEvent] = []
         self.intervals: list[J.IntervalVerdict] = []
-        self.sprt = BernoulliErrorSPRT(alpha=self.th.alpha)
+        self.judge = DrillJudge(JudgeSettings(alpha=self.th.alpha, latency_rho=self.th.latency_rho,
+                                              floor_s=self.th.latency_floor_s))
+        self.judge_feed = JudgeFeed(self.judge, canary, stable)
         self.gens: list[LoadGenerator] = []
         self._cursor: dict[int, int] = {}
         self.weight = 0
-        self.share = 0.0  # probability a request in the compared streams is a canary request
         self.first_canary_at: float | None = None
         self.failed_intervals = 0
         self.inconclusive_intervals = 0
         self.metric_runs = [J.MetricRun(s) for s in self._metric_specs()]
         self.step_name = "start"
-        self.segment_start = time.time()
-        self.seg_canary: list[float] = []
-        self.seg_stable: list[float] = []
-        self.recent: deque[bool] = deque(maxlen=200)
-        self.looks = 0
-        self._next_look = 0.0
         self.expect_weight: int | None = None
 
     def _metric_specs(self) -> list[J.MetricSpec]:
@@ -557,63 +575,43 @@ class _Session:
         return recs
 
     def feed(self) -> None:
-        """Feed requests completed since the last call to the sequential error test."""
-        new: list[RequestRecord] = []
+        """Hand requests completed since the last call to the anytime-valid judge (in send order)."""
         for g in self.gens:
             i = self._cursor[id(g)]
             chunk = g.records_since(i)
             self._cursor[id(g)] = i + len(chunk)
-            new.extend(chunk)
-        new.sort(key=lambda r: r.done)
-        for r in new:
-            if r.version == self.canary and self.first_canary_at is None:
-                self.first_canary_at = r.sent
-            if r.version not in (self.canary, self.stable) or r.status <= 0:
-                continue
-            is_canary = r.version == self.canary
-            # the null share comes from earlier requests only (predictable)
-            self.sprt.observe(is_canary, r.failed, self.null_share())
-            self.recent.append(is_canary)
-            if r.ok and r.sent >= self.segment_start:
-                (self.seg_canary if r.version == self.canary else self.seg_stable).append(r.latency_s)
-        if self.sprt.rejected:
-            ci = self.sprt.difference_ci()
-            diff = (
-                f", difference {ci[0] * 100:+.1f} pp [{ci[1] * 100:+.1f}, {ci[2] * 100:+.1f}]" if ci else ""
-            )
-            raise _Aborted(
-                "ABORTED",
-                f"canary error rate higher than stable: sequential test e={self.sprt.e_value:.1f}"
-                f" >= 1/alpha={1 / self.th.alpha:.0f} ({self.sprt.canary_errors}/{self.sprt.canary_n} "
-                f"canary vs {self.sprt.stable_errors}/{self.sprt.stable_n} stable errors{diff})",
-            )
-        if time.time() >= self._next_look:
-            self._next_look = time.time() + 1.0
-            self.latency_look()
+            if self.first_canary_at is None:
+                first = [r.sent for r in chunk if r.version == self.canary]
+                self.first_canary_at = min(first) if first else None
+            self.judge_feed.add(g.spec.label, chunk)
+        if self.judge_feed.flush():
+            raise _Aborted("ABORTED", self.judge.explain() + self._cs_text())
 
-    def latency_look(self) -> None:
-        """Early look at latency since the last weight change, between intervals.
+    def _cs_text(self) -> str:
+        cs = self.judge.confidence_sequences()
+        d = cs.get("error_rate_difference")
+        if not d:
+            return ""
+        return (f"; error-rate difference {d['estimate'] * 100:+.2f} pp, 95% confidence sequence "
+                f"[{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}] pp")
 
-        Each look k (counted over the whole drill) tests at ``latency_alpha / 2**(k+1)``: the
-        levels sum to ``latency_alpha`` however many looks are taken (a union bound), so the
-        early looks cannot raise the false-alarm rate above the per-drill ``latency_alpha``;
-        the minimum effect size applies as in the interval test.
-        """
-        if len(self.seg_canary) < self.th.min_requests or len(self.seg_stable) < self.th.min_requests:
-            return
-        alpha_k = self.th.latency_alpha * 0.5 ** (self.looks + 1)
-        self.looks += 1
-        res = J.compare_latency(
-            self.seg_canary,
-            self.seg_stable,
-            alpha=alpha_k,
-            min_effect_s=self.th.min_latency_effect_s,
-            min_samples=self.th.min_requests,
-            effect_only_if_significant=True,
-            seed=self.looks,
-        )
-        if res.verdict == "Fail":
-            raise _Aborted("ABORTED", f"{res.reason} (early look {self.looks}, level {alpha_k:.2g})")
+    def warm_up(self, seconds: float) -> None:
+        """Stable-only traffic, then freeze the latency thresholds at stable's p50/p90/p99 from it."""
+        self.hold(seconds)
+        self.feed()
+        th = self.judge_feed.freeze(self.th.latency_floor_s)
+        if th is None:
+            raise _Aborted("ABORTED", "no successful stable request in the warm-up: no latency baseline")
+        pairs = zip(th.quantiles, th.thresholds_s, strict=True)
+        levels = ", ".join(f"p{q * 100:g} {t * 1000:.1f}" for q, t in pairs)
+        self.event("thresholds", "latency thresholds frozen from stable-only warm-up traffic "
+                   f"({th.warmup_requests} requests): {levels} ms (stable quantile + {th.floor_s * 1000:g} "
+                   "ms floor)")
+
+    def set_share(self, share: float) -> None:
+        """The canary's routing share from now on (blue-green: the preview's share of the load)."""
+        now = time.time()
+        self.judge_feed.set_share(now, now, share)
 
     # platform health
     def check_platform(self) -> None:
@@ -637,35 +635,15 @@ class _Session:
             )
 
     def set_weight(self, w: int) -> None:
+        t0 = time.time()
         try:
             self.target.set_canary_weight(self.service, w)
         except TargetError as e:
             raise _Aborted("ABORTED", f"could not set canary weight {w}%: {e}") from e
+        self.judge_feed.set_share(t0, time.time(), w / 100)
         self.weight = w
-        self.share = w / 100
         self.expect_weight = w
-        self.new_segment()
         self.event("weight", f"canary weight {w}%", w)
-
-    def new_segment(self) -> None:
-        """Latency comparisons only mix requests sent under the same weights."""
-        self.segment_start = time.time()
-        self.seg_canary = []
-        self.seg_stable = []
-        self.recent.clear()
-
-    def null_share(self) -> float:
-        """Probability that a request is a canary request, for the sequential error test.
-
-        The configured weight, or the canary's share of the last 100-200 attributed
-        requests (before this one) when that is higher: a traffic layer may overshoot for a
-        moment after a weight change. Overstating the share only makes the test more
-        conservative (a canary error then counts for less; a stable error's factor does not
-        depend on it), so taking the larger of the two keeps the false-alarm bound.
-        """
-        if len(self.recent) >= 100:
-            return max(self.share, sum(self.recent) / len(self.recent))
-        return self.share
 
     # intervals
     def run_for(self, seconds: float) -> list[J.IntervalVerdict]:
@@ -737,8 +715,10 @@ class _Session:
             if v == "Fail" or (v == "Inconclusive" and verdict == "Pass"):
                 verdict = v
 
-        c_ok = [r.latency_s for r in canary_recs if r.ok]
-        s_ok = [r.latency_s for r in stable_recs if r.ok]
+        # failed requests count as infinitely slow: a canary that turns slow requests into
+        # timeouts must not look faster (the quantiles below include them)
+        c_lat = [r.latency_s if r.ok else float("inf") for r in canary_recs]
+        s_lat = [r.latency_s if r.ok else float("inf") for r in stable_recs]
         c_err = sum(1 for r in canary_recs if r.failed)
         s_err = sum(1 for r in stable_recs if r.failed)
         if len(canary_recs) < self.th.min_requests:
@@ -747,23 +727,14 @@ class _Session:
             worse(
                 "Fail", f"canary success rate {1 - c_err / len(canary_recs):.3f} < {self.th.success_rate_min}"
             )
-        if self.sprt.rejected:
-            worse("Fail", "sequential error test rejected")
+        if self.judge.rejected:
+            j = self.judge
+            worse("Fail", f"anytime-valid judge rejected (e={j.max_e:.1f} >= {j.threshold:.0f})")
         total = len(recs)
         if total and len(unattributed) / total > 1 - self.th.success_rate_min:
             worse(
                 "Fail", f"{len(unattributed)} of {total} requests failed with no version (proxy/connection)"
             )
-        lat = J.compare_latency(
-            c_ok,
-            s_ok,
-            alpha=self.th.latency_alpha,
-            min_effect_s=self.th.min_latency_effect_s,
-            min_samples=self.th.min_requests,
-            seed=len(self.intervals),
-        )
-        if lat.verdict == "Fail":
-            worse("Fail", lat.reason)
         prom: dict[str, tuple[float | None, str]] = {}
         for run in self.metric_runs if query_metrics else []:
             m = run.measure(self.target.prometheus_query, end)
@@ -772,11 +743,10 @@ class _Session:
                 worse("Fail", f"{run.spec.name} = {m.value:.4g} fails {run.spec.success_condition}")
             elif m.phase == "Inconclusive":
                 worse("Inconclusive", f"{run.spec.name}: no data")
-            elif m.phase == "Error":
-                reasons.append(f"{run.spec.name}: {m.message}")
-        diff = None
-        if canary_recs and stable_recs:
-            diff = newcombe_diff_ci(c_err, len(canary_recs), s_err, len(stable_recs))
+            elif m.phase == "Error":  # Prometheus unreadable: no data is never a pass
+                worse("Inconclusive", f"{run.spec.name}: Prometheus unreadable: {m.message}")
+        cs = self.judge.confidence_sequences()
+        diff = cs.get("error_rate_difference")
         return J.IntervalVerdict(
             index=len(self.intervals),
             step=self.step_name,
@@ -792,16 +762,16 @@ class _Session:
             canary_errors=c_err,
             stable_errors=s_err,
             unattributed_failures=len(unattributed),
-            error_e_value=self.sprt.e_value,
-            error_p_value=self.sprt.p_value,
-            error_diff=diff[0] if diff else None,
-            error_diff_lo=diff[1] if diff else None,
-            error_diff_hi=diff[2] if diff else None,
-            canary_p50_s=J.quantile(c_ok, 0.5),
-            canary_p95_s=J.quantile(c_ok, 0.95),
-            stable_p50_s=J.quantile(s_ok, 0.5),
-            stable_p95_s=J.quantile(s_ok, 0.95),
-            latency=lat,
+            error_e_value=self.judge.e_value,
+            error_p_value=self.judge.p_value,
+            error_diff=diff["estimate"] if diff else None,
+            error_diff_lo=diff["lo"] if diff else None,
+            error_diff_hi=diff["hi"] if diff else None,
+            canary_p50_s=J.quantile(c_lat, 0.5),
+            canary_p95_s=J.quantile(c_lat, 0.95),
+            stable_p50_s=J.quantile(s_lat, 0.5),
+            stable_p95_s=J.quantile(s_lat, 0.95),
+            anytime=cs,
             prometheus=prom,
         )
 
@@ -838,21 +808,8 @@ class _Session:
         )
 
     def error_test_summary(self) -> dict[str, Any]:
-        s = self.sprt
-        ci = s.difference_ci()
-        return {
-            "alpha": s.alpha,
-            "e_value": s.e_value,
-            "max_e_value": s.max_e,
-            "p_anytime": s.p_value,
-            "rejected": s.rejected,
-            "canary_requests": s.canary_n,
-            "canary_errors": s.canary_errors,
-            "stable_requests": s.stable_n,
-            "stable_errors": s.stable_errors,
-            "difference": ci[0] if ci else None,
-            "difference_ci": [ci[1], ci[2]] if ci else None,
-        }
+        """The anytime-valid judge at the moment of decision, with its confidence sequences."""
+        return {**self.judge.summary(), "confidence_sequences": self.judge.confidence_sequences()}
 
 
 def _noop(_: str) -> None:
@@ -905,6 +862,13 @@ def _open_session(
     """
     s = _Session(target, cfg.service, plan.stable_version, canary, plan, cfg.on_inconclusive, cfg.poll_s,
                  log or _noop)
+    if not plan.stable_fault.is_none:
+        s.event("deploy", f"stable {plan.stable_version} restarted with fault {plan.stable_fault}", 0)
+        try:
+            target.deploy(cfg.service, plan.stable_version, track="stable", fault=plan.stable_fault,
+                          timeout=cfg.deploy_timeout_s)
+        except ClinopsError as e:
+            raise DrillError(f"could not give stable {plan.stable_version} its baseline fault: {e}") from e
     s.event("deploy", f"deploying {what} {canary} {where} (fault: {plan.fault})", 0)
     try:
         target.deploy(cfg.service, canary, track="canary", fault=plan.fault, timeout=cfg.deploy_timeout_s)
@@ -912,6 +876,18 @@ def _open_session(
         raise DrillError(f"could not deploy {what} {canary} of {cfg.service}: {e}") from e
     s.start_load(target.service_url(cfg.service), cfg.rate, "user")
     return s
+
+
+def _clear_stable_fault(s: _Session, outcome: Outcome) -> None:
+    """A baseline fault is the drill's, not the platform's: stable runs clean again afterwards
+    (after a promotion stable already runs the new version with the canary's fault profile)."""
+    if s.plan.stable_fault.is_none or outcome == "PROMOTED":
+        return
+    try:
+        s.target.deploy(s.service, s.stable, track="stable", fault=None)
+        s.event("deploy", f"stable {s.stable} restarted without the baseline fault")
+    except ClinopsError as e:
+        s.event("error", f"could not clear the baseline fault of stable: {e}")
 
 
 def _finish_abort(s: _Session, abort_delay_s: float) -> None:
@@ -942,7 +918,8 @@ def run_canary(target: Target, cfg: CanaryConfig, *, log: Callable[[str], None] 
     outcome: Outcome = "PROMOTED"
     reason = "every step passed"
     try:
-        time.sleep(min(1.0, plan.interval / 2))  # a baseline on stable before any traffic moves
+        s.step_name = "warm-up"
+        s.warm_up(WARMUP_S)  # stable-only traffic: the frozen latency thresholds
         for i, step in enumerate(plan.steps):
             ((key, value),) = step.items()
             if key == "setWeight":
@@ -973,6 +950,7 @@ def run_canary(target: Target, cfg: CanaryConfig, *, log: Callable[[str], None] 
     outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
     time.sleep(cfg.tail_s)
     load = s.stop_load()
+    _clear_stable_fault(s, outcome)
     ended = time.time()
     return DrillResult(
         "canary",
@@ -1001,8 +979,7 @@ def run_blue_green(
     """Blue-green drill: preview analysis, switch, post analysis, rollback drill, scale-down."""
     plan, preview_rate, delay = validate_blue_green(cfg, target)
     s = _open_session(target, cfg, plan, cfg.green_version, log, "green", "as preview")
-    preview = s.start_load(target.preview_url(cfg.service), preview_rate, "preview")
-    s.share = preview_rate / (preview_rate + cfg.rate)
+    preview: LoadGenerator | None = None
     s.expect_weight = 0
     outcome: Outcome = "PROMOTED"
     reason = "pre- and post-promotion analysis passed"
@@ -1016,6 +993,10 @@ def run_blue_green(
         s.event("switch", f"{name}: {'green' if weight == 100 else 'blue'} serves all users", weight)
 
     try:
+        s.step_name = "warm-up"
+        s.warm_up(WARMUP_S)  # blue only: the frozen latency thresholds
+        preview = s.start_load(target.preview_url(cfg.service), preview_rate, "preview")
+        s.set_share(preview_rate / (preview_rate + cfg.rate))
         s.step_name = "pre-promotion"
         s.event("pause", f"pre-promotion analysis: {s.th.count} intervals on the preview")
         for _ in range(s.th.count):
@@ -1023,7 +1004,7 @@ def run_blue_green(
         if s.intervals[-1].verdict != "Pass":
             s.until_pass(s.th.inconclusive_limit + 1)
         preview.stop()
-        s.share = 0.0  # no stable traffic to compare with from here on
+        s.set_share(0.0)  # no stable traffic to compare with from here on
         s.step_name = "promotion"
         switch(100, "promotion")
         s.step_name = "post-promotion"
@@ -1050,12 +1031,13 @@ def run_blue_green(
         raise
     decided = time.time()
     s.event("decision", f"{outcome}: {reason}")
-    if preview.running:
+    if preview is not None and preview.running:
         preview.stop()
     promoted = f"green {cfg.green_version} is the new stable; blue scaled down"
     outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
     time.sleep(cfg.tail_s)
     load = s.stop_load()
+    _clear_stable_fault(s, outcome)
     ended = time.time()
     records = s.all_records()
     for name, t0, t1 in switches:

@@ -479,11 +479,9 @@ def quantile_difference_cs(
     s = np.asarray(stable, dtype=float)
     lc, uc = quantile_cs(c, q, alpha / 2)
     ls, us = quantile_cs(s, q, alpha / 2)
-    est = (
-        float(np.quantile(c, q)) - float(np.quantile(s, q))
-        if np.isfinite([np.quantile(c, q), np.quantile(s, q)]).all()
-        else math.inf
-    )
+    qc = float(np.quantile(c, q, method="inverted_cdf"))  # no interpolation: failures are +inf
+    qs = float(np.quantile(s, q, method="inverted_cdf"))
+    est = qc - qs if math.isfinite(qc) and math.isfinite(qs) else math.inf
     with np.errstate(invalid="ignore"):
         lo = lc - us if not (math.isinf(lc) and math.isinf(us)) else -math.inf
         hi = uc - ls if not (math.isinf(uc) and math.isinf(ls)) else math.inf
