@@ -596,8 +596,22 @@ class _Session:
                 f"[{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}] pp")
 
     def warm_up(self, seconds: float) -> None:
-        """Stable-only traffic, then freeze the latency thresholds at stable's p50/p90/p99 from it."""
+        """Stable-only traffic, then freeze the latency thresholds at stable's p50/p90/p99 from it.
+
+        Meanwhile the new version gets a few requests straight on its preview endpoint (not
+        judged, not recorded): readiness is not warmth, and a freshly started process answering
+        its very first requests slowly is not the regression the judge is there to find.
+        """
+        warm: LoadGenerator | None = None
+        try:
+            warm = LoadGenerator(LoadSpec(url=self.target.preview_url(self.service), path=self.path,
+                                          rate=50, duration_s=min(2.0, seconds), label="warm-up",
+                                          payloads=self.payloads)).start()
+        except (ClinopsError, OSError) as e:
+            self.event("error", f"could not warm the new version up on its preview endpoint: {e}")
         self.hold(seconds)
+        if warm is not None:
+            warm.wait(5.0)
         self.feed()
         th = self.judge_feed.freeze(self.th.latency_floor_s)
         if th is None:

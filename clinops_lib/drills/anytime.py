@@ -237,6 +237,7 @@ class DrillJudge:
         self.e_value = 1.0
         self.rejected_at: float | None = None  # send time of the request whose outcome crossed
         self.rejected_after: int | None = None  # canary requests observed up to the crossing
+        self.at_crossing: dict[str, float] = {}  # each component's e-value when the drill's crossed
         self.canary_n = 0
         self.stable_n = 0
         self.canary_failed = 0
@@ -308,14 +309,16 @@ class DrillJudge:
         self._canary_lat.append(eff_lat[canary])
         self._stable_lat.append(eff_lat[~canary])
         weights = self.weights
-        combined = weights[0] * self.error.update(canary, fail, ws)
+        paths = [self.error.update(canary, fail, ws)]
+        combined = weights[0] * paths[0]
         if not self.latency:
             combined += 1.0 - weights[0]
         assert self.thresholds is not None or not self.latency
         for wt, proc, t in zip(
             weights[1:], self.latency, self.thresholds.thresholds_s if self.thresholds else (), strict=False
         ):
-            combined += wt * proc.update(canary, eff_lat > t, ws)
+            paths.append(proc.update(canary, eff_lat > t, ws))
+            combined += wt * paths[-1]
         self.e_value = float(combined[-1])
         peak = int(np.argmax(combined))
         if combined[peak] > self.max_e:
@@ -323,6 +326,8 @@ class DrillJudge:
                 first = int(np.argmax(combined >= self.threshold))
                 self.rejected_at = float(sent_a[first])
                 self.rejected_after = self.canary_n - int(canary[first + 1 :].sum())
+                names = [p.name for p in (self.error, *self.latency)]
+                self.at_crossing = {nm: float(path[first]) for nm, path in zip(names, paths, strict=True)}
             self.max_e = float(combined[peak])
         return self.rejected
 
@@ -374,18 +379,22 @@ class DrillJudge:
             "stable_errors": self.stable_failed,
             "thresholds": self.thresholds.as_dict() if self.thresholds else None,
             "components": self.components(),
+            "components_at_crossing": self.at_crossing,
             "combination": "weighted average of e-processes (a test supermartingale under the "
             "intersection of the nulls); Ville: P(ever >= 1/alpha) <= alpha",
         }
 
     def explain(self) -> str:
-        """One sentence for the abort reason: which component carried the evidence."""
+        """One sentence for the abort reason: which component carried the evidence *at the crossing*
+        (aggressive bets can fall back within the same batch; the evidence is what crossed)."""
         comps = self.components()
-        name, best = max(comps.items(), key=lambda kv: kv[1]["weight"] * kv[1]["e_value"])
+        at = self.at_crossing or {n: c["e_value"] for n, c in comps.items()}
+        name = max(comps, key=lambda n: comps[n]["weight"] * at[n])
+        best = comps[name]
         return (
             f"anytime-valid judge e={self.max_e:.1f} >= 1/alpha={self.threshold:.0f}, carried by {name} "
-            f"(e={best['e_value']:.1f}; {best['canary_events']}/{best['events']} events on the canary; "
-            f"{self.canary_failed}/{self.canary_n} canary vs {self.stable_failed}/{self.stable_n} "
+            f"(e={at[name]:.1f} at the crossing; {best['canary_events']}/{best['events']} canary events "
+            f"so far; {self.canary_failed}/{self.canary_n} canary vs {self.stable_failed}/{self.stable_n} "
             "stable errors)"
         )
 
