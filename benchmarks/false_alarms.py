@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from detection import platform_down, platform_up  # noqa: E402
 
 from clinops_lib.drill import CanaryConfig, run_canary  # noqa: E402
+from clinops_lib.judge import Thresholds  # noqa: E402
 from clinops_lib.target import Target  # noqa: E402
 
 STEPS = [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {"duration": "2s"}},
@@ -92,7 +93,8 @@ def main() -> int:
     result = {
         "benchmark": "false_alarms", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {"target": "local", "rate_per_service": 200, "steps": STEPS, "thresholds": THRESHOLDS,
-                  "alpha": 0.05, "drills": args.drills, "parallel": "one drill per service at a time",
+                  "alpha": Thresholds().alpha, "drills": args.drills,
+                  "parallel": "one drill per service at a time",
                   "fault_on_both_versions": args.fault},
         "machine": {"cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0],
                     "note": "shared machine: other engineers' tests ran at the same time"},

@@ -202,7 +202,7 @@ class Thresholds:
     failure_limit: int = 0
     inconclusive_limit: int = 1
     consecutive_error_limit: int = 0
-    alpha: float = 0.05
+    alpha: float = 0.01
     latency_rho: float = 0.2
     latency_floor_s: float = 0.005
     min_requests: int = 20

@@ -196,7 +196,7 @@ def _pct(q: float) -> str:
 class JudgeSettings:
     """The statistical judge's parameters (validated; names as the runbooks spell them)."""
 
-    alpha: float = 0.05
+    alpha: float = 0.01
     latency_rho: float = 0.2
     error_rho: float = 0.0
     floor_s: float = 0.005
