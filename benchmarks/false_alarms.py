@@ -44,8 +44,10 @@ THRESHOLDS = {"interval": "1s", "min_interval_s": 1.0}
 
 
 def drills(target: Target, service: str, n: int, out: list[dict[str, Any]], lock: threading.Lock,
-           fault: str = "none") -> None:
+           fault: str = "none", until: float = float("inf")) -> None:
     for i in range(n):
+        if time.time() > until:  # out of time: the drills run so far are the result (counted as run)
+            break
         stable = target.tracks(service)["stable"].version.split("-aa")[0]
         version = f"{stable}-aa{i}"
         t0 = time.time()
@@ -72,6 +74,7 @@ def main() -> int:
     ap.add_argument("--drills", type=int, default=100)
     ap.add_argument("--port-base", type=int, default=25000)
     ap.add_argument("--fault", default="none", help="the same fault on canary and stable (e.g. errors:1%%)")
+    ap.add_argument("--max-minutes", type=float, default=0.0, help="start no drill after this (0 = no limit)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "false_alarms.json")
     args = ap.parse_args()
     target, state = platform_up(args.port_base)
@@ -81,7 +84,8 @@ def main() -> int:
     try:
         half = args.drills // 2
         plan = [("clinical-gateway", args.drills - half), ("model-serving", half)]
-        threads = [threading.Thread(target=drills, args=(target, svc, n, rows, lock, args.fault))
+        until = started + args.max_minutes * 60 if args.max_minutes else float("inf")
+        threads = [threading.Thread(target=drills, args=(target, svc, n, rows, lock, args.fault, until))
                    for svc, n in plan]
         for t in threads:
             t.start()
@@ -93,7 +97,7 @@ def main() -> int:
     result = {
         "benchmark": "false_alarms", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {"target": "local", "rate_per_service": 200, "steps": STEPS, "thresholds": THRESHOLDS,
-                  "alpha": Thresholds().alpha, "drills": args.drills,
+                  "alpha": Thresholds().alpha, "drills_planned": args.drills, "drills": len(rows),
                   "parallel": "one drill per service at a time",
                   "fault_on_both_versions": args.fault},
         "machine": {"cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0],

@@ -554,10 +554,18 @@ class _Session:
                 payloads=self.payloads,
                 max_in_flight=max(64, int(rate)),
             )
-        ).start()
+        )
+        self.judge_feed.open(label)
+        gen.start()
         self.gens.append(gen)
         self._cursor[id(gen)] = 0
         return gen
+
+    def stop_gen(self, gen: LoadGenerator) -> None:
+        """Stop one load stream; its last answers go to the judge and it holds nothing back after."""
+        gen.stop()
+        self.feed()
+        self.judge_feed.close(gen.spec.label)
 
     def stop_load(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -1017,7 +1025,7 @@ def run_blue_green(
             s.one_interval(plan.interval)
         if s.intervals[-1].verdict != "Pass":
             s.until_pass(s.th.inconclusive_limit + 1)
-        preview.stop()
+        s.stop_gen(preview)
         s.set_share(0.0)  # no stable traffic to compare with from here on
         s.step_name = "promotion"
         switch(100, "promotion")

@@ -185,6 +185,18 @@ def test_feed_hands_the_judge_requests_in_send_order_only_once_earlier_ones_comp
     assert feed2.fed == 0
     feed2.flush(final=True)
     assert feed2.fed == 2
+    # an opened stream with no answer yet holds back another stream's answers; a closed one does not
+    feed3 = JudgeFeed(DrillJudge(), canary="2", stable="1")
+    feed3.open("preview")
+    feed3.add("user", [_Rec(i, 1.0 + i * 0.01, 200, "1", 0.01) for i in range(5)])
+    feed3.flush()
+    assert feed3.fed == 0
+    feed3.add("preview", [_Rec(0, 1.005, 200, "2", 0.01)])
+    feed3.flush()
+    assert feed3.fed == 2  # up to the preview's last ready send time (1.005): user seq 0 and preview seq 0
+    feed3.close("preview")
+    feed3.flush()
+    assert feed3.fed == 6
 
 
 def test_feed_uses_the_larger_share_around_a_weight_change_and_freezes_warmup_thresholds() -> None:

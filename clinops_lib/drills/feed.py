@@ -6,8 +6,10 @@ later. The judge's guarantee holds for requests taken in the order they were *se
 (:mod:`clinops_lib.drills.anytime`: completion order depends on latency, and batching one
 version's events ahead of the other's breaks it). So the feed holds back every record until all
 requests sent before it have completed (or timed out): per generator, records up to the first
-sequence number still in flight are ready; across generators, only records sent before the
-earliest such point are fed.
+sequence number still in flight are ready (a generator sends in sequence order, so its next
+answer was sent after all of them); across generators, only records sent up to the earliest
+generator's last ready send time are fed. A generator is opened before it sends (until its
+first answer it holds everything back) and closed once stopped (then it holds nothing back).
 
 The routing share of each request is the weight in force when it was *sent* (the router's
 configuration, known in advance). Around a weight change, where a request may meet either
@@ -55,6 +57,8 @@ class JudgeFeed:
         self._pending: dict[str, dict[int, RecordLike]] = {}
         self._next_seq: dict[str, int] = {}
         self._ready: dict[str, list[RecordLike]] = {}
+        self._last_ready: dict[str, float] = {}
+        self._closed: set[str] = set()
         self._shares: list[tuple[float, float, float]] = [(-np.inf, -np.inf, 0.0)]  # (from, until, share)
         self._recent: deque[bool] = deque(maxlen=200)
         self.warmup_ok: list[float] = []
@@ -75,15 +79,30 @@ class JudgeFeed:
         return share
 
     # -- records -----------------------------------------------------------------------------------------
-    def add(self, label: str, records: Iterable[RecordLike]) -> None:
-        pend = self._pending.setdefault(label, {})
+    def open(self, label: str) -> None:
+        """A generator is about to send: nothing later may be fed before its answers arrive."""
+        self._pending.setdefault(label, {})
         self._next_seq.setdefault(label, 0)
-        ready = self._ready.setdefault(label, [])
+        self._ready.setdefault(label, [])
+        self._last_ready.setdefault(label, -np.inf)
+        self._closed.discard(label)
+
+    def close(self, label: str) -> None:
+        """A generator has stopped and all its records were added: it holds nothing back any more."""
+        self._closed.add(label)
+
+    def add(self, label: str, records: Iterable[RecordLike]) -> None:
+        if label not in self._ready:
+            self.open(label)
+        pend = self._pending[label]
+        ready = self._ready[label]
         for r in records:
             pend[r.seq] = r
         nxt = self._next_seq[label]
         while nxt in pend:
-            ready.append(pend.pop(nxt))
+            r = pend.pop(nxt)
+            ready.append(r)
+            self._last_ready[label] = max(self._last_ready[label], r.sent)
             nxt += 1
         self._next_seq[label] = nxt
 
@@ -100,11 +119,9 @@ class JudgeFeed:
                 self._pending[label].clear()
             cut = np.inf
         else:
-            # a generator with records still in flight holds the cut at its last complete send time
-            cut = min((self._ready[lb][-1].sent if self._ready[lb] else -np.inf) if self._pending[lb]
-                      else np.inf for lb in labels)
-            if cut == np.inf:  # nothing in flight anywhere: everything ready is complete
-                cut = max((self._ready[lb][-1].sent for lb in labels if self._ready[lb]), default=-np.inf)
+            # an open generator's next answer was sent after its last ready one: that is its cut
+            cut = min(np.inf if lb in self._closed and not self._pending[lb] else self._last_ready[lb]
+                      for lb in labels)
         batch: list[RecordLike] = []
         for label in labels:
             ready = self._ready[label]
