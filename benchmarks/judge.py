@@ -161,9 +161,12 @@ def run_aa(
     rules: list[Any],
     alpha: float,
     say: Callable[[str], None],
+    only: set[int] | None = None,
 ) -> list[dict[str, Any]]:
     out = []
-    for (name, sc), ss in zip(cells.items(), seeds.spawn(len(cells)), strict=True):
+    for i, ((name, sc), ss) in enumerate(zip(cells.items(), seeds.spawn(len(cells)), strict=True)):
+        if only is not None and i not in only:
+            continue
         t0 = time.time()
         aborts = {r.name: 0 for r in rules}
         max_e: list[float] = []
@@ -293,6 +296,53 @@ def figure(det: list[dict[str, Any]], path: Path) -> None:
     fig.write_html(path, include_plotlyjs=True, full_html=True)
 
 
+def merge(paths: list[Path], out: Path, alpha: float) -> int:
+    """One result from partial runs (each cell's seed depends only on its index: as one full run)."""
+    det: list[dict[str, Any]] = []
+    aa: list[dict[str, Any]] = []
+    commands, wall = [], 0.0
+    for p in paths:
+        part = json.loads(p.read_text())
+        det += part["detection"]
+        aa += part["false_aborts"]
+        commands.append(part["command"])
+        wall = max(wall, part["wall_seconds"])
+    order = list(AA_CELLS)
+    aa.sort(key=lambda r: order.index(r["cell"]))
+    settings = JudgeSettings(alpha=alpha).validate()
+    result = {
+        "benchmark": "judge",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ; ".join(commands) + f" ; benchmarks/judge.py --merge <the {len(paths)} parts>",
+        "how": (
+            "simulated per-request records (clinops_lib.drills.simulate), one SeedSequence child per run; "
+            "every judge reads the same records; time = first canary request to the abort decision; run "
+            "in parallel parts (same seeds as one full run) and merged"
+        ),
+        "settings": {
+            "alpha": settings.alpha,
+            "latency_rho": settings.latency_rho,
+            "error_rho": settings.error_rho,
+            "latency_floor_ms": settings.floor_s * 1000,
+            "error_share": settings.error_share,
+            "weight": WEIGHT,
+            "rate": RATE,
+            "hold_s": HOLD_S,
+            "aa_steps": [list(s) for s in AA_STEPS],
+        },
+        "rules": {r.name: repr(r) for r in judges(settings)},
+        "detection": det,
+        "false_aborts": aa,
+        "targets": targets(det, aa, settings.alpha),
+        "machine": {"cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0]},
+        "wall_seconds_slowest_part": wall,
+    }
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    figure(det, out.with_suffix(".html"))
+    print(json.dumps(result["targets"], indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30)
@@ -300,7 +350,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--alpha", type=float, default=JudgeSettings().alpha)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "judge.json")
+    ap.add_argument(
+        "--part",
+        default="",
+        help="run only 'detection' and/or A/A cell indices, e.g. "
+        "'detection,0' or '3,4', writing a partial JSON (seeds as in a full run)",
+    )
+    ap.add_argument("--merge", nargs="*", type=Path, default=[], help="combine partial JSONs into --out")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out, args.alpha)
     settings = JudgeSettings(alpha=args.alpha).validate()
     rules = judges(settings)
     root = np.random.SeedSequence(args.seed)
@@ -310,8 +369,23 @@ def main() -> int:
     def say(msg: str) -> None:
         print(f"{time.time() - started:7.1f}s {msg}", flush=True)
 
-    det = run_detection(detection_points(), args.runs, det_seeds, rules, say)
-    aa = run_aa(AA_CELLS, args.aa, aa_seeds, rules, settings.alpha, say)
+    parts = {p.strip() for p in args.part.split(",") if p.strip()}
+    det = (
+        run_detection(detection_points(), args.runs, det_seeds, rules, say)
+        if not parts or "detection" in parts
+        else []
+    )
+    only = {int(p) for p in parts if p.isdigit()} if parts else None
+    aa = run_aa(AA_CELLS, args.aa, aa_seeds, rules, settings.alpha, say, only)
+    if parts:
+        partial = {
+            "command": " ".join(["benchmarks/judge.py", *sys.argv[1:]]),
+            "detection": det,
+            "false_aborts": aa,
+            "wall_seconds": round(time.time() - started, 1),
+        }
+        args.out.write_text(json.dumps(partial, indent=1) + "\n")
+        return 0
     result = {
         "benchmark": "judge",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
