@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clinops_lib.config import PortMap, Settings  # noqa: E402
-from clinops_lib.drill import CanaryConfig, run_canary  # noqa: E402
-from clinops_lib.target import Target, get_target  # noqa: E402
+from clinops_lib.drills import CanaryConfig, run_canary  # noqa: E402
+from clinops_lib.targets.base import Target, get_target  # noqa: E402
 
 SERVICE = "clinical-gateway"
 STEPS = [{"setWeight": 10}, {"pause": {"duration": "60s"}}, {"setWeight": 100}]

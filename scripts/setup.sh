@@ -63,6 +63,16 @@ if [ "$with_tests" = 1 ]; then
   fi
 fi
 
+# 3c. Tests: the Kubernetes 1.20 JSON schemas the chart tests validate against (the locked
+# kubernetes-validate ships 1.25+ only), hash-pinned, cached outside the checkout.
+K8S_SCHEMAS=/var/cache/clinops/kubernetes-validate/1.28.3
+if [ "$with_tests" = 1 ] && [ ! -d "$K8S_SCHEMAS/kubernetes_validate/kubernetes-json-schema/v1.20.0-local-strict" ]; then
+  log "Kubernetes 1.20 schemas (kubernetes-validate 1.28.3) into $K8S_SCHEMAS"
+  $SUDO mkdir -p "$K8S_SCHEMAS"
+  $SUDO "$UV" pip install -q --target "$K8S_SCHEMAS" --no-deps --require-hashes --python .venv/bin/python \
+    -r tests/schemas/kubernetes-validate-1.28.3.txt
+fi
+
 # 4. The project's own Jupyter kernel, so papermill and JupyterLab run the runbooks on this venv.
 .venv/bin/python -m ipykernel install --sys-prefix --name clinops --display-name "clinops (Python 3.11)" >/dev/null
 log "ready: .venv/bin/clinops --help"

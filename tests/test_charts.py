@@ -13,6 +13,7 @@ import yaml
 
 from clinops_lib import _chart_checks as checks
 from clinops_lib import charts
+from clinops_lib.charts.render import _parse_manifests as parse_manifests
 from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import ChartError, ConfigError
 
@@ -25,10 +26,11 @@ def rendered() -> dict[str, list[dict]]:
     return {env: charts.render(env) + charts.render_gitops(env) for env in ENVS}
 
 
+@pytest.mark.parametrize("kube", [None, checks.OLDEST_KUBERNETES_VERSION])
 @pytest.mark.parametrize("env", ENVS)
 @pytest.mark.parametrize("chart", [charts.CHART_NAME, charts.GITOPS_CHART_NAME])
-def test_lint_has_no_errors_or_warnings(env: str, chart: str) -> None:
-    assert charts.lint(env, name=chart) == []
+def test_lint_has_no_errors_or_warnings(env: str, chart: str, kube: str | None) -> None:
+    assert charts.lint(env, name=chart, kube_version=kube) == []
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -92,9 +94,17 @@ def test_third_party_dependencies_are_pinned_declared_and_not_vendored() -> None
         assert re.fullmatch(r"\d+\.\d+\.\d+", str(d["version"])), f"{d['name']}: version not pinned exactly"
         assert str(d.get("repository", "")).startswith(("https://", "oci://")), f"{d['name']}: no repository"
         assert d.get("condition") == f"{d['name']}.enabled", f"{d['name']}: condition flag missing"
-    # Nothing third-party is committed: every declared dependency is absent from charts/.
+    # Nothing third-party is committed: every declared dependency is absent from charts/; the only
+    # archives are the library chart packed by build_dependencies, and git ignores them.
     assert {d["name"] for d in charts.missing_dependencies()} == names
-    assert not list((ROOT / "charts").rglob("*.tgz"))
+    built = set(charts.build_dependencies())
+    assert set((ROOT / "charts").rglob("*.tgz")) == built
+    tracked = subprocess.run(["git", "ls-files", "charts"], cwd=ROOT, capture_output=True, text=True,
+                             check=True)
+    assert not [f for f in tracked.stdout.splitlines() if f.endswith(".tgz")]
+    ignored = subprocess.run(["git", "check-ignore", *map(str, built)], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert len(ignored.stdout.splitlines()) == len(built), "a built library archive is not git-ignored"
 
 
 def test_storage_sizes_for_stateful_dependencies() -> None:
@@ -143,7 +153,7 @@ def test_values_merge_like_helm_lists_replace_null_deletes(tmp_path: Path) -> No
                                                                    {"pause": {"duration": "1m"}}]
     assert charts.analysis_thresholds("dev", root)["count"] == 7
     # Helm agrees: the rendered Rollout carries exactly the merged list.
-    rendered = charts._parse_manifests(charts.render_raw("dev", root))
+    rendered = parse_manifests(charts.render_raw("dev", root))
     rollout = next(o for o in rendered
                    if o["kind"] == "Rollout" and o["metadata"]["name"] == "clinical-gateway")
     assert rollout["spec"]["strategy"]["canary"]["steps"] == [{"setWeight": 25},
@@ -204,3 +214,10 @@ def test_lint_reports_a_broken_template(tmp_path: Path) -> None:
     assert any(f.startswith("ERROR") and "training.yaml" in f for f in findings), findings
     with pytest.raises(ChartError, match="helm render"):
         charts.render("dev", root)
+
+
+def test_parse_manifests_takes_null_metadata_maps_of_third_party_charts() -> None:
+    """bitnami and MLflow templates render ``annotations:`` (null); the parser still labels the source."""
+    objects = parse_manifests({"dep/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\n"
+                                                               "metadata:\n  name: x\n  annotations:\n"})
+    assert objects[0]["metadata"]["annotations"] == {"clinops.io/source": "dep/templates/cm.yaml"}

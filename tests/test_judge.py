@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from clinops_lib.drills.judge import Condition, MetricRun, MetricSpec, Thresholds, parse_duration
 from clinops_lib.exceptions import MetricsError, ParameterError
-from clinops_lib.judge import Condition, MetricRun, MetricSpec, Thresholds, parse_duration
 
 
 def _spec(**kw: object) -> MetricSpec:

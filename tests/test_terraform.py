@@ -1,5 +1,6 @@
-"""terraform/: parsed with bc-python-hcl2 (the HCL parser checkov uses), held to the same inventory file as the boto3 path,
-and scanned with checkov. No Terraform providers are needed (none can be downloaded here).
+"""terraform/: parsed with bc-python-hcl2 (the HCL parser checkov uses), held to the same inventory
+file as the boto3 path, and scanned with checkov. No Terraform providers are needed (none can be
+downloaded here).
 
 What "single source" means, checked here:
 * every key of inventory.tfvars.json is a declared variable (without a default, so a missing
@@ -24,9 +25,9 @@ import hcl2
 import pytest
 from conftest import checkov_executable
 
-from clinops_lib import inventory as inv_mod
-from clinops_lib._inventory_terraform import terraform_commands
 from clinops_lib.config import PortMap, Settings
+from clinops_lib.inventory import model as inv_mod
+from clinops_lib.inventory.terraform import terraform_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 TF = ROOT / "terraform"
