@@ -9,6 +9,7 @@ local target are in ``test_drills_local.py``.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import threading
@@ -24,7 +25,8 @@ from clinops_lib.exceptions import MetricsError, ParameterError, TrafficError
 from clinops_lib.faults import FaultProfile
 from clinops_lib.targets.base import ComponentStatus, Target, Track, TrackState
 
-PORT = 25110  # this engineer's block is 25000-25199
+PORT_BASE = int(os.environ.get("CLINOPS_PORT_BASE", "25000"))  # this engineer's block is 25000-25199
+PORT = PORT_BASE + 110
 
 
 class RouterTarget(Target):
@@ -38,7 +40,7 @@ class RouterTarget(Target):
     name = "router"
 
     def __init__(self, port: int, stable_version: str = "1.0.0") -> None:
-        super().__init__(Settings(ports=PortMap(25000)))
+        super().__init__(Settings(ports=PortMap(PORT_BASE)))
         self.port = port
         self.calls: list[tuple[str, Any]] = []
         self.weight = 0
