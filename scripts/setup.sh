@@ -38,6 +38,10 @@ UV=$(command -v uv || echo "$HOME/.local/bin/uv")
 if [ "$with_tests" = 1 ]; then
   log "uv sync (with the dev group)"
   "$UV" sync --frozen --compile-bytecode -q
+  # An environment made before the HCL parser switch (python-hcl2 -> bc-python-hcl2) lost `hcl2`
+  # when uv removed python-hcl2's files (both write it): reinstall the one the lock names.
+  .venv/bin/python -c "import hcl2.api" 2>/dev/null \
+    || "$UV" sync --frozen --compile-bytecode -q --reinstall-package bc-python-hcl2
 else
   log "uv sync"
   "$UV" sync --frozen --no-dev --compile-bytecode -q

@@ -207,6 +207,7 @@ def test_variable_types_match_the_json_and_the_library_fields() -> None:
     pairs = {
         "bucket": bucket,
         "lifecycle_rule": bucket[1]["lifecycle_rules"][1],
+        "object_lock": bucket[1]["object_lock"][1],
         "queue": _var_type("queues")[1],
         "topic": topic,
         "subscription": topic[1]["subscriptions"][1],
