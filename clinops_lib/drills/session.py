@@ -150,14 +150,14 @@ class _Session:
     def warm_up(self, seconds: float) -> None:
         """Stable-only traffic, then freeze the latency thresholds at stable's p50/p90/p99 from it.
 
-        Meanwhile the new version gets a few requests straight on its preview endpoint (not
+        Meanwhile the new version gets about 20 requests straight on its preview endpoint (not
         judged, not recorded): readiness is not warmth, and a freshly started process answering
         its very first requests slowly is not the regression the judge is there to find.
         """
         warm: LoadGenerator | None = None
         try:
             warm = LoadGenerator(LoadSpec(url=self.target.preview_url(self.service), path=self.path,
-                                          rate=50, duration_s=min(2.0, seconds), label="warm-up",
+                                          rate=10, duration_s=min(2.0, seconds), label="warm-up",
                                           payloads=self.payloads)).start()
         except (ClinopsError, OSError) as e:
             self.event("error", f"could not warm the new version up on its preview endpoint: {e}")
