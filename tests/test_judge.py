@@ -7,6 +7,8 @@ import pytest
 from clinops_lib.drills.judge import Condition, MetricRun, MetricSpec, Thresholds, parse_duration
 from clinops_lib.exceptions import MetricsError, ParameterError
 
+pytestmark = pytest.mark.unit
+
 
 def _spec(**kw: object) -> MetricSpec:
     base: dict[str, object] = {"name": "success-rate", "query": "q",

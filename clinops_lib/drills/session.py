@@ -309,8 +309,9 @@ class _Session:
                 worse("Fail", f"{run.spec.name} = {m.value:.4g} fails {run.spec.success_condition}")
             elif m.phase == "Inconclusive":
                 worse("Inconclusive", f"{run.spec.name}: no data")
-            elif m.phase == "Error":  # Prometheus unreadable: no data is never a pass
-                worse("Inconclusive", f"{run.spec.name}: Prometheus unreadable: {m.message}")
+            elif m.phase == "Error":
+                # metrics that could not be read are no evidence either way: never a Pass
+                worse("Inconclusive", f"{run.spec.name}: metrics could not be read ({m.message})")
         cs = self.judge.confidence_sequences()
         diff = cs.get("error_rate_difference")
         return J.IntervalVerdict(
@@ -397,7 +398,8 @@ def _carry_out(
     Returns the outcome and reason as they finally stand; ``promoted`` is the promote event's text.
     """
     if outcome == "ABORTED":
-        _finish_abort(s, abort_delay_s)
+        if failure := _finish_abort(s, abort_delay_s):
+            reason = f"{reason}; {failure}"
     elif outcome == "AWAITING_APPROVAL":
         s.event("pause", f"green {s.canary} stays as preview: promotion needs a signed approval")
     elif outcome == "PROMOTED":
@@ -408,7 +410,8 @@ def _carry_out(
         except TargetError as e:
             s.event("error", f"promote failed: {e}; aborting")
             outcome, reason = "ABORTED", f"promotion failed: {e}"
-            _finish_abort(s, abort_delay_s)
+            if failure := _finish_abort(s, abort_delay_s):
+                reason = f"{reason}; {failure}"
     else:
         s.event("pause", f"PAUSED at {s.weight}%: waiting for a human (promote or abort)")
     return outcome, reason
@@ -458,18 +461,26 @@ def _clear_stable_fault(s: _Session, outcome: Outcome) -> None:
         s.event("error", f"could not clear the baseline fault of stable: {e}")
 
 
-def _finish_abort(s: _Session, abort_delay_s: float) -> None:
-    """All traffic back to stable at once; the canary is retired after the abort delay."""
+def _finish_abort(s: _Session, abort_delay_s: float) -> str | None:
+    """All traffic back to stable at once; the canary is retired after the abort delay.
+
+    Returns None when both happened, else what failed (also an ``error`` event): an abort that
+    could not be carried out is the most important fact of the drill and must reach its result.
+    """
+    failures = []
     try:
         s.target.abort(s.service)
         s.weight = 0
         s.expect_weight = 0
         s.event("abort", "all traffic back to stable", 0)
     except TargetError as e:
-        s.event("error", f"abort failed: {e}")
+        failures.append(f"abort FAILED (traffic may still reach the canary): {e}")
+        s.event("error", failures[-1])
     time.sleep(abort_delay_s)
     try:
         s.target.retire(s.service, "canary")
         s.event("retire", f"canary {s.canary} retired")
     except TargetError as e:
-        s.event("error", f"retire failed: {e}")
+        failures.append(f"retire of the canary FAILED: {e}")
+        s.event("error", failures[-1])
+    return "; ".join(failures) or None
