@@ -22,6 +22,8 @@ from clinops_lib.drills.feed import JudgeFeed
 from clinops_lib.drills.simulate import Records, Scenario, simulate
 from clinops_lib.exceptions import ParameterError
 
+pytestmark = pytest.mark.unit
+
 ALPHA = 0.05
 AA = Scenario(rate=200, warmup_s=3, steps=((0.1, 30.0), (0.5, 30.0)), stable_error=0.02, noisy=True)
 

@@ -8,6 +8,8 @@ import pytest
 from clinops_lib.exceptions import ParameterError
 from clinops_lib.faults import FaultProfile
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("text", [
     "none", "errors:5%", "errors:2%@/v1/predict", "errors:0..10%/60s", "errors:1..5%/500ms@/v1/predict",
