@@ -30,12 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-
-from clinops_lib.catalog import percentile  # noqa: E402
 from clinops_lib.config import PortMap, Settings  # noqa: E402
 from clinops_lib.drills import CanaryConfig, run_canary  # noqa: E402
-from clinops_lib.drills.sequential import BernoulliErrorSPRT  # noqa: E402
 from clinops_lib.targets.base import Target, get_target  # noqa: E402
 
 SERVICE = "clinical-gateway"
@@ -57,25 +53,6 @@ def platform_down(target: Target, state: Path) -> None:
         target.close()
     finally:
         shutil.rmtree(state, ignore_errors=True)
-
-
-def simulate(runs: int = 1000, seed: int = 1) -> dict[str, Any]:
-    """Canary requests until the error test rejects: stable 0 %, canary 5 %, weight 10 %."""
-    rng = np.random.default_rng(seed)
-    needed = []
-    for _ in range(runs):
-        test = BernoulliErrorSPRT(alpha=0.05)
-        n = 0
-        while not test.rejected and n < 100_000:
-            n += 1
-            canary = bool(rng.random() < 0.1)
-            test.observe(canary, bool(canary and rng.random() < 0.05), 0.1)
-        needed.append(test.canary_n)
-    arr = np.asarray(needed)
-    return {"runs": runs, "canary_requests_median": float(np.median(arr)),
-            "canary_requests_p90": percentile(arr.tolist(), 0.9),
-            "seconds_median_at_20_canary_rps": float(np.median(arr)) / 20,
-            "share_under_300_canary_requests": float((arr < 300).mean())}
 
 
 def main() -> int:
@@ -116,10 +93,9 @@ def main() -> int:
             "canary_requests_max": max(reqs, default=None), "target": t, "passed": ok,
         }
     result = {
-        "note": ("the services draw injected errors from a seeded RNG, so repeated drills see the same "
-                 "error positions; 'simulated_errors_5pp' adds the spread over random error positions "
-                 "(the same sequential test on simulated Bernoulli requests, 1000 runs)"),
-        "simulated_errors_5pp": simulate(),
+        "note": ("each service process draws its injected faults from its own fresh seed (logged as "
+                 "fault.seed), so repeated drills see independent error positions; the many-run figures "
+                 "against the anchors' rules are in benchmarks/judge.py"),
         "benchmark": "detection", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {"target": "local", "service": SERVICE, "rate": 200, "canary_weight": 10, "steps": STEPS,
                   "pause_scale": 1.0},

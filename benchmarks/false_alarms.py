@@ -3,7 +3,10 @@
 ``--drills`` (default 100) short A/A canary drills on the REAL local target, split across the
 two services and run two at a time (one per service, each with its own traffic): the canary
 runs the same code as stable under a different version label (``<stable>-aaN``), steps
-``setWeight 50 -> pause 2s -> setWeight 100`` with a 1 s analysis interval, 200 req/s each.
+``setWeight 10 -> pause 2s -> setWeight 50 -> pause 2s -> setWeight 100`` (a weight change
+under the judge) with a 1 s analysis interval, 200 req/s each. ``--fault errors:1%`` gives
+*both* versions the same fault (the canary's ``fault`` and the drill's ``stable_fault``), so
+the judge sees errors on both sides: an A/A drill on a noisy baseline.
 Every drill must be PROMOTED; an ABORTED drill is a false alarm (target: at most 1 in 100),
 a PAUSED one is reported separately (inconclusive, not an alarm).
 
@@ -32,23 +35,31 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from detection import platform_down, platform_up  # noqa: E402
 
 from clinops_lib.drills import CanaryConfig, run_canary  # noqa: E402
+from clinops_lib.drills.judge import Thresholds  # noqa: E402
 from clinops_lib.targets.base import Target  # noqa: E402
 
-STEPS = [{"setWeight": 50}, {"pause": {"duration": "2s"}}, {"setWeight": 100}]
+STEPS = [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {"duration": "2s"}},
+         {"setWeight": 100}]
 THRESHOLDS = {"interval": "1s", "min_interval_s": 1.0}
 
 
-def drills(target: Target, service: str, n: int, out: list[dict[str, Any]], lock: threading.Lock) -> None:
+def drills(target: Target, service: str, n: int, out: list[dict[str, Any]], lock: threading.Lock,
+           fault: str = "none", until: float = float("inf")) -> None:
     for i in range(n):
+        if time.time() > until:  # out of time: the drills run so far are the result (counted as run)
+            break
         stable = target.tracks(service)["stable"].version.split("-aa")[0]
         version = f"{stable}-aa{i}"
         t0 = time.time()
         try:
             cfg = CanaryConfig(service=service, canary_version=version, rate=200, steps=STEPS,
-                               pause_scale=1.0, thresholds=THRESHOLDS, tail_s=0.2, abort_delay_s=0.5)
+                               pause_scale=1.0, thresholds=THRESHOLDS, tail_s=0.2, abort_delay_s=0.5,
+                               fault=fault, stable_fault=fault)
             res = run_canary(target, cfg)
             row = {"service": service, "drill": i, "outcome": res.outcome, "reason": res.reason,
                    "intervals": len(res.intervals), "max_e_value": res.error_test["max_e_value"],
+                   "canary_errors": res.error_test["canary_errors"],
+                   "stable_errors": res.error_test["stable_errors"],
                    "seconds": time.time() - t0}
         except Exception as e:  # noqa: BLE001 - a drill that could not run is recorded, not hidden
             row = {"service": service, "drill": i, "outcome": "ERROR", "reason": f"{type(e).__name__}: {e}",
@@ -62,6 +73,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--drills", type=int, default=100)
     ap.add_argument("--port-base", type=int, default=25000)
+    ap.add_argument("--fault", default="none", help="the same fault on canary and stable (e.g. errors:1%%)")
+    ap.add_argument("--max-minutes", type=float, default=0.0, help="start no drill after this (0 = no limit)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "false_alarms.json")
     args = ap.parse_args()
     target, state = platform_up(args.port_base)
     rows: list[dict[str, Any]] = []
@@ -70,7 +84,9 @@ def main() -> int:
     try:
         half = args.drills // 2
         plan = [("clinical-gateway", args.drills - half), ("model-serving", half)]
-        threads = [threading.Thread(target=drills, args=(target, svc, n, rows, lock)) for svc, n in plan]
+        until = started + args.max_minutes * 60 if args.max_minutes else float("inf")
+        threads = [threading.Thread(target=drills, args=(target, svc, n, rows, lock, args.fault, until))
+                   for svc, n in plan]
         for t in threads:
             t.start()
         for t in threads:
@@ -81,17 +97,21 @@ def main() -> int:
     result = {
         "benchmark": "false_alarms", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {"target": "local", "rate_per_service": 200, "steps": STEPS, "thresholds": THRESHOLDS,
-                  "alpha": 0.05, "drills": args.drills, "parallel": "one drill per service at a time"},
+                  "alpha": Thresholds().alpha, "drills_planned": args.drills, "drills": len(rows),
+                  "parallel": "one drill per service at a time",
+                  "fault_on_both_versions": args.fault},
         "machine": {"cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0],
                     "note": "shared machine: other engineers' tests ran at the same time"},
         "wall_seconds": time.time() - started,
         "outcomes": dict(counts), "false_alarms": counts.get("ABORTED", 0),
+        "drills_with_errors_on_both_versions": sum(1 for r in rows
+                                                   if r.get("canary_errors") and r.get("stable_errors")),
         "target": {"max_false_alarms": 1},
         "passed": counts.get("ABORTED", 0) <= 1 and counts.get("ERROR", 0) == 0,
         "alarms": [r for r in rows if r["outcome"] != "PROMOTED"],
         "runs": rows,
     }
-    out = ROOT / "benchmarks" / "results" / "false_alarms.json"
+    out = args.out
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2, default=str))
     return 0

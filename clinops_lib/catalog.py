@@ -319,6 +319,10 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     pos = (len(xs) - 1) * q
     lo = math.floor(pos)
     hi = min(lo + 1, len(xs) - 1)
+    if pos == lo or xs[lo] == xs[hi]:
+        # also keeps infinities whole: the judge counts a failed request as infinitely slow,
+        # and inf - inf is not a latency
+        return xs[lo]
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 

@@ -266,7 +266,7 @@ def test_canary_with_errors_is_aborted_early_and_traffic_returns(router: RouterT
     res = run_canary(router, _cfg(steps=[10, 50, 100], rate=150, fault="errors:20%", thresholds=FAST,
                                   abort_delay_s=0.2, tail_s=1.0))
     assert res.outcome == "ABORTED"
-    assert "sequential test" in res.reason or "success rate" in res.reason
+    assert "anytime-valid judge" in res.reason or "success rate" in res.reason
     assert [c[0] for c in router.calls][-2:] == ["abort", "retire"]
     assert ("weight", 50) not in router.calls  # stopped during the first step
     # after the abort returned, no request was served by the canary
@@ -351,13 +351,13 @@ def test_a_failed_abort_is_the_result_with_its_reason(port_block: PortBlock) -> 
     assert "abort FAILED" in res.reason and "traffic may still reach the canary" in res.reason
 
 
-def test_slow_canary_is_aborted_by_an_early_look_before_the_interval_ends(router: RouterTarget) -> None:
+def test_slow_canary_is_aborted_by_the_anytime_judge_before_the_interval_ends(router: RouterTarget) -> None:
     steps = [{"setWeight": 20}, {"pause": {"duration": "20s"}}, {"setWeight": 100}]
     res = run_canary(router, _cfg(steps=steps, pause_scale=1.0, rate=150, fault="latency:+60ms",
                                   thresholds={"interval": "10s", "min_requests": 20}, abort_delay_s=0,
                                   tail_s=0.2))
     assert res.outcome == "ABORTED"
-    assert "early look" in res.reason and "slower" in res.reason
+    assert "anytime-valid judge" in res.reason and "carried by latency>" in res.reason
     # only the partial interval that was running is in the table: no full 10 s interval was needed
     assert len(res.intervals) == 1 and res.intervals[0].reasons[0].startswith("stopped early")
 

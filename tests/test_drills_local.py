@@ -78,11 +78,40 @@ def test_latency_100ms_is_aborted(target: Target) -> None:
     res = run_canary(target, CanaryConfig(service="clinical-gateway", canary_version="9.2.0-slow",
                                           fault="latency:+100ms"))
     assert res.outcome == "ABORTED", res.reason
-    assert "slower" in res.reason
+    assert "carried by latency>" in res.reason
     failed = [iv for iv in res.intervals if iv.verdict == "Fail"]
-    assert failed and failed[0].latency is not None and failed[0].latency.shift_s is not None
-    assert failed[0].latency.shift_s > 0.05  # the measured shift is the injected one, not noise
+    p50 = failed[0].anytime["p50_difference_s"] if failed else {}
+    assert p50 and p50["estimate"] > 0.05  # the measured shift is the injected one, not noise
+    assert p50["lo"] is not None and p50["lo"] > 0  # its anytime-valid confidence sequence excludes 0
     _no_canary_after_abort(res)
+
+
+def test_tail_latency_on_5_percent_of_requests_is_aborted(target: Target) -> None:
+    res = run_canary(target, CanaryConfig(service="clinical-gateway", canary_version="9.4.0-tail",
+                                          fault="latency:+400ms@5%"))
+    assert res.outcome == "ABORTED", res.reason
+    assert "carried by latency>" in res.reason, (res.reason, res.error_test["components"])
+    _no_canary_after_abort(res)
+
+
+#: +1 pp over a 1 % baseline is a small effect: about 100 s of traffic at 50 % before the judge
+#: has the evidence (simulated: caught in ~99 % of drills; benchmarks/judge.py has the curve).
+NOISY_STEPS = [{"setWeight": 50}, {"pause": {"duration": "100s"}}, {"setWeight": 100}]
+
+
+def test_errors_over_a_noisy_stable_are_aborted_and_equal_noise_is_promoted(target: Target) -> None:
+    worse = run_canary(target, CanaryConfig(service="model-serving", canary_version="9.5.0-errors",
+                                            fault="errors:2%", stable_fault="errors:1%", steps=NOISY_STEPS,
+                                            pause_scale=1.0))
+    assert worse.outcome == "ABORTED", worse.reason
+    assert worse.error_test["stable_errors"] > 0  # stable really was noisy
+    assert target.tracks("model-serving")["stable"].fault == "none"  # the baseline fault is cleared
+    same = run_canary(target, CanaryConfig(service="model-serving", canary_version="9.6.0-noisy",
+                                           fault="errors:1%", stable_fault="errors:1%", steps=NOISY_STEPS,
+                                           pause_scale=1.0))
+    assert same.outcome == "PROMOTED", same.reason
+    assert same.error_test["stable_errors"] > 0 and same.error_test["canary_errors"] > 0
+    target.deploy("model-serving", "9.6.0-noisy", track="stable")  # the promoted release, without its fault
 
 
 def test_canary_killed_mid_drill_is_aborted_and_traffic_stays_on_stable(target: Target) -> None:

@@ -569,6 +569,82 @@ def test_fault_crash_after_n_requests_exits_the_process(
         httpx.get(f"{sv.url}/healthz", timeout=5)  # a crashed process answers nothing
 
 
+def _predict_codes(sv: App, n: int, *, pace_s: float = 0.0) -> list[tuple[float, int, float]]:
+    """(send time, status, seconds) of ``n`` sequential predictions."""
+    rng = random.Random(5)
+    out = []
+    with httpx.Client(base_url=sv.url, timeout=10) as c:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            code = c.post("/v1/predict", json=synthetic.prediction_payload(rng)).status_code
+            out.append((t0, code, time.perf_counter() - t0))
+            if pace_s:
+                time.sleep(pace_s)
+    return out
+
+
+def test_fault_errors_on_one_path_leave_other_paths_clean(
+    stack: Stack, model: dict[str, Any], start_app: Callable[..., App]
+) -> None:
+    on = start_app("serving", stack.env(CLINOPS_FAULT="errors:30%@/v1/predict"))
+    elsewhere = start_app("serving", stack.env(CLINOPS_FAULT="errors:30%@/v1/other"))
+    codes_on = [c for _, c, _ in _predict_codes(on, 300)]
+    codes_elsewhere = [c for _, c, _ in _predict_codes(elsewhere, 100)]
+    assert abs(codes_on.count(500) / 300 - 0.30) <= 0.08
+    assert codes_elsewhere == [200] * 100
+
+
+def test_fault_tail_latency_hits_only_the_given_share_of_requests(
+    stack: Stack, model: dict[str, Any], start_app: Callable[..., App]
+) -> None:
+    sv = start_app("serving", stack.env(CLINOPS_FAULT="latency:+300ms@20%"))
+    rows = _predict_codes(sv, 200)
+    slow = sum(1 for _, code, secs in rows if code == 200 and secs >= 0.3)
+    assert all(code == 200 for _, code, _ in rows)
+    assert 0.10 <= slow / 200 <= 0.30, slow  # binomial sd at n=200 is 0.028
+    fast = sorted(secs for _, _, secs in rows)[: int(200 * 0.6)]
+    assert max(fast) < 0.3  # the others were not delayed
+
+
+def test_fault_error_ramp_grows_from_its_start_to_its_end(
+    stack: Stack, model: dict[str, Any], start_app: Callable[..., App]
+) -> None:
+    sv = start_app("serving", stack.env(CLINOPS_FAULT="errors:0..100%/6s"))
+    rows = _predict_codes(sv, 160, pace_s=0.05)
+    t0 = rows[0][0]
+    early = [code for t, code, _ in rows if t - t0 < 1.5]
+    late = [code for t, code, _ in rows if t - t0 > 6.2]
+    assert early and late
+    assert early.count(500) / len(early) < 0.4  # at most 25 % in the first 1.5 s
+    assert late == [500] * len(late)  # 100 % once the ramp is over
+
+
+def test_fault_flap_switches_the_other_fault_on_and_off(
+    stack: Stack, model: dict[str, Any], start_app: Callable[..., App]
+) -> None:
+    sv = start_app("serving", stack.env(CLINOPS_FAULT="errors:100%,flap:1s/1s"))
+    rows = _predict_codes(sv, 120, pace_s=0.03)
+    t0 = rows[0][0]
+    # away from the switching instants (request timing jitter), the phase decides the outcome
+    on = [code for t, code, _ in rows if 0.15 < (t - t0) % 2.0 < 0.85]
+    off = [code for t, code, _ in rows if 1.15 < (t - t0) % 2.0 < 1.85]
+    assert on and off
+    assert on.count(500) >= 0.9 * len(on)
+    assert off.count(200) >= 0.9 * len(off)
+
+
+def test_fault_draws_come_from_independent_logged_seeds(
+    stack: Stack, model: dict[str, Any], start_app: Callable[..., App]
+) -> None:
+    a = start_app("serving", stack.env(CLINOPS_FAULT="errors:50%"))
+    b = start_app("serving", stack.env(CLINOPS_FAULT="errors:50%"))
+    seq_a = [code for _, code, _ in _predict_codes(a, 60)]
+    seq_b = [code for _, code, _ in _predict_codes(b, 60)]
+    assert seq_a != seq_b  # same profile, different error positions (equal by chance: 2**-60)
+    seeds = [[e["seed"] for e in app.log_events() if e["event"] == "fault.seed"] for app in (a, b)]
+    assert all(len(s) == 1 for s in seeds) and seeds[0] != seeds[1]
+
+
 def test_gateway_keeps_accepting_when_sns_refuses_and_counts_dropped_events(
     stack: Stack, start_app: Callable[..., App]
 ) -> None:

@@ -272,7 +272,9 @@ def analysis_thresholds(env: str, root: Path | None = None) -> dict[str, Any]:
     """Thresholds the AnalysisTemplates apply (and the drill judge applies) in ``env``.
 
     Keys: ``success_rate_min`` (ratio), ``latency_p95_max_seconds``, ``interval`` (seconds),
-    ``interval_text`` (as in the template), ``count``, ``failure_limit``, ``inconclusive_limit``.
+    ``interval_text`` (as in the template), ``count``, ``failure_limit``, ``inconclusive_limit``;
+    optionally ``latency_tolerance`` (the canary may exceed stable's latency thresholds this much
+    more often, 0.2 = 20 %) and ``latency_floor_seconds`` (added to every frozen threshold).
     """
     a = _drop_nulls(env_values(env, root)).get("global", {}).get("analysis") or {}
     try:
@@ -285,6 +287,11 @@ def analysis_thresholds(env: str, root: Path | None = None) -> dict[str, Any]:
             "failure_limit": int(a["failureLimit"]),
             "inconclusive_limit": int(a["inconclusiveLimit"]),
         }
+        # the drill judge's latency tolerance and floor (optional: the judge has defaults)
+        if a.get("latencyTolerance") is not None:
+            out["latency_tolerance"] = float(a["latencyTolerance"])
+        if a.get("latencyFloorSeconds") is not None:
+            out["latency_floor_seconds"] = float(a["latencyFloorSeconds"])
     except KeyError as e:
         raise ChartError(f"global.analysis.{e.args[0]} missing in {env} values") from e
     except (TypeError, ValueError) as e:

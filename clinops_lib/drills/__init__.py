@@ -20,11 +20,12 @@ before any verdict, so it is rejected.
 
 Decisions (also written into every result):
 
-* the anytime-valid error test is checked every ``poll_s`` (0.5 s) — a bad canary is
-  aborted mid-interval, as soon as the evidence reaches ``1/alpha``;
-* latency is also looked at every second between interval ends (Mann-Whitney on the requests
-  since the last weight change, look k at level ``latency_alpha / 2**(k+1)`` so all looks
-  together stay within ``latency_alpha``, plus the minimum effect size);
+* the anytime-valid judge (:mod:`clinops_lib.drills.anytime`) sees every request in send
+  order (:mod:`clinops_lib.drills.feed`) and is checked every ``poll_s`` (0.5 s): one
+  drill-level e-process over errors and latency bad events at stable's p50/p90/p99, frozen
+  from the stable-only warm-up before the first weight step; a bad canary is aborted as soon
+  as it reaches ``1/alpha``, with false aborts of an identical release bounded by ``alpha``
+  however often it is looked at and across weight changes;
 * an interval verdict is Fail, Inconclusive (too few canary requests, metrics without data)
   or Pass; more Fail intervals than ``failure_limit`` aborts; more Inconclusive than
   ``inconclusive_limit`` pauses or aborts (``on_inconclusive``), never promotes;

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 from ..exceptions import DrillError, TargetError
 from ..targets.base import Target
-from .config import BlueGreenConfig, _Plan, auto_promotion_enabled, validate_blue_green
+from .config import WARMUP_S, BlueGreenConfig, _Plan, auto_promotion_enabled, validate_blue_green
+from .loadgen import LoadGenerator
 from .result import DrillResult, Outcome, SwitchCheck
 from .session import _conclude, _decide, _noop, _open_session, _Session
 
@@ -36,20 +37,23 @@ def run_blue_green(
     plan, preview_rate, delay = validate_blue_green(cfg, target)
     manual = not auto_promotion_enabled(cfg)
     s = _open_session(target, cfg, plan, cfg.green_version, log, "green", "as preview")
-    preview = s.start_load(target.preview_url(cfg.service), preview_rate, "preview")
-    s.share = preview_rate / (preview_rate + cfg.rate)
+    preview: list[LoadGenerator] = []  # started after the warm-up
     s.expect_weight = 0
     switches: _Switches = []
 
     def steps() -> None:
+        s.step_name = "warm-up"
+        s.warm_up(WARMUP_S)  # blue only: the frozen latency thresholds
+        preview.append(s.start_load(target.preview_url(cfg.service), preview_rate, "preview"))
+        s.set_share(preview_rate / (preview_rate + cfg.rate))
         s.step_name = "pre-promotion"
         s.event("pause", f"pre-promotion analysis: {s.th.count} intervals on the preview")
         for _ in range(s.th.count):
             s.one_interval(plan.interval)
         if s.intervals[-1].verdict != "Pass":
             s.until_pass(s.th.inconclusive_limit + 1)
-        preview.stop()
-        s.share = 0.0  # no stable traffic to compare with from here on
+        s.stop_gen(preview[0])
+        s.set_share(0.0)  # no stable traffic to compare with from here on
         if not manual:
             _promote_and_watch(s, cfg, plan, delay, switches)
 
@@ -59,8 +63,8 @@ def run_blue_green(
         if manual else ("PROMOTED", "pre- and post-promotion analysis passed")
     )
     outcome, reason = _decide(s, steps, *passed)
-    if preview.running:
-        preview.stop()
+    if preview and preview[0].running:
+        preview[0].stop()
     return _finish_blue_green(s, cfg, plan, outcome, reason, delay, switches)
 
 
@@ -88,7 +92,7 @@ def promote_blue_green(
                  cfg.poll_s, log or _noop)
     s.event("deploy", f"promoting green {cfg.green_version} (running as preview) after a signed approval", 0)
     s.start_load(target.service_url(cfg.service), cfg.rate, "user")
-    s.share = 0.0
+    s.set_share(0.0)
     s.expect_weight = 0
     switches: _Switches = []
 

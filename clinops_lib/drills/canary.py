@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from ..targets.base import Target
 from . import judge as J
-from .config import CanaryConfig, validate_canary
+from .config import WARMUP_S, CanaryConfig, validate_canary
 from .result import DrillResult
 from .session import _conclude, _decide, _open_session
 
@@ -24,7 +23,8 @@ def run_canary(target: Target, cfg: CanaryConfig, *, log: Callable[[str], None] 
     s = _open_session(target, cfg, plan, cfg.canary_version, log, "canary", "on the canary track")
 
     def steps() -> None:
-        time.sleep(min(1.0, plan.interval / 2))  # a baseline on stable before any traffic moves
+        s.step_name = "warm-up"
+        s.warm_up(WARMUP_S)  # stable-only traffic: the frozen latency thresholds
         for i, step in enumerate(plan.steps):
             ((key, value),) = step.items()
             if key == "setWeight":

@@ -41,6 +41,9 @@ DEFAULT_STEPS: list[dict[str, Any]] = [
     {"pause": {"duration": "30s"}},
     {"setWeight": 100},
 ]
+#: Seconds of stable-only traffic before the first weight step; stable's p50/p90/p99 from it become
+#: the frozen latency thresholds (600 requests at 200 req/s).
+WARMUP_S = 3.0
 
 
 # -- configuration -----------------------------------------------------------------------------------
@@ -59,6 +62,7 @@ class CanaryConfig:
     pause_scale: float = 0.2
     rate: float = 200.0
     fault: str = "none"
+    stable_fault: str = "none"  # a noisy baseline: stable runs with this fault during the drill
     thresholds: J.Thresholds | Mapping[str, Any] | None = None
     on_inconclusive: str = "pause"
     abort_delay_s: float = 2.0
@@ -80,6 +84,7 @@ class BlueGreenConfig:
     rate: float = 200.0
     preview_rate: float = 0.0  # 0 = rate / 2
     fault: str = "none"
+    stable_fault: str = "none"  # a noisy baseline: blue runs with this fault during the drill
     thresholds: J.Thresholds | Mapping[str, Any] | None = None
     on_inconclusive: str = "pause"
     scale_down_delay_s: float | None = None  # None = from the chart (scaled by pause_scale)
@@ -251,6 +256,19 @@ def _common_checks(
     return profile
 
 
+def _fault_profiles(cfg: CanaryConfig | BlueGreenConfig) -> FaultProfile:
+    """The baseline fault for stable (``stable_fault``); every path a fault names must be one the
+    drill's load sends to, or the fault would silently never fire."""
+    stable_fault = FaultProfile.parse(cfg.stable_fault, parameter="stable_fault")
+    served = {catalog.service(cfg.service).path}
+    for name, text in (("fault", cfg.fault), ("stable_fault", cfg.stable_fault)):
+        unknown = FaultProfile.parse(text, parameter=name).paths - served
+        if unknown:
+            raise ParameterError(name, f"path {', '.join(sorted(unknown))} receives no drill traffic on "
+                                       f"{cfg.service}; it serves {', '.join(sorted(served))}")
+    return stable_fault
+
+
 def _stable_version(target: Target, service: str, wanted: str, name: str) -> str:
     try:
         stable = target.tracks(service)["stable"]
@@ -279,6 +297,7 @@ class _Plan:
     interval: float
     fault: FaultProfile
     stable_version: str
+    stable_fault: FaultProfile = FaultProfile()
 
 
 def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
@@ -289,6 +308,7 @@ def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
     fault = _common_checks(
         cfg.service, cfg.env, cfg.pause_scale, cfg.rate, cfg.fault, cfg.on_inconclusive, cfg.abort_delay_s
     )
+    stable_fault = _fault_profiles(cfg)
     catalog.check_version(cfg.canary_version, "canary_version")
     if cfg.stable_version:
         catalog.check_version(cfg.stable_version, "stable_version")
@@ -304,7 +324,7 @@ def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
             f"{cfg.canary_version!r} equals the stable version: the judge "
             "tells tracks apart by version (for an A/A drill use e.g. 1.0.0-aa)",
         )
-    return _Plan(steps, th, interval, fault, stable)
+    return _Plan(steps, th, interval, fault, stable, stable_fault)
 
 
 def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> tuple[_Plan, float, float]:
@@ -312,6 +332,7 @@ def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> t
     fault = _common_checks(
         cfg.service, cfg.env, cfg.pause_scale, cfg.rate, cfg.fault, cfg.on_inconclusive, cfg.abort_delay_s
     )
+    stable_fault = _fault_profiles(cfg)
     catalog.check_version(cfg.green_version, "green_version")
     if cfg.blue_version:
         catalog.check_version(cfg.blue_version, "blue_version")
@@ -341,7 +362,7 @@ def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> t
         blue = _stable_version(target, cfg.service, cfg.blue_version, "blue_version")
     if blue and blue == cfg.green_version:
         raise ParameterError("green_version", f"{cfg.green_version!r} equals the blue version")
-    return _Plan([], th, interval, fault, blue), preview_rate, delay
+    return _Plan([], th, interval, fault, blue, stable_fault), preview_rate, delay
 
 
 # -- from a runbook's parameters ------------------------------------------------------------------------
@@ -368,7 +389,8 @@ def canary_config_from_parameters(p: Mapping[str, Any], env: str) -> CanaryConfi
     return CanaryConfig(
         service=p["service"], canary_version=p.get("canary_version") or drill_version(p["service"], env),
         stable_version=p.get("stable_version", ""), steps=p.get("steps", ()), pause_scale=p["pause_scale"],
-        rate=p["rate"], fault=p.get("fault", "none"), on_inconclusive=p.get("on_inconclusive", "pause"),
+        rate=p["rate"], fault=p.get("fault", "none"), stable_fault=p.get("stable_fault", "none"),
+        on_inconclusive=p.get("on_inconclusive", "pause"),
         env=env, thresholds=_thresholds_from(p),
     )
 
@@ -378,7 +400,8 @@ def blue_green_config_from_parameters(p: Mapping[str, Any], env: str) -> BlueGre
     return BlueGreenConfig(
         service=p["service"], green_version=p.get("green_version") or drill_version(p["service"], env),
         blue_version=p.get("blue_version", ""), pause_scale=p["pause_scale"], rate=p["rate"],
-        fault=p.get("fault", "none"), rollback_drill=p.get("rollback_drill", True),
+        fault=p.get("fault", "none"), stable_fault=p.get("stable_fault", "none"),
+        rollback_drill=p.get("rollback_drill", True),
         on_inconclusive=p.get("on_inconclusive", "pause"), env=env, thresholds=_thresholds_from(p),
     )
 

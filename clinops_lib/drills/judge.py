@@ -10,17 +10,15 @@ every verdict from the interval table:
    ``inconclusiveLimit``, Error after more than ``consecutiveErrorLimit`` consecutive query
    errors, Successful after ``count`` measurements. No data (``None``/NaN) is Inconclusive:
    no data is never a pass.
-2. **Errors, canary against stable**: the anytime-valid sequential test of
-   :mod:`clinops_lib.drills.sequential`, fed every request as it completes and checked
-   continuously (the engine polls it every half second), so a bad canary is stopped after a
-   handful of errors instead of at the end of an interval, with false alarms bounded by
-   ``alpha`` however often it is looked at.
-3. **Latency, canary against stable**: one-sided Mann-Whitney U (canary slower) per
-   interval, as Kayenta does, *and* a minimum effect size on the Hodges-Lehmann shift
-   (with its distribution-free confidence interval) so that a statistically clear but
-   practically irrelevant difference of a few milliseconds does not abort a release.
-   The drill engine also looks between interval ends with alpha spending (see
-   :mod:`clinops_lib.drills`), using ``effect_only_if_significant`` to keep each look cheap.
+2. **Errors and latency, canary against stable**: the anytime-valid drill judge of
+   :mod:`clinops_lib.drills.anytime` (one e-process over errors and latency bad events at
+   stable's frozen p50/p90/p99, tolerance ``latency_rho``, absolute floor
+   ``latency_floor_s``), fed every request in send order and checked continuously (the
+   engine polls it every half second), so a bad canary is stopped as soon as the evidence is
+   there, with false aborts of an identical release bounded by ``alpha`` however often it is
+   looked at. Each interval row carries its anytime-valid confidence sequences (error-rate
+   and p50/p95/p99 differences) as they stand at the interval's end.
+3. **Prometheus unreadable** in an interval makes it Inconclusive: no data is never a pass.
 
 An interval with fewer than ``min_requests`` canary requests is Inconclusive: the drill
 never promotes without data.
@@ -35,20 +33,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
-
 from ..exceptions import MetricsError, ParameterError
 
 __all__ = [
     "Condition",
     "IntervalVerdict",
-    "LatencyComparison",
     "Measurement",
     "MetricRun",
     "MetricSpec",
     "Phase",
     "Thresholds",
-    "compare_latency",
     "parse_duration",
     "worst_phase",
 ]
@@ -205,9 +199,9 @@ class Thresholds:
     failure_limit: int = 0
     inconclusive_limit: int = 1
     consecutive_error_limit: int = 0
-    alpha: float = 0.05
-    latency_alpha: float = 0.01
-    min_latency_effect_s: float = 0.025
+    alpha: float = 0.01
+    latency_rho: float = 0.2
+    latency_floor_s: float = 0.005
     min_requests: int = 20
     min_interval_s: float = 2.0
 
@@ -228,11 +222,12 @@ class Thresholds:
         for name in ("failure_limit", "inconclusive_limit", "consecutive_error_limit"):
             if getattr(self, name) < 0:
                 raise bad(name, f"{getattr(self, name)} must be >= 0")
-        for name in ("alpha", "latency_alpha"):
-            if not 0 < getattr(self, name) < 1:
-                raise bad(name, f"{getattr(self, name)} must be in (0, 1)")
-        if self.min_latency_effect_s < 0:
-            raise bad("min_latency_effect_s", f"{self.min_latency_effect_s} must be >= 0")
+        if not 0 < self.alpha < 1:
+            raise bad("alpha", f"{self.alpha} must be in (0, 1)")
+        if not 0 <= self.latency_rho <= 10:
+            raise bad("latency_rho", f"{self.latency_rho} must be a relative increase in 0..10")
+        if not 0 <= self.latency_floor_s <= 10:
+            raise bad("latency_floor_s", f"{self.latency_floor_s} must be in 0..10 seconds")
         if self.min_requests < 1:
             raise bad("min_requests", f"{self.min_requests} must be >= 1")
         if not self.min_interval_s > 0:
@@ -260,6 +255,8 @@ class Thresholds:
             "consecutiveErrorLimit": "consecutive_error_limit", "count": "count",
             "interval": "interval_s", "interval_s": "interval_s", "interval_seconds": "interval_s",
             "intervalSeconds": "interval_s",
+            "latencyTolerance": "latency_rho", "latency_tolerance": "latency_rho",
+            "latencyFloorSeconds": "latency_floor_s", "latency_floor_seconds": "latency_floor_s",
         }
         base = base or cls()
         known = set(base.__dataclass_fields__)
@@ -315,67 +312,6 @@ def parse_duration(text: str | float | int, *, parameter: str = "duration") -> f
     return float(m.group(1)) * unit
 
 
-@dataclass(frozen=True)
-class LatencyComparison:
-    """Canary versus stable latency over one interval."""
-
-    n_canary: int
-    n_stable: int
-    p_value: float | None
-    shift_s: float | None  # Hodges-Lehmann estimate of canary minus stable
-    shift_lo_s: float | None
-    shift_hi_s: float | None
-    prob_canary_slower: float | None  # common-language effect size U / (n1 n2)
-    verdict: Verdict | Literal["n/a"]
-    reason: str
-
-
-def compare_latency(canary: Sequence[float], stable: Sequence[float], *, alpha: float = 0.01,
-                    min_effect_s: float = 0.025, min_samples: int = 20, confidence: float = 0.95,
-                    max_samples: int = 1000, seed: int = 0,
-                    effect_only_if_significant: bool = False) -> LatencyComparison:
-    """One-sided Mann-Whitney U (canary slower) plus a minimum Hodges-Lehmann shift.
-
-    Fail needs both: p < ``alpha`` *and* a shift of at least ``min_effect_s``. The shift's
-    interval is the distribution-free one from the order statistics of pairwise
-    differences (the interval that inverts the Mann-Whitney test).
-    """
-    from scipy.stats import mannwhitneyu, norm
-
-    n1, n2 = len(canary), len(stable)
-    if n1 < min_samples:
-        return LatencyComparison(n1, n2, None, None, None, None, None, "Inconclusive",
-                                 f"only {n1} canary latencies (< {min_samples})")
-    if n2 < min_samples:
-        return LatencyComparison(n1, n2, None, None, None, None, None, "n/a",
-                                 f"only {n2} stable latencies: no comparison")
-    rng = np.random.default_rng(seed)
-    a = np.asarray(canary, dtype=float)
-    b = np.asarray(stable, dtype=float)
-    res = mannwhitneyu(a, b, alternative="greater")
-    p = float(res.pvalue)
-    cles = float(res.statistic) / (n1 * n2)
-    if effect_only_if_significant and p >= alpha:  # a cheap look: the shift only matters if significant
-        return LatencyComparison(n1, n2, p, None, None, None, cles, "Pass", f"p={p:.2g} >= {alpha:.2g}")
-    a_s = rng.choice(a, max_samples, replace=False) if n1 > max_samples else a
-    b_s = rng.choice(b, max_samples, replace=False) if n2 > max_samples else b
-    diffs = np.sort(np.subtract.outer(a_s, b_s).ravel())
-    m1, m2 = len(a_s), len(b_s)
-    shift = float(np.median(diffs))
-    z = float(norm.ppf(0.5 + confidence / 2))
-    k = int(math.floor(m1 * m2 / 2 - z * math.sqrt(m1 * m2 * (m1 + m2 + 1) / 12)))
-    k = max(0, min(k, len(diffs) - 1))
-    lo, hi = float(diffs[k]), float(diffs[len(diffs) - 1 - k])
-    if p < alpha and shift >= min_effect_s:
-        verdict: Verdict = "Fail"
-        reason = (f"canary slower: shift {shift * 1000:.1f} ms [{lo * 1000:.1f}, {hi * 1000:.1f}] "
-                  f">= {min_effect_s * 1000:.0f} ms, Mann-Whitney p={p:.2g} < {alpha}")
-    else:
-        verdict = "Pass"
-        reason = f"latency shift {shift * 1000:.1f} ms, p={p:.2g}"
-    return LatencyComparison(n1, n2, p, shift, lo, hi, cles, verdict, reason)
-
-
 @dataclass
 class IntervalVerdict:
     """Everything measured in one analysis interval and the verdict drawn from it."""
@@ -403,7 +339,7 @@ class IntervalVerdict:
     canary_p95_s: float | None = None
     stable_p50_s: float | None = None
     stable_p95_s: float | None = None
-    latency: LatencyComparison | None = None
+    anytime: dict[str, Any] = field(default_factory=dict)  # confidence sequences at the interval's end
     prometheus: dict[str, tuple[float | None, str]] = field(default_factory=dict)
 
     def as_row(self) -> dict[str, Any]:
@@ -415,20 +351,17 @@ class IntervalVerdict:
             "canary_requests": self.canary_n, "stable_requests": self.stable_n,
             "canary_errors": self.canary_errors, "stable_errors": self.stable_errors,
             "unattributed_failures": self.unattributed_failures,
-            "error_rate_diff": self.error_diff, "error_rate_diff_ci_lo": self.error_diff_lo,
-            "error_rate_diff_ci_hi": self.error_diff_hi,
-            "error_e_value": self.error_e_value, "error_p_anytime": self.error_p_value,
+            "error_rate_diff": self.error_diff, "error_rate_diff_cs95_lo": self.error_diff_lo,
+            "error_rate_diff_cs95_hi": self.error_diff_hi,
+            "judge_e_value": self.error_e_value, "judge_p_anytime": self.error_p_value,
             "canary_p50_ms": _ms(self.canary_p50_s), "canary_p95_ms": _ms(self.canary_p95_s),
             "stable_p50_ms": _ms(self.stable_p50_s), "stable_p95_ms": _ms(self.stable_p95_s),
         }
-        lat = self.latency
-        row.update({
-            "latency_shift_ms": _ms(lat.shift_s) if lat else None,
-            "latency_shift_ci_lo_ms": _ms(lat.shift_lo_s) if lat else None,
-            "latency_shift_ci_hi_ms": _ms(lat.shift_hi_s) if lat else None,
-            "latency_p_mannwhitney": lat.p_value if lat else None,
-            "prob_canary_slower": lat.prob_canary_slower if lat else None,
-        })
+        for q in ("p50", "p95", "p99"):  # anytime-valid confidence sequences, canary minus stable
+            cs = self.anytime.get(f"{q}_difference_s") or {}
+            row[f"{q}_diff_ms"] = _ms(cs.get("estimate"))
+            row[f"{q}_diff_cs95_lo_ms"] = _ms(cs.get("lo"))
+            row[f"{q}_diff_cs95_hi_ms"] = _ms(cs.get("hi"))
         for name, (value, phase) in self.prometheus.items():
             row[f"prom_{name}"] = value
             row[f"prom_{name}_phase"] = phase

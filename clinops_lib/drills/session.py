@@ -8,7 +8,6 @@ paused). The session acts only through the :class:`~clinops_lib.targets.base.Tar
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -17,10 +16,11 @@ from ..catalog import percentile
 from ..exceptions import ChartError, ClinopsError, DrillError, TargetError
 from ..targets.base import Target
 from . import judge as J
+from .anytime import DrillJudge, JudgeSettings
 from .config import BlueGreenConfig, CanaryConfig, _Plan
+from .feed import JudgeFeed
 from .loadgen import LoadGenerator, LoadSpec, RequestRecord, default_payloads
 from .result import DrillEvent, DrillResult, Outcome
-from .sequential import BernoulliErrorSPRT, newcombe_diff_ci
 
 __all__: list[str] = []
 
@@ -62,22 +62,17 @@ class _Session:
         self.started_at = time.time()
         self.events: list[DrillEvent] = []
         self.intervals: list[J.IntervalVerdict] = []
-        self.sprt = BernoulliErrorSPRT(alpha=self.th.alpha)
+        self.judge = DrillJudge(JudgeSettings(alpha=self.th.alpha, latency_rho=self.th.latency_rho,
+                                              floor_s=self.th.latency_floor_s))
+        self.judge_feed = JudgeFeed(self.judge, canary, stable)
         self.gens: list[LoadGenerator] = []
         self._cursor: dict[int, int] = {}
         self.weight = 0
-        self.share = 0.0  # probability a request in the compared streams is a canary request
         self.first_canary_at: float | None = None
         self.failed_intervals = 0
         self.inconclusive_intervals = 0
         self.metric_runs = [J.MetricRun(s) for s in self._metric_specs()]
         self.step_name = "start"
-        self.segment_start = time.time()
-        self.seg_canary: list[float] = []
-        self.seg_stable: list[float] = []
-        self.recent: deque[bool] = deque(maxlen=200)
-        self.looks = 0
-        self._next_look = 0.0
         self.expect_weight: int | None = None
 
     def _metric_specs(self) -> list[J.MetricSpec]:
@@ -105,10 +100,18 @@ class _Session:
                 payloads=self.payloads,
                 max_in_flight=max(64, int(rate)),
             )
-        ).start()
+        )
+        self.judge_feed.open(label)
+        gen.start()
         self.gens.append(gen)
         self._cursor[id(gen)] = 0
         return gen
+
+    def stop_gen(self, gen: LoadGenerator) -> None:
+        """Stop one load stream; its last answers go to the judge and it holds nothing back after."""
+        gen.stop()
+        self.feed()
+        self.judge_feed.close(gen.spec.label)
 
     def stop_load(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -126,63 +129,57 @@ class _Session:
         return recs
 
     def feed(self) -> None:
-        """Feed requests completed since the last call to the sequential error test."""
-        new: list[RequestRecord] = []
+        """Hand requests completed since the last call to the anytime-valid judge (in send order)."""
         for g in self.gens:
             i = self._cursor[id(g)]
             chunk = g.records_since(i)
             self._cursor[id(g)] = i + len(chunk)
-            new.extend(chunk)
-        new.sort(key=lambda r: r.done)
-        for r in new:
-            if r.version == self.canary and self.first_canary_at is None:
-                self.first_canary_at = r.sent
-            if r.version not in (self.canary, self.stable) or r.status <= 0:
-                continue
-            is_canary = r.version == self.canary
-            # the null share comes from earlier requests only (predictable)
-            self.sprt.observe(is_canary, r.failed, self.null_share())
-            self.recent.append(is_canary)
-            if r.ok and r.sent >= self.segment_start:
-                (self.seg_canary if r.version == self.canary else self.seg_stable).append(r.latency_s)
-        if self.sprt.rejected:
-            ci = self.sprt.difference_ci()
-            diff = (
-                f", difference {ci[0] * 100:+.1f} pp [{ci[1] * 100:+.1f}, {ci[2] * 100:+.1f}]" if ci else ""
-            )
-            raise _Aborted(
-                "ABORTED",
-                f"canary error rate higher than stable: sequential test e={self.sprt.e_value:.1f}"
-                f" >= 1/alpha={1 / self.th.alpha:.0f} ({self.sprt.canary_errors}/{self.sprt.canary_n} "
-                f"canary vs {self.sprt.stable_errors}/{self.sprt.stable_n} stable errors{diff})",
-            )
-        if time.time() >= self._next_look:
-            self._next_look = time.time() + 1.0
-            self.latency_look()
+            if self.first_canary_at is None:
+                first = [r.sent for r in chunk if r.version == self.canary]
+                self.first_canary_at = min(first) if first else None
+            self.judge_feed.add(g.spec.label, chunk)
+        if self.judge_feed.flush():
+            raise _Aborted("ABORTED", self.judge.explain() + self._cs_text())
 
-    def latency_look(self) -> None:
-        """Early look at latency since the last weight change, between intervals.
+    def _cs_text(self) -> str:
+        cs = self.judge.confidence_sequences()
+        d = cs.get("error_rate_difference")
+        if not d:
+            return ""
+        return (f"; error-rate difference {d['estimate'] * 100:+.2f} pp, 95% confidence sequence "
+                f"[{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}] pp")
 
-        Each look k (counted over the whole drill) tests at ``latency_alpha / 2**(k+1)``: the
-        levels sum to ``latency_alpha`` however many looks are taken (a union bound), so the
-        early looks cannot raise the false-alarm rate above the per-drill ``latency_alpha``;
-        the minimum effect size applies as in the interval test.
+    def warm_up(self, seconds: float) -> None:
+        """Stable-only traffic, then freeze the latency thresholds at stable's p50/p90/p99 from it.
+
+        Meanwhile the new version gets about 20 requests straight on its preview endpoint (not
+        judged, not recorded): readiness is not warmth, and a freshly started process answering
+        its very first requests slowly is not the regression the judge is there to find.
         """
-        if len(self.seg_canary) < self.th.min_requests or len(self.seg_stable) < self.th.min_requests:
-            return
-        alpha_k = self.th.latency_alpha * 0.5 ** (self.looks + 1)
-        self.looks += 1
-        res = J.compare_latency(
-            self.seg_canary,
-            self.seg_stable,
-            alpha=alpha_k,
-            min_effect_s=self.th.min_latency_effect_s,
-            min_samples=self.th.min_requests,
-            effect_only_if_significant=True,
-            seed=self.looks,
-        )
-        if res.verdict == "Fail":
-            raise _Aborted("ABORTED", f"{res.reason} (early look {self.looks}, level {alpha_k:.2g})")
+        warm: LoadGenerator | None = None
+        try:
+            warm = LoadGenerator(LoadSpec(url=self.target.preview_url(self.service), path=self.path,
+                                          rate=10, duration_s=min(2.0, seconds), label="warm-up",
+                                          payloads=self.payloads)).start()
+        except (ClinopsError, OSError) as e:
+            self.event("error", f"could not warm the new version up on its preview endpoint: {e}")
+        self.hold(seconds)
+        if warm is not None:
+            warm.wait(5.0)
+        self.feed()
+        th = self.judge_feed.freeze(self.th.latency_floor_s)
+        if th is None:
+            raise _Aborted("ABORTED", "no successful stable request in the warm-up: no latency baseline")
+        pairs = zip(th.quantiles, th.thresholds_s, strict=True)
+        levels = ", ".join(f"p{q * 100:g} {t * 1000:.1f}" for q, t in pairs)
+        self.event("thresholds", "latency thresholds frozen from stable-only warm-up traffic "
+                   f"({th.warmup_requests} requests): {levels} ms (stable quantile + {th.floor_s * 1000:g} "
+                   "ms floor)")
+
+    def set_share(self, share: float) -> None:
+        """The canary's routing share from now on (blue-green: the preview's share of the load)."""
+        now = time.time()
+        self.judge_feed.set_share(now, now, share)
 
     # platform health
     def check_platform(self) -> None:
@@ -206,35 +203,15 @@ class _Session:
             )
 
     def set_weight(self, w: int) -> None:
+        t0 = time.time()
         try:
             self.target.set_canary_weight(self.service, w)
         except TargetError as e:
             raise _Aborted("ABORTED", f"could not set canary weight {w}%: {e}") from e
+        self.judge_feed.set_share(t0, time.time(), w / 100)
         self.weight = w
-        self.share = w / 100
         self.expect_weight = w
-        self.new_segment()
         self.event("weight", f"canary weight {w}%", w)
-
-    def new_segment(self) -> None:
-        """Latency comparisons only mix requests sent under the same weights."""
-        self.segment_start = time.time()
-        self.seg_canary = []
-        self.seg_stable = []
-        self.recent.clear()
-
-    def null_share(self) -> float:
-        """Probability that a request is a canary request, for the sequential error test.
-
-        The configured weight, or the canary's share of the last 100-200 attributed
-        requests (before this one) when that is higher: a traffic layer may overshoot for a
-        moment after a weight change. Overstating the share only makes the test more
-        conservative (a canary error then counts for less; a stable error's factor does not
-        depend on it), so taking the larger of the two keeps the false-alarm bound.
-        """
-        if len(self.recent) >= 100:
-            return max(self.share, sum(self.recent) / len(self.recent))
-        return self.share
 
     # intervals
     def run_for(self, seconds: float) -> list[J.IntervalVerdict]:
@@ -306,8 +283,10 @@ class _Session:
             if v == "Fail" or (v == "Inconclusive" and verdict == "Pass"):
                 verdict = v
 
-        c_ok = [r.latency_s for r in canary_recs if r.ok]
-        s_ok = [r.latency_s for r in stable_recs if r.ok]
+        # failed requests count as infinitely slow: a canary that turns slow requests into
+        # timeouts must not look faster (the quantiles below include them)
+        c_lat = [r.latency_s if r.ok else float("inf") for r in canary_recs]
+        s_lat = [r.latency_s if r.ok else float("inf") for r in stable_recs]
         c_err = sum(1 for r in canary_recs if r.failed)
         s_err = sum(1 for r in stable_recs if r.failed)
         if len(canary_recs) < self.th.min_requests:
@@ -316,23 +295,14 @@ class _Session:
             worse(
                 "Fail", f"canary success rate {1 - c_err / len(canary_recs):.3f} < {self.th.success_rate_min}"
             )
-        if self.sprt.rejected:
-            worse("Fail", "sequential error test rejected")
+        if self.judge.rejected:
+            j = self.judge
+            worse("Fail", f"anytime-valid judge rejected (e={j.max_e:.1f} >= {j.threshold:.0f})")
         total = len(recs)
         if total and len(unattributed) / total > 1 - self.th.success_rate_min:
             worse(
                 "Fail", f"{len(unattributed)} of {total} requests failed with no version (proxy/connection)"
             )
-        lat = J.compare_latency(
-            c_ok,
-            s_ok,
-            alpha=self.th.latency_alpha,
-            min_effect_s=self.th.min_latency_effect_s,
-            min_samples=self.th.min_requests,
-            seed=len(self.intervals),
-        )
-        if lat.verdict == "Fail":
-            worse("Fail", lat.reason)
         prom: dict[str, tuple[float | None, str]] = {}
         for run in self.metric_runs if query_metrics else []:
             m = run.measure(self.target.prometheus_query, end)
@@ -344,9 +314,8 @@ class _Session:
             elif m.phase == "Error":
                 # metrics that could not be read are no evidence either way: never a Pass
                 worse("Inconclusive", f"{run.spec.name}: metrics could not be read ({m.message})")
-        diff = None
-        if canary_recs and stable_recs:
-            diff = newcombe_diff_ci(c_err, len(canary_recs), s_err, len(stable_recs))
+        cs = self.judge.confidence_sequences()
+        diff = cs.get("error_rate_difference")
         return J.IntervalVerdict(
             index=len(self.intervals),
             step=self.step_name,
@@ -362,16 +331,16 @@ class _Session:
             canary_errors=c_err,
             stable_errors=s_err,
             unattributed_failures=len(unattributed),
-            error_e_value=self.sprt.e_value,
-            error_p_value=self.sprt.p_value,
-            error_diff=diff[0] if diff else None,
-            error_diff_lo=diff[1] if diff else None,
-            error_diff_hi=diff[2] if diff else None,
-            canary_p50_s=percentile(c_ok, 0.5),
-            canary_p95_s=percentile(c_ok, 0.95),
-            stable_p50_s=percentile(s_ok, 0.5),
-            stable_p95_s=percentile(s_ok, 0.95),
-            latency=lat,
+            error_e_value=self.judge.e_value,
+            error_p_value=self.judge.p_value,
+            error_diff=diff["estimate"] if diff else None,
+            error_diff_lo=diff["lo"] if diff else None,
+            error_diff_hi=diff["hi"] if diff else None,
+            canary_p50_s=percentile(c_lat, 0.5),
+            canary_p95_s=percentile(c_lat, 0.95),
+            stable_p50_s=percentile(s_lat, 0.5),
+            stable_p95_s=percentile(s_lat, 0.95),
+            anytime=cs,
             prometheus=prom,
         )
 
@@ -408,21 +377,8 @@ class _Session:
         )
 
     def error_test_summary(self) -> dict[str, Any]:
-        s = self.sprt
-        ci = s.difference_ci()
-        return {
-            "alpha": s.alpha,
-            "e_value": s.e_value,
-            "max_e_value": s.max_e,
-            "p_anytime": s.p_value,
-            "rejected": s.rejected,
-            "canary_requests": s.canary_n,
-            "canary_errors": s.canary_errors,
-            "stable_requests": s.stable_n,
-            "stable_errors": s.stable_errors,
-            "difference": ci[0] if ci else None,
-            "difference_ci": [ci[1], ci[2]] if ci else None,
-        }
+        """The anytime-valid judge at the moment of decision, with its confidence sequences."""
+        return {**self.judge.summary(), "confidence_sequences": self.judge.confidence_sequences()}
 
 
 def _noop(_: str) -> None:
@@ -479,6 +435,13 @@ def _open_session(
     """
     s = _Session(target, cfg.service, plan.stable_version, canary, plan, cfg.on_inconclusive, cfg.poll_s,
                  log or _noop)
+    if not plan.stable_fault.is_none:
+        s.event("deploy", f"stable {plan.stable_version} restarted with fault {plan.stable_fault}", 0)
+        try:
+            target.deploy(cfg.service, plan.stable_version, track="stable", fault=plan.stable_fault,
+                          timeout=cfg.deploy_timeout_s)
+        except ClinopsError as e:
+            raise DrillError(f"could not give stable {plan.stable_version} its baseline fault: {e}") from e
     s.event("deploy", f"deploying {what} {canary} {where} (fault: {plan.fault})", 0)
     try:
         target.deploy(cfg.service, canary, track="canary", fault=plan.fault, timeout=cfg.deploy_timeout_s)
@@ -486,6 +449,18 @@ def _open_session(
         raise DrillError(f"could not deploy {what} {canary} of {cfg.service}: {e}") from e
     s.start_load(target.service_url(cfg.service), cfg.rate, "user")
     return s
+
+
+def _clear_stable_fault(s: _Session, outcome: Outcome) -> None:
+    """A baseline fault is the drill's, not the platform's: stable runs clean again afterwards
+    (after a promotion stable already runs the new version with the canary's fault profile)."""
+    if s.plan.stable_fault.is_none or outcome == "PROMOTED":
+        return
+    try:
+        s.target.deploy(s.service, s.stable, track="stable", fault=None)
+        s.event("deploy", f"stable {s.stable} restarted without the baseline fault")
+    except ClinopsError as e:
+        s.event("error", f"could not clear the baseline fault of stable: {e}")
 
 
 def _finish_abort(s: _Session, abort_delay_s: float) -> str | None:
@@ -530,12 +505,14 @@ def _decide(s: _Session, steps: Callable[[], None], outcome: Outcome, reason: st
 def _conclude(s: _Session, kind: Literal["canary", "blue-green"], cfg: CanaryConfig | BlueGreenConfig,
               plan: _Plan, outcome: Outcome, reason: str, promoted: str) -> DrillResult:
     """The shared ending of both drills: record the decision, carry it out (abort, promote, stay
-    paused), keep the load flowing ``tail_s`` as evidence of where traffic went, then the result."""
+    paused), keep the load flowing ``tail_s`` as evidence of where traffic went, clear stable's
+    baseline fault, then the result."""
     decided = time.time()
     s.event("decision", f"{outcome}: {reason}")
     outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
     time.sleep(cfg.tail_s)
     load = s.stop_load()
+    _clear_stable_fault(s, outcome)
     return DrillResult(
         kind=kind, service=cfg.service, stable_version=plan.stable_version, canary_version=s.canary,
         outcome=outcome, reason=reason, started_at=s.started_at, decided_at=decided, ended_at=time.time(),

@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -267,6 +268,11 @@ class ServiceMetrics:
 class FaultInjector:
     """Applies a :class:`FaultProfile` to business requests, reproducibly when seeded.
 
+    Every process draws from its own seed: ``CLINOPS_FAULT_SEED`` when set (to replay a run),
+    otherwise fresh entropy, logged at start (``fault.seed``) so a run can still be replayed.
+    Two drills therefore never share error positions. Ramps and flaps count from the first
+    business request (``clock`` is injectable for tests).
+
     ``crash:after=N``: the N-th business request is answered, then the process exits with a
     log line; requests beyond N are never answered (a crashed process answers nothing).
     """
@@ -278,16 +284,22 @@ class FaultInjector:
         log: JsonLog,
         metrics: ServiceMetrics,
         exit_process: Callable[[int], None] = os._exit,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.profile = profile
-        self._rng = random.Random(seed)
+        self.seed = seed if seed is not None else secrets.randbits(63)
+        self._rng = random.Random(self.seed)
         self._log = log
         self._metrics = metrics
         self._exit = exit_process
+        self._clock = clock
+        self._first: float | None = None
         self.started = 0
         self.crashing = False
+        if not profile.is_none:
+            log.event("fault.seed", fault=str(profile), seed=self.seed)
 
-    async def before(self) -> bool:
+    async def before(self, path: str = "") -> bool:
         """Gate, delay; True when this request must be answered with an injected 500."""
         p = self.profile
         if p.is_none:
@@ -295,11 +307,19 @@ class FaultInjector:
         self.started += 1
         if self.crashing or (p.crash_after is not None and self.started > p.crash_after):
             await asyncio.Event().wait()  # never answered: the process is about to exit
-        if p.added_latency_s:
-            self._metrics.faults.labels(self._metrics.service, self._metrics.version, "latency").inc()
-            await asyncio.sleep(p.added_latency_s)
-        if p.error_rate and self._rng.random() < p.error_rate:
-            self._metrics.faults.labels(self._metrics.service, self._metrics.version, "error").inc()
+        now = self._clock()
+        if self._first is None:
+            self._first = now
+        elapsed = now - self._first
+        m = self._metrics
+        # draw both numbers for every request so one fault's draws never shift the other's
+        u_latency, u_error = self._rng.random(), self._rng.random()
+        delay = p.latency_for(path, elapsed, u_latency)
+        if delay:
+            m.faults.labels(m.service, m.version, "latency").inc()
+            await asyncio.sleep(delay)
+        if u_error < p.error_probability(path, elapsed):
+            m.faults.labels(m.service, m.version, "error").inc()
             return True
         return False
 
@@ -474,7 +494,7 @@ class ServiceMiddleware:
 
         error: str | None = None
         try:
-            if business and await rt.faults.before():
+            if business and await rt.faults.before(path):
                 await _send_json(
                     send_with_header, 500, {"error": "injected fault", "fault": str(rt.config.fault)}
                 )
