@@ -48,6 +48,8 @@ __all__ = [
     "KUBERNETES_BINARIES",
     "KUBERNETES_VERSION",
     "BuildCache",
+    "argocd_crds",
+    "download_module",
     "BuildResult",
     "build_all",
     "build_kubernetes",
@@ -64,6 +66,8 @@ DEBIAN_GO = Path("/usr/lib/go-1.19/bin")
 DEBIAN_REFLECT2 = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
 ARGO_ROLLOUTS_MODULE = "github.com/argoproj/argo-rollouts"
 ARGO_ROLLOUTS_VERSION = "v1.8.3"
+ARGOCD_MODULE = "github.com/argoproj/argo-cd/v2"
+ARGOCD_VERSION = "v2.13.2"
 #: Go release the Argo Rollouts module needs at least (its go.mod says ``go 1.23.4``).
 MIN_MODULE_GO = (1, 23)
 DEFAULT_CACHE_ROOT = Path("/var/cache/clinops")
@@ -466,6 +470,49 @@ def _go_env(cache: BuildCache, go: str) -> dict[str, str]:
     }
 
 
+def download_module(cache: BuildCache, go: str, module: str, version: str, log: Path) -> Path:
+    """``go mod download`` one module through the Go module proxy; returns its (read-only) folder."""
+    ref = f"{module}@{version}"
+    cache.root.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = subprocess.run(
+            [go, "mod", "download", "-json", ref],
+            capture_output=True,
+            env=_go_env(cache, go),
+            cwd=cache.root,
+            timeout=900,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BuildError("go mod download", f"{ref} did not finish within 900s", str(log)) from e
+    with open(log, "ab") as f:
+        f.write(f"\n=== go mod download -json {ref}\n".encode() + proc.stdout + proc.stderr)
+    try:
+        info = json.loads(proc.stdout or b"{}")
+    except ValueError:
+        info = {}
+    if proc.returncode != 0 or not info.get("Dir"):
+        reason = info.get("Error") or proc.stderr.decode("utf-8", "replace").strip()[-300:]
+        raise BuildError("go mod download", f"{ref} failed: {reason}", str(log))
+    return Path(info["Dir"])
+
+
+def argocd_crds(cache: BuildCache | None = None) -> list[Path]:
+    """Argo CD's CRDs (Application, AppProject, ApplicationSet) from its module source, at the
+    version the stack pins (``kind/stack-versions.yaml``: chart 7.7.11 = app v2.13.2)."""
+    cache = cache or BuildCache()
+    go = module_go()
+    if go is None:
+        _require(["a Go >= 1.23 to fetch the Argo CD module (/usr/local/go or on PATH)"])
+    assert go is not None
+    folder = download_module(cache, go, ARGOCD_MODULE, ARGOCD_VERSION, cache.root / "go" / "download.log")
+    crds = sorted((folder / "manifests" / "crds").glob("*-crd.yaml"))
+    if not crds:
+        raise BuildError("argo-cd CRDs", f"no manifests/crds/*-crd.yaml in {folder}", None)
+    return crds
+
+
 def build_rollouts_controller(
     cache: BuildCache | None = None, *, progress: Progress = _quiet, timeout: float = 3600.0
 ) -> BuildResult:
@@ -486,26 +533,7 @@ def build_rollouts_controller(
     if not (source / "go.mod").is_file() or not (source / ".clinops-copied").is_file():
         module = f"{ARGO_ROLLOUTS_MODULE}@{ARGO_ROLLOUTS_VERSION}"
         progress(f"argo-rollouts: go mod download {module}")
-        info_file = cache.rollouts / "module.json"
-        with open(info_file, "wb") as out:
-            proc = subprocess.run(
-                [go, "mod", "download", "-json", module],
-                stdout=out,
-                stderr=subprocess.PIPE,
-                env=env,
-                cwd=cache.rollouts,
-                timeout=900,
-                check=False,
-            )
-        with open(log, "ab") as f:
-            f.write(proc.stderr)
-        if proc.returncode != 0:
-            raise BuildError(
-                "go mod download",
-                f"{module} failed: {proc.stderr.decode('utf-8', 'replace').strip()[-300:]}",
-                str(log),
-            )
-        folder = Path(json.loads(info_file.read_text())["Dir"])
+        folder = download_module(cache, go, ARGO_ROLLOUTS_MODULE, ARGO_ROLLOUTS_VERSION, log)
         if source.exists():
             shutil.rmtree(source)
         shutil.copytree(folder, source)

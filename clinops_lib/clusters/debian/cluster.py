@@ -704,7 +704,7 @@ state = "{self.containerd_dir}/state"
                 self.progress(f"cluster already running (kubeconfig {info.kubeconfig})")
                 return info
             t0 = time.monotonic()
-            self._teardown(graceful=False)  # traces of an earlier, broken cluster
+            self._teardown(graceful=False, rotate_logs=True)  # traces of an earlier, broken cluster
             phases: dict[str, float] = {"clean": time.monotonic() - t0}
             try:
                 info = self._create(t0, phases)
@@ -887,23 +887,27 @@ state = "{self.containerd_dir}/state"
         with self._lock():
             return self._teardown(graceful=True)
 
-    def _teardown(self, *, graceful: bool) -> list[str]:
-        if graceful:
-            self._drain_pods(timeout=30.0)
-        names = list(self._specs())
-        for name in reversed(names):
+    def _teardown(self, *, graceful: bool, rotate_logs: bool = False) -> list[str]:
+        """Stop every component, then clean the host. The logs stay where error messages point
+        (``logs/``); only a new ``create`` moves them to ``logs.previous/``."""
+        # reverse start order; the Rollouts controller first, or it would recreate the
+        # ReplicaSets the drain deletes
+        names = ["rollouts-controller", *[n for n in reversed(self._specs()) if n != "rollouts-controller"]]
+        for name in names:
+            if name == "kube-proxy" and graceful:
+                self._drain_pods(timeout=30.0)
+            if name == "containerd":
+                self._kill_tasks()
             proc = supervisor.read_pid_file(self._pid_file(name))
             if proc is not None:
                 stopping = [p for p in self._started if p.pid == proc.pid] or [proc]
-                if name == "containerd":
-                    self._kill_tasks()
                 supervisor.stop(stopping[0], timeout=15.0)
         self._started.clear()
         previous = self.root / "logs.previous"
-        if self.logs.is_dir():
+        if rotate_logs and self.logs.is_dir():
             shutil.rmtree(previous, ignore_errors=True)
             self.logs.replace(previous)
-        left = host.clean(self.root, self._binaries(), keep=[previous])
+        left = host.clean(self.root, self._binaries(), keep=[self.logs, previous])
         if left:
             self.progress("left behind: " + "; ".join(left))
         return left
