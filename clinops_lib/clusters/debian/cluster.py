@@ -503,8 +503,6 @@ state = "{self.containerd_dir}/state"
                     f"http://127.0.0.1:{ports.etcd_peer}",
                     "--initial-cluster",
                     f"clinops=http://127.0.0.1:{ports.etcd_peer}",
-                    "--listen-metrics-urls",
-                    "",
                     "--unsafe-no-fsync",  # a throw-away cluster: speed over durability
                 ],
                 [ports.etcd_client, ports.etcd_peer],

@@ -13,7 +13,8 @@ Route (the local stand-in for the pipeline's Kaniko step):
    upstream image. The Python inside is Debian's 3.11.2, not 3.11.10.
 2. **The repository's own Dockerfiles, unchanged** (``services/*/Dockerfile``, context = the
    repository root filtered by ``.dockerignore``): ``buildah build --isolation chroot``; the
-   build stage's ``pip install --require-hashes`` reaches PyPI as usual.
+   build stage's ``pip install --require-hashes`` reaches PyPI as usual (with this machine's CA
+   bundle bind-mounted into the RUN steps only: the egress here may inspect TLS).
 3. The result is written as a ``docker-archive`` under ``/var/cache/clinops/images/`` and
    imported into containerd's ``k8s.io`` namespace with the reference the charts pin
    (``<global.imageRegistry>/<repository>:<tag>``), so pods run it with no pull.
@@ -175,23 +176,35 @@ class ImageBuilder:
         try:
             out = self._run(
                 f"inspect {reference}",
-                [
-                    *self._buildah(),
-                    "inspect",
-                    "--type",
-                    "image",
-                    "--format",
-                    "{{json .OCIv1.Config.Labels}}",
-                    reference,
-                ],
+                [*self._buildah(), "inspect", "--type", "image", reference],
                 capture=True,
                 timeout=120,
             )
         except BuildError:
             return None
-        labels = json.loads(out.strip() or "null") or {}
+        labels = ((json.loads(out or "{}").get("OCIv1") or {}).get("config") or {}).get("Labels") or {}
         value = labels.get(label)
         return str(value) if value is not None else None
+
+    def _trust_mounts(self) -> list[str]:
+        """Bind-mount this machine's CA bundle (and a pip.conf naming it) into the RUN steps.
+
+        The machine may reach PyPI through a TLS-inspecting egress whose CA only the host
+        trusts; the mounts exist while a RUN step runs and are never part of a layer, so the
+        images do not carry the machine's trust store.
+        """
+        bundle = Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
+        if not bundle.is_file():
+            return []
+        pip_conf = self.archives / "pip.conf"
+        self.archives.mkdir(parents=True, exist_ok=True)
+        pip_conf.write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
+        return [
+            "--volume",
+            f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro",
+            "--volume",
+            f"{pip_conf}:/etc/pip.conf:ro",
+        ]
 
     # -- the base ------------------------------------------------------------------------------
     @property
@@ -211,7 +224,11 @@ class ImageBuilder:
             f"images: base from Debian {BASE_SUITE} packages ({', '.join(BASE_PACKAGES)}), "
             f"debootstrap (a few minutes; log {self.log})"
         )
-        container = self._run("buildah from scratch", [*b, "from", "scratch"], capture=True).strip()
+        # a fixed name: a build killed half-way leaves its container, removed here on the next try
+        subprocess.run([*b, "rm", "clinops-base-build"], capture_output=True, check=False)
+        container = self._run(
+            "buildah from scratch", [*b, "from", "--name", "clinops-base-build", "scratch"], capture=True
+        ).strip()
         try:
             mount = self._run("buildah mount", [*b, "mount", container], capture=True).strip()
             self._run(
@@ -291,6 +308,7 @@ class ImageBuilder:
                         "chroot",
                         "--pull=never",
                         "--layers=false",
+                        *self._trust_mounts(),
                         "-f",
                         f"services/{service}/Dockerfile",
                         "-t",
