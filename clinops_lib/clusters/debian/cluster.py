@@ -503,6 +503,7 @@ state = "{self.containerd_dir}/state"
                     f"http://127.0.0.1:{ports.etcd_peer}",
                     "--initial-cluster",
                     f"clinops=http://127.0.0.1:{ports.etcd_peer}",
+                    "--logger=zap",
                     "--unsafe-no-fsync",  # a throw-away cluster: speed over durability
                 ],
                 [ports.etcd_client, ports.etcd_peer],
