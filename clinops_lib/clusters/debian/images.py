@@ -307,7 +307,7 @@ class ImageBuilder:
                         "--isolation",
                         "chroot",
                         "--pull=never",
-                        "--layers=false",
+                        "--layers",  # the three Dockerfiles share their build stage: pip runs once
                         *self._trust_mounts(),
                         "-f",
                         f"services/{service}/Dockerfile",
