@@ -50,6 +50,19 @@ if ! .venv-localstack/bin/python -c "import localstack" 2>/dev/null; then
   VIRTUAL_ENV=.venv-localstack "$UV" pip install -q --compile-bytecode --require-hashes -r localstack/requirements.lock
 fi
 
+# 3b. (tests) checkov in its own environment, from its own hash-pinned lock, so its dependency tree
+# never shares an environment with the project's (see tools/checkov/requirements.in). The lock's hash is stamped into the venv so a changed lock reinstalls.
+if [ "$with_tests" = 1 ]; then
+  lock_sum=$(sha256sum tools/checkov/requirements.lock | cut -d' ' -f1)
+  if [ "$(cat .venv-checkov/.lock-sha256 2>/dev/null)" != "$lock_sum" ] || ! [ -x .venv-checkov/bin/checkov ]; then
+    log "checkov into .venv-checkov"
+    rm -rf .venv-checkov
+    "$UV" venv -q --python "$(.venv/bin/python -c 'import sys; print(sys.executable)')" .venv-checkov
+    VIRTUAL_ENV=.venv-checkov "$UV" pip install -q --compile-bytecode --require-hashes -r tools/checkov/requirements.lock
+    echo "$lock_sum" > .venv-checkov/.lock-sha256
+  fi
+fi
+
 # 4. The project's own Jupyter kernel, so papermill and JupyterLab run the runbooks on this venv.
 .venv/bin/python -m ipykernel install --sys-prefix --name clinops --display-name "clinops (Python 3.11)" >/dev/null
 log "ready: .venv/bin/clinops --help"

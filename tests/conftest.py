@@ -9,6 +9,21 @@ from pathlib import Path
 import nbformat
 import pytest
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def checkov_executable() -> Path:
+    """checkov from its own environment (``.venv-checkov``, made by ``scripts/setup.sh --tests``).
+
+    It is kept out of the project's ``.venv`` so that its large dependency tree cannot overwrite the
+    project's packages (see tools/checkov/requirements.in). Missing means the set-up did not run: a failure, not a
+    skip, so a broken install can never pass as "skipped".
+    """
+    exe = REPO / ".venv-checkov" / "bin" / "checkov"
+    if not exe.exists():
+        pytest.fail(f"{exe} missing: run `bash scripts/setup.sh --tests`")
+    return exe
+
 
 def enterable_tmpdir(prefix: str) -> Path:
     """A fresh directory under /tmp that every user may enter (mode 0755).

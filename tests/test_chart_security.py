@@ -6,10 +6,10 @@ import copy
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import checkov_executable
 
 from clinops_lib import _chart_checks as checks
 from clinops_lib import charts
@@ -167,8 +167,8 @@ def _checkov_input(objects: list[dict]) -> list[dict]:
 def test_checkov_finds_no_failed_checks(env: str, rendered: dict[str, list[dict]], tmp_path: Path) -> None:
     objects = _checkov_input(rendered[env])
     (tmp_path / f"{env}.yaml").write_text(charts.to_yaml(objects))
-    checkov = Path(sys.executable).with_name("checkov")
-    cmd = [str(checkov), "-d", str(tmp_path), "--framework", "kubernetes", "--compact", "-o", "json",
+    cmd = [str(checkov_executable()), "-d", str(tmp_path), "--framework", "kubernetes", "--compact",
+           "-o", "json",
            "--skip-download", "--skip-check", ",".join(CHECKOV_SKIPS)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     report = json.loads(proc.stdout)

@@ -1,4 +1,4 @@
-"""terraform/: parsed with python-hcl2, held to the same inventory file as the boto3 path,
+"""terraform/: parsed with bc-python-hcl2 (the HCL parser checkov uses), held to the same inventory file as the boto3 path,
 and scanned with checkov. No Terraform providers are needed (none can be downloaded here).
 
 What "single source" means, checked here:
@@ -22,6 +22,7 @@ from typing import Any
 
 import hcl2
 import pytest
+from conftest import checkov_executable
 
 from clinops_lib import inventory as inv_mod
 from clinops_lib._inventory_terraform import terraform_commands
@@ -31,7 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TF = ROOT / "terraform"
 INVENTORY = json.loads((TF / "inventory.tfvars.json").read_text())
 LOCALSTACK_VARS = json.loads((TF / "localstack.tfvars.json").read_text())
-CHECKOV = ROOT / ".venv" / "bin" / "checkov"
 INVENTORY_PREFIXES = ("aws_s3_", "aws_sqs_", "aws_sns_", "aws_secretsmanager_")
 
 
@@ -46,7 +46,7 @@ def _parsed() -> dict[str, dict[str, Any]]:
 
 
 def _one(v: Any) -> Any:
-    """python-hcl2 wraps attribute values in a one-element list; take the value out."""
+    """bc-python-hcl2 wraps attribute values in a one-element list; take the value out."""
     return v[0] if isinstance(v, list) and len(v) == 1 else v
 
 
@@ -85,7 +85,7 @@ def _var_refs(expr: str, seen: frozenset[str] = frozenset()) -> set[str]:
     return refs
 
 
-# Terraform type expressions as python-hcl2 renders them, e.g.
+# Terraform type expressions as bc-python-hcl2 renders them, e.g.
 #   ${map(object({'versioning': '${bool}', 'purpose': '${optional(string,"")}'}))}
 def _split_top(s: str) -> list[str]:
     parts, depth, cur, quote = [], 0, "", ""
@@ -267,11 +267,9 @@ def test_eks_is_behind_create_eks_defaulting_to_false() -> None:
 
 
 def _checkov(directory: Path, *args: str) -> dict[str, Any]:
-    if not CHECKOV.exists():
-        pytest.skip(f"{CHECKOV} missing: run `uv sync` (dev group)")
-    proc = subprocess.run([str(CHECKOV), "-d", str(directory), "--framework", "terraform", "--quiet",
-                           "--compact", "-o", "json", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = subprocess.run([str(checkov_executable()), "-d", str(directory), "--framework", "terraform",
+                           "--quiet", "--compact", "-o", "json", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert proc.stdout.strip(), f"checkov printed nothing: {proc.stderr[-2000:]}"
     data = json.loads(proc.stdout)
     report = data[0] if isinstance(data, list) else data
