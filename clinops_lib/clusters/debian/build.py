@@ -552,7 +552,7 @@ def build_rollouts_controller(
             "build",
             "-trimpath",
             "-ldflags",
-            f"-s -w -X github.com/argoproj/argo-rollouts/utils/version.version={ARGO_ROLLOUTS_VERSION}",
+            f"-s -w -X github.com/argoproj/argo-rollouts/utils/version.version={ARGO_ROLLOUTS_VERSION.removeprefix('v')}",
             "-o",
             str(tmp),
             "./cmd/rollouts-controller",
