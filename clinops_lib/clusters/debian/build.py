@@ -552,7 +552,8 @@ def build_rollouts_controller(
             "build",
             "-trimpath",
             "-ldflags",
-            f"-s -w -X github.com/argoproj/argo-rollouts/utils/version.version={ARGO_ROLLOUTS_VERSION.removeprefix('v')}",
+            "-s -w -X github.com/argoproj/argo-rollouts/utils/version.version="
+            + ARGO_ROLLOUTS_VERSION.removeprefix("v"),
             "-o",
             str(tmp),
             "./cmd/rollouts-controller",
