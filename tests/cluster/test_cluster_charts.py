@@ -109,7 +109,7 @@ def test_every_rendered_object_is_admitted_or_listed_as_not_on_1_20(
             not_served.append(ident)
             continue
         try:
-            res.create(body=obj, namespace=obj["metadata"].get("namespace"), query_params=[("dryRun", "All")])
+            res.create(body=obj, namespace=obj["metadata"].get("namespace"), dry_run="All")
             admitted.append(ident)
         except ApiException as e:
             reason = json.loads(e.body).get("message", e.body) if e.body else str(e)
