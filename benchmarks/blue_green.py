@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from detection import platform_down, platform_up  # noqa: E402
 
-from clinops_lib.drill import BlueGreenConfig, run_blue_green  # noqa: E402
+from clinops_lib.drills import BlueGreenConfig, run_blue_green  # noqa: E402
 
 
 def main() -> int:

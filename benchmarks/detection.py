@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from clinops_lib._sequential import BernoulliErrorSPRT  # noqa: E402
 from clinops_lib.config import PortMap, Settings  # noqa: E402
-from clinops_lib.drill import CanaryConfig, run_canary  # noqa: E402
-from clinops_lib.target import Target, get_target  # noqa: E402
+from clinops_lib.drills import CanaryConfig, run_canary  # noqa: E402
+from clinops_lib.drills.sequential import BernoulliErrorSPRT  # noqa: E402
+from clinops_lib.targets.base import Target, get_target  # noqa: E402
 
 SERVICE = "clinical-gateway"
 STEPS = [{"setWeight": 10}, {"pause": {"duration": "60s"}}, {"setWeight": 100}]

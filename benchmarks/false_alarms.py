@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from detection import platform_down, platform_up  # noqa: E402
 
-from clinops_lib.drill import CanaryConfig, run_canary  # noqa: E402
-from clinops_lib.target import Target  # noqa: E402
+from clinops_lib.drills import CanaryConfig, run_canary  # noqa: E402
+from clinops_lib.targets.base import Target  # noqa: E402
 
 STEPS = [{"setWeight": 50}, {"pause": {"duration": "2s"}}, {"setWeight": 100}]
 THRESHOLDS = {"interval": "1s", "min_interval_s": 1.0}

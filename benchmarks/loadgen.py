@@ -5,7 +5,7 @@ server does not share the generator's interpreter):
 
 * baseline: a direct blocking socket client, one request at a time on one connection —
   the round-trip floor of this machine's loopback + server;
-* ``clinops_lib.loadgen`` at ``--rate`` requests/s (default 500) open loop for ``--seconds``;
+* ``clinops_lib.drills.loadgen`` at ``--rate`` requests/s (default 500) open loop for ``--seconds``;
 * the same open-loop schedule driven through ``httpx.AsyncClient`` (the general-purpose
   alternative), to show why the generator speaks HTTP on raw asyncio streams.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clinops_lib.loadgen import LoadGenerator, LoadSpec, default_payloads  # noqa: E402
+from clinops_lib.drills.loadgen import LoadGenerator, LoadSpec, default_payloads  # noqa: E402
 
 BODY = b'{"risk": 0.12, "model": "risk-model"}'
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clinops_lib import _supervisor as sup  # noqa: E402
+from clinops_lib.targets.local import supervisor as sup  # noqa: E402
 
 TARGETS = {"warm_s": 10.0, "cold_s": 60.0, "peak_rss_gib": 1.5}
 

@@ -1,6 +1,6 @@
 """Checks over rendered manifests, shared by the chart tests and the runbooks.
 
-Kept apart from ``charts.py`` (which renders) because these only read parsed objects:
+Kept apart from ``clinops_lib.charts`` (which renders) because these only read parsed objects:
 schema validation (core kinds with ``kubernetes-validate``, custom resources with the CRD
 JSON Schemas in ``../shared/schemas/crds``), pod-spec extraction and label-selector matching.
 """

@@ -13,6 +13,7 @@ import yaml
 
 from clinops_lib import _chart_checks as checks
 from clinops_lib import charts
+from clinops_lib.charts.render import _parse_manifests as parse_manifests
 from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import ChartError, ConfigError
 
@@ -143,7 +144,7 @@ def test_values_merge_like_helm_lists_replace_null_deletes(tmp_path: Path) -> No
                                                                    {"pause": {"duration": "1m"}}]
     assert charts.analysis_thresholds("dev", root)["count"] == 7
     # Helm agrees: the rendered Rollout carries exactly the merged list.
-    rendered = charts._parse_manifests(charts.render_raw("dev", root))
+    rendered = parse_manifests(charts.render_raw("dev", root))
     rollout = next(o for o in rendered
                    if o["kind"] == "Rollout" and o["metadata"]["name"] == "clinical-gateway")
     assert rollout["spec"]["strategy"]["canary"]["steps"] == [{"setWeight": 25},

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from clinops_lib.config import PortMap, Settings
-from clinops_lib.drill import BlueGreenConfig, CanaryConfig, run_blue_green, run_canary, validate_canary
+from clinops_lib.drills import BlueGreenConfig, CanaryConfig, run_blue_green, run_canary, validate_canary
+from clinops_lib.drills.judge import Thresholds
 from clinops_lib.exceptions import MetricsError, ParameterError, TrafficError
 from clinops_lib.faults import FaultProfile
-from clinops_lib.judge import Thresholds
-from clinops_lib.target import ComponentStatus, Target, Track, TrackState
+from clinops_lib.targets.base import ComponentStatus, Target, Track, TrackState
 
 PORT = 25110  # this engineer's block is 25000-25199
 
@@ -328,7 +328,7 @@ def test_slow_canary_is_aborted_by_an_early_look_before_the_interval_ends(router
 
 def test_zero_thresholds_in_a_runbook_mean_the_charts_values():
     from clinops_lib import charts
-    from clinops_lib.drill import _thresholds, threshold_overrides
+    from clinops_lib.drills.config import _thresholds, threshold_overrides
 
     chart = charts.analysis_thresholds("dev")
     th = _thresholds(threshold_overrides(alpha=0.05), "dev")
@@ -339,21 +339,21 @@ def test_zero_thresholds_in_a_runbook_mean_the_charts_values():
 
 
 def _result_with(records: list[Any]) -> Any:
-    from clinops_lib.drill import DrillResult
+    from clinops_lib.drills import DrillResult
 
     return DrillResult("canary", "clinical-gateway", "1.0.0", "1.1.0", "PROMOTED", "every step passed",
                        1000.0, 1010.0, 1010.0, None, [], [], records, {}, [], 2.0)
 
 
 def _records(n: int, fail_every: int = 0) -> list[Any]:
-    from clinops_lib.loadgen import RequestRecord
+    from clinops_lib.drills.loadgen import RequestRecord
 
     return [RequestRecord(i, "user", 1000.0 + i * 0.05, 1000.0 + i * 0.05, 1000.01 + i * 0.05,
                           500 if fail_every and i % fail_every == 0 else 200, "1.0.0") for i in range(n)]
 
 
 def test_error_rate_axis_starts_at_zero_and_shows_the_worst_rate() -> None:
-    from clinops_lib.drill_plots import traffic_figure
+    from clinops_lib.drills.plots import traffic_figure
 
     clean = traffic_figure(_result_with(_records(200))).layout.yaxis2.range
     assert clean[0] == 0 and clean[1] > 0  # no errors: no negative half of the axis

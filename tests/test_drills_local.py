@@ -13,8 +13,8 @@ import pytest
 from conftest import enterable_tmpdir
 
 from clinops_lib.config import PortMap, Settings
-from clinops_lib.drill import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
-from clinops_lib.target import Target, get_target
+from clinops_lib.drills import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
+from clinops_lib.targets.base import Target, get_target
 
 pytestmark = pytest.mark.slow
 

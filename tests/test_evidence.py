@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinops_lib import evidence
-from clinops_lib._manifest import CHAIN_FILE, read_chain, sha256_file
 from clinops_lib.cli import main
+from clinops_lib.evidence.manifest import CHAIN_FILE, read_chain, sha256_file
 from clinops_lib.exceptions import ConfigError
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -216,14 +216,14 @@ def test_swapped_signature_is_named(signed_archive) -> None:
 
 def test_signature_by_another_key_is_named(signed_archive, tmp_path) -> None:
     """Attacker re-signs an edited statement with their own key and swaps in their public key."""
-    from clinops_lib import _attest
+    from clinops_lib.evidence import attest
 
     root, bundles, _ = signed_archive
-    forged = _attest.load_private_key(_key(tmp_path / "forger.pem"))
+    forged = attest.load_private_key(_key(tmp_path / "forger.pem"))
     b = bundles[0]
     statement = (b / evidence.STATEMENT_SIGNED).read_bytes()
-    (b / evidence.ENVELOPE).write_bytes(_attest.canonical(_attest.sign_envelope(statement, forged)))
-    (b / evidence.PUBLIC_KEY).write_bytes(_attest.public_key_pem(forged))
+    (b / evidence.ENVELOPE).write_bytes(attest.canonical(attest.sign_envelope(statement, forged)))
+    (b / evidence.PUBLIC_KEY).write_bytes(attest.public_key_pem(forged))
     problems = _problems(root)
     assert any("signing-key.pub.pem: altered" in p for p in problems)
     assert any("does not match the key id" in p for p in problems)

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clinops_lib import _supervisor as sup
-from clinops_lib._haproxy import AdminSocket, HAProxyService, render_config
 from clinops_lib.config import PortMap
 from clinops_lib.exceptions import TrafficError
+from clinops_lib.targets.local import supervisor as sup
+from clinops_lib.targets.local.haproxy import AdminSocket, HAProxyService, render_config
 
 PORTS = PortMap(23050)
 Proxy = tuple[AdminSocket, str, dict[str, ThreadingHTTPServer]]

@@ -1,7 +1,7 @@
 """The AWS inventory against a REAL LocalStack 4.12.0 (port block 24000-24099).
 
 LocalStack is started once for the module with the local target's own component
-(``clinops_lib._components.LocalStack``, which carries the Python 3.11 KMS fix) on
+(``clinops_lib.targets.local.components.LocalStack``, which carries the Python 3.11 KMS fix) on
 PortMap(24000) -> 127.0.0.1:24002, state in a temp dir. Each test uses its own project
 name, so its resources carry their own prefix and tests do not see each other's.
 Live state is checked with plain boto3 calls here, not through the library's own
@@ -22,10 +22,6 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from clinops_lib import _supervisor as sup
-from clinops_lib import inventory as inv_mod
-from clinops_lib._components import LocalStack
-from clinops_lib._inventory_terraform import TerraformInitError, terraform_init
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.exceptions import InventoryError
 from clinops_lib.inventory import (
@@ -38,6 +34,10 @@ from clinops_lib.inventory import (
     read_secret,
     service_resources,
 )
+from clinops_lib.inventory import model as inv_mod
+from clinops_lib.inventory.terraform import TerraformInitError, terraform_init
+from clinops_lib.targets.local import supervisor as sup
+from clinops_lib.targets.local.components import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = 24000

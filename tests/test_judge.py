@@ -5,9 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clinops_lib._sequential import BernoulliErrorSPRT, newcombe_diff_ci
+from clinops_lib.drills.judge import (
+    Condition,
+    MetricRun,
+    MetricSpec,
+    Thresholds,
+    compare_latency,
+    parse_duration,
+)
+from clinops_lib.drills.sequential import BernoulliErrorSPRT, newcombe_diff_ci
 from clinops_lib.exceptions import MetricsError, ParameterError
-from clinops_lib.judge import Condition, MetricRun, MetricSpec, Thresholds, compare_latency, parse_duration
 
 
 def _simulate(p_stable: float, p_canary: float, weight: float, n: int, rng: np.random.Generator,

@@ -29,8 +29,7 @@ from kube_emulator import (
 )
 
 from clinops_lib import charts
-from clinops_lib._kube import load_clients
-from clinops_lib.argocd import apply_objects, wait_synced_healthy
+from clinops_lib.clusters.kind import check_prerequisites, stack_components, wait_nodes_ready
 from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import (
     KubernetesAPIError,
@@ -42,10 +41,11 @@ from clinops_lib.exceptions import (
     WaitTimeout,
 )
 from clinops_lib.faults import FaultProfile
-from clinops_lib.kind import check_prerequisites, stack_components, wait_nodes_ready
-from clinops_lib.kube_target import KubeconfigTarget
-from clinops_lib.rollouts import MERGE_PATCH
-from clinops_lib.target import get_target
+from clinops_lib.targets.base import get_target
+from clinops_lib.targets.kube.argocd import apply_objects, wait_synced_healthy
+from clinops_lib.targets.kube.client import load_clients
+from clinops_lib.targets.kube.rollouts import MERGE_PATCH
+from clinops_lib.targets.kube.target import KubeconfigTarget
 
 __all__ = ["emulator"]
 

@@ -9,51 +9,51 @@ from pathlib import Path
 
 import pytest
 
-from clinops_lib import levels
+from clinops_lib import catalog
+from clinops_lib.cli.platform import format_table, status_from_cli
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.exceptions import ParameterError
-from clinops_lib.local_target import LocalTarget
-from clinops_lib.platform_cli import format_table, status_from_cli
+from clinops_lib.targets.local.target import LocalTarget
 
 
 def test_levels_zero_to_six_in_order() -> None:
-    assert [lv.number for lv in levels.LEVELS] == list(range(7))
-    names = [c.name for c in levels.components()]
+    assert [lv.number for lv in catalog.LEVELS] == list(range(7))
+    names = [c.name for c in catalog.components()]
     assert len(names) == len(set(names)), "component names must be unique"
 
 
 def test_what_runs_locally() -> None:
-    local = {c.name for c in levels.components() if c.runs_on("local")}
+    local = {c.name for c in catalog.components() if c.runs_on("local")}
     assert local == {"postgresql", "redis", "localstack", "haproxy", "clinical-gateway", "training-job",
                      "model-serving", "prometheus"}
     for name in ("kafka", "spark", "airflow", "mlflow server", "grafana", "opensearch"):
-        c = levels.component(name)
+        c = catalog.component(name)
         assert not c.runs_on("local") and c.what_on("local") == "not on this target"
-    kube = levels.component("kubernetes")
+    kube = catalog.component("kubernetes")
     assert kube.runs_on("kind") and not kube.runs_on("local")
 
 
 def test_parse_levels() -> None:
-    assert levels.parse_levels("4, 0,1") == [0, 1, 4]
-    assert levels.parse_levels(None) == list(range(7))
-    assert levels.parse_levels([6, 6]) == [6]
+    assert catalog.parse_levels("4, 0,1") == [0, 1, 4]
+    assert catalog.parse_levels(None) == list(range(7))
+    assert catalog.parse_levels([6, 6]) == [6]
     with pytest.raises(ParameterError, match="level 9 does not exist"):
-        levels.parse_levels("0,9")
+        catalog.parse_levels("0,9")
     with pytest.raises(ParameterError, match="'x' is not a level"):
-        levels.parse_levels("0,x")
+        catalog.parse_levels("0,x")
 
 
 def test_resolve_levels_adds_dependencies() -> None:
-    assert levels.resolve_levels([1]) == [0, 1]
-    assert levels.resolve_levels([4, 6]) == [0, 4, 6]
-    assert levels.resolve_levels([6]) == [6]
+    assert catalog.resolve_levels([1]) == [0, 1]
+    assert catalog.resolve_levels([4, 6]) == [0, 4, 6]
+    assert catalog.resolve_levels([6]) == [6]
 
 
 def test_status_lists_every_component_without_processes(tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings(state_dir=tmp_path / "state", ports=PortMap(23190))
     rows = LocalTarget(settings).status()
-    assert [r.component for r in rows] == [c.name for c in levels.components()]
+    assert [r.component for r in rows] == [c.name for c in catalog.components()]
     by_name = {r.component: r for r in rows}
     assert by_name["kafka"].health == "not on this target"
     assert by_name["postgresql"].health == "stopped"  # nothing was started: never shown as deployed

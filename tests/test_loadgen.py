@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
+from clinops_lib.drills.loadgen import STATUS_DROPPED, LoadGenerator, LoadSpec
 from clinops_lib.exceptions import ParameterError
-from clinops_lib.loadgen import STATUS_DROPPED, LoadGenerator, LoadSpec
 
 PORT_BASE = 25100  # inside this engineer's block 25000-25199
 

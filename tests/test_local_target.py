@@ -21,8 +21,6 @@ import httpx
 import pytest
 from conftest import enterable_tmpdir
 
-from clinops_lib import _components
-from clinops_lib import _supervisor as sup
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.exceptions import (
     ComponentError,
@@ -32,7 +30,9 @@ from clinops_lib.exceptions import (
     PrerequisiteError,
     TrafficError,
 )
-from clinops_lib.local_target import LocalTarget
+from clinops_lib.targets.local import components
+from clinops_lib.targets.local import supervisor as sup
+from clinops_lib.targets.local.target import LocalTarget
 
 pytestmark = pytest.mark.slow
 BASE = 23000
@@ -44,7 +44,7 @@ def _state_dir() -> Path:
 
 
 def _all_ports(ports: PortMap) -> list[int]:
-    return ports.all_ports(len(_components.SERVICES))
+    return ports.all_ports(len(components.SERVICES))
 
 
 def _processes_under(path: Path) -> list[int]:
@@ -183,7 +183,7 @@ def test_prometheus_scrapes_services_and_haproxy(platform: LocalTarget) -> None:
 
 
 def test_prometheus_loads_the_shared_rule_file(platform: LocalTarget) -> None:
-    from clinops_lib._components import Prometheus
+    from clinops_lib.targets.local.components import Prometheus
 
     prom = Prometheus(platform.settings)
     assert prom.has_rules()
@@ -192,7 +192,7 @@ def test_prometheus_loads_the_shared_rule_file(platform: LocalTarget) -> None:
 
 
 def test_prometheus_config_without_rule_file_warns(tmp_path: Path) -> None:
-    from clinops_lib._components import Prometheus
+    from clinops_lib.targets.local.components import Prometheus
 
     prom = Prometheus(Settings(state_dir=tmp_path, project_root=tmp_path, ports=PortMap(FAIL_BASE)))
     with pytest.warns(UserWarning, match="platform-rules.yaml is missing"):
@@ -346,7 +346,7 @@ def test_health_timeout_names_component_and_cleans_up(monkeypatch: pytest.Monkey
     # A LocalStack that never answers its health check (a hung boot): the real process starts,
     # only its probe is held at "not yet" so the timeout path does not depend on boot speed
     # (with compiled bytecode LocalStack can be healthy before its wait even begins).
-    monkeypatch.setattr(_components.LocalStack, "healthy", lambda self: False)
+    monkeypatch.setattr(components.LocalStack, "healthy", lambda self: False)
     root = _state_dir()
     settings = Settings(state_dir=root / "state", ports=PortMap(FAIL_BASE))
     target = LocalTarget(settings, timeouts={"localstack": 1.0})

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from conftest import enterable_tmpdir
 
-from clinops_lib import _components
-from clinops_lib import _supervisor as sup
-from clinops_lib._components import HAProxy, _venv_has_bytecode, python_env
-from clinops_lib._haproxy import HAProxyService, render_config
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.exceptions import ComponentError
-from clinops_lib.local_target import LocalTarget
+from clinops_lib.targets.local import components
+from clinops_lib.targets.local import supervisor as sup
+from clinops_lib.targets.local.components import HAProxy, _venv_has_bytecode, python_env
+from clinops_lib.targets.local.haproxy import HAProxyService, render_config
+from clinops_lib.targets.local.target import LocalTarget
 
 BASE = 28100
 FAIL_BASE = 28150
@@ -38,7 +38,7 @@ def _state_dir() -> Path:
 
 
 def _busy_ports(ports: PortMap) -> list[int]:
-    return [p for p in ports.all_ports(len(_components.SERVICES)) if sup.port_in_use(p)]
+    return [p for p in ports.all_ports(len(components.SERVICES)) if sup.port_in_use(p)]
 
 
 def _index(messages: list[str], prefix: str) -> int:
@@ -117,9 +117,9 @@ def levels_0_1() -> Iterator[tuple[LocalTarget, list[str]]]:
     root = _state_dir()
     target = LocalTarget(Settings(state_dir=root / "state", ports=PortMap(BASE)))
     messages: list[str] = []
-    real_probe = _components.LocalStack.healthy
+    real_probe = components.LocalStack.healthy
 
-    def probe_after_gateway_started(self: _components.LocalStack) -> bool:
+    def probe_after_gateway_started(self: components.LocalStack) -> bool:
         # LocalStack's real probe, answered only once the gateway's process has been started:
         # an implementation that waited for LocalStack before starting the gateway would time
         # out here, whatever the relative boot speeds on the machine.
@@ -127,7 +127,7 @@ def levels_0_1() -> Iterator[tuple[LocalTarget, list[str]]]:
 
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_components.LocalStack, "healthy", probe_after_gateway_started)
+            mp.setattr(components.LocalStack, "healthy", probe_after_gateway_started)
             target.up([0, 1], progress=messages.append)
         yield target, messages
     finally:
@@ -168,7 +168,7 @@ def test_failure_after_an_early_start_stops_everything(monkeypatch: pytest.Monke
     # A LocalStack that never answers its health check (a hung boot): the real process starts,
     # only its probe is held at "not yet" so the timeout path does not depend on boot speed
     # (with compiled bytecode LocalStack can be healthy before its wait even begins).
-    monkeypatch.setattr(_components.LocalStack, "healthy", lambda self: False)
+    monkeypatch.setattr(components.LocalStack, "healthy", lambda self: False)
     root = _state_dir()
     settings = Settings(state_dir=root / "state", ports=PortMap(FAIL_BASE))
     target = LocalTarget(settings, timeouts={"localstack": 1.0})

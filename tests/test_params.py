@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from clinops_lib import params as P
 from clinops_lib.exceptions import ParameterError
+from clinops_lib.runs import params as P
 
 CONTRACT_CELL = """\
 # comment lines and blank lines are allowed

@@ -21,10 +21,10 @@ from kube_emulator import (
     weights,
 )
 
-from clinops_lib._kube import load_clients
 from clinops_lib.config import Settings
 from clinops_lib.exceptions import KubernetesAPIError, TrafficError, WaitFailed, WaitTimeout
-from clinops_lib.rollouts import MERGE_PATCH, RolloutsDriver
+from clinops_lib.targets.kube.client import load_clients
+from clinops_lib.targets.kube.rollouts import MERGE_PATCH, RolloutsDriver
 
 __all__ = ["emulator"]
 

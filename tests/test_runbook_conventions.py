@@ -18,9 +18,9 @@ import nbformat
 import pytest
 from conftest import write_notebook
 
-from clinops_lib import params as P
-from clinops_lib._secretgate import SecretGate
+from clinops_lib.evidence.secretgate import SecretGate
 from clinops_lib.exceptions import ParameterError
+from clinops_lib.runs import params as P
 
 RUNBOOKS = sorted((Path(__file__).resolve().parent.parent / "runbooks").glob("*.ipynb"))
 SECTIONS = ("Purpose", "Preconditions", "Acceptance criteria", "Rollback")
@@ -97,7 +97,7 @@ GOOD_MD = "# Demo\n## Purpose\nx\n## Preconditions\nx\n## Acceptance criteria\nx
 def test_checker_accepts_a_conforming_runbook(tmp_path) -> None:
     path = write_notebook(
         tmp_path / "ok.ipynb",
-        ["from clinops_lib import record\nrecord.check('a', 1, 1, '==')", "record.require_all_checks()"],
+        ["from clinops_lib.runs import record\nrecord.check('a', 1, 1, '==')", "record.require_all_checks()"],
         'rate = 1  # int, 1..9\ntarget = "local"  # one of: local, kind, kubeconfig\npw = ""  # secret',
         markdown=GOOD_MD,
     )

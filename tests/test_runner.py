@@ -33,7 +33,7 @@ PASSING = [
 import json, os
 import pandas as pd
 import plotly.graph_objects as go
-from clinops_lib import record
+from clinops_lib.runs import record
 fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, rate], name="rate"))
 fig.show()
 record.figure("rate-plot", fig)
@@ -46,7 +46,7 @@ print(json.dumps({"run_id": os.environ["CLINOPS_RUN_ID"], "renderer": os.environ
 ]
 
 FAILING = [
-    "import os\nfrom clinops_lib import record\nrecord.check('error budget', 5, 1, '<=')\n"
+    "import os\nfrom clinops_lib.runs import record\nrecord.check('error budget', 5, 1, '<=')\n"
     "print('signing key visible:', os.environ.get('CLINOPS_SIGNING_KEY'))",
     "raise ValueError(f'boom at step {n}')",
     "print('never reached')",

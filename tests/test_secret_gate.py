@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import write_notebook
 
-from clinops_lib._secretgate import SecretGate, env_credentials
 from clinops_lib.cli import main
-from clinops_lib.params import REDACTED
+from clinops_lib.evidence.secretgate import SecretGate, env_credentials
+from clinops_lib.runs.params import REDACTED
 
 SECRET = 's3cr"et<Xy9-42\\z'  # quote, angle bracket and backslash: escaped differently in JSON and HTML
 LEARNED = "learned-value-9876-abc"
@@ -91,7 +91,7 @@ def test_values_are_found_in_every_spelling_and_binary_files(tmp_path) -> None:
 
 # -- end to end: a real run that leaks on purpose -----------------------------------------------------
 LEAKY = [
-    "from clinops_lib import record\nprint('token is', token)",
+    "from clinops_lib.runs import record\nprint('token is', token)",
     "import os\nlearned = record.secret('learned-value-' + '9876-abc')\nprint('learned', learned)\n"
     "print('env', os.environ['CLINOPS_TEST_API_TOKEN'])\nprint('aws', 'AKIA' + 'ABCDEFGHIJKLMNOP')",
     "record.check('ran', 1, 1, '==')",
@@ -171,7 +171,7 @@ def test_secret_parameter_that_is_not_shown_passes(tmp_path) -> None:
     nb = write_notebook(
         tmp_path / "quiet.ipynb",
         [
-            "from clinops_lib import record\nrecord.check('token length', len(token), 10, '>=')",
+            "from clinops_lib.runs import record\nrecord.check('token length', len(token), 10, '>=')",
             "record.require_all_checks()",
         ],
         'token = ""  # secret',

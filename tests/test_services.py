@@ -2,7 +2,7 @@
 
 Port block 22000-22099: shared stack on PortMap(22000) (pg 22000, redis 22001, localstack 22002),
 a second PostgreSQL that one test stops on PortMap(22050), apps on 22060+.
-Components are started with the local target's own supervisor (clinops_lib._components).
+Components are started with the local target's own supervisor (clinops_lib.targets.local.components).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import psycopg
 import pytest
 from conftest import enterable_tmpdir
 
-from clinops_lib import _supervisor as sup
-from clinops_lib._components import LocalStack, PostgreSQL, Redis, pg_dsn
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.exceptions import ConfigError, ParameterError, ServiceError
 from clinops_lib.services import synthetic
 from clinops_lib.services._common import DURATION_BUCKETS, ServiceConfig
+from clinops_lib.targets.local import supervisor as sup
+from clinops_lib.targets.local.components import LocalStack, PostgreSQL, Redis, pg_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = (

@@ -24,9 +24,9 @@ import hcl2
 import pytest
 from conftest import checkov_executable
 
-from clinops_lib import inventory as inv_mod
-from clinops_lib._inventory_terraform import terraform_commands
 from clinops_lib.config import PortMap, Settings
+from clinops_lib.inventory import model as inv_mod
+from clinops_lib.inventory.terraform import terraform_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 TF = ROOT / "terraform"

@@ -1,0 +1,1 @@
+"""Creating clusters for the Kubernetes targets: kind (:mod:`.kind`)."""

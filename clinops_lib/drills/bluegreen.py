@@ -1,0 +1,114 @@
+"""The blue-green drill: preview analysis, switch, post-promotion analysis, rollback drill, scale-down."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from ..targets.base import Target
+from .config import BlueGreenConfig, validate_blue_green
+from .result import DrillResult, Outcome
+from .session import _Aborted, _carry_out, _finish_abort, _open_session
+
+__all__ = ["run_blue_green"]
+
+
+def run_blue_green(
+    target: Target, cfg: BlueGreenConfig, *, log: Callable[[str], None] | None = None
+) -> DrillResult:
+    """Blue-green drill: preview analysis, switch, post analysis, rollback drill, scale-down."""
+    plan, preview_rate, delay = validate_blue_green(cfg, target)
+    s = _open_session(target, cfg, plan, cfg.green_version, log, "green", "as preview")
+    preview = s.start_load(target.preview_url(cfg.service), preview_rate, "preview")
+    s.share = preview_rate / (preview_rate + cfg.rate)
+    s.expect_weight = 0
+    outcome: Outcome = "PROMOTED"
+    reason = "pre- and post-promotion analysis passed"
+    checks: dict[str, Any] = {"scale_down_delay_s": delay}
+    switches: list[tuple[str, float, float]] = []
+
+    def switch(weight: int, name: str) -> None:
+        t0 = time.time()
+        s.set_weight(weight)
+        switches.append((name, t0, time.time()))
+        s.event("switch", f"{name}: {'green' if weight == 100 else 'blue'} serves all users", weight)
+
+    try:
+        s.step_name = "pre-promotion"
+        s.event("pause", f"pre-promotion analysis: {s.th.count} intervals on the preview")
+        for _ in range(s.th.count):
+            s.one_interval(plan.interval)
+        if s.intervals[-1].verdict != "Pass":
+            s.until_pass(s.th.inconclusive_limit + 1)
+        preview.stop()
+        s.share = 0.0  # no stable traffic to compare with from here on
+        s.step_name = "promotion"
+        switch(100, "promotion")
+        s.step_name = "post-promotion"
+        s.event("pause", f"post-promotion analysis: {s.th.count} intervals")
+        window_end = time.time() + delay
+        for _ in range(s.th.count):
+            s.one_interval(plan.interval)
+        if cfg.rollback_drill:
+            s.step_name = "rollback-drill"
+            switch(0, "rollback")
+            s.hold(plan.interval)
+            switch(100, "roll-forward")
+            s.hold(plan.interval)
+        s.step_name = "scale-down-delay"
+        rest = window_end - time.time()
+        if rest > 0:
+            s.event("pause", f"scale-down delay: blue kept {rest:.1f}s more for an instant rollback")
+            s.hold(rest)
+    except _Aborted as a:
+        outcome, reason = a.outcome, a.reason
+    except BaseException:
+        _finish_abort(s, 0)
+        s.stop_load()
+        raise
+    decided = time.time()
+    s.event("decision", f"{outcome}: {reason}")
+    if preview.running:
+        preview.stop()
+    promoted = f"green {cfg.green_version} is the new stable; blue scaled down"
+    outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
+    time.sleep(cfg.tail_s)
+    load = s.stop_load()
+    ended = time.time()
+    records = s.all_records()
+    for name, t0, t1 in switches:
+        before = [r for r in records if r.label == "user" and t0 - 2 * plan.interval <= r.sent < t0]
+        after = [r for r in records if r.label == "user" and t1 < r.sent <= t1 + plan.interval]
+        around = [r for r in records if r.label == "user" and t0 - 1.0 <= r.sent <= t1 + 1.0]
+        checks[name] = {
+            "at": t0,
+            "switch_seconds": t1 - t0,
+            "versions_before": dict(Counter(r.version or f"<{r.status}>" for r in before)),
+            "versions_after": dict(Counter(r.version or f"<{r.status}>" for r in after)),
+            "failed_requests_around_switch": sum(1 for r in around if r.failed),
+            "requests_around_switch": len(around),
+        }
+    checks["failed_user_requests_total"] = sum(1 for r in records if r.label == "user" and r.failed)
+    res = DrillResult(
+        "blue-green",
+        cfg.service,
+        plan.stable_version,
+        cfg.green_version,
+        outcome,
+        reason,
+        s.started_at,
+        decided,
+        ended,
+        s.first_canary_at,
+        s.events,
+        s.intervals,
+        records,
+        load,
+        [],
+        plan.interval,
+        s.error_test_summary(),
+        checks,
+    )
+    return res

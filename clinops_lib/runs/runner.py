@@ -1,0 +1,442 @@
+"""Headless runbook runs: load -> validate -> run -> gate -> seal -> raise.
+
+``clinops run RUNBOOK -p NAME VALUE ...`` executes a runbook with papermill on the project's
+own kernel ``clinops`` and seals an evidence bundle, PASSED or FAILED. The order matters:
+
+1. **load / validate** the parameters against the runbook's ``parameters`` cell *before* a
+   kernel starts: a typo or an out-of-range value exits 2 having run nothing and written no
+   bundle (a rejected run is not a run);
+2. **run** in a scratch directory outside the archive: papermill saves the notebook after
+   every cell, so unredacted output exists only there;
+3. **gate** every file for secrets (:mod:`clinops_lib.evidence.secretgate`), render the offline HTML
+   from the redacted notebook, write parameters (secrets redacted), run record and verdict;
+4. **seal** into the archive (:func:`clinops_lib.evidence.seal`) and delete the scratch dir;
+5. **raise**: a failed cell, failed check or secret hit makes the verdict FAILED and exit 1.
+
+Secret parameters are never written into the notebook: papermill would inject them as source
+code. The runner passes them to the kernel as ``CLINOPS_SECRET_<NAME>`` environment variables
+and the injected cell reads them from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..evidence.seal import seal
+from ..evidence.secretgate import SecretGate
+from ..exceptions import ConfigError, ParameterError
+from . import params as P
+from .runrecord import run_record, utc_now
+
+__all__ = [
+    "KERNEL",
+    "RunResult",
+    "load_parameters_file",
+    "render_html",
+    "resolve_runbook",
+    "run",
+    "run_from_cli",
+]
+
+KERNEL = "clinops"
+#: Longest a single cell may run (drills wait minutes, never an hour): a hung cell then fails
+#: the run with evidence instead of blocking CI forever.
+CELL_TIMEOUT_S = 3600
+HIDDEN_FROM_KERNEL = ("CLINOPS_SIGNING_KEY",)
+SECRET_ENV_PREFIX = "CLINOPS_SECRET_"  # noqa: S105 - a variable-name prefix, not a password
+# nbconvert's template and plotly's notebook output load require.js and MathJax from CDNs; the
+# plots do not need them (plotly.js itself is inlined by the `notebook` renderer), and offline
+# a CDN script only delays or breaks rendering. They are removed from the HTML copy.
+_CDN_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']https?://[^\"']*[\"'][^>]*>\s*</script>", re.I)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the verdict and where its bundle is."""
+
+    verdict: str
+    bundle: Path
+    run_id: str
+    failed_cell: dict[str, Any] | None = None
+    failed_checks: list[str] = field(default_factory=list)
+    secret_findings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "PASSED"
+
+
+# -- load ---------------------------------------------------------------------------------------
+def resolve_runbook(ref: str | Path, settings: Settings) -> Path:
+    """A path to an .ipynb, or a runbook's name under ``runbooks/`` (with or without suffix)."""
+    candidates = [Path(ref)]
+    name = str(ref) if str(ref).endswith(".ipynb") else f"{ref}.ipynb"
+    candidates += [Path(name), settings.project_root / "runbooks" / name]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise ConfigError(f"runbook {str(ref)!r} not found (looked for {', '.join(str(c) for c in candidates)})")
+
+
+def load_parameters_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of parameter values (``-f params.yaml``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ParameterError("-f", f"parameters file {path} cannot be read ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        raise ParameterError("-f", f"parameters file {path} is not valid YAML ({e})") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ParameterError("-f", f"parameters file {path} must be a mapping of name: value")
+    return data
+
+
+def _check_kernel() -> None:
+    from jupyter_client.kernelspec import NoSuchKernel, get_kernel_spec
+
+    try:
+        get_kernel_spec(KERNEL)
+    except NoSuchKernel as e:
+        raise ConfigError(f"Jupyter kernel {KERNEL!r} is not installed; run scripts/setup.sh") from e
+
+
+# -- run ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _environ(extra: Mapping[str, str], hide: tuple[str, ...] = HIDDEN_FROM_KERNEL) -> Iterator[None]:
+    """Set variables for the kernel (it inherits the runner's environment), then restore.
+
+    Variables in ``hide`` are removed meanwhile: the signing key is the runner's, and a
+    notebook that could find it could sign evidence of its own making.
+    """
+    saved = {k: os.environ.get(k) for k in (*extra, *hide)}
+    for k in hide:
+        os.environ.pop(k, None)
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _parameterize(
+    nb: Any, decls: Mapping[str, P.Declaration], values: Mapping[str, Any]
+) -> tuple[Any, int | None]:
+    """Inject the given values after the parameters cell; secrets as environment lookups.
+
+    Returns the notebook and the index of the injected cell (None when nothing was given).
+    """
+    from papermill.parameterize import parameterize_notebook
+
+    if not values:
+        return nb, None
+    plain = {k: v for k, v in values.items() if not decls[k].secret}
+    nb = parameterize_notebook(nb, plain, kernel_name=KERNEL, language="python")
+    index = next(i for i, c in enumerate(nb.cells) if "injected-parameters" in c.metadata.get("tags", []))
+    secrets = [k for k in values if decls[k].secret]
+    if secrets:
+        lines = ["import os as _clinops_os  # secret parameters come from the runner's environment"]
+        lines += [f"{k} = _clinops_os.environ[{SECRET_ENV_PREFIX + k.upper()!r}]" for k in secrets]
+        nb.cells[index].source = nb.cells[index].source.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+    nb.metadata.papermill["parameters"] = P.redacted(decls, values)
+    return nb, index
+
+
+def _execute(
+    nb: Any, out_path: Path, cwd: Path, progress: bool, env: Mapping[str, str], injected: int | None
+) -> dict[str, Any] | None:
+    """Run the notebook with papermill; returns the failed cell (None when every cell ran)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        with _environ(env):
+            papermill.execute_notebook(
+                nb,
+                str(out_path),
+                kernel_name=KERNEL,
+                progress_bar=progress,
+                log_output=False,
+                cwd=str(cwd),
+                request_save_on_cell_execute=True,
+                execution_timeout=CELL_TIMEOUT_S,
+            )
+    except PapermillExecutionError as e:
+        index = e.cell_index
+        if injected is not None and index > injected:
+            index -= 1  # the runbook's own numbering, as its author sees it in JupyterLab
+        return {
+            "index": index,
+            "execution_count": e.exec_count,
+            "ename": e.ename,
+            "evalue": e.evalue,
+            "source": e.source,
+        }
+    except Exception as e:  # noqa: BLE001 - a dead kernel or timeout is still a FAILED run with evidence
+        return {
+            "index": None,
+            "execution_count": None,
+            "ename": type(e).__name__,
+            "evalue": str(e),
+            "source": "",
+        }
+    return None
+
+
+# -- gate and bundle --------------------------------------------------------------------------------
+def render_html(notebook: Path, out: Path) -> None:
+    """Self-contained HTML copy (plots inlined, no CDN scripts) that opens offline."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    out.write_text(_CDN_SCRIPT.sub("", body), encoding="utf-8")
+
+
+def _read_checks(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _verdict(
+    failed_cell: dict[str, Any] | None, checks: list[dict[str, Any]], findings: list[str], gate: SecretGate
+) -> dict[str, Any]:
+    reasons = []
+    cell = None
+    if failed_cell is not None:
+        cell = {k: gate.redact_text(v)[0] if isinstance(v, str) else v for k, v in failed_cell.items()}
+        first = (cell.get("source") or "").strip().splitlines()[:1]
+        cell["source_first_line"] = first[0] if first else ""
+        del cell["source"]
+        reasons.append(
+            f"cell {cell['index']} (In [{cell['execution_count']}]) raised {cell['ename']}: {cell['evalue']}"
+        )
+    failed = [c for c in checks if not c.get("passed")]
+    reasons += [
+        f"check {c['name']!r} failed: measured {c.get('measured')} not {c.get('op')} {c.get('limit')}"
+        for c in failed
+    ]
+    if findings:
+        reasons.append(f"secret gate: {len(findings)} finding(s), redacted: " + "; ".join(findings))
+    return {
+        "verdict": "FAILED" if reasons else "PASSED",
+        "reasons": reasons,
+        "failed_cell": cell,
+        "checks": checks,
+        "secret_gate": {"findings": findings, "redacted_with": P.REDACTED},
+    }
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def _summary(record: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
+    lines = [
+        f"# {record['runbook']}: {verdict['verdict']}",
+        "",
+        f"- run id: {record['run_id']}",
+        f"- target: {record['target']}",
+        f"- operator: {record['operator']} on {record['host']}",
+        f"- started: {record['started_utc']}  ended: {record['ended_utc']}",
+        f"- commit: {record['git']['commit']} (dirty: {record['git']['dirty']})",
+        "",
+        "## Checks",
+        "",
+    ]
+    lines += [
+        f"- [{'x' if c.get('passed') else ' '}] {c['name']}: {c.get('measured')} {c.get('unit', '')} "
+        f"{c.get('op')} {c.get('limit')}"
+        for c in verdict["checks"]
+    ] or ["- (none recorded)"]
+    if verdict["reasons"]:
+        lines += ["", "## Why FAILED", ""] + [f"- {r}" for r in verdict["reasons"]]
+    return "\n".join(lines) + "\n"
+
+
+# -- the pipeline ------------------------------------------------------------------------------------
+def run(
+    runbook: str | Path,
+    settings: Settings,
+    *,
+    given: Mapping[str, Any] | None = None,
+    cli: Mapping[str, str] | None = None,
+    target: str | None = None,
+    out: Path | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Validate, execute, gate and seal one runbook; returns the verdict and the bundle path.
+
+    ``given`` are typed values (a YAML file), ``cli`` are ``-p`` strings (they win), ``target``
+    is ``--target`` (sets the runbook's ``target`` parameter when it declares one).
+    Raises ParameterError/ConfigError before anything runs.
+    """
+    import nbformat
+
+    # 1. load and validate: nothing runs and nothing is written before this succeeds
+    path = resolve_runbook(runbook, settings)
+    from papermill.iorw import load_notebook_node
+
+    try:
+        nb = load_notebook_node(str(path))  # also gives every cell the metadata papermill expects
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"runbook {path} is not a readable notebook ({e})") from e
+    decls = P.parse_notebook(nb)
+    cli = dict(cli or {})
+    given = dict(given or {})
+    if target is not None and "target" in decls:
+        explicit = cli.get("target", given.get("target"))
+        if explicit is not None and str(explicit) != target:
+            raise ParameterError("target", f"--target {target} contradicts the parameter value {explicit!r}")
+        cli["target"] = target
+    values = P.validate(decls, given, cli)
+    effective = {n: values.get(n, d.default) for n, d in decls.items()}
+    run_target = str(effective.get("target", target or settings.target))
+    if settings.signing_key is not None:
+        from ..evidence.attest import load_private_key
+
+        load_private_key(settings.signing_key)  # a bad key is a config error, found before running
+    _check_kernel()
+    archive = Path(out) if out is not None else settings.evidence_dir
+    name = path.stem
+
+    # 2. run in a scratch dir outside the archive
+    run_id = uuid.uuid4().hex[:12]
+    started = utc_now()
+    scratch = Path(tempfile.mkdtemp(prefix=f"clinops-run-{run_id}-"))
+    try:
+        artifacts = scratch / "artifacts"
+        staging = scratch / "bundle"
+        artifacts.mkdir()
+        staging.mkdir()
+        nb, injected = _parameterize(nb, decls, values)
+        env = {
+            "CLINOPS_ARTIFACT_DIR": str(artifacts),
+            "CLINOPS_RUN_ID": run_id,
+            "PLOTLY_RENDERER": "notebook",
+            "CLINOPS_TARGET": run_target,
+        }
+        env |= {SECRET_ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if decls[k].secret}
+        executed = scratch / "executed.ipynb"
+        failed_cell = _execute(nb, executed, path.parent, progress, env, injected)
+        ended = utc_now()
+        if executed.exists():
+            shutil.copyfile(executed, staging / "notebook.ipynb")
+        else:  # the kernel never started: keep the parameterized input as what was attempted
+            nbformat.write(nb, str(staging / "notebook.ipynb"))
+        if (artifacts / "data").is_dir():
+            shutil.copytree(artifacts / "data", staging / "data")
+
+        # 3. gate, then build the human-readable files from redacted inputs
+        secret_values = {k: str(v) for k, v in values.items() if decls[k].secret and v}
+        gate = SecretGate.for_run(secret_values, artifacts / "secrets.jsonl", os.environ)
+        findings = gate.sweep(staging)
+        render_html(staging / "notebook.ipynb", staging / "notebook.html")
+        findings += gate.sweep(staging)
+        checks = [
+            {k: gate.redact_text(v)[0] if isinstance(v, str) else v for k, v in c.items()}
+            for c in _read_checks(artifacts / "checks.jsonl")
+        ]
+        record = run_record(
+            runbook=name,
+            run_id=run_id,
+            target=run_target,
+            started=started,
+            ended=ended,
+            project_root=settings.project_root,
+            operator=settings.operator,
+            kernel=KERNEL,
+        )
+        record["runbook_path"] = str(path)
+        _write_json(
+            staging / "parameters.json",
+            {
+                "given": sorted(values),
+                "values": P.redacted(decls, effective),
+                "declared": {n: d.describe() for n, d in decls.items()},
+            },
+        )
+        _write_json(staging / "run-record.json", record)
+        for _ in range(3):  # the verdict quotes error text: gate it until nothing new is found
+            verdict = _verdict(failed_cell, checks, findings, gate)
+            _write_json(staging / "verdict.json", verdict)
+            (staging / "SUMMARY.md").write_text(_summary(record, verdict), encoding="utf-8")
+            new = gate.sweep(staging)
+            if not new:
+                break
+            findings += new
+
+        # 4. seal
+        bundle = seal(
+            staging,
+            archive,
+            runbook=name,
+            run_id=run_id,
+            started=started,
+            verdict=verdict,
+            signing_key=settings.signing_key,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return RunResult(
+        verdict=verdict["verdict"],
+        bundle=bundle,
+        run_id=run_id,
+        failed_cell=verdict["failed_cell"],
+        failed_checks=[c["name"] for c in checks if not c.get("passed")],
+        secret_findings=findings,
+    )
+
+
+def run_from_cli(args: argparse.Namespace, settings: Settings) -> int:
+    """``clinops run``: 0 PASSED, 1 FAILED (bundle written), 2 bad input (nothing run)."""
+    given = load_parameters_file(args.parameters_file) if getattr(args, "parameters_file", None) else {}
+    cli: dict[str, str] = {}
+    for name, value in getattr(args, "parameter", []) or []:
+        cli[name] = value
+    out = Path(args.out) if getattr(args, "out", None) else None
+    progress = not getattr(args, "no_progress", False)
+    print(
+        f"clinops: running {args.runbook} (target {getattr(args, 'target', None) or settings.target})",
+        file=sys.stderr,
+    )
+    result = run(
+        args.runbook,
+        settings,
+        given=given,
+        cli=cli,
+        target=getattr(args, "target", None),
+        out=out,
+        progress=progress,
+    )
+    print(f"verdict: {result.verdict}")
+    if result.failed_cell:
+        c = result.failed_cell
+        print(f"  failed cell {c['index']} (In [{c['execution_count']}]): {c['ename']}: {c['evalue']}")
+    for name in result.failed_checks:
+        print(f"  failed check: {name}")
+    for finding in result.secret_findings:
+        print(f"  secret gate: {finding} (redacted)")
+    print(f"bundle: {result.bundle}")
+    return 0 if result.passed else 1

@@ -1,0 +1,199 @@
+"""HAProxy for the local target: configuration generation and the admin (runtime API) socket.
+
+Per service: a user frontend and a preview frontend, a backend ``<svc>`` with servers
+``stable`` and ``canary`` (user traffic split by weight, percent used directly as HAProxy
+weight 0..256), and a backend ``<svc>-preview`` with the canary server alone. Health checks
+on ``/readyz`` take a killed backend out within about a second; ``option redispatch`` plus
+``retry-on conn-failure empty-response`` retries a request whose connection failed on the
+other server, so a crashed canary does not turn into user-visible errors.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...exceptions import TrafficError
+
+__all__ = ["AdminSocket", "HAProxyService", "ServerStat", "render_config"]
+
+
+@dataclass(frozen=True)
+class HAProxyService:
+    name: str
+    frontend_port: int
+    preview_port: int
+    stable_port: int
+    canary_port: int
+    stable_weight: int = 100
+    canary_weight: int = 0
+
+
+def render_config(
+    services: Sequence[HAProxyService],
+    *,
+    stats_port: int,
+    admin_socket: Path,
+    check_interval_ms: int = 500,
+    down_interval_ms: int = 1000,
+) -> str:
+    """The whole haproxy.cfg. Weights come from persisted state so a restart keeps the split.
+
+    ``down_interval_ms`` is how often a DOWN server is probed: it bounds how long a track that
+    just became ready waits before HAProxy sends it traffic.
+    """
+    lines = [
+        "global",
+        f"    stats socket {admin_socket} mode 600 level admin expose-fd listeners",
+        "    stats timeout 30s",
+        "    maxconn 4096",
+        "",
+        "defaults",
+        "    mode http",
+        "    timeout connect 2s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "    timeout queue 5s",
+        "    option redispatch 1",
+        "    retries 2",
+        "    retry-on conn-failure empty-response",
+        f"    default-server inter {check_interval_ms}ms fastinter {check_interval_ms // 2}ms "
+        f"downinter {down_interval_ms}ms fall 2 rise 1 init-addr none",
+        "",
+        "frontend stats",
+        f"    bind 127.0.0.1:{stats_port}",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
+        "    stats enable",
+        "    stats uri /stats",
+        "    stats refresh 5s",
+        "",
+    ]
+    for s in services:
+        lines += [
+            f"frontend {s.name}",
+            f"    bind 127.0.0.1:{s.frontend_port}",
+            f"    default_backend {s.name}",
+            "",
+            f"frontend {s.name}-preview",
+            f"    bind 127.0.0.1:{s.preview_port}",
+            f"    default_backend {s.name}-preview",
+            "",
+            f"backend {s.name}",
+            "    balance roundrobin",
+            "    option httpchk GET /readyz",
+            "    http-check expect status 200",
+            f"    server stable 127.0.0.1:{s.stable_port} check weight {s.stable_weight}",
+            f"    server canary 127.0.0.1:{s.canary_port} check weight {s.canary_weight}",
+            "",
+            f"backend {s.name}-preview",
+            "    option httpchk GET /readyz",
+            "    http-check expect status 200",
+            f"    server canary 127.0.0.1:{s.canary_port} check",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ServerStat:
+    backend: str
+    server: str
+    status: str  # UP, DOWN, MAINT, "no check", ...
+    weight: int
+
+
+Transport = Callable[[str], str]
+
+
+class AdminSocket:
+    """Client of HAProxy's runtime API over its UNIX socket.
+
+    ``transport`` (command -> reply) can be injected so tests run without HAProxy.
+    """
+
+    def __init__(self, path: Path, transport: Transport | None = None, timeout: float = 5.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._transport = transport or self._unix
+
+    def _unix(self, command: str) -> str:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(self.timeout)
+                s.connect(str(self.path))
+                s.sendall(command.encode() + b"\n")
+                chunks = []
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    chunks.append(data)
+        except OSError as e:
+            raise TrafficError(f"HAProxy admin socket {self.path}: {command!r} failed: {e}") from e
+        return b"".join(chunks).decode(errors="replace")
+
+    def command(self, command: str) -> str:
+        """Send one command; a short reply that reads like a refusal becomes a TrafficError."""
+        reply = self._transport(command)
+        low = reply.strip().lower()
+        if len(low) < 300 and (
+            low.startswith(("no such", "unknown command", "permission denied", "require"))
+            or "invalid" in low
+            or "not found" in low
+        ):
+            raise TrafficError(f"HAProxy refused {command!r}: {reply.strip()}")
+        return reply
+
+    def set_weight(self, backend: str, server: str, weight: int) -> None:
+        if not 0 <= weight <= 256:
+            raise TrafficError(f"weight {weight} for {backend}/{server} must be between 0 and 256")
+        self.command(f"set weight {backend}/{server} {weight}")
+
+    def get_weight(self, backend: str, server: str) -> int:
+        """Current weight, from ``get weight`` (reply: ``"10 (initial 0)"``)."""
+        reply = self.command(f"get weight {backend}/{server}").strip()
+        try:
+            return int(reply.split()[0])
+        except (ValueError, IndexError) as e:
+            raise TrafficError(f"cannot read weight of {backend}/{server} from {reply!r}") from e
+
+    def disable_server(self, backend: str, server: str) -> None:
+        self.command(f"disable server {backend}/{server}")
+
+    def enable_server(self, backend: str, server: str) -> None:
+        self.command(f"enable server {backend}/{server}")
+
+    def show_info(self) -> dict[str, str]:
+        out = {}
+        for line in self.command("show info").splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                out[key.strip()] = value.strip()
+        return out
+
+    def show_stat(self) -> list[ServerStat]:
+        """Servers of every backend (``show stat`` CSV), without FRONTEND/BACKEND rows."""
+        text = self.command("show stat")
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if not lines or not lines[0].startswith("# "):
+            raise TrafficError(f"unexpected 'show stat' reply: {text[:200]!r}")
+        header = lines[0][2:].split(",")
+        col = {name: i for i, name in enumerate(header)}
+        out = []
+        for line in lines[1:]:
+            cells = line.split(",")
+            server = cells[col["svname"]]
+            if server in ("FRONTEND", "BACKEND"):
+                continue
+            weight = cells[col["weight"]]
+            out.append(
+                ServerStat(
+                    cells[col["pxname"]], server, cells[col["status"]], int(weight) if weight.isdigit() else 0
+                )
+            )
+        return out
+
+    def server_stats(self, backend: str) -> Mapping[str, ServerStat]:
+        return {s.server: s for s in self.show_stat() if s.backend == backend}

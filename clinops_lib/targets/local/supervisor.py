@@ -1,0 +1,299 @@
+"""Child-process supervision for the local target.
+
+Each component runs as a detached process in its own session (so it survives the
+``clinops up`` process and one ``killpg`` reaches its whole tree), writes stdout+stderr to a
+log file under the state dir, and is remembered by a pid file holding the pid *and* the
+kernel's start time of that pid, so ``down`` in another process never signals a recycled pid.
+
+Waits always say what they waited for: success condition, failure condition, timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...exceptions import ComponentError, PortInUseError, PrerequisiteError, WaitFailed, WaitTimeout
+
+__all__ = [
+    "ProcessSpec",
+    "RunningProcess",
+    "is_alive",
+    "port_in_use",
+    "process_tree",
+    "read_pid_file",
+    "rss_bytes",
+    "start",
+    "stop",
+    "wait_for",
+    "wait_healthy",
+]
+
+# Children started by *this* process, kept so they can be reaped (no zombies in tests).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass
+class ProcessSpec:
+    """How to run one component: command line, environment, log and pid file, ports, user."""
+
+    name: str
+    argv: Sequence[str]
+    log_file: Path
+    pid_file: Path
+    ports: Sequence[int] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    user: str | None = None  # run as this system user (postgres refuses to run as root)
+    stop_signal: int = signal.SIGTERM
+    signal_group: bool = True  # send stop_signal to the whole process group
+
+
+@dataclass
+class RunningProcess:
+    name: str
+    pid: int
+    start_ticks: int
+    log_file: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "log_file": self.log_file,
+        }
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something listens on ``host:port`` (a bind with SO_REUSEADDR fails).
+
+    SO_REUSEADDR makes sockets left in TIME_WAIT by a just-stopped component not count.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None when it does not exist/is a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def is_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """The process exists, is not a zombie and (if given) is the one we started."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        _CHILDREN.pop(pid, None)
+        return False
+    ticks = _start_ticks(pid)
+    if ticks is None:
+        return False
+    return start_ticks is None or ticks == start_ticks
+
+
+def read_pid_file(path: Path) -> RunningProcess | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return RunningProcess(
+        str(data["name"]), int(data["pid"]), int(data["start_ticks"]), str(data["log_file"])
+    )
+
+
+def start(spec: ProcessSpec) -> RunningProcess:
+    """Start ``spec`` detached; raise before starting when a port is taken or the binary is missing."""
+    for port in spec.ports:
+        if port_in_use(port):
+            raise PortInUseError(
+                spec.name, f"port 127.0.0.1:{port} is already in use by another process", str(spec.log_file)
+            )
+    binary = spec.argv[0]
+    if not (os.path.isabs(binary) and os.access(binary, os.X_OK)) and not _which(binary):
+        raise PrerequisiteError(f"{spec.name}: binary {binary!r} not found (log: {spec.log_file})")
+    spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+    spec.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **spec.env}
+    kwargs: dict[str, object] = {}
+    if spec.user and os.geteuid() == 0:
+        pw = pwd.getpwnam(spec.user)
+        kwargs.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+        env.update(HOME=pw.pw_dir, USER=spec.user, LOGNAME=spec.user)
+    with open(spec.log_file, "ab") as log:
+        log.write(
+            f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {spec.name}: "
+            f"{' '.join(spec.argv)}\n".encode()
+        )
+        log.flush()
+        try:
+            proc = subprocess.Popen(  # type: ignore[call-overload]
+                list(spec.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(spec.cwd) if spec.cwd else None,
+                start_new_session=True,
+                **kwargs,
+            )
+        except OSError as e:
+            raise ComponentError(spec.name, f"could not start {binary}: {e}", str(spec.log_file)) from e
+    _CHILDREN[proc.pid] = proc
+    ticks = _start_ticks(proc.pid) or 0
+    running = RunningProcess(spec.name, proc.pid, ticks, str(spec.log_file))
+    spec.pid_file.write_text(json.dumps(running.to_json()))
+    return running
+
+
+def _which(binary: str) -> bool:
+    from shutil import which
+
+    return which(binary) is not None
+
+
+def wait_for(
+    what: str,
+    ok: Callable[[], bool],
+    *,
+    failed: Callable[[], str | None] | None = None,
+    timeout: float,
+    interval: float = 0.1,
+) -> float:
+    """Poll until ``ok()``; ``failed()`` returning a reason raises WaitFailed; else WaitTimeout.
+
+    Returns the seconds waited.
+    """
+    t0 = time.monotonic()
+    last_error = ""
+    while True:
+        if failed is not None and (reason := failed()):
+            raise WaitFailed(f"while waiting for {what}: {reason}")
+        try:
+            if ok():
+                return time.monotonic() - t0
+        except Exception as e:  # noqa: BLE001 - a probe error is "not yet", kept for the message
+            last_error = f"{type(e).__name__}: {e}"
+        if time.monotonic() - t0 >= timeout:
+            seen = f"; last probe error: {last_error}" if last_error else ""
+            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}{seen}")
+        time.sleep(interval)
+
+
+def wait_healthy(proc: RunningProcess, check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Wait for a started component's health check; errors name the component and its log."""
+
+    def exited() -> str | None:
+        if is_alive(proc.pid, proc.start_ticks):
+            return None
+        child = _CHILDREN.get(proc.pid)
+        code = child.returncode if child is not None else None
+        return f"process {proc.pid} exited" + (f" with status {code}" if code is not None else "")
+
+    try:
+        return wait_for(f"{proc.name} {what}", check, failed=exited, timeout=timeout, interval=0.1)
+    except WaitFailed as e:
+        raise ComponentError(proc.name, f"exited before it was healthy ({e})", proc.log_file) from e
+    except WaitTimeout as e:
+        raise ComponentError(proc.name, f"not healthy within {timeout:g}s ({e})", proc.log_file) from e
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(raw[raw.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def rss_bytes(pids: Sequence[int]) -> int:
+    """Sum of resident set sizes of ``pids`` (missing processes count 0)."""
+    total = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop(
+    proc: RunningProcess,
+    *,
+    stop_signal: int = signal.SIGTERM,
+    signal_group: bool = True,
+    timeout: float = 10.0,
+) -> bool:
+    """Stop a component: ``stop_signal``, wait, then SIGKILL to its whole process group.
+
+    Returns True if it had to be killed. Descendants that left the group are killed too.
+    """
+    killed = False
+    if is_alive(proc.pid, proc.start_ticks):
+        tree = process_tree(proc.pid)
+        _signal(proc.pid, stop_signal, signal_group)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and is_alive(proc.pid, proc.start_ticks):
+            time.sleep(0.05)
+        if is_alive(proc.pid, proc.start_ticks):
+            killed = True
+            _signal(proc.pid, signal.SIGKILL, True)
+        for p in tree[1:]:
+            if _start_ticks(p) is not None:
+                _signal(p, signal.SIGKILL, False)
+        end = time.monotonic() + 5
+        while time.monotonic() < end and is_alive(proc.pid, proc.start_ticks):
+            time.sleep(0.05)
+        # the process group may still hold members (e.g. postgres backends) for an instant
+        end = time.monotonic() + 5
+        while time.monotonic() < end and any(_start_ticks(p) is not None for p in tree):
+            time.sleep(0.05)
+    child = _CHILDREN.pop(proc.pid, None)
+    if child is not None:
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    return killed

@@ -1,0 +1,890 @@
+"""The ``local`` target: real components as supervised processes behind HAProxy.
+
+PostgreSQL, Redis, LocalStack, HAProxy (Level 0), clinical-gateway (Level 1), the training
+job and model-serving (Level 4) and Prometheus (Level 6) run as detached processes on
+loopback ports from one :class:`~clinops_lib.config.PortMap`. Everything the target knows
+(pids, versions, weights, timings) is kept in ``<state_dir>/local-target.json`` so ``clinops
+status``/``down`` in another process see the same platform. Traffic between a service's
+``stable`` and ``canary`` tracks is split by HAProxy server weights set at run time through
+its admin socket; percent is used directly as HAProxy weight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+
+from ...catalog import LEVELS, parse_levels, resolve_levels
+from ...config import Settings
+from ...exceptions import (
+    ClinopsError,
+    ComponentError,
+    MetricsError,
+    ParameterError,
+    PortInUseError,
+    PrerequisiteError,
+    TargetError,
+    TrafficError,
+    WaitTimeout,
+)
+from ...faults import FaultProfile
+from ..base import ComponentStatus, Progress, Target, Track, TrackState
+from . import supervisor as sup
+from .components import (
+    AWS_ENV,
+    SERVICES,
+    Component,
+    HAProxy,
+    LocalStack,
+    PostgreSQL,
+    Prometheus,
+    Redis,
+    Services,
+    http_ok,
+    python_bin,
+    python_env,
+    service_env,
+    service_spec,
+)
+from .haproxy import AdminSocket
+
+__all__ = ["LocalTarget"]
+
+INFRA: dict[str, type[Component]] = {
+    "postgresql": PostgreSQL,
+    "redis": Redis,
+    "localstack": LocalStack,
+    "haproxy": HAProxy,
+    "prometheus": Prometheus,
+}
+TRACKS: tuple[Track, Track] = ("stable", "canary")
+#: Workloads whose *process* may start before their level is due, once these components are
+#: healthy. The gateway's connection pool and Redis client need PostgreSQL and Redis only, so
+#: its imports and start-up overlap LocalStack's boot; its readiness is still awaited after the
+#: whole of Level 0. model-serving is not listed: it polls S3 for the model every 2 s, so it
+#: starts when the model is there (after the training job), not earlier.
+START_AFTER: dict[str, tuple[str, ...]] = {"clinical-gateway": ("postgresql", "redis")}
+STATE_FILE = "local-target.json"
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+class LocalTarget(Target):
+    """Supervised local processes; see the module docstring.
+
+    ``timeouts`` overrides per-component health timeouts (seconds), ``services`` the workload
+    wiring (ASGI apps, bucket, topic) and ``transport`` the httpx transport of Prometheus
+    queries, so tests can exercise every path.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeouts: Mapping[str, float] | None = None,
+        services: Services | None = None,
+        transport: httpx.BaseTransport | None = None,
+        training_module: str = "clinops_lib.services.training",
+    ) -> None:
+        super().__init__(settings)
+        self.timeouts = dict(timeouts or {})
+        self.services = services or Services.from_inventory(settings)
+        self.training_module = training_module
+        self._http = httpx.Client(transport=transport, timeout=10.0)
+        self._aws_clients: Callable[[], Any] | None = None  # set while `up` prepares them in the background
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.settings.state_dir / STATE_FILE
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        data.setdefault("components", {})
+        data.setdefault("services", {})
+        data.setdefault("weights", {})
+        return cast(dict[str, Any], data)
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.state_path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """Load state under an exclusive lock, yield it, save it (also when the body raises)."""
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.state_dir.chmod(0o755)
+        with open(self.settings.state_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self._load()
+            try:
+                yield state
+            finally:
+                self._save(state)
+
+    def _component(self, name: str, state: dict[str, Any] | None = None) -> Component:
+        cls = INFRA[name]
+        if cls is HAProxy:
+            weights = {k: tuple(v) for k, v in (state or self._load())["weights"].items()}
+            comp: Component = HAProxy(self.settings, weights)  # type: ignore[arg-type]
+        else:
+            comp = cls(self.settings)
+        if name in self.timeouts:
+            comp.timeout = self.timeouts[name]
+        return comp
+
+    @staticmethod
+    def _proc(entry: Mapping[str, Any] | None) -> sup.RunningProcess | None:
+        if not entry or "pid" not in entry:
+            return None
+        return sup.RunningProcess(
+            entry.get("name", ""),
+            int(entry["pid"]),
+            int(entry["start_ticks"]),
+            str(entry.get("log_file", "")),
+        )
+
+    def _alive(self, entry: Mapping[str, Any] | None) -> bool:
+        proc = self._proc(entry)
+        return proc is not None and sup.is_alive(proc.pid, proc.start_ticks)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def up(
+        self, levels: Sequence[int] | None = None, *, progress: Progress | None = None
+    ) -> list[ComponentStatus]:
+        say = progress or _noop
+        wanted = resolve_levels(parse_levels(levels))
+        started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] = []
+        with self._locked() as state:
+            self._preflight(state, wanted)
+            try:
+                changed = self._up_levels(state, wanted, started, say)
+            except BaseException:
+                for name, proc, spec in reversed(started):
+                    sup.stop(proc, stop_signal=spec.stop_signal, signal_group=spec.signal_group)
+                    state["components"].pop(name, None)
+                    for svc in state["services"].values():
+                        for track in TRACKS:
+                            if (svc.get(track) or {}).get("name") == name:
+                                svc[track] = None
+                    spec.pid_file.unlink(missing_ok=True)
+                raise
+        if not changed:
+            say("already up: nothing to do")
+        statuses = [s for s in self.status() if s.level in wanted]
+        if not changed:
+            for s in statuses:
+                if s.health == "healthy":
+                    s.detail = "already up"
+        return statuses
+
+    def _up_levels(
+        self,
+        state: dict[str, Any],
+        wanted: list[int],
+        started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
+        say: Progress,
+    ) -> bool:
+        """Start what is missing; True when anything was started (or the model restored/trained).
+
+        Processes start as early as their own needs allow, health is *reported* in level order:
+
+        1. every infrastructure process starts at once (they need nothing but their ports);
+        2. health is awaited component by component in level order; a workload in
+           :data:`START_AFTER` starts its process (its Python imports) as soon as the components
+           it needs at start-up are healthy, e.g. clinical-gateway while LocalStack still boots;
+        3. a workload's *readiness* is awaited only after every level before it is healthy,
+           so nothing is reported ready on a platform whose lower level is not.
+
+        The waits of independent processes overlap; the order of the verdicts does not change.
+        """
+        changed = False
+        plan = [(lv.number, c.name) for lv in LEVELS if lv.number in wanted
+                for c in lv.components if c.runs_on("local")]
+        healthy: set[str] = set()
+        infra_waits: dict[str, Callable[[], None]] = {}
+        for number, name in plan:
+            if name in INFRA:
+                wait = self._up_infra(state, name, number, started, say)
+                if wait is None:
+                    healthy.add(name)
+                else:
+                    infra_waits[name] = wait
+                    changed = True
+        if "localstack" in infra_waits:
+            self._aws_clients = _in_background(self._make_aws_clients)  # boto3 imports off the critical path
+
+        service_waits: list[Callable[[], None]] = []
+        launched: set[str] = set()
+
+        def launch(service: str) -> None:
+            nonlocal changed
+            launched.add(service)
+            wait = self._up_service(state, service, started, say)
+            if wait is not None:
+                service_waits.append(wait)
+                changed = True
+
+        def launch_early() -> None:
+            for _, name in plan:
+                needs = START_AFTER.get(name)
+                if needs is not None and name not in launched and set(needs) <= healthy:
+                    launch(name)
+
+        launch_early()
+        for _, name in plan:
+            if name in infra_waits:
+                infra_waits.pop(name)()
+                healthy.add(name)
+                launch_early()
+            elif name == "training-job":
+                changed |= self._up_training(state, say)
+            elif name in SERVICES and name not in launched:
+                launch(name)
+        # readiness of the services, side by side, once every level below them is healthy
+        for wait in service_waits:
+            wait()
+        return changed
+
+    def _preflight(self, state: dict[str, Any], wanted: list[int]) -> None:
+        """Every port a component *to be started* needs must be free, before anything starts."""
+        for level in LEVELS:
+            if level.number not in wanted:
+                continue
+            for comp in level.components:
+                if comp.name in INFRA and not self._alive(state["components"].get(comp.name)):
+                    c = self._component(comp.name, state)
+                    ports = c.ports() if isinstance(c, HAProxy) else [c.port]
+                    for port in ports:
+                        if sup.port_in_use(port):
+                            raise _port_error(comp.name, port, c.log_file)
+                elif comp.name in SERVICES and not self._alive(
+                    (state["services"].get(comp.name) or {}).get("stable")
+                ):
+                    port = self.settings.ports.service_backend(SERVICES.index(comp.name), 0)
+                    if sup.port_in_use(port):
+                        raise _port_error(
+                            comp.name, port, self.settings.state_dir / "logs" / f"{comp.name}-stable.log"
+                        )
+
+    def _up_infra(
+        self,
+        state: dict[str, Any],
+        name: str,
+        level: int,
+        started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
+        say: Progress,
+    ) -> Callable[[], None] | None:
+        """Start one component; return the wait for its health (None when it was already up).
+
+        Starting every independent component of a level first and waiting afterwards lets
+        PostgreSQL, Redis, LocalStack and HAProxy come up side by side.
+        """
+        comp = self._component(name, state)
+        entry = state["components"].get(name)
+        if self._alive(entry):
+            if isinstance(comp, Prometheus) and not comp.has_rules() and comp.rules_available():
+                comp.prepare()  # the shared rule file appeared since Prometheus started
+                comp.reload()
+                say("prometheus: alert rules loaded (rule file appeared since the last start)")
+                return None
+            say(f"{name}: already up")
+            return None
+        say(f"{name}: starting")
+        if isinstance(comp, Prometheus) and not comp.rules_available():
+            say("prometheus: WARNING: rule file charts/clinical-mlops/charts/observability/rules/"
+                "platform-rules.yaml is missing; starting without alert rules (the next `up` loads it)")
+        t0 = time.time()
+        try:
+            comp.prepare()
+        except PrerequisiteError as e:
+            if "log:" in str(e):
+                raise
+            raise PrerequisiteError(f"{e} (log: {comp.log_file})") from e
+        spec = comp.spec()
+        proc = sup.start(spec)
+        started.append((name, proc, spec))
+        state["components"][name] = {**proc.to_json(), "level": level, "started_at": t0}
+
+        def wait() -> None:
+            sup.wait_healthy(proc, comp.healthy, comp.timeout, f"health check at {comp.endpoint()}")
+            comp.after_start()
+            if name == "localstack":
+                self._ensure_aws()
+            ready = time.time()
+            state["components"][name].update(ready_at=ready, version=comp.version(), endpoint=comp.endpoint())
+            say(f"{name}: healthy after {ready - t0:.1f}s")
+
+        return wait
+
+    # -- AWS resources the workloads need --------------------------------------------------------
+    def _ensure_aws(self) -> None:
+        """Apply the AWS inventory to LocalStack so the model bucket, topic and queues exist.
+
+        LocalStack keeps no resources across restarts (community edition), so a warm start
+        applies the whole inventory again; it is a real apply, never skipped.
+        """
+        from ... import inventory
+
+        inv = inventory.load_inventory(env=self.settings.environment)
+        pending, self._aws_clients = self._aws_clients, None
+        clients = pending() if pending is not None else self._make_aws_clients()
+        inventory.apply_inventory(inv, clients)
+
+    def _make_aws_clients(self) -> Any:
+        from ... import inventory
+
+        return inventory.make_clients(self.settings)
+
+    def _boto(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.settings.localstack_url,
+            region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    # -- Level 4 training job --------------------------------------------------------------------
+    def _model_present(self) -> bool:
+        try:
+            self._boto("s3").head_object(Bucket=self.services.model_bucket, Key=self.services.model_key)
+            return True
+        except Exception:  # noqa: BLE001 - missing bucket/key or LocalStack restarting
+            return False
+
+    def _up_training(self, state: dict[str, Any], say: Progress) -> bool:
+        if state.get("training", {}).get("exit") == 0:
+            if self._model_present():
+                say("training-job: model already trained")
+                return False
+            if self._restore_model():
+                say("training-job: trained model restored from the state dir into S3 (warm start)")
+                return True
+        say("training-job: running")
+        log = self.settings.state_dir / "logs" / "training-job.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        version = self._chart_versions().get("model-serving", "")
+        env = {**service_env(self.settings, self.services, "training-job", version, "none"),
+               **python_env(self.settings, python_bin(self.settings))}
+        timeout = self.timeouts.get("training-job", 300.0)
+        t0 = time.time()
+        with open(log, "ab") as fh:
+            try:
+                argv = [
+                    python_bin(self.settings),
+                    "-m",
+                    self.training_module,
+                    "--bucket",
+                    self.services.model_bucket,
+                    "--key",
+                    self.services.model_key,
+                    "--version",
+                    version,
+                ]
+                rc = subprocess.run(
+                    argv,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                    env={**os.environ, **env},
+                    cwd=self.settings.project_root,
+                ).returncode
+            except subprocess.TimeoutExpired as e:
+                raise ComponentError("training-job", f"did not finish within {timeout:g}s", str(log)) from e
+        state["training"] = {
+            "exit": rc,
+            "started_at": t0,
+            "ready_at": time.time(),
+            "version": version,
+            "log_file": str(log),
+        }
+        if rc != 0:
+            raise ComponentError("training-job", f"exited with status {rc}", str(log))
+        if not self._model_present():
+            raise ComponentError(
+                "training-job",
+                f"finished but s3://{self.services.model_bucket}/{self.services.model_key} does not exist",
+                str(log),
+            )
+        self._cache_model()
+        say(f"training-job: model uploaded after {time.time() - t0:.1f}s")
+        return True
+
+    @property
+    def _model_cache(self) -> Path:
+        return self.settings.state_dir / "model-cache"
+
+    def _model_keys(self) -> list[str]:
+        from ...services.training import metadata_key
+
+        return [self.services.model_key, metadata_key(self.services.model_key)]
+
+    def _cache_model(self) -> None:
+        """Keep the trained artifact + metadata: LocalStack community does not persist S3 across
+        restarts, and retraining the same seed would only reproduce the same bytes."""
+        s3 = self._boto("s3")
+        self._model_cache.mkdir(parents=True, exist_ok=True)
+        for i, key in enumerate(self._model_keys()):
+            body = s3.get_object(Bucket=self.services.model_bucket, Key=key)["Body"].read()
+            (self._model_cache / f"{i}.bin").write_bytes(body)
+
+    def _restore_model(self) -> bool:
+        files = [self._model_cache / f"{i}.bin" for i in range(len(self._model_keys()))]
+        if not all(f.exists() for f in files):
+            return False
+        s3 = self._boto("s3")
+        for f, key in zip(files, self._model_keys(), strict=True):  # artifact first, metadata last
+            s3.put_object(Bucket=self.services.model_bucket, Key=key, Body=f.read_bytes())
+        return self._model_present()
+
+    # -- services --------------------------------------------------------------------------------
+    def _chart_versions(self) -> dict[str, str]:
+        from ...charts import service_versions
+
+        return service_versions(self.settings.environment, self.settings.project_root)
+
+    def _up_service(
+        self,
+        state: dict[str, Any],
+        service: str,
+        started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
+        say: Progress,
+    ) -> Callable[[], None] | None:
+        """Start the stable track; return the wait for its readiness (None when already up)."""
+        entry: dict[str, Any] | None = (state["services"].get(service) or {}).get("stable")
+        if entry is not None and self._alive(entry):
+            say(f"{service}: already up ({entry['version']})")
+            return None
+        version = entry["version"] if entry else self._chart_versions()[service]
+        fault = entry.get("fault", "none") if entry else "none"
+        say(f"{service}: starting {version} on stable")
+        timeout = self.timeouts.get(service, 60.0)
+        new, wait = self._launch_track(state, service, "stable", version, fault, timeout, started)
+
+        def finish() -> None:
+            wait()
+            say(f"{service}: ready after {new['ready_at'] - new['started_at']:.1f}s")
+
+        return finish
+
+    def _start_track(
+        self,
+        state: dict[str, Any],
+        service: str,
+        track: Track,
+        version: str,
+        fault: str,
+        timeout: float,
+    ) -> dict[str, Any]:
+        """Start one track and wait for it (deploy, promote); a failed wait stops it again."""
+        entry, wait = self._launch_track(state, service, track, version, fault, timeout)
+        wait()
+        return entry
+
+    def _launch_track(
+        self,
+        state: dict[str, Any],
+        service: str,
+        track: Track,
+        version: str,
+        fault: str,
+        timeout: float,
+        started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] | None = None,
+    ) -> tuple[dict[str, Any], Callable[[], None]]:
+        """Start one track's process; the returned wait checks readiness and HAProxy's view."""
+        spec = service_spec(self.settings, self.services, service, track, version, fault)
+        t0 = time.time()
+        proc = sup.start(spec)
+        if started is not None:
+            started.append((spec.name, proc, spec))
+        entry = {
+            **proc.to_json(),
+            "version": version,
+            "fault": fault,
+            "started_at": t0,
+            "endpoint": f"http://127.0.0.1:{spec.ports[0]}",
+        }
+        state["services"].setdefault(service, {"stable": None, "canary": None})[track] = entry
+
+        def wait() -> None:
+            try:
+                self._track_ready(state, service, track, entry, proc, timeout)
+            except ClinopsError:
+                if started is None:
+                    sup.stop(proc)
+                    spec.pid_file.unlink(missing_ok=True)
+                    state["services"][service][track] = None
+                raise
+            entry["ready_at"] = time.time()
+
+        return entry, wait
+
+    def _track_ready(self, state: dict[str, Any], service: str, track: Track, entry: dict[str, Any],
+                     proc: sup.RunningProcess, timeout: float) -> None:
+        url = f"{entry['endpoint']}/readyz"
+        sup.wait_healthy(proc, lambda: http_ok(url), timeout, f"readiness at {url}")
+        if self._alive(state["components"].get("haproxy")):
+            adm = self._admin()
+            adm.enable_server(service, track)
+            if track == "canary":
+                adm.enable_server(f"{service}-preview", "canary")
+            self._wait_lb(service, track, "UP", timeout)
+
+    def _admin(self) -> AdminSocket:
+        return cast(HAProxy, self._component("haproxy")).admin()
+
+    def _wait_lb(self, service: str, track: Track, status: str, timeout: float) -> None:
+        """Wait until HAProxy's own health check sees the track's server in ``status``."""
+        adm = self._admin()
+
+        def seen() -> bool:
+            stat = adm.server_stats(service).get(track)
+            return stat is not None and stat.status.startswith(status)
+
+        try:
+            sup.wait_for(f"HAProxy to report {service}/{track} {status}", seen, timeout=timeout, interval=0.1)
+        except WaitTimeout as e:
+            raise TrafficError(str(e)) from e
+
+    def _require_haproxy(self, state: dict[str, Any]) -> None:
+        if not self._alive(state["components"].get("haproxy")):
+            raise TargetError("HAProxy is not running on the local target; run `clinops up` first")
+
+    @staticmethod
+    def _check_service(service: str) -> None:
+        if service not in SERVICES:
+            raise ParameterError("service", f"unknown service {service!r}; known: {', '.join(SERVICES)}")
+
+    @staticmethod
+    def _check_track(track: str) -> Track:
+        if track not in TRACKS:
+            raise ParameterError("track", f"unknown track {track!r}; known: stable, canary")
+        return cast(Track, track)
+
+    def _stop_track(self, state: dict[str, Any], service: str, track: Track) -> None:
+        entry = (state["services"].get(service) or {}).get(track)
+        proc = self._proc(entry)
+        if proc is not None:
+            sup.stop(proc)
+        (self.settings.state_dir / "run" / f"{service}-{track}.pid").unlink(missing_ok=True)
+        state["services"].setdefault(service, {"stable": None, "canary": None})[track] = None
+
+    def _set_weights(self, state: dict[str, Any], service: str, stable: int, canary: int) -> None:
+        adm = self._admin()
+        # raise the receiving side first so there is never a moment with both at 0
+        order = (
+            [("canary", canary), ("stable", stable)]
+            if canary > stable
+            else [("stable", stable), ("canary", canary)]
+        )
+        for server, w in order:
+            adm.set_weight(service, server, w)
+        state["weights"][service] = [stable, canary]
+
+    # -- the Target API: services and traffic ------------------------------------------------------
+    def service_url(self, service: str) -> str:
+        self._check_service(service)
+        return f"http://127.0.0.1:{self.settings.ports.service_frontend(SERVICES.index(service))}"
+
+    def preview_url(self, service: str) -> str:
+        self._check_service(service)
+        return f"http://127.0.0.1:{self.settings.ports.service_preview(SERVICES.index(service))}"
+
+    def deploy(
+        self,
+        service: str,
+        version: str,
+        *,
+        track: Track = "canary",
+        fault: FaultProfile | None = None,
+        timeout: float = 60.0,
+    ) -> TrackState:
+        self._check_service(service)
+        track = self._check_track(track)
+        if not version or not all(c.isalnum() or c in ".-_+" for c in version):
+            raise ParameterError("version", f"{version!r} is not a version (letters, digits, . - _ +)")
+        fault_text = str(fault or FaultProfile())
+        with self._locked() as state:
+            self._require_haproxy(state)
+            if track == "canary":
+                self._set_weights(state, service, 100, 0)
+            self._stop_track(state, service, track)
+            self._start_track(state, service, track, version, fault_text, timeout)
+        return self.tracks(service)[track]
+
+    def retire(self, service: str, track: Track = "canary") -> None:
+        self._check_service(service)
+        track = self._check_track(track)
+        with self._locked() as state:
+            if self._alive(state["components"].get("haproxy")):
+                adm = self._admin()
+                if track == "canary":
+                    self._set_weights(state, service, 100, 0)
+                    adm.disable_server(f"{service}-preview", "canary")
+                else:
+                    adm.set_weight(service, "stable", 0)
+                adm.disable_server(service, track)
+            self._stop_track(state, service, track)
+
+    def set_canary_weight(self, service: str, weight: int) -> None:
+        self._check_service(service)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+            raise ParameterError("weight", f"canary weight {weight!r} must be an integer percent 0..100")
+        with self._locked() as state:
+            self._require_haproxy(state)
+            if weight > 0:
+                if not self._alive((state["services"].get(service) or {}).get("canary")):
+                    raise TrafficError(
+                        f"cannot send {weight}% to {service} canary: no canary is running (deploy one first)"
+                    )
+                self._admin().enable_server(service, "canary")
+            self._set_weights(state, service, 100 - weight, weight)
+
+    def canary_weight(self, service: str) -> int:
+        self._check_service(service)
+        stats = self._admin().server_stats(service)
+        if "canary" not in stats or "stable" not in stats:
+            raise TrafficError(f"HAProxy has no stable/canary servers in backend {service!r}")
+        canary = stats["canary"].weight if not stats["canary"].status.startswith("MAINT") else 0
+        stable = stats["stable"].weight if not stats["stable"].status.startswith("MAINT") else 0
+        if canary + stable == 0:
+            return 0
+        return round(100 * canary / (canary + stable))
+
+    def promote(self, service: str) -> TrackState:
+        """Canary's version becomes stable: canary takes 100 %, stable restarts on the new version,
+        takes 100 % back, and the canary track is freed. Users are served throughout."""
+        self._check_service(service)
+        with self._locked() as state:
+            self._require_haproxy(state)
+            canary: dict[str, Any] | None = (state["services"].get(service) or {}).get("canary")
+            if canary is None or not self._alive(canary):
+                raise TrafficError(f"cannot promote {service}: no canary is running")
+            adm = self._admin()
+            adm.enable_server(service, "canary")
+            self._set_weights(state, service, 0, 100)
+            adm.disable_server(service, "stable")
+            self._stop_track(state, service, "stable")
+            self._start_track(state, service, "stable", canary["version"], canary.get("fault", "none"), 60.0)
+            self._set_weights(state, service, 100, 0)
+            adm.disable_server(service, "canary")
+            adm.disable_server(f"{service}-preview", "canary")
+            self._stop_track(state, service, "canary")
+        return self.tracks(service)["stable"]
+
+    def abort(self, service: str) -> None:
+        self._check_service(service)
+        with self._locked() as state:
+            self._require_haproxy(state)
+            adm = self._admin()
+            adm.enable_server(service, "stable")
+            self._set_weights(state, service, 100, 0)
+            adm.disable_server(service, "canary")
+
+    def tracks(self, service: str) -> dict[Track, TrackState]:
+        self._check_service(service)
+        svc = self._load()["services"].get(service) or {}
+        out: dict[Track, TrackState] = {}
+        for track in TRACKS:
+            entry = svc.get(track)
+            port = self.settings.ports.service_backend(SERVICES.index(service), TRACKS.index(track))
+            out[track] = TrackState(
+                service,
+                track,
+                entry["version"] if entry else "",
+                self._alive(entry),
+                f"http://127.0.0.1:{port}",
+                entry.get("fault", "none") if entry else "none",
+                {"log_file": entry.get("log_file", "")} if entry else {},
+            )
+        return out
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def prometheus_query(self, promql: str) -> float | None:
+        url = f"{self.settings.prometheus_url}/api/v1/query"
+        try:
+            r = self._http.get(url, params={"query": promql})
+            body = r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise MetricsError(
+                f"Prometheus at {self.settings.prometheus_url} unreachable for {promql!r}: {e}"
+            ) from e
+        if r.status_code != 200 or body.get("status") != "success":
+            raise MetricsError(f"query {promql!r} failed (HTTP {r.status_code}): {body.get('error', body)}")
+        data = body["data"]
+        if data["resultType"] == "scalar":
+            values = [data["result"][1]]
+        elif data["resultType"] == "vector":
+            values = [s["value"][1] for s in data["result"]]
+        else:
+            raise MetricsError(f"query {promql!r} returned a {data['resultType']}, not one number")
+        if not values:
+            return None
+        if len(values) > 1:
+            raise MetricsError(
+                f"query {promql!r} returned {len(values)} series; aggregate it (sum, max, ...) to one number"
+            )
+        value = float(values[0])
+        return None if value != value else value  # NaN (e.g. 0/0) is no data
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- status and down ---------------------------------------------------------------------------
+    def status(self) -> list[ComponentStatus]:
+        state = self._load()
+        out = []
+        for level in LEVELS:
+            for comp in level.components:
+                row = ComponentStatus(
+                    level.number, comp.name, "not on this target", detail=comp.what_on("local")
+                )
+                if comp.runs_on("local"):
+                    if comp.name in INFRA:
+                        row = self._infra_status(level.number, comp.name, state["components"].get(comp.name))
+                    elif comp.name in SERVICES:
+                        row = self._service_status(level.number, comp.name, state)
+                    elif comp.name == "training-job":
+                        t = state.get("training")
+                        row = ComponentStatus(level.number, comp.name, "stopped", detail="not run")
+                        if t:
+                            row = ComponentStatus(
+                                level.number,
+                                comp.name,
+                                "healthy" if t["exit"] == 0 else "unhealthy",
+                                version=t.get("version", ""),
+                                endpoint=f"s3://{self.services.model_bucket}/{self.services.model_key}",
+                                started_at=t["started_at"],
+                                ready_at=t["ready_at"],
+                                seconds_to_ready=t["ready_at"] - t["started_at"],
+                                detail=f"completed, exit status {t['exit']}",
+                                log_file=t.get("log_file", ""),
+                            )
+                out.append(row)
+        return out
+
+    def _infra_status(self, level: int, name: str, entry: Mapping[str, Any] | None) -> ComponentStatus:
+        comp = self._component(name)
+        row = ComponentStatus(level, name, "stopped", endpoint=comp.endpoint(), log_file=str(comp.log_file))
+        if entry:
+            self._judge(row, entry, comp.healthy, "health check failed")
+        return row
+
+    def _service_status(self, level: int, service: str, state: Mapping[str, Any]) -> ComponentStatus:
+        svc = state["services"].get(service) or {}
+        entry = svc.get("stable")
+        row = ComponentStatus(
+            level,
+            service,
+            "stopped",
+            endpoint=self.service_url(service),
+            log_file=str(self.settings.state_dir / "logs" / f"{service}-stable.log"),
+        )
+        if not entry:
+            return row
+        self._judge(row, entry, lambda: http_ok(f"{entry['endpoint']}/readyz"), "/readyz does not answer 200")
+        canary = svc.get("canary")
+        if canary and self._alive(canary):
+            w = state["weights"].get(service, [100, 0])[1]
+            row.detail = (row.detail + "; " if row.detail else "") + f"canary {canary['version']} at {w}%"
+        return row
+
+    def _judge(self, row: ComponentStatus, entry: Mapping[str, Any], probe: Callable[[], bool],
+               failed: str) -> None:
+        """Fill ``row`` from a recorded process: version and timings, then health (the process
+        must be alive before ``probe`` is asked; ``failed`` is the detail when it says no)."""
+        row.version = entry.get("version", "")
+        row.started_at, row.ready_at = entry.get("started_at"), entry.get("ready_at")
+        if row.started_at and row.ready_at:
+            row.seconds_to_ready = row.ready_at - row.started_at
+        if not self._alive(entry):
+            row.health, row.detail = "unhealthy", f"process {entry['pid']} is not running"
+        elif probe():
+            row.health = "healthy"
+        else:
+            row.health, row.detail = "unhealthy", failed
+
+    def down(self, *, purge: bool = False) -> None:
+        if not self.settings.state_dir.exists():
+            return
+        with self._locked() as state:
+            for service in SERVICES:
+                for track in TRACKS:
+                    self._stop_track(state, service, track)
+            for name in ("prometheus", "haproxy", "localstack", "redis", "postgresql"):
+                entry = state["components"].pop(name, None)
+                proc = self._proc(entry)
+                if proc is not None:
+                    pg = name == "postgresql"  # postmaster alone, "fast" shutdown
+                    sup.stop(proc, stop_signal=signal.SIGINT if pg else signal.SIGTERM, signal_group=not pg)
+                spec_path = self.settings.state_dir / "run" / f"{name}.pid"
+                # a pid file whose process is not in the state (a crashed `up`): stop it too
+                leftover = sup.read_pid_file(spec_path)
+                if leftover is not None:
+                    sup.stop(leftover)
+                spec_path.unlink(missing_ok=True)
+            for pid_file in (self.settings.state_dir / "run").glob("*.pid"):
+                leftover = sup.read_pid_file(pid_file)
+                if leftover is not None:
+                    sup.stop(leftover)
+                pid_file.unlink(missing_ok=True)
+        if purge:
+            haproxy = self._component("haproxy")
+            shutil.rmtree(self.settings.state_dir, ignore_errors=True)
+            cast(HAProxy, haproxy).admin_path.unlink(missing_ok=True)
+
+
+def _in_background(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Run ``fn`` in a daemon thread now; the returned callable joins it and returns (or raises)
+    its result. Used for work that only needs the CPU while the caller waits on a process."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name=f"clinops-{getattr(fn, '__name__', 'bg')}", daemon=True)
+    thread.start()
+
+    def result() -> Any:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return result
+
+
+def _port_error(component: str, port: int, log_file: Path) -> ComponentError:
+    return PortInUseError(
+        component,
+        f"port 127.0.0.1:{port} is already in use by another process; nothing was started",
+        str(log_file),
+    )
+
