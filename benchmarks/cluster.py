@@ -104,8 +104,8 @@ def main() -> int:
         "passed": {"create_to_ready_s": max(ready) < TARGETS["create_to_ready_s"],
                    "idle_memory_gib": max(mem) / 1024 < TARGETS["idle_memory_gib"],
                    "no_leftovers": all(not r["leftovers_after_delete"] for r in runs)},
-        "command": "sudo .venv/bin/python benchmarks/cluster.py --port-base %d --repeat %d --idle %g"
-                   % (args.port_base, args.repeat, args.idle),
+        "command": f".venv/bin/python benchmarks/cluster.py --port-base {args.port_base} "
+                   f"--repeat {args.repeat} --idle {args.idle:g}",
     })
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

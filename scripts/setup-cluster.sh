@@ -55,5 +55,5 @@ fi
 # 3. The binaries (cached; the log names each step).
 if [ "$build" = 1 ]; then
   log "building the cluster's binaries (cached under /var/cache/clinops)"
-  .venv/bin/python -m clinops_lib.clusters.debian.commands build
+  .venv/bin/python -m clinops_lib.cli cluster build
 fi

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clinops_lib.rollouts import RolloutState
+from clinops_lib.targets.kube.rollouts import RolloutState
 
 STEPS = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {"duration": "10s"}}]
 

@@ -17,7 +17,7 @@ from kubernetes import client
 
 from clinops_lib.clusters.debian import DebianCluster
 from clinops_lib.exceptions import WaitFailed
-from clinops_lib.rollouts import RolloutsDriver
+from clinops_lib.targets.kube.rollouts import RolloutsDriver
 
 from .helpers import wait_until
 

@@ -9,7 +9,8 @@ Layers, each importing only the ones above it:
 * ``argo``    the Rollouts controller's CRDs and RBAC
 * ``cluster`` the lifecycle: supervised processes, health checks, kubeconfig, delete
 * ``images``  the project's images built with buildah and imported into containerd
-* ``commands`` ``clinops cluster build|create|delete|status --provider debian``
+
+The command line is :mod:`clinops_lib.cli.cluster` (``clinops cluster build|create|delete|status``).
 """
 
 from .build import KUBERNETES_VERSION, BuildCache

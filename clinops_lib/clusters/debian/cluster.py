@@ -55,8 +55,8 @@ from typing import Any
 import httpx
 import yaml
 
-from ... import _supervisor as supervisor
 from ...exceptions import ComponentError, KubernetesAPIError, PrerequisiteError, TargetError, WaitTimeout
+from ...targets.local import supervisor
 from . import host
 from .api import ClusterApi
 from .build import KUBERNETES_VERSION, BuildCache, build_all

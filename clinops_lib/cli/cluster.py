@@ -1,9 +1,9 @@
 """``clinops cluster build|create|delete|status --provider debian``.
 
-The parser is added by :func:`add_parser` (the CLI package calls it); ``python -m
-clinops_lib.clusters.debian.commands ...`` runs the same commands without the CLI (used by
-``scripts/setup-cluster.sh``). Exit status as everywhere: 0 done, 1 failure (the message
-names the component or build step and its log file), 2 bad input.
+The parser is added by :func:`add_parser` (called by the CLI package). ``build`` is what
+``scripts/setup-cluster.sh`` runs; ``create`` builds first when the cache is cold. Exit status as
+everywhere: 0 done, 1 failure (the message names the component or build step and its log file),
+2 bad input.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from ...config import Settings
-from ...exceptions import ClinopsError, ConfigError
-from .build import BuildCache, build_all, missing_build_prerequisites
-from .cluster import ClusterConfig, DebianCluster
+from ..clusters.debian.build import BuildCache, build_all, missing_build_prerequisites
+from ..clusters.debian.cluster import ClusterConfig, DebianCluster
+from ..config import Settings
+from ..exceptions import ConfigError
 
-__all__ = ["PROVIDERS", "add_parser", "cluster_from_cli", "main"]
+__all__ = ["PROVIDERS", "add_parser", "cluster_from_cli", "config_from_settings"]
 
 PROVIDERS = ("debian",)
 
@@ -90,25 +89,3 @@ def cluster_from_cli(args: argparse.Namespace, settings: Settings) -> int:
                 f"  (log {s.log_file})"
             )
     return 0 if states and all(s.healthy for s in states) else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clinops")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["cluster", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return cluster_from_cli(args, Settings.from_env())
-    except ConfigError as e:
-        print(f"clinops: error: {e}", file=sys.stderr)
-        return 2
-    except ClinopsError as e:
-        print(f"clinops: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("clinops: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
