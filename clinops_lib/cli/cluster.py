@@ -42,7 +42,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def config_from_settings(settings: Settings, *, rollouts: bool = True) -> ClusterConfig:
-    return ClusterConfig.for_port_base(settings.ports.base, rollouts=rollouts)
+    """One cluster per machine: its folder and ports are fixed (see ClusterPorts), not per checkout."""
+    del settings
+    return ClusterConfig(rollouts=rollouts)
 
 
 def cluster_from_cli(args: argparse.Namespace, settings: Settings) -> int:

@@ -22,7 +22,6 @@ import pytest
 from clinops_lib.clusters.debian import ClusterConfig, DebianCluster
 from clinops_lib.clusters.debian.build import missing_build_prerequisites
 from clinops_lib.clusters.debian.images import ImageBuilder, chart_references
-from clinops_lib.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -41,8 +40,7 @@ def _progress(message: str) -> None:
 def debian_cluster() -> Iterator[DebianCluster]:
     if os.environ.get("CLINOPS_CLUSTER_TESTS") != "1":
         pytest.skip("the cluster tier is opt-in: CLINOPS_CLUSTER_TESTS=1 (one cluster per machine)")
-    settings = Settings.from_env()
-    cluster = DebianCluster(ClusterConfig.for_port_base(settings.ports.base), progress=_progress)
+    cluster = DebianCluster(ClusterConfig(), progress=_progress)
     missing = cluster.missing_runtime()
     if not cluster.config.cache.kubernetes_ready() or not cluster.config.cache.rollouts_ready():
         missing += missing_build_prerequisites()

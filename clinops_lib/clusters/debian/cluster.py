@@ -119,9 +119,15 @@ def _default_node_ip() -> str:
 
 @dataclass(frozen=True)
 class ClusterPorts:
-    """Every TCP port of the cluster, from one base (kubelet's 10250 etc. are all moved)."""
+    """Every TCP port of the cluster, from one base (kubelet's 10250 etc. are all moved).
 
-    base: int = 17200
+    The default block lies below Linux's ephemeral range (32768-60999): ports in that range are
+    handed to outgoing connections (the components' own connections to the API server among
+    them), so a listener there can find its port taken by a client socket. One cluster runs per
+    machine, so the block is fixed rather than derived from the local target's port base.
+    """
+
+    base: int = 16440
 
     @property
     def etcd_client(self) -> int:
@@ -187,11 +193,6 @@ class ClusterConfig:
     rollouts: bool = True  # also run the Argo Rollouts controller
     build: bool = True  # build missing binaries (else: fail naming `clinops cluster build`)
     ready_timeout: float = 180.0
-
-    @classmethod
-    def for_port_base(cls, port_base: int, **kwargs: Any) -> ClusterConfig:
-        """The cluster's ports next to a local target's block (its base + 200)."""
-        return cls(ports=ClusterPorts(port_base + 200), **kwargs)
 
 
 @dataclass(frozen=True)
