@@ -50,6 +50,10 @@ def debian_cluster() -> Iterator[DebianCluster]:
             + "; ".join(missing)
             + " (bash scripts/setup-cluster.sh)"
         )
+    if cluster.running():  # someone's cluster (`clinops cluster create`): use it, leave it running
+        _progress("using the cluster that is already running; it stays running")
+        yield cluster
+        return
     cluster.create()
     try:
         yield cluster
