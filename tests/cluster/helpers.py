@@ -51,3 +51,15 @@ def pod_story(core: Any, namespace: str, selector: str) -> str:
     events = core.list_namespaced_event(namespace).items[-8:]
     rows += [f"event {e.involved_object.name}: {e.reason} {e.message}" for e in events]
     return " | ".join(rows)
+
+
+def ensure_namespace(core: Any, name: str) -> None:
+    """Create a namespace; one left by an earlier run on a reused cluster is fine."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    except ApiException as e:
+        if e.status != 409:
+            raise

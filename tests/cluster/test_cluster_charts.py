@@ -27,7 +27,7 @@ from clinops_lib import charts
 from clinops_lib.clusters.debian import DebianCluster
 from clinops_lib.clusters.debian.build import ARGOCD_VERSION, argocd_crds
 
-from .helpers import wait_until
+from .helpers import ensure_namespace, wait_until
 
 REPORT = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "results" / "cluster_dry_run.json"
 
@@ -57,7 +57,7 @@ def test_argo_cd_applications_and_project_are_admitted_with_their_crds(
     assert {"applications.argoproj.io", "appprojects.argoproj.io"} <= set(names)
     for name in names:
         wait_until(f"CRD {name} Established", lambda n=name: _established(kube, n), timeout=60)
-    client.CoreV1Api(kube).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="argocd")))
+    ensure_namespace(client.CoreV1Api(kube), "argocd")
     dyn = dynamic.DynamicClient(kube)
     objects = charts.render_gitops("dev")
     kinds = Counter(o["kind"] for o in objects)

@@ -9,7 +9,7 @@ from kubernetes import client
 
 from clinops_lib.clusters.debian import DebianCluster
 
-from .helpers import pod_ready, pod_story, wait_until
+from .helpers import ensure_namespace, pod_ready, pod_story, wait_until
 
 NS = "clinops-cluster-tier"
 
@@ -33,7 +33,7 @@ def test_a_pod_from_a_locally_built_image_becomes_ready_behind_a_service(
     debian_cluster: DebianCluster, kube: Any, local_images: dict[str, str]
 ) -> None:
     core = client.CoreV1Api(kube)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
+    ensure_namespace(core, NS)
     image = local_images["clinical-gateway"]
     labels = {"app": "gateway-smoke"}
     container = client.V1Container(

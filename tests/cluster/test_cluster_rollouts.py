@@ -19,7 +19,7 @@ from clinops_lib.clusters.debian import DebianCluster
 from clinops_lib.exceptions import WaitFailed
 from clinops_lib.targets.kube.rollouts import RolloutsDriver
 
-from .helpers import wait_until
+from .helpers import ensure_namespace, wait_until
 
 NS = "clinops-rollouts-tier"
 
@@ -54,7 +54,7 @@ def images(debian_cluster: DebianCluster, local_images: dict[str, str]) -> list[
 @pytest.fixture(scope="module")
 def driver(kube: Any) -> RolloutsDriver:
     core = client.CoreV1Api(kube)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
+    ensure_namespace(core, NS)
     return RolloutsDriver(client.CustomObjectsApi(kube), core, NS, poll_interval=0.5)
 
 

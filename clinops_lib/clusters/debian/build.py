@@ -8,7 +8,8 @@ interrupted run resumes at the step that was cut off):
   upstream tree with ``vendor/``), built with Debian's Go 1.19 first on ``PATH``,
   ``GOPROXY=off`` and Kubernetes' own ``make`` (plain ``go build`` fails: ``make`` generates
   the openapi code). The vendored ``modern-go/reflect2`` 1.0.1 predates the Go 1.18 runtime and
-  is replaced by Debian's ``golang-github-modern-go-reflect2-dev`` copy. The pause binary is
+  and json-iterator 1.1.10 are replaced by Debian's copies (reflect2 1.0.2, json-iterator 1.1.12:
+  with only reflect2 replaced, "" in custom resources decoded as null). The pause binary is
   compiled from the same tree (``build/pause/linux/pause.c``, ``gcc -static``).
 * **The Argo Rollouts controller v1.8.3** from its Go module source (``go mod download`` through
   the Go module proxy, then ``go build ./cmd/rollouts-controller`` inside a *copy* of the module
@@ -64,6 +65,21 @@ KUBERNETES_COMMIT = "faecb196815e248d3ecfb03c680a4507229c2a56"
 KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 DEBIAN_GO = Path("/usr/lib/go-1.19/bin")
 DEBIAN_REFLECT2 = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
+DEBIAN_JSONITER = Path("/usr/share/gocode/src/github.com/json-iterator/go")
+#: Debian's copies that replace vendored modules which break under Go 1.19 (vendor path, source).
+VENDOR_REPLACEMENTS = {
+    "github.com/modern-go/reflect2": (
+        DEBIAN_REFLECT2,
+        "golang-github-modern-go-reflect2-dev",
+        "go_above_118.go",
+    ),
+    # json-iterator 1.1.10 with reflect2 1.0.2 under Go 1.19 decodes "" inside untyped JSON as
+    # null: the API server then rejected every custom resource holding an empty string
+    # (AnalysisRun status.phase "", AppProject group ""). 1.1.12 is the release made for 1.0.2.
+    "github.com/json-iterator/go": (DEBIAN_JSONITER, "golang-github-json-iterator-go-dev", "any_str.go"),
+}
+#: Bumped when the way the binaries are made changes: a cache built another way is rebuilt.
+KUBERNETES_RECIPE = 2
 ARGO_ROLLOUTS_MODULE = "github.com/argoproj/argo-rollouts"
 ARGO_ROLLOUTS_VERSION = "v1.8.3"
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v2"
@@ -139,7 +155,10 @@ class BuildCache:
         return self.kubernetes_bin / "pause"
 
     def kubernetes_ready(self) -> bool:
-        return _manifest_ok(self.kubernetes, [*KUBERNETES_BINARIES, "pause"], "bin")
+        return (
+            _manifest_ok(self.kubernetes, [*KUBERNETES_BINARIES, "pause"], "bin")
+            and _recipe(self.kubernetes) == KUBERNETES_RECIPE
+        )
 
     def rollouts_ready(self) -> bool:
         return (
@@ -179,6 +198,13 @@ def _manifest_ok(folder: Path, names: Sequence[str], sub: str) -> bool:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def _recipe(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / "build.json").read_text()).get("recipe", 1))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _write_manifest(
@@ -296,8 +322,9 @@ def missing_build_prerequisites(*, rollouts: bool = True) -> list[str]:
     missing = []
     if not (DEBIAN_GO / "go").is_file():
         missing.append(f"Debian's Go 1.19 ({DEBIAN_GO}/go, package golang-go)")
-    if not (DEBIAN_REFLECT2 / "reflect2.go").is_file():
-        missing.append(f"{DEBIAN_REFLECT2} (package golang-github-modern-go-reflect2-dev)")
+    for source, package, _ in VENDOR_REPLACEMENTS.values():
+        if not source.is_dir():
+            missing.append(f"{source} (package {package})")
     for tool, package in (
         ("make", "make"),
         ("rsync", "rsync"),
@@ -322,9 +349,13 @@ def _require(missing: list[str]) -> None:
 
 
 # -- Kubernetes ------------------------------------------------------------------------------
-def _reflect2_replaced(tree: Path) -> bool:
-    vendored = tree / "vendor" / "github.com" / "modern-go" / "reflect2"
-    return (vendored / "go_above_118.go").is_file() and not (vendored / "go.mod").exists()
+def _vendor_replaced(tree: Path) -> bool:
+    """Every replacement is in place (each Debian copy has a file the vendored one lacks)."""
+    for module, (_, _, marker) in VENDOR_REPLACEMENTS.items():
+        vendored = tree / "vendor" / module
+        if not (vendored / marker).is_file() or (vendored / "go.mod").exists():
+            return False
+    return True
 
 
 def _kubernetes_env(cache: BuildCache) -> dict[str, str]:
@@ -380,8 +411,8 @@ def build_kubernetes(
             raise BuildError(
                 e.step, f"{e.detail} (is a deb-src line for bookworm configured? {SETUP_HINT})", str(log)
             ) from e
-    if not (tree / "Makefile").is_file() or not _reflect2_replaced(tree):
-        progress("kubernetes: unpacking the source tree and replacing vendored reflect2")
+    if not (tree / "Makefile").is_file() or not _vendor_replaced(tree):
+        progress("kubernetes: unpacking the source tree, replacing vendored reflect2 and json-iterator")
         if tree.exists():
             shutil.rmtree(tree)
         _run_step(
@@ -392,10 +423,10 @@ def build_kubernetes(
             timeout=900,
             progress=progress,
         )
-        vendored = tree / "vendor" / "github.com" / "modern-go" / "reflect2"
-        shutil.rmtree(vendored)
-        shutil.copytree(DEBIAN_REFLECT2, vendored)
-        (vendored / "go.mod").unlink(missing_ok=True)
+        for module, (source, _, _) in VENDOR_REPLACEMENTS.items():
+            vendored = tree / "vendor" / module
+            shutil.rmtree(vendored)
+            shutil.copytree(source, vendored, ignore=shutil.ignore_patterns("*_test.go", "go.mod", "go.sum"))
     progress("kubernetes: make (about 10 min on 2 free cores; log: " + str(log) + ")")
     targets = " ".join(f"cmd/{b}" for b in KUBERNETES_BINARIES)
     _run_step(
@@ -441,6 +472,7 @@ def build_kubernetes(
         {n: cache.kubernetes_bin / n for n in (*KUBERNETES_BINARIES, "pause")},
         {
             "version": KUBERNETES_VERSION,
+            "recipe": KUBERNETES_RECIPE,
             "source": f"Debian source package kubernetes={DEBIAN_SOURCE_VERSION}",
             "go": "Debian golang-go 1.19, GOPROXY=off",
             "build_seconds": round(seconds, 1),
