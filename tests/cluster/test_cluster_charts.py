@@ -73,20 +73,9 @@ def test_argo_cd_applications_and_project_are_admitted_with_their_crds(
         "argoproj.io", "v1alpha1", "argocd", "applications"
     )
     assert len(apps["items"]) == kinds["Application"], rejected
-    # Kubernetes 1.20's CRD validation takes an empty string for null: an AppProject whitelist
-    # entry for the core API group (group: "") is rejected although Argo CD's schema allows it.
-    # Listed (benchmarks/results/cluster_dry_run.json) and asserted to be exactly that defect.
-    core_group = {
-        f"AppProject/{o['metadata']['name']}"
-        for o in objects
-        if o["kind"] == "AppProject"
-        for key in ("clusterResourceWhitelist", "namespaceResourceWhitelist")
-        for entry in o["spec"].get(key) or []
-        if entry.get("group") == ""
-    }
-    assert set(rejected) == core_group, rejected
-    for message in rejected.values():
-        assert 'Whitelist.group in body must be of type string: "null"' in message, message
+    # every object, including the AppProject's whitelist entries for the core API group
+    # (group: ""): a build whose JSON decoding turns "" into null fails here (see build.py)
+    assert rejected == {}, rejected
     report = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
     report["argocd_dev"] = {
         "kubernetes": "v1.20.2",
