@@ -85,7 +85,10 @@ class Settings:
     """Everything configurable, with safe defaults.
 
     ``signing_key`` is the path to an Ed25519 private key (PEM) used to sign evidence;
-    ``None`` means bundles are sealed unsigned and say so.
+    ``None`` means bundles are sealed unsigned and say so. ``verify_keys`` are the public keys
+    (PEM files) evidence must be signed with: when any is configured, verification fails
+    unsigned bundles and bundles signed by any other key. ``approvers_file`` is the registry
+    of people who may sign approvals (committed in the repository).
     """
 
     target: str = "local"
@@ -94,6 +97,8 @@ class Settings:
     evidence_dir: Path = field(default_factory=lambda: Path.cwd() / "evidence")
     ports: PortMap = field(default_factory=PortMap)
     signing_key: Path | None = None
+    verify_keys: tuple[Path, ...] = ()
+    approvers_file: Path = field(default_factory=lambda: project_root() / "compliance" / "approvers.yaml")
     localstack_endpoint: str | None = None
     kubeconfig: Path | None = None
     kube_context: str | None = None
@@ -125,6 +130,10 @@ class Settings:
                 raise ConfigError(f"CLINOPS_PORT_BASE={v!r} is not a port number") from e
         if v := env.get("CLINOPS_SIGNING_KEY"):
             kwargs["signing_key"] = Path(v).expanduser().resolve()
+        if v := env.get("CLINOPS_VERIFY_KEYS"):
+            kwargs["verify_keys"] = tuple(Path(p).expanduser().resolve() for p in v.split(os.pathsep) if p)
+        if v := env.get("CLINOPS_APPROVERS"):
+            kwargs["approvers_file"] = Path(v).expanduser().resolve()
         if v := env.get("CLINOPS_LOCALSTACK_ENDPOINT"):
             kwargs["localstack_endpoint"] = v
         if v := env.get("KUBECONFIG"):
@@ -142,6 +151,21 @@ class Settings:
         if isinstance(ports, int):
             kwargs["ports"] = PortMap(ports)
         return cls(**kwargs)  # type: ignore[arg-type]
+
+    def expected_public_keys(self) -> list[bytes]:
+        """The PEM public keys in ``verify_keys`` (a file may hold several); ConfigError if unreadable."""
+        from .evidence.attest import split_pems
+
+        keys: list[bytes] = []
+        for path in self.verify_keys:
+            try:
+                found = split_pems(path.read_bytes())
+            except OSError as e:
+                raise ConfigError(f"CLINOPS_VERIFY_KEYS: {path} cannot be read ({e.strerror})") from e
+            if not found:
+                raise ConfigError(f"CLINOPS_VERIFY_KEYS: {path} holds no PEM public key")
+            keys += found
+        return keys
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (settings are immutable)."""

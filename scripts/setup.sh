@@ -38,6 +38,10 @@ UV=$(command -v uv || echo "$HOME/.local/bin/uv")
 if [ "$with_tests" = 1 ]; then
   log "uv sync (with the dev group)"
   "$UV" sync --frozen --compile-bytecode -q
+  # An environment made before the HCL parser switch (python-hcl2 -> bc-python-hcl2) lost `hcl2`
+  # when uv removed python-hcl2's files (both write it): reinstall the one the lock names.
+  .venv/bin/python -c "import hcl2.api" 2>/dev/null \
+    || "$UV" sync --frozen --compile-bytecode -q --reinstall-package bc-python-hcl2
 else
   log "uv sync"
   "$UV" sync --frozen --no-dev --compile-bytecode -q
@@ -61,6 +65,16 @@ if [ "$with_tests" = 1 ]; then
     VIRTUAL_ENV=.venv-checkov "$UV" pip install -q --compile-bytecode --require-hashes -r tools/checkov/requirements.lock
     echo "$lock_sum" > .venv-checkov/.lock-sha256
   fi
+fi
+
+# 3c. Tests: the Kubernetes 1.20 JSON schemas the chart tests validate against (the locked
+# kubernetes-validate ships 1.25+ only), hash-pinned, cached outside the checkout.
+K8S_SCHEMAS=/var/cache/clinops/kubernetes-validate/1.28.3
+if [ "$with_tests" = 1 ] && [ ! -d "$K8S_SCHEMAS/kubernetes_validate/kubernetes-json-schema/v1.20.0-local-strict" ]; then
+  log "Kubernetes 1.20 schemas (kubernetes-validate 1.28.3) into $K8S_SCHEMAS"
+  $SUDO mkdir -p "$K8S_SCHEMAS"
+  $SUDO "$UV" pip install -q --target "$K8S_SCHEMAS" --no-deps --require-hashes --python .venv/bin/python \
+    -r tests/schemas/kubernetes-validate-1.28.3.txt
 fi
 
 # 4. The project's own Jupyter kernel, so papermill and JupyterLab run the runbooks on this venv.

@@ -63,9 +63,24 @@ resource "aws_kms_alias" "platform" {
 
 # -- S3 ---------------------------------------------------------------------------------------
 resource "aws_s3_bucket" "this" {
-  for_each = var.buckets
-  bucket   = "${local.prefix}-${each.key}"
-  tags     = { Purpose = each.value.purpose }
+  for_each            = var.buckets
+  bucket              = "${local.prefix}-${each.key}"
+  object_lock_enabled = each.value.object_lock != null
+  tags                = { Purpose = each.value.purpose }
+}
+
+# Write-once buckets (the evidence archive): every object version is locked for the
+# environment's retention; in COMPLIANCE mode nobody, root included, can shorten or remove it.
+resource "aws_s3_bucket_object_lock_configuration" "this" {
+  for_each   = { for k, b in var.buckets : k => b if b.object_lock != null }
+  bucket     = aws_s3_bucket.this[each.key].id
+  depends_on = [aws_s3_bucket_versioning.this]
+  rule {
+    default_retention {
+      mode = each.value.object_lock.mode
+      days = each.value.object_lock.retention_days[var.environment]
+    }
+  }
 }
 
 resource "aws_s3_bucket_versioning" "this" {

@@ -13,6 +13,10 @@ variable "buckets" {
     purpose       = optional(string, "")
     versioning    = bool
     sse_algorithm = string
+    object_lock = optional(object({
+      mode           = string
+      retention_days = map(number)
+    }))
     lifecycle_rules = list(object({
       id                         = string
       prefix                     = optional(string, "")
@@ -32,6 +36,13 @@ variable "buckets" {
   validation {
     condition     = alltrue([for b in var.buckets : length(b.lifecycle_rules) > 0])
     error_message = "Every bucket needs at least one lifecycle rule (retention is part of the storage design)."
+  }
+  validation {
+    condition = alltrue([for b in var.buckets : b.object_lock == null || (
+      contains(["COMPLIANCE", "GOVERNANCE"], try(b.object_lock.mode, "")) &&
+      alltrue([for e in ["dev", "staging", "prod"] : contains(keys(try(b.object_lock.retention_days, {})), e)])
+    )])
+    error_message = "object_lock needs mode COMPLIANCE or GOVERNANCE and retention_days for dev, staging and prod."
   }
   validation {
     condition     = alltrue([for b in var.buckets : contains(["aws:kms", "AES256"], b.sse_algorithm)])

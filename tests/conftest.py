@@ -16,8 +16,8 @@ def checkov_executable() -> Path:
     """checkov from its own environment (``.venv-checkov``, made by ``scripts/setup.sh --tests``).
 
     It is kept out of the project's ``.venv`` so that its large dependency tree cannot overwrite the
-    project's packages (see tools/checkov/requirements.in). Missing means the set-up did not run: a failure, not a
-    skip, so a broken install can never pass as "skipped".
+    project's packages (see tools/checkov/requirements.in). Missing means the set-up did not run: a
+    failure, not a skip, so a broken install can never pass as "skipped".
     """
     exe = REPO / ".venv-checkov" / "bin" / "checkov"
     if not exe.exists():

@@ -166,6 +166,7 @@ def test_prod_differs_from_dev_where_it_must(rendered: dict[str, list[dict]],
     assert dev_pauses and max(dev_pauses) <= 60
     assert charts.analysis_thresholds("dev")["interval"] == 10
     assert charts.blue_green("model-serving", "prod")["auto_promotion_enabled"] is False
+    assert charts.blue_green("model-serving", "staging")["auto_promotion_enabled"] is False  # staging rehearses the signed manual promotion
     assert charts.blue_green("model-serving", "dev")["auto_promotion_enabled"] is True
     for env in ENVS:
         apps = [o for o in gitops[env] if o["kind"] == "Application"]

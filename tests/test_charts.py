@@ -26,10 +26,11 @@ def rendered() -> dict[str, list[dict]]:
     return {env: charts.render(env) + charts.render_gitops(env) for env in ENVS}
 
 
+@pytest.mark.parametrize("kube", [None, checks.OLDEST_KUBERNETES_VERSION])
 @pytest.mark.parametrize("env", ENVS)
 @pytest.mark.parametrize("chart", [charts.CHART_NAME, charts.GITOPS_CHART_NAME])
-def test_lint_has_no_errors_or_warnings(env: str, chart: str) -> None:
-    assert charts.lint(env, name=chart) == []
+def test_lint_has_no_errors_or_warnings(env: str, chart: str, kube: str | None) -> None:
+    assert charts.lint(env, name=chart, kube_version=kube) == []
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -93,9 +94,17 @@ def test_third_party_dependencies_are_pinned_declared_and_not_vendored() -> None
         assert re.fullmatch(r"\d+\.\d+\.\d+", str(d["version"])), f"{d['name']}: version not pinned exactly"
         assert str(d.get("repository", "")).startswith(("https://", "oci://")), f"{d['name']}: no repository"
         assert d.get("condition") == f"{d['name']}.enabled", f"{d['name']}: condition flag missing"
-    # Nothing third-party is committed: every declared dependency is absent from charts/.
+    # Nothing third-party is committed: every declared dependency is absent from charts/; the only
+    # archives are the library chart packed by build_dependencies, and git ignores them.
     assert {d["name"] for d in charts.missing_dependencies()} == names
-    assert not list((ROOT / "charts").rglob("*.tgz"))
+    built = set(charts.build_dependencies())
+    assert set((ROOT / "charts").rglob("*.tgz")) == built
+    tracked = subprocess.run(["git", "ls-files", "charts"], cwd=ROOT, capture_output=True, text=True,
+                             check=True)
+    assert not [f for f in tracked.stdout.splitlines() if f.endswith(".tgz")]
+    ignored = subprocess.run(["git", "check-ignore", *map(str, built)], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert len(ignored.stdout.splitlines()) == len(built), "a built library archive is not git-ignored"
 
 
 def test_storage_sizes_for_stateful_dependencies() -> None:
@@ -205,3 +214,10 @@ def test_lint_reports_a_broken_template(tmp_path: Path) -> None:
     assert any(f.startswith("ERROR") and "training.yaml" in f for f in findings), findings
     with pytest.raises(ChartError, match="helm render"):
         charts.render("dev", root)
+
+
+def test_parse_manifests_takes_null_metadata_maps_of_third_party_charts() -> None:
+    """bitnami and MLflow templates render ``annotations:`` (null); the parser still labels the source."""
+    objects = parse_manifests({"dep/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\n"
+                                                               "metadata:\n  name: x\n  annotations:\n"})
+    assert objects[0]["metadata"]["annotations"] == {"clinops.io/source": "dep/templates/cm.yaml"}

@@ -20,7 +20,7 @@ import pytest
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.drills import BlueGreenConfig, CanaryConfig, run_blue_green, run_canary, validate_canary
 from clinops_lib.drills.judge import Thresholds
-from clinops_lib.exceptions import MetricsError, ParameterError, TrafficError
+from clinops_lib.exceptions import DrillError, MetricsError, ParameterError, TrafficError
 from clinops_lib.faults import FaultProfile
 from clinops_lib.targets.base import ComponentStatus, Target, Track, TrackState
 
@@ -359,3 +359,37 @@ def test_error_rate_axis_starts_at_zero_and_shows_the_worst_rate() -> None:
     assert clean[0] == 0 and clean[1] > 0  # no errors: no negative half of the axis
     faulty = traffic_figure(_result_with(_records(200, fail_every=2))).layout.yaxis2.range
     assert faulty[0] == 0 and faulty[1] >= 0.5 > clean[1]  # every other request failed: 50 % visible
+
+
+def _bg(**kw: Any) -> BlueGreenConfig:
+    base: dict[str, Any] = {"service": "model-serving", "green_version": "2.0.0", "pause_scale": 0.1,
+                            "rate": 150, "thresholds": FAST, "abort_delay_s": 0, "tail_s": 0.3,
+                            "scale_down_delay_s": 2.5, "env": "prod"}
+    base.update(kw)
+    return BlueGreenConfig(**base)
+
+
+def test_manual_blue_green_awaits_approval_with_green_as_preview(router: RouterTarget) -> None:
+    from clinops_lib.drills import auto_promotion_enabled, promote_blue_green
+
+    assert auto_promotion_enabled(_bg()) is False  # prod values: autoPromotionEnabled false
+    assert auto_promotion_enabled(_bg(env="dev")) is True
+    res = run_blue_green(router, _bg())
+    assert res.outcome == "AWAITING_APPROVAL", res.reason
+    assert not [c for c in router.calls if c[0] in ("weight", "promote", "abort", "retire")]
+    assert router.tracks("model-serving")["canary"].version == "2.0.0"  # green still runs as preview
+    assert router.weight == 0 and all(iv.verdict == "Pass" for iv in res.intervals)
+    from clinops_lib.drills.plots import traffic_figure, weight_figure
+
+    assert weight_figure(res).data and traffic_figure(res).data  # the runbook draws this outcome too
+    # a promotion of something else than what runs as preview moves nothing
+    with pytest.raises(DrillError, match="not running as preview"):
+        promote_blue_green(router, _bg(green_version="2.0.1"))
+    assert not [c for c in router.calls if c[0] in ("weight", "promote", "abort", "retire")]
+    done = promote_blue_green(router, _bg(blue_version="1.0.0"))
+    assert done.outcome == "PROMOTED", done.reason
+    assert [c[1] for c in router.calls if c[0] == "weight"] == [100, 0, 100]
+    assert ("promote", "2.0.0") in router.calls
+    before = done.checks["promotion"]["versions_before"]  # this router routes a request in flight
+    assert before.get("1.0.0", 0) > 0.9 * sum(before.values())  # at the switch to green: nearly all blue
+    assert done.checks["promotion"]["versions_after"].keys() == {"2.0.0"}

@@ -2,9 +2,10 @@
 
 When two distributions install the same path (``python-hcl2`` and checkov's ``bc-python-hcl2`` both
 wrote ``hcl2/``), whichever the installer unpacks last wins, so one lock file yields a working or a
-broken environment by chance. The cure: one HCL parser (bc-python-hcl2, checkov's) and checkov in an
-environment of its own (``.venv-checkov``); this test keeps the cure in place by reading every installed distribution's RECORD file — what the
-installer actually wrote — in each environment the project's set-up creates.
+broken environment by chance. The cure: one HCL parser (bc-python-hcl2, checkov's) and checkov in
+an environment of its own (``.venv-checkov``); this test keeps the cure in place by reading every
+installed distribution's RECORD file — what the installer actually wrote — in each environment the
+project's set-up creates.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def _fake_distribution(site: Path, name: str, files: list[str]) -> None:
 
 
 def test_a_clashing_distribution_is_named_with_its_twin(tmp_path: Path) -> None:
-    _fake_distribution(tmp_path, "python-hcl2", ["hcl2/__init__.py", "hcl2/api.py", "hcl2/__pycache__/api.pyc"])
+    clashing = ["hcl2/__init__.py", "hcl2/api.py", "hcl2/__pycache__/api.pyc"]
+    _fake_distribution(tmp_path, "python-hcl2", clashing)
     _fake_distribution(tmp_path, "clean-one", ["clean_one/__init__.py"])
     assert overlapping_files(tmp_path) == {}
-    _fake_distribution(tmp_path, "bc-python-hcl2", ["hcl2/__init__.py", "hcl2/api.py", "hcl2/__pycache__/api.pyc"])
+    _fake_distribution(tmp_path, "bc-python-hcl2", clashing)
     assert overlapping_files(tmp_path) == {
         "hcl2/__init__.py": {"python-hcl2", "bc-python-hcl2"},
         "hcl2/api.py": {"python-hcl2", "bc-python-hcl2"},

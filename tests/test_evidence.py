@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinops_lib import evidence
 from clinops_lib.cli import main
+from clinops_lib.config import Settings
 from clinops_lib.evidence.manifest import CHAIN_FILE, read_chain, sha256_file
 from clinops_lib.exceptions import ConfigError
 
@@ -271,3 +272,188 @@ def test_verify_of_a_path_that_is_not_evidence_is_bad_input(tmp_path) -> None:
     assert main(["evidence", "verify", str(tmp_path / "nope")]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["evidence", "verify", str(tmp_path / "empty")]) == 2
+
+
+# -- attacks on the chain: the attacker rewrites everything that is not signed ---------------------------
+@pytest.fixture
+def signed3(tmp_path: Path) -> tuple[Path, list[Path], Path, bytes]:
+    """Three bundles signed with one key, and that key's public PEM."""
+    key = _key(tmp_path / "signing.pem")
+    root = tmp_path / "signed3"
+    bundles = [_seal_one(root, tmp_path, i, signing_key=key) for i in range(3)]
+    return root, bundles, key, _public(key, tmp_path / "signing.pub.pem").read_bytes()
+
+
+def _relink(root: Path, order: list[Path], edit: dict[str, dict] | None = None) -> None:
+    """Rewrite every manifest's position and the chain for ``order``: what a careful attacker
+    with write access does after deleting or reordering bundles (hashes all recomputed)."""
+    previous = None
+    lines = []
+    for seq, bundle in enumerate(order):
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["sequence"] = seq
+        manifest["previous_manifest_sha256"] = previous
+        manifest["bundle"] = bundle.relative_to(root).as_posix()
+        manifest.update((edit or {}).get(bundle.name, {}))
+        (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        digest = sha256_file(bundle / "manifest.json")
+        lines.append(
+            json.dumps(
+                {
+                    "sequence": seq,
+                    "bundle": manifest["bundle"],
+                    "manifest_sha256": digest,
+                    "previous_manifest_sha256": previous,
+                    "sealed_utc": manifest["sealed_utc"],
+                },
+                sort_keys=True,
+            )
+        )
+        previous = digest
+    (root / CHAIN_FILE).write_text("\n".join(lines) + "\n")
+
+
+def _all_problems(root: Path, pub: bytes) -> tuple[list[str], list[str]]:
+    """Problems without configured keys, and with the expected key configured."""
+    return _problems(root), evidence.verify(root, expected_keys=[pub]).problems
+
+
+def _named(problems: list[str], bundle: Path, *words: str) -> bool:
+    return any(bundle.name in p and all(w in p for w in words) for p in problems)
+
+
+def test_middle_deletion_with_relinking_fails_with_and_without_keys(signed3) -> None:
+    root, bundles, _, pub = signed3
+    shutil.rmtree(bundles[1])
+    _relink(root, [bundles[0], bundles[2]])
+    for problems in _all_problems(root, pub):
+        assert _named(problems, bundles[2], "sequence", "signed statement"), problems
+        assert _named(problems, bundles[2], "previous_manifest_sha256"), problems
+    assert main(["evidence", "verify", str(root)]) == 1
+
+
+def test_tail_truncation_is_caught_by_the_checkpoint(signed3) -> None:
+    root, bundles, _, pub = signed3
+    shutil.rmtree(bundles[2])
+    lines = (root / CHAIN_FILE).read_text().splitlines()
+    (root / CHAIN_FILE).write_text("\n".join(lines[:2]) + "\n")
+    for problems in _all_problems(root, pub):
+        assert _named(problems, bundles[2], "tail truncated"), problems
+    (root / "checkpoint.json").unlink()  # ... and deleting the checkpoint too is named
+    for problems in _all_problems(root, pub):
+        assert _named(problems, bundles[1], "checkpoint.json: missing"), problems
+
+
+def test_tail_truncation_of_an_unsigned_archive_is_caught_locally(archive) -> None:
+    root, bundles = archive
+    shutil.rmtree(bundles[2])
+    lines = (root / CHAIN_FILE).read_text().splitlines()
+    (root / CHAIN_FILE).write_text("\n".join(lines[:2]) + "\n")
+    assert _named(_problems(root), bundles[2], "tail truncated")
+
+
+def test_reorder_with_relinking_fails(signed3) -> None:
+    root, bundles, _, pub = signed3
+    _relink(root, [bundles[0], bundles[2], bundles[1]])
+    for problems in _all_problems(root, pub):
+        assert _named(problems, bundles[2], "sequence 1", "signed statement's 2"), problems
+        assert _named(problems, bundles[1], "sequence 2", "signed statement's 1"), problems
+
+
+def test_backdating_fails(signed3) -> None:
+    root, bundles, _, pub = signed3
+    _relink(root, bundles, edit={bundles[1].name: {"sealed_utc": "2020-01-01T00:00:00.000Z"}})
+    for problems in _all_problems(root, pub):
+        assert _named(problems, bundles[1], "sealed_utc", "backdated"), problems
+    # moving the bundle to an earlier-looking folder name breaks the signed path as well
+    earlier = bundles[1].with_name("20200101T000000Z-run001")
+    bundles[1].rename(earlier)
+    _relink(root, [bundles[0], earlier, bundles[2]])
+    for problems in _all_problems(root, pub):
+        assert _named(problems, earlier, "manifest bundle", "signed statement"), problems
+
+
+def _resign(bundle: Path, forged_key: Path) -> None:
+    from clinops_lib.evidence import attest as _attest
+
+    forged = _attest.load_private_key(forged_key)
+    statement = (bundle / evidence.STATEMENT_SIGNED).read_bytes()
+    pub = _attest.public_key_pem(forged)
+    (bundle / evidence.ENVELOPE).write_bytes(_attest.canonical(_attest.sign_envelope(statement, forged)))
+    (bundle / evidence.PUBLIC_KEY).write_bytes(pub)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["public_key_sha256"] = _attest.keyid(pub)
+    for name in (evidence.ENVELOPE, evidence.PUBLIC_KEY):
+        manifest["files"][name] = sha256_file(bundle / name)
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def test_resigning_with_another_key_fails_without_a_flag(signed3, tmp_path) -> None:
+    root, bundles, _, pub = signed3
+    forger = _key(tmp_path / "forger.pem")
+    _resign(bundles[1], forger)
+    _relink(root, bundles)
+    without, with_keys = _all_problems(root, pub)
+    assert _named(without, bundles[1], "different key than earlier bundles"), without
+    assert _named(with_keys, bundles[1], "different key", "expected key"), with_keys
+    # the configured key comes from CLINOPS_VERIFY_KEYS through Settings, no flag needed
+    keyfile = tmp_path / "expected.pem"
+    keyfile.write_bytes(pub)
+    settings_keys = Settings.from_env({"CLINOPS_VERIFY_KEYS": str(keyfile)}).expected_public_keys()
+    assert settings_keys == [pub]
+
+
+def test_resigning_everything_is_caught_only_by_configured_keys(signed3, tmp_path) -> None:
+    from clinops_lib.evidence import attest as _attest
+    from clinops_lib.evidence.checkpoint import write_checkpoint
+
+    root, bundles, _, pub = signed3
+    forger = _key(tmp_path / "forger.pem")
+    for b in bundles:
+        _resign(b, forger)
+    _relink(root, bundles)
+    write_checkpoint(root, read_chain(root), _attest.load_private_key(forger))
+    without, with_keys = _all_problems(root, pub)
+    # one key throughout: without the expected key nothing says "another key" (the stale
+    # previous hashes inside the statements are named, a thorough forger would fix those too)
+    assert not any("different key" in p or "checkpoint.json" in p for p in without), without
+    for b in bundles:
+        assert _named(with_keys, b, "different key"), with_keys
+    assert any("checkpoint.json: signature does not verify" in p for p in with_keys)
+
+
+def test_downgrade_to_unsigned_fails(signed3) -> None:
+    root, bundles, _, pub = signed3
+    b = bundles[1]
+    (b / evidence.ENVELOPE).unlink()
+    (b / evidence.PUBLIC_KEY).unlink()
+    (b / evidence.STATEMENT_SIGNED).rename(b / evidence.STATEMENT_UNSIGNED)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["signature"] = "none"
+    del manifest["public_key_sha256"]
+    manifest["files"] = {
+        k: v for k, v in manifest["files"].items() if k not in (evidence.ENVELOPE, evidence.PUBLIC_KEY)
+    }
+    manifest["files"][evidence.STATEMENT_UNSIGNED] = manifest["files"].pop(evidence.STATEMENT_SIGNED)
+    (b / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _relink(root, bundles)
+    without, with_keys = _all_problems(root, pub)
+    assert _named(without, b, "UNSIGNED after signed bundles"), without
+    assert _named(with_keys, b, "UNSIGNED", "expected key"), with_keys
+
+
+def test_unsigned_archive_fails_when_keys_are_configured(archive, signed3) -> None:
+    root, bundles = archive
+    problems = evidence.verify(root, expected_keys=[signed3[3]]).problems
+    for b in bundles:
+        assert _named(problems, b, "UNSIGNED"), problems
+
+
+def test_checkpoint_is_signed_and_names_the_head(signed3) -> None:
+    from clinops_lib.evidence.checkpoint import read_checkpoint
+
+    root, bundles, _, pub = signed3
+    envelope, body = read_checkpoint((root / "checkpoint.json").read_bytes())
+    assert body["size"] == 3 and body["head_bundle"] == bundles[2].relative_to(root).as_posix()
+    assert envelope["signatures"]
+    assert evidence.verify(root, expected_keys=[pub]).problems == []

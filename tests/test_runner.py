@@ -150,7 +150,7 @@ def test_kernel_gets_run_id_renderer_artifacts_and_parameters(passing) -> None:
     seen = json.loads(line)
     record = json.loads((b / "run-record.json").read_text())
     assert seen["run_id"] == record["run_id"] and b.name.endswith(record["run_id"])
-    assert seen["renderer"] == "notebook"
+    assert seen["renderer"] == "plotly_mimetype"
     assert not Path(seen["artifacts"]).exists()  # the scratch dir is gone after sealing
     assert (seen["target"], seen["rate"], seen["label"]) == (
         "kind",
@@ -198,17 +198,44 @@ def test_parameters_and_verdict(passing) -> None:
     ]
 
 
-def test_html_is_self_contained(passing) -> None:
-    html = (passing["bundle"] / "notebook.html").read_text()
+def test_one_copy_of_plotly_js_per_bundle(passing) -> None:
+    """The library is in assets/ once; the notebook, its HTML copy and the figure file only
+    reference it (relative paths, so a copied bundle still opens offline)."""
+    from clinops_lib.runs.plotly_assets import asset_name
+
+    b = passing["bundle"]
+    asset = b / "assets" / asset_name()
+    assert asset.stat().st_size > 3_000_000
+    marker = asset.read_bytes()[-2000:]  # a piece of the library that only a copy would contain
+    copies = [p for p in b.rglob("*") if p.is_file() and marker in p.read_bytes()]
+    assert copies == [asset]
+    html = (b / "notebook.html").read_text()
     assert '<script src="http' not in html.replace("'", '"')
-    assert "Plotly.newPlot" in html
-    assert len(html) > 1_000_000  # plotly.js itself is inlined
+    assert f'src="assets/{asset_name()}"' in html and "Plotly.newPlot" in html
+    assert f'src="../assets/{asset_name()}"' in (b / "data" / "rate-plot.html").read_text()
+    nb = json.loads((b / "notebook.ipynb").read_text())
+    mimes = {m for c in nb["cells"] for o in c.get("outputs", []) for m in o.get("data", {})}
+    assert "application/vnd.plotly.v1+json" in mimes
 
 
-def test_html_draws_the_plot_offline_in_chromium(passing, tmp_path) -> None:
+def _no_remote_reference(html: str) -> None:
+    import re
+
+    remote = r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(https?:)?//"""
+    refs = re.findall(remote, html, re.I)
+    assert refs == [], refs
+
+
+@pytest.mark.parametrize("page", ["notebook.html", "data/rate-plot.html"])
+def test_html_draws_the_plot_offline_in_chromium(passing, tmp_path, page: str) -> None:
+    """Plots render with every network request sent to a dead proxy, and no page refers to a
+    remote script, style or image (so nothing was fetched)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (scripts/setup.sh --tests installs it)")
+    copy = tmp_path / "copied-bundle"  # a copied bundle opens the same way
+    shutil.copytree(passing["bundle"], copy)
+    _no_remote_reference((copy / page).read_text())
     dom = subprocess.run(
         [
             chromium,
@@ -216,10 +243,12 @@ def test_html_draws_the_plot_offline_in_chromium(passing, tmp_path) -> None:
             "--no-sandbox",
             "--disable-gpu",
             "--disable-background-networking",
+            "--proxy-server=http://127.0.0.1:9",
+            "--proxy-bypass-list=<-loopback>",
             f"--user-data-dir={tmp_path / 'profile'}",
             "--virtual-time-budget=10000",
             "--dump-dom",
-            (passing["bundle"] / "notebook.html").as_uri(),
+            (copy / page).as_uri(),
         ],
         capture_output=True,
         text=True,

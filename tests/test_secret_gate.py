@@ -181,3 +181,137 @@ def test_secret_parameter_that_is_not_shown_passes(tmp_path) -> None:
     bundle = next(archive.glob("*/*/manifest.json")).parent
     assert json.loads((bundle / "verdict.json").read_text())["secret_gate"]["findings"] == []
     assert all(SECRET.encode() not in p.read_bytes() for p in archive.rglob("*") if p.is_file())
+
+
+# -- normalization: every encoding the bundle's formats use ---------------------------------------------
+AWS_LIKE = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzz9Q"  # a slash: plotly writes it as \u002f
+
+
+def _csv_field(value: str) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, quoting=csv.QUOTE_ALL).writerow([f"x{value}y"])
+    return buf.getvalue()
+
+
+def _encodings(value: str) -> dict[str, str]:
+    import base64
+    import urllib.parse
+
+    raw = value.encode()
+    plotly_json = json.dumps(value).replace("/", "\\u002f")
+    return {
+        "json \\u002f": f'{{"title": {plotly_json}}}',
+        "json \\uXXXX everything": json.dumps(value, ensure_ascii=True).replace(
+            value[0], f"\\u{ord(value[0]):04x}"
+        ),
+        "html entities": html.escape(value).replace(value[1], f"&#{ord(value[1])};"),
+        "html inside json": json.dumps(f"<p>{html.escape(value)}</p>"),
+        "url": "https://h/?q=" + urllib.parse.quote(value, safe=""),
+        "url plus in form": urllib.parse.quote_plus(value),
+        "csv": _csv_field('"' + value),
+        "repr": repr(value.encode()),
+        "repr bytes as hex escapes": "b'" + "".join(f"\\x{b:02x}" for b in raw) + "'",
+        "base64 aligned 0": base64.b64encode(raw).decode(),
+        "base64 aligned 1": base64.b64encode(b"a" + raw).decode(),
+        "base64 aligned 2": base64.b64encode(b"ab" + raw + b"z").decode(),
+        "urlsafe base64": base64.urlsafe_b64encode(b"?" + raw).decode(),
+        "hex": raw.hex(),
+        "HEX": raw.hex().upper(),
+        "split over two prints": f"{value[:5]}\n{value[5:]}",
+        "split json lines": json.dumps([value[:6] + "\n", value[6:]]),
+        "split python concat": f"'{value[:7]}' '{value[7:]}'",
+    }
+
+
+@pytest.mark.parametrize("form", list(_encodings(AWS_LIKE)))
+@pytest.mark.parametrize("value", [AWS_LIKE, SECRET + "/é"])
+def test_every_encoding_is_found_and_redacted(form: str, value: str) -> None:
+    text = _encodings(value)[form]
+    gate = SecretGate([("secret parameter 'key'", value)])
+    out, found = gate.redact_text(f"before {text} after")
+    assert found == ["secret parameter 'key'"], form
+    assert REDACTED in out
+    assert out.startswith("before ") and out.endswith(" after")
+    assert gate.redact_text(out)[1] == [], f"{form}: something of the value is left: {out!r}"
+
+
+def test_redaction_keeps_json_valid() -> None:
+    """A hit found in a decoded view is replaced token by token: the notebook stays JSON."""
+    gate = SecretGate([("v", AWS_LIKE)])
+    doc = json.dumps({"a": [AWS_LIKE[:6] + "\n", AWS_LIKE[6:]], "b": AWS_LIKE.replace("/", "\\/")})
+    out, found = gate.redact_text(doc)
+    assert found == ["v"]
+    parsed = json.loads(out)
+    assert all(REDACTED in s for s in parsed["a"])
+
+
+def test_plotly_figure_html_with_a_secret_in_the_title(tmp_path) -> None:
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]), layout={"title": {"text": f"key {AWS_LIKE}"}})
+    (tmp_path / "fig.html").write_text(fig.to_html(include_plotlyjs=False, full_html=True))
+    assert AWS_LIKE not in (tmp_path / "fig.html").read_text()  # plotly escapes the slash
+    assert SecretGate([("aws", AWS_LIKE)]).sweep(tmp_path) == ["aws in fig.html"]
+
+
+def test_secret_in_a_file_name_is_renamed(tmp_path) -> None:
+    gate = SecretGate([("token", LEARNED)])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / f"rows-{LEARNED}.csv").write_text("a\n1\n")
+    findings = gate.sweep(tmp_path)
+    assert findings == ["token in a file name (data/rows-REDACTED.csv)"]
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["rows-REDACTED.csv"]
+
+
+def test_short_declared_secret_fails_validation() -> None:
+    from clinops_lib.evidence.secretgate import check_declared
+    from clinops_lib.exceptions import ParameterError
+
+    check_declared({"token": "12345678", "empty": ""})
+    with pytest.raises(ParameterError, match="too short to detect reliably"):
+        check_declared({"token": "1234567"})
+
+
+def test_short_secret_parameter_exits_2_before_running(tmp_path, capsys) -> None:
+    nb = write_notebook(tmp_path / "q.ipynb", ["print('ran')"], 'token = ""  # secret')
+    archive = tmp_path / "evidence"
+    assert main(["run", str(nb), "-p", "token", "abc", "--out", str(archive), "--no-progress"]) == 2
+    assert "too short to detect reliably" in capsys.readouterr().err
+    assert not archive.exists()
+
+
+def test_short_record_secret_fails_the_cell() -> None:
+    from clinops_lib.runs import record
+
+    with pytest.raises(ValueError, match="too short to detect reliably"):
+        record.secret("abc")
+
+
+def test_common_files_have_no_false_positive() -> None:
+    """plotly.js and a notebook's JSON decoded every way still hold no value or pattern."""
+    from plotly.offline import get_plotlyjs
+
+    gate = SecretGate([("v", "correct-horse-battery")])
+    assert gate.find(get_plotlyjs()[:400_000])[1] == []
+
+
+def test_manifest_and_attestation_are_gated_again_before_the_seal(tmp_path) -> None:
+    """What the seal writes after the run's gate (manifest, statement) is checked once more:
+    a secret there stops the seal, nothing reaches the archive."""
+    from datetime import UTC, datetime
+
+    from clinops_lib import evidence
+    from clinops_lib.exceptions import SecretLeakError
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "notebook.html").write_text("<html>clean</html>")
+    gate = SecretGate([("token", LEARNED)])
+    verdict = {"verdict": "PASSED", "checks": [{"name": f"login as {LEARNED}", "passed": True}]}
+    with pytest.raises(SecretLeakError, match="attestation"):
+        evidence.seal(staging, tmp_path / "evidence", runbook="demo", run_id="r1",
+                      started=datetime(2026, 1, 1, tzinfo=UTC), verdict=verdict, gate=gate)
+    assert not list((tmp_path / "evidence").glob("*/*/manifest.json"))

@@ -1,5 +1,6 @@
-"""terraform/: parsed with bc-python-hcl2 (the HCL parser checkov uses), held to the same inventory file as the boto3 path,
-and scanned with checkov. No Terraform providers are needed (none can be downloaded here).
+"""terraform/: parsed with bc-python-hcl2 (the HCL parser checkov uses), held to the same inventory
+file as the boto3 path, and scanned with checkov. No Terraform providers are needed (none can be
+downloaded here).
 
 What "single source" means, checked here:
 * every key of inventory.tfvars.json is a declared variable (without a default, so a missing
@@ -206,6 +207,7 @@ def test_variable_types_match_the_json_and_the_library_fields() -> None:
     pairs = {
         "bucket": bucket,
         "lifecycle_rule": bucket[1]["lifecycle_rules"][1],
+        "object_lock": bucket[1]["object_lock"][1],
         "queue": _var_type("queues")[1],
         "topic": topic,
         "subscription": topic[1]["subscriptions"][1],

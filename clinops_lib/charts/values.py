@@ -19,19 +19,25 @@ never vendored. Helm's renderer skips a declared dependency that is absent from 
 ``render`` makes that explicit by switching every absent one off (its ``condition``) and
 ``missing_dependencies`` lists them, so the offline render covers exactly the project's own
 templates.
+
+A values *profile* (``values-<profile>.yaml`` layered over the environment's file, e.g.
+``local-cluster`` for the single-node cluster built from Debian packages) and ``overrides``
+(``--set``) join the environment in every reader here; the Helm half (:mod:`.render`) adds the
+Kubernetes version and the ``clinops-common`` library chart.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import project_root
+from ..config import PortMap, project_root
 from ..exceptions import ChartError, ConfigError
 
 __all__ = [
@@ -39,24 +45,30 @@ __all__ = [
     "ENVIRONMENTS",
     "GITOPS_CHART_NAME",
     "LEVELS",
+    "LIBRARY_CHART_NAME",
     "SERVICES",
     "analysis_queries",
     "analysis_thresholds",
+    "available_profiles",
     "blue_green",
     "canary_steps",
     "chart_dir",
     "declared_dependencies",
+    "disabled_components",
     "duration_seconds",
     "env_values",
+    "external_level0",
     "missing_dependencies",
     "prometheus_rules_file",
     "scaled_steps",
     "service_versions",
     "subchart_values",
+    "with_dependency_archives",
 ]
 
 CHART_NAME = "clinical-mlops"
 GITOPS_CHART_NAME = "gitops"
+LIBRARY_CHART_NAME = "clinops-common"
 ENVIRONMENTS = ("dev", "staging", "prod")
 #: Level subcharts in level order (0..6); the app-of-apps sync waves follow this order.
 LEVELS = (
@@ -139,32 +151,66 @@ def _drop_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _drop_nulls(v) if isinstance(v, Mapping) else v for k, v in values.items() if v is not None}
 
 
-def env_values(env: str, root: Path | None = None) -> dict[str, Any]:
-    """Umbrella values for ``env``: ``values.yaml`` overridden by ``values-<env>.yaml``.
+def available_profiles(root: Path | None = None) -> list[str]:
+    """Values profiles of the umbrella chart: every ``values-<name>.yaml`` that is not an environment."""
+    names = (p.name[len("values-"):-len(".yaml")] for p in chart_dir(root).glob("values-*.yaml"))
+    return sorted(n for n in names if n not in ENVIRONMENTS)
+
+
+def _check_profiles(chosen: tuple[str, ...] | list[str], root: Path | None) -> None:
+    known = available_profiles(root)
+    for name in chosen:
+        if name not in known:
+            raise ConfigError(f"unknown values profile {name!r}; known: {', '.join(known) or 'none'}")
+
+
+def env_values(env: str, root: Path | None = None, profiles: tuple[str, ...] = (),
+               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Umbrella values for ``env``: ``values.yaml`` overridden by ``values-<env>.yaml``, then by
+    each profile's ``values-<profile>.yaml`` in the order given (``helm -f`` order), then by
+    ``overrides`` (``--set``: e.g. ``external_level0``'s addresses).
 
     This is what ``render(env)`` hands to Helm as user values (Helm adds subchart defaults).
     """
     _check_env(env)
+    _check_profiles(profiles, root)
     cdir = chart_dir(root)
-    return _merge(_load_yaml(cdir / "values.yaml"), _load_yaml(cdir / f"values-{env}.yaml"), keep_nulls=True)
+    values = _merge(_load_yaml(cdir / "values.yaml"), _load_yaml(cdir / f"values-{env}.yaml"),
+                    keep_nulls=True)
+    for name in profiles:
+        values = _merge(values, _load_yaml(cdir / f"values-{name}.yaml"), keep_nulls=True)
+    return _merge(values, overrides or {}, keep_nulls=True)
 
 
-def subchart_values(level: str, env: str, root: Path | None = None) -> dict[str, Any]:
-    """The ``.Values`` a level subchart sees in ``env``, computed as Helm computes it."""
+def external_level0(host: str, ports: PortMap) -> dict[str, Any]:
+    """Overrides pointing the external Level 0 services (and the analysis Prometheus) at the local
+    target's ports on ``host`` (an address pods can route to, e.g. the cni0 gateway 10.88.0.1)."""
+    return {"global": {
+        "externalPostgresql": {"host": host, "port": ports.postgres},
+        "externalRedis": {"host": host, "port": ports.redis},
+        "externalLocalstack": {"host": host, "port": ports.localstack},
+        "prometheus": {"address": f"http://{host}:{ports.prometheus}"},
+    }}
+
+
+def subchart_values(level: str, env: str, root: Path | None = None, profiles: tuple[str, ...] = (),
+                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``.Values`` a level subchart sees in ``env`` (and profiles), computed as Helm computes it."""
     if level not in LEVELS:
         raise ChartError(f"unknown level subchart {level!r}; known: {', '.join(LEVELS)}")
-    top = env_values(env, root)
+    top = env_values(env, root, profiles, overrides)
     defaults = _load_yaml(chart_dir(root) / "charts" / level / "values.yaml")
     merged = _merge(defaults, top.get(level) or {})
     merged["global"] = _merge(defaults.get("global") or {}, top.get("global") or {})
     return _drop_nulls(merged)
 
 
-def _service(service: str, env: str, root: Path | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+def _service(service: str, env: str, root: Path | None,
+             profiles: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any], str]:
     if service not in SERVICES:
         raise ChartError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
     level, key, strategy = SERVICES[service]
-    values = subchart_values(level, env, root)
+    values = subchart_values(level, env, root, profiles)
     svc = values.get(key)
     if not isinstance(svc, dict):
         raise ChartError(f"{level} values have no {key!r} block for service {service!r} in {env}")
@@ -172,11 +218,11 @@ def _service(service: str, env: str, root: Path | None) -> tuple[dict[str, Any],
 
 
 # -- the values API (what the local target and the drills read) -----------------------------
-def service_versions(env: str, root: Path | None = None) -> dict[str, str]:
+def service_versions(env: str, root: Path | None = None, *, profiles: tuple[str, ...] = ()) -> dict[str, str]:
     """Image tag (= the ``version`` metric label) of each online service in ``env``."""
     out: dict[str, str] = {}
     for service in SERVICES:
-        svc, _, _ = _service(service, env, root)
+        svc, _, _ = _service(service, env, root, profiles)
         tag = str((svc.get("image") or {}).get("tag") or "")
         if not tag or tag == "latest":
             raise ChartError(f"{service} in {env}: image tag must be pinned (got {tag!r})")
@@ -184,9 +230,10 @@ def service_versions(env: str, root: Path | None = None) -> dict[str, str]:
     return out
 
 
-def canary_steps(service: str, env: str, root: Path | None = None) -> list[dict[str, Any]]:
+def canary_steps(service: str, env: str, root: Path | None = None, *,
+                 profiles: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """The Rollout's ``strategy.canary.steps`` for ``service`` in ``env`` (Argo Rollouts form)."""
-    svc, _, strategy = _service(service, env, root)
+    svc, _, strategy = _service(service, env, root, profiles)
     if strategy != "canary":
         raise ChartError(f"{service} is rolled out {strategy}, it has no canary steps")
     steps = (svc.get("canary") or {}).get("steps")
@@ -282,6 +329,13 @@ def analysis_queries(env: str, service: str, version: str | None = None,
     return out
 
 
+def _strict_bool(value: Any, what: str) -> bool:
+    """A YAML boolean, never a truthy string: "false" in a values file must not promote."""
+    if not isinstance(value, bool):
+        raise ChartError(f"{what} must be true or false, not {value!r}")
+    return value
+
+
 def _analysis_ref(service: str, version: str) -> dict[str, Any]:
     """How a Rollout references the two AnalysisTemplates (same shape the templates render)."""
     return {
@@ -290,18 +344,20 @@ def _analysis_ref(service: str, version: str) -> dict[str, Any]:
     }
 
 
-def blue_green(service: str, env: str, root: Path | None = None) -> dict[str, Any]:
+def blue_green(service: str, env: str, root: Path | None = None, *,
+               profiles: tuple[str, ...] = ()) -> dict[str, Any]:
     """Blue-green settings of ``service`` in ``env`` (what its Rollout carries)."""
-    svc, _, strategy = _service(service, env, root)
+    svc, _, strategy = _service(service, env, root, profiles)
     if strategy != "blueGreen":
         raise ChartError(f"{service} is rolled out {strategy}, it has no blue-green settings")
     bg = svc.get("blueGreen") or {}
-    version = service_versions(env, root)[service]
+    version = service_versions(env, root, profiles=profiles)[service]
     try:
         return {
             "active_service": service,
             "preview_service": f"{service}-preview",
-            "auto_promotion_enabled": bool(bg["autoPromotionEnabled"]),
+            "auto_promotion_enabled": _strict_bool(bg["autoPromotionEnabled"],
+                                                   f"{service} in {env}: blueGreen.autoPromotionEnabled"),
             "scale_down_delay_seconds": int(bg["scaleDownDelaySeconds"]),
             "pre_promotion_analysis": _analysis_ref(service, version),
             "post_promotion_analysis": _analysis_ref(service, version),
@@ -310,14 +366,35 @@ def blue_green(service: str, env: str, root: Path | None = None) -> dict[str, An
         raise ChartError(f"{service} in {env}: blueGreen.{e.args[0]} missing") from e
 
 
+def disabled_components(env: str, root: Path | None = None, *,
+                        profiles: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Per level, the components its values switch off (``<component>.enabled: false``: a bundled
+    chart or one of the level's own workloads), e.g. what the local-cluster profile leaves out
+    because that cluster has no image for it. A status report names these "not on this cluster"."""
+    out: dict[str, list[str]] = {}
+    for level in LEVELS:
+        values = subchart_values(level, env, root, profiles)
+        off = sorted(k for k, v in values.items()
+                     if k != "global" and isinstance(v, Mapping) and v.get("enabled") is False)
+        if off:
+            out[level] = off
+    return out
+
+
 # -- dependencies ----------------------------------------------------------------------------
+def _is_local(dep: Mapping[str, Any]) -> bool:
+    return str(dep.get("repository") or "").startswith("file://")
+
+
 def declared_dependencies(root: Path | None = None) -> list[dict[str, Any]]:
-    """Third-party dependencies declared by the level subcharts, each with its ``level``."""
+    """Third-party dependencies declared by the level subcharts, each with its ``level``
+    (the ``file://`` library chart is the project's own, built by ``build_dependencies``)."""
     out = []
     for level in LEVELS:
         meta = _load_yaml(chart_dir(root) / "charts" / level / "Chart.yaml")
         for dep in meta.get("dependencies") or []:
-            out.append({"level": level, **dep})
+            if not _is_local(dep):
+                out.append({"level": level, **dep})
     return out
 
 
@@ -330,3 +407,19 @@ def missing_dependencies(root: Path | None = None) -> list[dict[str, Any]]:
         if not present:
             out.append(dep)
     return out
+
+
+def with_dependency_archives(archive_dir: Path, dest: Path, root: Path | None = None) -> Path:
+    """A copy of the charts under ``dest`` with every declared third-party dependency found in
+    ``archive_dir`` (``<name>-<version>.tgz``, e.g. ``../shared/charts``) laid out where
+    ``helm dependency build`` puts it; returns the copy's project root for ``render(env, root)``.
+    The repository itself is never written to; absent archives stay absent (switched off)."""
+    src = (root or project_root()) / "charts"
+    shutil.copytree(src, dest / "charts", ignore=shutil.ignore_patterns("*.tgz", ".build-*"))
+    for dep in declared_dependencies(dest):
+        archive = archive_dir / f"{dep['name']}-{dep['version']}.tgz"
+        if archive.is_file():
+            target = chart_dir(dest) / "charts" / dep["level"] / "charts"
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(archive, target / archive.name)
+    return dest

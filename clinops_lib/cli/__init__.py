@@ -31,7 +31,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_evidence_verify(args: argparse.Namespace) -> int:
     from ..evidence.verify import verify_from_cli
 
-    return verify_from_cli(args)
+    return verify_from_cli(args, _settings(args))
+
+
+def _cmd_evidence_push(args: argparse.Namespace) -> int:
+    from ..evidence.verify import push_from_cli
+
+    return push_from_cli(args, _settings(args))
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    from ..evidence.verify import approve_from_cli
+
+    return approve_from_cli(args, _settings(args))
 
 
 def _cmd_evidence_list(args: argparse.Namespace) -> int:
@@ -103,7 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     verify = ev_sub.add_parser("verify", help="check hashes, the chain and signatures of a bundle or archive")
     verify.add_argument("path")
     verify.add_argument("--public-key", help="Ed25519 public key (PEM) the signatures must verify against")
+    verify.add_argument("--remote", action="store_true", help="also compare with the write-once bucket")
+    verify.add_argument("--bucket", help="remote bucket (default: the inventory's evidence bucket)")
+    verify.add_argument("--prefix", default="", help="key prefix in the remote bucket")
     verify.set_defaults(func=_cmd_evidence_verify)
+    push = ev_sub.add_parser("push", help="upload sealed bundles and the checkpoint to the write-once bucket")
+    push.add_argument("path", nargs="?", help="evidence archive (default: ./evidence)")
+    push.add_argument("--bucket", help="remote bucket (default: the inventory's evidence bucket)")
+    push.add_argument("--prefix", default="", help="key prefix in the remote bucket")
+    push.set_defaults(func=_cmd_evidence_push)
+    approve = sub.add_parser("approve", help="sign an approval of an evidence bundle with your own key")
+    approve.add_argument("bundle")
+    approve.add_argument("--meaning", required=True, help="reviewed | approved for promotion | rejected")
+    approve.add_argument("--key", required=True, help="your Ed25519 private key (PEM, passphrase-protected)")
+    approve.add_argument("--comment", default="", help="free text kept in the signed statement")
+    approve.set_defaults(func=_cmd_approve)
     lst = ev_sub.add_parser("list", help="one line per run: runbook, time, target, verdict")
     lst.add_argument("path", nargs="?")
     lst.set_defaults(func=_cmd_evidence_list)
@@ -130,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     chart.add_argument("action", choices=("render", "lint"))
     chart.add_argument("--env", default="dev", choices=("dev", "staging", "prod"))
     chart.add_argument("--out", help="write the rendered manifests here (default: stdout)")
+    chart.add_argument("--profile", action="append", default=[],
+                       help="values profile layered over the environment (charts/clinical-mlops/"
+                            "values-PROFILE.yaml, e.g. local-cluster); repeatable")
+    chart.add_argument("--kube-version", help="Kubernetes version to render for, e.g. 1.20.2 "
+                                              "(default: Helm's current one)")
     chart.set_defaults(func=_cmd_chart)
 
     kind = sub.add_parser("kind", help="create or delete the kind cluster and install the stack")

@@ -41,11 +41,12 @@ version served before and after each switch.
 
 from __future__ import annotations
 
-from .bluegreen import run_blue_green
+from .bluegreen import promote_blue_green, run_blue_green
 from .canary import run_canary
 from .config import (
     BlueGreenConfig,
     CanaryConfig,
+    auto_promotion_enabled,
     normalize_steps,
     threshold_overrides,
     validate_blue_green,
@@ -59,7 +60,9 @@ __all__ = [
     "DrillEvent",
     "DrillResult",
     "Outcome",
+    "auto_promotion_enabled",
     "normalize_steps",
+    "promote_blue_green",
     "run_blue_green",
     "run_canary",
     "threshold_overrides",

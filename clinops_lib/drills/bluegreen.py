@@ -1,4 +1,9 @@
-"""The blue-green drill: preview analysis, switch, post-promotion analysis, rollback drill, scale-down."""
+"""The blue-green drill: preview analysis, switch, post-promotion analysis, rollback drill, scale-down.
+
+Where the environment promotes by hand (the chart's ``autoPromotionEnabled: false``) the drill
+stops after the pre-promotion analysis with AWAITING_APPROVAL and :func:`promote_blue_green`
+runs the second half once a signed approval exists (``runbooks/04-promote.ipynb``).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,26 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from ..exceptions import DrillError, TargetError
 from ..targets.base import Target
-from .config import BlueGreenConfig, validate_blue_green
+from .config import BlueGreenConfig, _Plan, auto_promotion_enabled, validate_blue_green
 from .result import DrillResult, Outcome
-from .session import _Aborted, _carry_out, _finish_abort, _open_session
+from .session import _Aborted, _carry_out, _finish_abort, _noop, _open_session, _Session
 
-__all__ = ["run_blue_green"]
+__all__ = ["promote_blue_green", "run_blue_green"]
 
 
 def run_blue_green(
     target: Target, cfg: BlueGreenConfig, *, log: Callable[[str], None] | None = None
 ) -> DrillResult:
-    """Blue-green drill: preview analysis, switch, post analysis, rollback drill, scale-down."""
+    """Blue-green drill: preview analysis, switch, post analysis, rollback drill, scale-down.
+
+    With auto promotion off (the chart's ``autoPromotionEnabled: false``, production) the drill
+    stops after a passing pre-promotion analysis with outcome AWAITING_APPROVAL, green still
+    running as preview; :func:`promote_blue_green` does the rest after a signed approval.
+    """
     plan, preview_rate, delay = validate_blue_green(cfg, target)
+    manual = not auto_promotion_enabled(cfg)
     s = _open_session(target, cfg, plan, cfg.green_version, log, "green", "as preview")
     preview = s.start_load(target.preview_url(cfg.service), preview_rate, "preview")
     s.share = preview_rate / (preview_rate + cfg.rate)
@@ -28,13 +40,6 @@ def run_blue_green(
     reason = "pre- and post-promotion analysis passed"
     checks: dict[str, Any] = {"scale_down_delay_s": delay}
     switches: list[tuple[str, float, float]] = []
-
-    def switch(weight: int, name: str) -> None:
-        t0 = time.time()
-        s.set_weight(weight)
-        switches.append((name, t0, time.time()))
-        s.event("switch", f"{name}: {'green' if weight == 100 else 'blue'} serves all users", weight)
-
     try:
         s.step_name = "pre-promotion"
         s.event("pause", f"pre-promotion analysis: {s.th.count} intervals on the preview")
@@ -44,34 +49,106 @@ def run_blue_green(
             s.until_pass(s.th.inconclusive_limit + 1)
         preview.stop()
         s.share = 0.0  # no stable traffic to compare with from here on
-        s.step_name = "promotion"
-        switch(100, "promotion")
-        s.step_name = "post-promotion"
-        s.event("pause", f"post-promotion analysis: {s.th.count} intervals")
-        window_end = time.time() + delay
-        for _ in range(s.th.count):
-            s.one_interval(plan.interval)
-        if cfg.rollback_drill:
-            s.step_name = "rollback-drill"
-            switch(0, "rollback")
-            s.hold(plan.interval)
-            switch(100, "roll-forward")
-            s.hold(plan.interval)
-        s.step_name = "scale-down-delay"
-        rest = window_end - time.time()
-        if rest > 0:
-            s.event("pause", f"scale-down delay: blue kept {rest:.1f}s more for an instant rollback")
-            s.hold(rest)
+        if manual:
+            outcome = "AWAITING_APPROVAL"
+            reason = "pre-promotion analysis passed; autoPromotionEnabled is false: needs a signed approval"
+        else:
+            _promote_and_watch(s, cfg, plan, delay, switches)
     except _Aborted as a:
         outcome, reason = a.outcome, a.reason
     except BaseException:
         _finish_abort(s, 0)
         s.stop_load()
         raise
-    decided = time.time()
-    s.event("decision", f"{outcome}: {reason}")
     if preview.running:
         preview.stop()
+    return _finish_blue_green(s, cfg, plan, outcome, reason, checks, switches)
+
+
+def promote_blue_green(
+    target: Target, cfg: BlueGreenConfig, *, log: Callable[[str], None] | None = None
+) -> DrillResult:
+    """The second half of a blue-green release that awaited approval: switch users to the
+    green already running as preview, post-promotion analysis, rollback drill, scale-down.
+
+    The caller has verified the signed approval (:mod:`clinops_lib.evidence.approvals`); this checks
+    that what runs is what was approved: ``cfg.blue_version`` on stable and
+    ``cfg.green_version`` on the canary track, else :class:`DrillError` before any traffic moves.
+    """
+    plan, _preview_rate, delay = validate_blue_green(cfg, target)
+    try:
+        green = target.tracks(cfg.service)["canary"]
+    except TargetError as e:
+        raise DrillError(f"cannot read the tracks of {cfg.service}: {e}") from e
+    if not green.running or green.version != cfg.green_version:
+        raise DrillError(
+            f"{cfg.service}: the approved green {cfg.green_version} is not running as preview "
+            f"(canary track: {green.version if green.running else 'nothing'}); nothing moved"
+        )
+    s = _Session(target, cfg.service, plan.stable_version, cfg.green_version, plan, cfg.on_inconclusive,
+                 cfg.poll_s, log or _noop)
+    s.event("deploy", f"promoting green {cfg.green_version} (running as preview) after a signed approval", 0)
+    s.start_load(target.service_url(cfg.service), cfg.rate, "user")
+    s.share = 0.0
+    s.expect_weight = 0
+    outcome: Outcome = "PROMOTED"
+    reason = "approved; post-promotion analysis passed"
+    checks: dict[str, Any] = {"scale_down_delay_s": delay}
+    switches: list[tuple[str, float, float]] = []
+    try:
+        time.sleep(min(1.0, plan.interval / 2))  # users on blue before the switch: the "before" evidence
+        _promote_and_watch(s, cfg, plan, delay, switches)
+    except _Aborted as a:
+        outcome, reason = a.outcome, a.reason
+    except BaseException:
+        _finish_abort(s, 0)
+        s.stop_load()
+        raise
+    return _finish_blue_green(s, cfg, plan, outcome, reason, checks, switches)
+
+
+def _promote_and_watch(
+    s: _Session, cfg: BlueGreenConfig, plan: _Plan, delay: float, switches: list[tuple[str, float, float]]
+) -> None:
+    """Switch users to green, post-promotion analysis, rollback drill, scale-down window."""
+
+    def switch(weight: int, name: str) -> None:
+        t0 = time.time()
+        s.set_weight(weight)
+        switches.append((name, t0, time.time()))
+        s.event("switch", f"{name}: {'green' if weight == 100 else 'blue'} serves all users", weight)
+
+    s.step_name = "promotion"
+    switch(100, "promotion")
+    s.step_name = "post-promotion"
+    s.event("pause", f"post-promotion analysis: {s.th.count} intervals")
+    window_end = time.time() + delay
+    for _ in range(s.th.count):
+        s.one_interval(plan.interval)
+    if cfg.rollback_drill:
+        s.step_name = "rollback-drill"
+        switch(0, "rollback")
+        s.hold(plan.interval)
+        switch(100, "roll-forward")
+        s.hold(plan.interval)
+    s.step_name = "scale-down-delay"
+    rest = window_end - time.time()
+    if rest > 0:
+        s.event("pause", f"scale-down delay: blue kept {rest:.1f}s more for an instant rollback")
+        s.hold(rest)
+
+
+def _finish_blue_green(
+    s: _Session,
+    cfg: BlueGreenConfig,
+    plan: _Plan,
+    outcome: Outcome,
+    reason: str,
+    checks: dict[str, Any],
+    switches: list[tuple[str, float, float]],
+) -> DrillResult:
+    decided = time.time()
+    s.event("decision", f"{outcome}: {reason}")
     promoted = f"green {cfg.green_version} is the new stable; blue scaled down"
     outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
     time.sleep(cfg.tail_s)
@@ -91,7 +168,7 @@ def run_blue_green(
             "requests_around_switch": len(around),
         }
     checks["failed_user_requests_total"] = sum(1 for r in records if r.label == "user" and r.failed)
-    res = DrillResult(
+    return DrillResult(
         "blue-green",
         cfg.service,
         plan.stable_version,
@@ -111,4 +188,3 @@ def run_blue_green(
         s.error_test_summary(),
         checks,
     )
-    return res

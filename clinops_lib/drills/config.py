@@ -86,6 +86,22 @@ class BlueGreenConfig:
     poll_s: float = 0.5
     deploy_timeout_s: float = 60.0
     tail_s: float = 1.5
+    #: None = the chart's ``autoPromotionEnabled`` for ``env``. False: stop after the
+    #: pre-promotion analysis (AWAITING_APPROVAL, green left running as preview);
+    #: :func:`~clinops_lib.drills.bluegreen.promote_blue_green` continues after a signed approval.
+    auto_promotion: bool | None = None
+
+
+def auto_promotion_enabled(cfg: BlueGreenConfig) -> bool:
+    """Whether this drill promotes by itself: the config, else the chart's value for ``env``."""
+    if cfg.auto_promotion is not None:
+        return cfg.auto_promotion
+    from .. import charts
+
+    try:
+        return bool(charts.blue_green(cfg.service, cfg.env)["auto_promotion_enabled"])
+    except ChartError:
+        return cfg.env != "prod"  # no chart: production is promoted by hand
 
 
 # -- validation (before anything moves) ---------------------------------------------------------------

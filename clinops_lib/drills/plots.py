@@ -20,7 +20,9 @@ from .result import DrillResult
 
 __all__ = ["intervals_frame", "traffic_figure", "version_summary_frame", "weight_figure"]
 
-_DECISION_COLOUR = {"PROMOTED": "green", "ABORTED": "red", "PAUSED": "orange"}
+_DECISION_COLOUR = {
+    "PROMOTED": "green", "ABORTED": "red", "PAUSED": "orange", "AWAITING_APPROVAL": "royalblue",
+}
 
 
 def _marks(fig: go.Figure, res: DrillResult, rows: int = 1) -> None:

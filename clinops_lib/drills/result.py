@@ -10,7 +10,7 @@ from .loadgen import RequestRecord
 
 __all__ = ["DrillEvent", "DrillResult", "Outcome"]
 
-Outcome = Literal["PROMOTED", "ABORTED", "PAUSED"]
+Outcome = Literal["PROMOTED", "ABORTED", "PAUSED", "AWAITING_APPROVAL"]
 
 
 @dataclass

@@ -442,6 +442,8 @@ def _carry_out(
     """
     if outcome == "ABORTED":
         _finish_abort(s, abort_delay_s)
+    elif outcome == "AWAITING_APPROVAL":
+        s.event("pause", f"green {s.canary} stays as preview: promotion needs a signed approval")
     elif outcome == "PROMOTED":
         try:
             s.target.promote(s.service)

@@ -21,10 +21,12 @@ __all__ = [
     "PREDICATE_TYPE",
     "STATEMENT_TYPE",
     "load_private_key",
+    "keyid",
     "load_public_key",
     "pae",
     "public_key_pem",
     "sign_envelope",
+    "split_pems",
     "statement",
     "verify_envelope",
 ]
@@ -69,17 +71,16 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
-def load_private_key(path: Path) -> Any:
-    """The Ed25519 private key at ``path`` (PEM, unencrypted)."""
+def load_private_key(path: Path, password: bytes | None = None) -> Any:
+    """The Ed25519 private key at ``path`` (PEM; encrypted when ``password`` is given)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(path.read_bytes(), password=password)
     except (OSError, ValueError, TypeError) as e:
-        raise ConfigError(
-            f"signing key {path}: cannot be read as an unencrypted PEM private key ({e})"
-        ) from e
+        kind = "PEM private key with that passphrase" if password else "unencrypted PEM private key"
+        raise ConfigError(f"signing key {path}: cannot be read as an {kind} ({e})") from e
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"signing key {path}: is a {type(key).__name__}, not an Ed25519 key")
     return key
@@ -109,21 +110,31 @@ def public_key_pem(private_key: Any) -> bytes:
 
 
 def keyid(public_pem: bytes) -> str:
-    """A stable key id: SHA-256 of the PEM public key."""
-    return hashlib.sha256(public_pem).hexdigest()
+    """A stable key id: SHA-256 of the PEM public key (surrounding whitespace ignored)."""
+    return hashlib.sha256(public_pem.strip() + b"\n").hexdigest()
 
 
-def sign_envelope(payload: bytes, private_key: Any) -> dict[str, Any]:
+def split_pems(data: bytes) -> list[bytes]:
+    """Every ``PUBLIC KEY`` PEM block in ``data`` (a key file may list several)."""
+    import re
+
+    return [
+        m.group().strip() + b"\n"
+        for m in re.finditer(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----", data, re.S)
+    ]
+
+
+def sign_envelope(payload: bytes, private_key: Any, payload_type: str = PAYLOAD_TYPE) -> dict[str, Any]:
     """A DSSE envelope over ``payload`` (the statement file's exact bytes)."""
-    sig = private_key.sign(pae(PAYLOAD_TYPE, payload))
+    sig = private_key.sign(pae(payload_type, payload))
     return {
-        "payloadType": PAYLOAD_TYPE,
+        "payloadType": payload_type,
         "payload": base64.b64encode(payload).decode(),
         "signatures": [{"keyid": keyid(public_key_pem(private_key)), "sig": base64.b64encode(sig).decode()}],
     }
 
 
-def verify_envelope(envelope: dict[str, Any], public_key: Any) -> bytes:
+def verify_envelope(envelope: dict[str, Any], public_key: Any, payload_type: str = PAYLOAD_TYPE) -> bytes:
     """Check the envelope's signature with ``public_key``; returns the payload.
 
     Raises ``ValueError`` with a reason when it does not verify (the caller names the file).
@@ -133,11 +144,11 @@ def verify_envelope(envelope: dict[str, Any], public_key: Any) -> bytes:
     try:
         payload = base64.b64decode(envelope["payload"], validate=True)
         sigs = envelope["signatures"]
-        payload_type = envelope["payloadType"]
+        found_type = envelope["payloadType"]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"malformed DSSE envelope ({e})") from e
-    if payload_type != PAYLOAD_TYPE:
-        raise ValueError(f"payloadType is {payload_type!r}, expected {PAYLOAD_TYPE!r}")
+    if found_type != payload_type:
+        raise ValueError(f"payloadType is {found_type!r}, expected {payload_type!r}")
     for s in sigs:
         try:
             public_key.verify(base64.b64decode(s["sig"]), pae(payload_type, payload))

@@ -5,6 +5,9 @@ needs to read a run without any tooling (the executed notebook, an offline HTML 
 parameters with secrets redacted, the run record, the verdict, the data files) plus what a
 machine needs to prove nothing changed since (``manifest.json`` with every file's SHA-256 and
 the chain link, an in-toto Statement, and a DSSE Ed25519 signature when a key is configured).
+The signed statement covers the bundle's chain position (sequence, previous manifest hash,
+path, seal time) and a signed checkpoint of the chain head is written after every seal
+(:mod:`.checkpoint`), so neither relinking nor truncating the chain goes unnoticed.
 
 Sealing is the last step of :mod:`clinops_lib.runs.runner`; the files are assembled and passed
 through the secret gate in a scratch directory first, so the archive only ever receives
@@ -18,9 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import EvidenceError
+from ..exceptions import EvidenceError, SecretLeakError
 from ..runs.runrecord import iso, utc_now
 from . import attest
+from .checkpoint import write_checkpoint
 from .manifest import (
     MANIFEST,
     append_chain,
@@ -29,6 +33,7 @@ from .manifest import (
     read_chain,
     sha256_file,
 )
+from .secretgate import SecretGate
 
 __all__ = [
     "ATTESTATION_FILES",
@@ -38,6 +43,7 @@ __all__ = [
     "STATEMENT_UNSIGNED",
     "bundle_name",
     "seal",
+    "signed_position",
 ]
 
 MANIFEST_SCHEMA = "clinops-evidence-manifest/v1"
@@ -54,7 +60,14 @@ def bundle_name(started: datetime, run_id: str) -> str:
 
 
 # -- sealing ----------------------------------------------------------------------------------
-def _statement_for(staging: Path, verdict: dict[str, Any], runbook: str) -> dict[str, Any]:
+CHAIN_DESCRIPTOR = "clinops-chain-position"
+
+
+def _statement_for(
+    staging: Path, verdict: dict[str, Any], runbook: str, position: dict[str, Any]
+) -> dict[str, Any]:
+    """The statement; ``position`` (sequence, previous manifest hash, bundle path, seal time)
+    is part of what is signed, so relinking, reordering, moving or backdating breaks the signature."""
     subjects = bundle_files(staging, exclude=(MANIFEST, *ATTESTATION_FILES))
     checks = verdict.get("checks", [])
     passed = [c["name"] for c in checks if c.get("passed")]
@@ -70,9 +83,37 @@ def _statement_for(staging: Path, verdict: dict[str, Any], runbook: str) -> dict
         if name in subjects
     ]
     configuration.append({"name": f"runbook:{runbook}"})
+    configuration.append({"name": CHAIN_DESCRIPTOR, "annotations": position})
     return attest.statement(
         subjects, result=verdict["verdict"], configuration=configuration, passed=passed, failed=failed
     )
+
+
+def signed_position(statement: dict[str, Any]) -> dict[str, Any] | None:
+    """The chain position a statement records (None for statements sealed before it existed)."""
+    for item in statement.get("predicate", {}).get("configuration", []):
+        if isinstance(item, dict) and item.get("name") == CHAIN_DESCRIPTOR:
+            annotations = item.get("annotations")
+            return annotations if isinstance(annotations, dict) else None
+    return None
+
+
+def _gate_again(staging: Path, gate: SecretGate | None) -> None:
+    """The manifest and attestations are written after the run's gate: check them and every
+    name once more. Nothing is redacted here (that would break what was just signed): a hit
+    stops the seal."""
+    if gate is None:
+        return
+    hits = []
+    for path in sorted(staging.rglob("*")):
+        rel = path.relative_to(staging).as_posix()
+        if gate.find(rel)[1]:
+            hits.append(f"a file name ({gate.redact_name(rel)[0]})")
+        if path.is_file() and path.name in (MANIFEST, *ATTESTATION_FILES):
+            if gate.find(path.read_text(encoding="utf-8"))[1]:
+                hits.append(rel)
+    if hits:
+        raise SecretLeakError(f"secret gate: a secret reached {', '.join(hits)} after redaction; not sealed")
 
 
 def seal(
@@ -84,24 +125,16 @@ def seal(
     started: datetime,
     verdict: dict[str, Any],
     signing_key: Path | None = None,
+    gate: SecretGate | None = None,
 ) -> Path:
     """Attest, hash and move ``staging`` into the archive as the chain's next bundle.
 
-    ``staging`` must already have passed the secret gate; it is consumed (moved).
+    ``staging`` must already have passed the secret gate (``gate``, when given, checks the
+    manifest, attestations and names written here once more); it is consumed (moved).
+    After the bundle, the chain line and then the archive's checkpoint are written.
     Returns the bundle's path.
     """
     private_key = attest.load_private_key(signing_key) if signing_key is not None else None
-    statement = attest.canonical(_statement_for(staging, verdict, runbook))
-    if private_key is None:
-        (staging / STATEMENT_UNSIGNED).write_bytes(statement)
-        signature: dict[str, Any] = {"signature": "none"}
-    else:
-        pub = attest.public_key_pem(private_key)
-        (staging / STATEMENT_SIGNED).write_bytes(statement)
-        (staging / ENVELOPE).write_bytes(attest.canonical(attest.sign_envelope(statement, private_key)))
-        (staging / PUBLIC_KEY).write_bytes(pub)
-        signature = {"signature": "ed25519-dsse", "public_key_sha256": attest.keyid(pub)}
-
     name = bundle_name(started, run_id)
     rel = f"{runbook}/{name}"
     with archive_lock(archive):
@@ -110,33 +143,45 @@ def seal(
         final = archive / runbook / name
         if final.exists():
             raise EvidenceError(f"bundle {final} already exists")
-        manifest = {
-            "schema": MANIFEST_SCHEMA,
-            "bundle": rel,
-            "runbook": runbook,
-            "run_id": run_id,
+        position = {
             "sequence": len(chain),
             "previous_manifest_sha256": previous,
+            "bundle": rel,
             "sealed_utc": iso(utc_now()),
+        }
+        statement = attest.canonical(_statement_for(staging, verdict, runbook, position))
+        if private_key is None:
+            (staging / STATEMENT_UNSIGNED).write_bytes(statement)
+            signature: dict[str, Any] = {"signature": "none"}
+        else:
+            pub = attest.public_key_pem(private_key)
+            (staging / STATEMENT_SIGNED).write_bytes(statement)
+            (staging / ENVELOPE).write_bytes(attest.canonical(attest.sign_envelope(statement, private_key)))
+            (staging / PUBLIC_KEY).write_bytes(pub)
+            signature = {"signature": "ed25519-dsse", "public_key_sha256": attest.keyid(pub)}
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "runbook": runbook,
+            "run_id": run_id,
+            **position,
             "verdict": verdict["verdict"],
             **signature,
             "files": bundle_files(staging),
         }
         (staging / MANIFEST).write_bytes(attest.canonical(manifest))
+        _gate_again(staging, gate)
         partial = final.parent / f".{name}.partial"
         final.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staging, partial)
         partial.rename(final)
-        append_chain(
-            archive,
-            {
-                "sequence": len(chain),
-                "bundle": rel,
-                "manifest_sha256": sha256_file(final / MANIFEST),
-                "previous_manifest_sha256": previous,
-                "sealed_utc": manifest["sealed_utc"],
-            },
-        )
+        entry = {
+            "sequence": len(chain),
+            "bundle": rel,
+            "manifest_sha256": sha256_file(final / MANIFEST),
+            "previous_manifest_sha256": previous,
+            "sealed_utc": manifest["sealed_utc"],
+        }
+        append_chain(archive, entry)
+        write_checkpoint(archive, [*chain, entry], private_key)
     shutil.rmtree(staging, ignore_errors=True)
     return final
-

@@ -104,6 +104,10 @@ class Bucket:
     sse_algorithm: str
     lifecycle_rules: tuple[LifecycleRule, ...]
     purpose: str = ""
+    #: S3 Object Lock: mode (COMPLIANCE: nobody, not even root, shortens or removes it) and the
+    #: default retention in days for this inventory's environment; None = no lock.
+    object_lock_mode: str | None = None
+    object_lock_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,8 @@ class Inventory:
 # Field names per entry kind, and which are required. The Terraform variable types in
 # terraform/variables.tf must declare exactly these (tests/test_terraform.py checks it).
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "bucket": ("purpose", "versioning", "sse_algorithm", "lifecycle_rules"),
+    "bucket": ("purpose", "versioning", "sse_algorithm", "lifecycle_rules", "object_lock"),
+    "object_lock": ("mode", "retention_days"),
     "lifecycle_rule": ("id", "prefix", "expiration_days", "noncurrent_expiration_days", "transition_days",
                        "storage_class", "noncurrent_transition_days", "noncurrent_storage_class",
                        "abort_multipart_days"),
@@ -174,6 +179,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "bucket": ("versioning", "sse_algorithm", "lifecycle_rules"),
+    "object_lock": ("mode", "retention_days"),
     "lifecycle_rule": ("id", "abort_multipart_days"),
     "queue": ("visibility_timeout_seconds", "message_retention_seconds", "max_receive_count",
               "dlq_retention_seconds"),
@@ -280,6 +286,24 @@ def _rule(where: str, raw: Any) -> LifecycleRule:
     return rule
 
 
+def _object_lock(where: str, raw: Any, env: str) -> tuple[str | None, int | None]:
+    """``(mode, days for env)`` of an ``object_lock`` entry; (None, None) when absent.
+
+    Retention is per environment (a day in dev so test objects expire, years in prod)."""
+    if raw is None:
+        return None, None
+    e = _Entry(where, "object_lock", raw)
+    mode = str(e.str_("mode", choices=("COMPLIANCE", "GOVERNANCE")))
+    days = raw.get("retention_days")
+    if not isinstance(days, dict) or set(days) != set(ENVIRONMENTS):
+        raise e.fail("retention_days", f"must give days for each of {', '.join(ENVIRONMENTS)}")
+    for name, value in days.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not (1 <= value <= 36500):
+            raise InventoryError(
+                f"{where}.retention_days.{name}: must be an integer in 1..36500, got {value!r}")
+    return mode, int(days[env])
+
+
 def parse_inventory(data: Any, env: str = "dev", source: Path | None = None) -> Inventory:
     """Validate an already-parsed inventory document (what :func:`load_inventory` reads)."""
     if env not in ENVIRONMENTS:
@@ -313,9 +337,11 @@ def parse_inventory(data: Any, env: str = "dev", source: Path | None = None) -> 
             raise e.fail("lifecycle_rules", "needs at least one rule (retention is part of the design)")
         if not e.bool_("versioning"):
             raise e.fail("versioning", "must be true: GxP records keep every version (21 CFR Part 11)")
+        lock_mode, lock_days = _object_lock(f"buckets.{key}.object_lock", raw.get("object_lock"), env)
         buckets[key] = Bucket(key=key, name=prefix + key, versioning=True,
                               sse_algorithm=str(e.str_("sse_algorithm", choices=_SSE)),
-                              lifecycle_rules=rules, purpose=str(e.str_("purpose", optional=True)))
+                              lifecycle_rules=rules, purpose=str(e.str_("purpose", optional=True)),
+                              object_lock_mode=lock_mode, object_lock_days=lock_days)
 
     queues: dict[str, Queue] = {}
     for key, raw in data["queues"].items():
@@ -494,6 +520,8 @@ def _desired(inv: Inventory, clients: Clients) -> dict[ResourceId, dict[str, Any
             "sse_algorithm": b.sse_algorithm,
             "public_access_block": dict(_PAB),
             "lifecycle_rules": sorted((r.normalised() for r in b.lifecycle_rules), key=lambda r: r["id"]),
+            "object_lock": ({"mode": b.object_lock_mode, "days": b.object_lock_days}
+                            if b.object_lock_mode else None),
         }
     publishers: dict[str, list[str]] = {}
     for t in inv.topics.values():
@@ -532,9 +560,15 @@ def _observe_bucket(clients: Clients, name: str) -> dict[str, Any]:
     live_rules = _unless_missing(name, "NoSuchLifecycleConfiguration",
                                  lambda: s3.get_bucket_lifecycle_configuration(Bucket=name).get("Rules", []))
     pab, live_rules = dict(pab or {}), live_rules or []
+    lock = _unless_missing(name, "ObjectLockConfigurationNotFoundError",
+                           lambda: s3.get_object_lock_configuration(Bucket=name)["ObjectLockConfiguration"])
+    retention = ((lock or {}).get("Rule") or {}).get("DefaultRetention") or {}
+    days = retention.get("Days", retention.get("Years", 0) * 365 if "Years" in retention else None)
     return {"versioning": status, "sse_algorithm": sse,
             "public_access_block": {k: bool(pab.get(k, False)) for k in _PAB},
-            "lifecycle_rules": sorted((_rule_from_live(r) for r in live_rules), key=lambda r: r["id"])}
+            "lifecycle_rules": sorted((_rule_from_live(r) for r in live_rules), key=lambda r: r["id"]),
+            "object_lock": {"mode": retention.get("Mode"), "days": days}
+            if (lock or {}).get("ObjectLockEnabled") == "Enabled" else None}
 
 
 def _unless_missing(bucket: str, missing_code: str, call: Callable[[], Any]) -> Any:
@@ -787,7 +821,8 @@ def _apply_bucket(clients: Clients, b: Bucket, want: dict[str, Any], have: dict[
     s3 = clients.s3
     with _aws("bucket", b.name):
         if have is None:
-            s3.create_bucket(Bucket=b.name)  # us-east-1 takes no LocationConstraint
+            # us-east-1 takes no LocationConstraint; Object Lock is best enabled at creation
+            s3.create_bucket(Bucket=b.name, ObjectLockEnabledForBucket=b.object_lock_mode is not None)
             have = {}
         todo = [f for f, v in want.items() if have.get(f) != v]
         if "versioning" in todo:
@@ -804,6 +839,11 @@ def _apply_bucket(clients: Clients, b: Bucket, want: dict[str, Any], have: dict[
                     "Rules": [_rule_to_live(r) for r in b.lifecycle_rules]})
             else:
                 s3.delete_bucket_lifecycle(Bucket=b.name)
+        if "object_lock" in todo and b.object_lock_mode is not None:
+            # compliance mode cannot be removed or shortened (AWS refuses); the drift shows it
+            s3.put_object_lock_configuration(Bucket=b.name, ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": b.object_lock_mode, "Days": b.object_lock_days}}})
     return _change("bucket", b.name, not have, todo)
 
 

@@ -10,7 +10,8 @@ Files written (read back by :mod:`clinops_lib.evidence` when sealing)::
     checks.jsonl      one acceptance check per line: name, measured, limit, op, passed, unit
     secrets.jsonl     values the run learned that must never be kept: read by the secret
                       gate, never copied into the bundle; the scratch dir is deleted after sealing
-    data/<name>.csv   tables         data/<name>.html   figures (plotly, self-contained)
+    data/<name>.csv   tables         data/<name>.html   figures (plotly, loading ../assets/)
+    assets/plotly-<version>.min.js   the one copy of plotly.js every page of the bundle uses
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["artifact_dir", "check", "checks", "figure", "require_all_checks", "secret", "table"]
+__all__ = [
+    "approval",
+    "artifact_dir",
+    "awaiting_approval",
+    "check",
+    "checks",
+    "figure",
+    "require_all_checks",
+    "secret",
+    "table",
+]
 
 ENV_ARTIFACT_DIR = "CLINOPS_ARTIFACT_DIR"
 
@@ -105,19 +116,50 @@ def table(name: str, df: Any) -> Path:
 
 
 def figure(name: str, fig: Any) -> Path:
-    """Keep a plotly figure as self-contained ``data/<name>.html`` (plotly.js inlined, no CDN)."""
+    """Keep a plotly figure as ``data/<name>.html`` that opens offline: it loads plotly.js from
+    the bundle's one copy ``../assets/plotly-<version>.min.js`` (written here on first use)."""
+    from .plotly_assets import ASSETS_DIR, asset_name, write_asset
+
     out = artifact_dir() / "data" / f"{_safe_name(name)}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(out), include_plotlyjs=True, full_html=True)
+    write_asset(artifact_dir())
+    fig.write_html(str(out), include_plotlyjs=f"../{ASSETS_DIR}/{asset_name()}", full_html=True)
     return out
 
 
 def secret(value: str) -> str:
     """Tell the secret gate about a value the run learned (e.g. read from Secrets Manager).
 
-    Returns the value unchanged so it can wrap a lookup: ``pw = secret(fetch())``.
+    Returns the value unchanged so it can wrap a lookup: ``pw = secret(fetch())``. A value
+    shorter than 8 characters raises ValueError: the gate could not find it reliably.
     """
+    if value and len(value) < 8:
+        raise ValueError(f"record.secret(): a {len(value)}-character value is too short to detect reliably")
     if value:
         with open(artifact_dir() / "secrets.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(value) + "\n")
     return value
+
+
+def awaiting_approval(service: str, stable_version: str, candidate_version: str, environment: str) -> Path:
+    """Say that this run proposes a release a person must approve: ``data/release.json``.
+
+    ``clinops approve`` binds its signature to exactly these four values (and the bundle's
+    manifest hash); the runner marks the run AWAITING_APPROVAL in its verdict and summary.
+    """
+    out = artifact_dir() / "data" / "release.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    release = {"service": service, "stable_version": stable_version,
+               "candidate_version": candidate_version, "environment": environment}
+    out.write_text(json.dumps(release, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
+
+
+def approval(path: Path) -> Path:
+    """Keep a (verified) approval in this run's bundle: ``data/approvals/<file>``. Its signer's
+    printed name, UTC time and meaning are shown in the bundle's HTML copy and SUMMARY.md."""
+    src = Path(path)
+    out = artifact_dir() / "data" / "approvals" / src.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(src.read_bytes())
+    return out

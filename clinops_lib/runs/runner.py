@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import json
 import os
 import re
@@ -29,16 +30,17 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from ..evidence.seal import seal
-from ..evidence.secretgate import SecretGate
+from ..evidence.secretgate import SecretGate, check_declared
 from ..exceptions import ConfigError, ParameterError
 from . import params as P
+from .plotly_assets import ASSETS_DIR, PLOTLY_MIME, asset_sha256, figure_div, script_tag, write_asset
 from .runrecord import run_record, utc_now
 
 __all__ = [
@@ -57,9 +59,9 @@ KERNEL = "clinops"
 CELL_TIMEOUT_S = 3600
 HIDDEN_FROM_KERNEL = ("CLINOPS_SIGNING_KEY",)
 SECRET_ENV_PREFIX = "CLINOPS_SECRET_"  # noqa: S105 - a variable-name prefix, not a password
-# nbconvert's template and plotly's notebook output load require.js and MathJax from CDNs; the
-# plots do not need them (plotly.js itself is inlined by the `notebook` renderer), and offline
-# a CDN script only delays or breaks rendering. They are removed from the HTML copy.
+# nbconvert's template loads require.js and MathJax from CDNs; the plots do not need them
+# (plotly.js is the bundle's own assets/ copy), and offline a CDN script only delays or breaks
+# rendering. They are removed from the HTML copy.
 _CDN_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']https?://[^\"']*[\"'][^>]*>\s*</script>", re.I)
 
 
@@ -73,6 +75,7 @@ class RunResult:
     failed_cell: dict[str, Any] | None = None
     failed_checks: list[str] = field(default_factory=list)
     secret_findings: list[str] = field(default_factory=list)
+    awaiting_approval: dict[str, str] | None = None
 
     @property
     def passed(self) -> bool:
@@ -115,6 +118,28 @@ def _check_kernel() -> None:
         get_kernel_spec(KERNEL)
     except NoSuchKernel as e:
         raise ConfigError(f"Jupyter kernel {KERNEL!r} is not installed; run scripts/setup.sh") from e
+
+
+def _preflight_promotion(values: Mapping[str, Any], settings: Settings) -> None:
+    from ..evidence.approvals import preflight_promotion
+
+    preflight_promotion(values, settings)
+
+
+#: Checks a runbook asks for in its metadata (``"clinops": {"preflight": [NAME, ...]}``): they
+#: run after parameter validation and before a kernel starts, so a refusal is exit 2 with
+#: nothing run, nothing moved and no bundle (a rejected run is not a run).
+PREFLIGHTS: dict[str, Callable[[Mapping[str, Any], Settings], None]] = {
+    "approved-promotion": _preflight_promotion,
+}
+
+
+def _preflight(nb: Any, values: Mapping[str, Any], settings: Settings) -> None:
+    names = nb.metadata.get("clinops", {}).get("preflight", [])
+    for name in [names] if isinstance(names, str) else names:
+        if name not in PREFLIGHTS:
+            raise ConfigError(f"runbook asks for preflight {name!r}; known: {', '.join(PREFLIGHTS)}")
+        PREFLIGHTS[name](values, settings)
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -204,13 +229,36 @@ def _execute(
 
 
 # -- gate and bundle --------------------------------------------------------------------------------
-def render_html(notebook: Path, out: Path) -> None:
-    """Self-contained HTML copy (plots inlined, no CDN scripts) that opens offline."""
+def render_html(notebook: Path, out: Path, signatures: list[str] | None = None) -> None:
+    """Offline HTML copy: images inlined, no CDN scripts, plots drawn by the bundle's one
+    ``assets/plotly-*.min.js`` (written beside ``out`` when the notebook has a plot), and the
+    manifestation of every signature the run carries (printed name, UTC time, meaning)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(str(notebook), as_version=4))
-    out.write_text(_CDN_SCRIPT.sub("", body), encoding="utf-8")
+    nb = nbformat.read(str(notebook), as_version=4)
+    plots = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            figure = output.get("data", {}).get(PLOTLY_MIME)
+            if isinstance(figure, dict):
+                plots += 1
+                output["data"]["text/html"] = figure_div(figure, f"clinops-plot-{plots}")
+    exporter = HTMLExporter(
+        embed_images=True,
+        template_name="html_copy",  # lab layout, compact stylesheet: see html_copy/index.html.j2
+        extra_template_basedirs=[str(Path(__file__).resolve().parent)],
+    )
+    body, _ = exporter.from_notebook_node(nb)
+    body = _CDN_SCRIPT.sub("", body)
+    if plots:
+        write_asset(out.parent)
+        body = body.replace("</head>", f"{script_tag()}\n</head>", 1)
+    if signatures:
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in signatures)
+        banner = f'<section id="clinops-signatures"><h2>Electronic signatures</h2><ul>{items}</ul></section>'
+        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + banner, body, count=1)
+    out.write_text(body, encoding="utf-8")
 
 
 def _read_checks(path: Path) -> list[dict[str, Any]]:
@@ -241,6 +289,7 @@ def _verdict(
         reasons.append(f"secret gate: {len(findings)} finding(s), redacted: " + "; ".join(findings))
     return {
         "verdict": "FAILED" if reasons else "PASSED",
+        "awaiting_approval": None,
         "reasons": reasons,
         "failed_cell": cell,
         "checks": checks,
@@ -252,9 +301,26 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
 
-def _summary(record: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
+def _signature_lines(staging: Path) -> list[str]:
+    """The manifestation (printed name, UTC time, meaning) of every approval the run carries.
+
+    The runbook verified them before acting; ``clinops evidence verify`` verifies them again."""
+    from ..evidence.approvals import signature_line
+
+    folder = staging / "data" / "approvals"
+    if not folder.is_dir():
+        return []
+    return [signature_line(p.read_bytes()) for p in sorted(folder.glob("*.approval.json"))]
+
+
+def _summary(
+    record: Mapping[str, Any], verdict: Mapping[str, Any], signatures: list[str] | None = None
+) -> str:
+    status = verdict["verdict"]
+    if verdict.get("awaiting_approval") and status == "PASSED":
+        status = "PASSED, AWAITING_APPROVAL"
     lines = [
-        f"# {record['runbook']}: {verdict['verdict']}",
+        f"# {record['runbook']}: {status}",
         "",
         f"- run id: {record['run_id']}",
         f"- target: {record['target']}",
@@ -272,6 +338,18 @@ def _summary(record: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
     ] or ["- (none recorded)"]
     if verdict["reasons"]:
         lines += ["", "## Why FAILED", ""] + [f"- {r}" for r in verdict["reasons"]]
+    release = verdict.get("awaiting_approval")
+    if release:
+        lines += [
+            "",
+            "## Awaiting approval",
+            "",
+            f"- {release['service']}: {release['stable_version']} -> {release['candidate_version']} "
+            f"in {release['environment']}",
+            '- sign: `clinops approve <this bundle> --meaning "approved for promotion" --key <your key>`',
+        ]
+    if signatures:
+        lines += ["", "## Electronic signatures", ""] + [f"- {s}" for s in signatures]
     return "\n".join(lines) + "\n"
 
 
@@ -311,8 +389,10 @@ def run(
             raise ParameterError("target", f"--target {target} contradicts the parameter value {explicit!r}")
         cli["target"] = target
     values = P.validate(decls, given, cli)
+    check_declared({k: str(v) for k, v in values.items() if decls[k].secret})
     effective = {n: values.get(n, d.default) for n, d in decls.items()}
     run_target = str(effective.get("target", target or settings.target))
+    _preflight(nb, effective, settings)
     if settings.signing_key is not None:
         from ..evidence.attest import load_private_key
 
@@ -334,7 +414,7 @@ def run(
         env = {
             "CLINOPS_ARTIFACT_DIR": str(artifacts),
             "CLINOPS_RUN_ID": run_id,
-            "PLOTLY_RENDERER": "notebook",
+            "PLOTLY_RENDERER": "plotly_mimetype",  # data only: the library is the bundle's assets/ copy
             "CLINOPS_TARGET": run_target,
         }
         env |= {SECRET_ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if decls[k].secret}
@@ -345,14 +425,17 @@ def run(
             shutil.copyfile(executed, staging / "notebook.ipynb")
         else:  # the kernel never started: keep the parameterized input as what was attempted
             nbformat.write(nb, str(staging / "notebook.ipynb"))
-        if (artifacts / "data").is_dir():
-            shutil.copytree(artifacts / "data", staging / "data")
+        for part in ("data", ASSETS_DIR):
+            if (artifacts / part).is_dir():
+                shutil.copytree(artifacts / part, staging / part)
 
         # 3. gate, then build the human-readable files from redacted inputs
         secret_values = {k: str(v) for k, v in values.items() if decls[k].secret and v}
         gate = SecretGate.for_run(secret_values, artifacts / "secrets.jsonl", os.environ)
+        gate.trusted_sha256.add(asset_sha256())
         findings = gate.sweep(staging)
-        render_html(staging / "notebook.ipynb", staging / "notebook.html")
+        signatures = _signature_lines(staging)
+        render_html(staging / "notebook.ipynb", staging / "notebook.html", signatures)
         findings += gate.sweep(staging)
         checks = [
             {k: gate.redact_text(v)[0] if isinstance(v, str) else v for k, v in c.items()}
@@ -380,8 +463,10 @@ def run(
         _write_json(staging / "run-record.json", record)
         for _ in range(3):  # the verdict quotes error text: gate it until nothing new is found
             verdict = _verdict(failed_cell, checks, findings, gate)
+            if (staging / "data" / "release.json").exists():
+                verdict["awaiting_approval"] = json.loads((staging / "data" / "release.json").read_text())
             _write_json(staging / "verdict.json", verdict)
-            (staging / "SUMMARY.md").write_text(_summary(record, verdict), encoding="utf-8")
+            (staging / "SUMMARY.md").write_text(_summary(record, verdict, signatures), encoding="utf-8")
             new = gate.sweep(staging)
             if not new:
                 break
@@ -396,6 +481,7 @@ def run(
             started=started,
             verdict=verdict,
             signing_key=settings.signing_key,
+            gate=gate,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -406,6 +492,7 @@ def run(
         failed_cell=verdict["failed_cell"],
         failed_checks=[c["name"] for c in checks if not c.get("passed")],
         secret_findings=findings,
+        awaiting_approval=verdict.get("awaiting_approval"),
     )
 
 
@@ -430,7 +517,7 @@ def run_from_cli(args: argparse.Namespace, settings: Settings) -> int:
         out=out,
         progress=progress,
     )
-    print(f"verdict: {result.verdict}")
+    print(f"verdict: {result.verdict}" + (" (AWAITING_APPROVAL)" if result.awaiting_approval else ""))
     if result.failed_cell:
         c = result.failed_cell
         print(f"  failed cell {c['index']} (In [{c['execution_count']}]): {c['ename']}: {c['evalue']}")

@@ -1,3 +1,4 @@
+{{/* Umbrella-only helpers; the shared ones are in the clinops-common library chart. */}}
 {{/* Resolve a namespace key of global.namespaces; anything else is taken literally. */}}
 {{- define "clinops.ns" -}}
 {{- $root := index . 0 -}}{{- $key := index . 1 -}}
@@ -7,11 +8,4 @@
 {{- define "clinops.managed" -}}
 {{- $root := index . 0 -}}{{- $key := index . 1 -}}
 {{- if hasKey $root.Values.global.namespaces $key }}true{{ end -}}
-{{- end -}}
-
-{{- define "clinops.labels" -}}
-app.kubernetes.io/part-of: clinical-mlops
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
-clinops.io/environment: {{ .Values.global.environment }}
 {{- end -}}

@@ -183,7 +183,7 @@ class KubeTarget(Target):
             level = charts.LEVELS[lv]
             ns = self.namespace_of_level(level)
             release = f"clinops-{level}"
-            chart = charts.chart_dir(self.settings.project_root) / "charts" / level
+            chart = charts.level_chart(level, self.settings.project_root)  # its library chart built
             values = charts.subchart_values(level, self.settings.environment, self.settings.project_root)
             started = time.time()
             if progress:
