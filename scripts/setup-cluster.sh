@@ -18,7 +18,7 @@ log() { printf '\033[1m[setup-cluster]\033[0m %s\n' "$*"; }
 
 # 1. Packages: the build toolchain (Debian's Go 1.19 for Kubernetes 1.20), the node runtime,
 #    and buildah for images without Docker. kubectl is not needed (the project uses the API).
-pkgs=(golang-go golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev make rsync gcc libc6-dev openssl
+pkgs=(golang-go golang-github-modern-go-reflect2-dev make rsync gcc libc6-dev openssl
       etcd-server containerd runc containernetworking-plugins iptables conntrack socat iproute2
       kmod buildah debootstrap)
 missing=()

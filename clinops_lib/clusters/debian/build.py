@@ -8,8 +8,8 @@ interrupted run resumes at the step that was cut off):
   upstream tree with ``vendor/``), built with Debian's Go 1.19 first on ``PATH``,
   ``GOPROXY=off`` and Kubernetes' own ``make`` (plain ``go build`` fails: ``make`` generates
   the openapi code). The vendored ``modern-go/reflect2`` 1.0.1 predates the Go 1.18 runtime and
-  and json-iterator 1.1.10 are replaced by Debian's copies (reflect2 1.0.2, json-iterator 1.1.12:
-  with only reflect2 replaced, "" in custom resources decoded as null). The pause binary is
+  is replaced by Debian's copy (1.0.2), and one line of the vendored go-openapi/validate is fixed
+  (``SOURCE_FIXES``: under Go >= 1.19 it took "" in custom resources for null). The pause binary is
   compiled from the same tree (``build/pause/linux/pause.c``, ``gcc -static``).
 * **The Argo Rollouts controller v1.8.3** from its Go module source (``go mod download`` through
   the Go module proxy, then ``go build ./cmd/rollouts-controller`` inside a *copy* of the module
@@ -65,7 +65,6 @@ KUBERNETES_COMMIT = "faecb196815e248d3ecfb03c680a4507229c2a56"
 KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 DEBIAN_GO = Path("/usr/lib/go-1.19/bin")
 DEBIAN_REFLECT2 = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
-DEBIAN_JSONITER = Path("/usr/share/gocode/src/github.com/json-iterator/go")
 #: Debian's copies that replace vendored modules which break under Go 1.19 (vendor path, source).
 VENDOR_REPLACEMENTS = {
     "github.com/modern-go/reflect2": (
@@ -73,13 +72,22 @@ VENDOR_REPLACEMENTS = {
         "golang-github-modern-go-reflect2-dev",
         "go_above_118.go",
     ),
-    # json-iterator 1.1.10 with reflect2 1.0.2 under Go 1.19 decodes "" inside untyped JSON as
-    # null: the API server then rejected every custom resource holding an empty string
-    # (AnalysisRun status.phase "", AppProject group ""). 1.1.12 is the release made for 1.0.2.
-    "github.com/json-iterator/go": (DEBIAN_JSONITER, "golang-github-json-iterator-go-dev", "any_str.go"),
 }
+#: One-line source fixes for behaviour that changed with the Go release (file, old, new).
+#: go-openapi/validate 0.19 treats a value equal to its type's reflect.Zero as null; up to Go 1.18
+#: that DeepEqual of two reflect.Values was false for every decoded value, since Go 1.19 it is true
+#: for "" decoded from JSON, so the API server rejected every custom resource holding an empty
+#: string (an AnalysisRun's status.phase "", an AppProject's group ""). Only nil is null again,
+#: as in the binaries Kubernetes released (built with Go 1.15).
+SOURCE_FIXES = (
+    (
+        "vendor/github.com/go-openapi/validate/type.go",
+        "if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {",
+        'if data == nil { // clinops: Go >= 1.19 made the zero-value check match decoded ""',
+    ),
+)
 #: Bumped when the way the binaries are made changes: a cache built another way is rebuilt.
-KUBERNETES_RECIPE = 2
+KUBERNETES_RECIPE = 3
 ARGO_ROLLOUTS_MODULE = "github.com/argoproj/argo-rollouts"
 ARGO_ROLLOUTS_VERSION = "v1.8.3"
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v2"
@@ -350,10 +358,15 @@ def _require(missing: list[str]) -> None:
 
 # -- Kubernetes ------------------------------------------------------------------------------
 def _vendor_replaced(tree: Path) -> bool:
-    """Every replacement is in place (each Debian copy has a file the vendored one lacks)."""
+    """Every replacement and source fix is in place (each Debian copy has a file the vendored
+    one lacks; each fixed file holds its new line)."""
     for module, (_, _, marker) in VENDOR_REPLACEMENTS.items():
         vendored = tree / "vendor" / module
         if not (vendored / marker).is_file() or (vendored / "go.mod").exists():
+            return False
+    for rel, _, after in SOURCE_FIXES:
+        path = tree / rel
+        if not path.is_file() or after not in path.read_text():
             return False
     return True
 
@@ -412,7 +425,9 @@ def build_kubernetes(
                 e.step, f"{e.detail} (is a deb-src line for bookworm configured? {SETUP_HINT})", str(log)
             ) from e
     if not (tree / "Makefile").is_file() or not _vendor_replaced(tree):
-        progress("kubernetes: unpacking the source tree, replacing vendored reflect2 and json-iterator")
+        progress(
+            "kubernetes: unpacking the source tree, replacing vendored reflect2, fixing go-openapi/validate"
+        )
         if tree.exists():
             shutil.rmtree(tree)
         _run_step(
@@ -427,6 +442,12 @@ def build_kubernetes(
             vendored = tree / "vendor" / module
             shutil.rmtree(vendored)
             shutil.copytree(source, vendored, ignore=shutil.ignore_patterns("*_test.go", "go.mod", "go.sum"))
+        for rel, before, after in SOURCE_FIXES:
+            path = tree / rel
+            text = path.read_text()
+            if text.count(before) != 1:
+                raise BuildError("patch source", f"{rel}: expected line not found once: {before!r}", str(log))
+            path.write_text(text.replace(before, after))
     progress("kubernetes: make (about 10 min on 2 free cores; log: " + str(log) + ")")
     targets = " ".join(f"cmd/{b}" for b in KUBERNETES_BINARIES)
     _run_step(
