@@ -2,12 +2,13 @@
 
 Levels: components, order, health checks, and what each is per target. One table drives
 ``clinops up``, ``clinops status`` and the runbooks' component tables, so a
-component that a target does not run (Kafka on the local target, say) is still listed — as
+component that a target does not run (Grafana on the local target, say) is still listed — as
 "not on this target" — and never shown as deployed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,8 @@ from .exceptions import ParameterError
 
 __all__ = [
     "LEVELS",
+    "VERSION_RULE",
+    "check_version",
     "Component",
     "Level",
     "component",
@@ -104,7 +107,18 @@ LEVELS: tuple[Level, ...] = (
                 local="uvicorn process (stable + canary tracks)",
                 kube="Argo Rollout (canary, Istio traffic)",
             ),
-            _c("kafka", 1),
+            _c(
+                "kafka",
+                1,
+                "metadata request answered; events topic exists",
+                local="Apache Kafka 3.8 broker, KRaft mode (jars from the Maven cache, Java 17)",
+            ),
+            _c(
+                "kafka-consumer",
+                1,
+                "consumer group Stable with a member (broker's view)",
+                local="consumer group persisting events to PostgreSQL (observation_events)",
+            ),
             _c("debezium-cdc", 1),
         ),
         requires=(0,),
@@ -113,12 +127,29 @@ LEVELS: tuple[Level, ...] = (
         2,
         "data processing",
         (
-            _c("spark", 2),
+            _c(
+                "spark",
+                2,
+                "last pipeline run's Spark task succeeded (Airflow's record)",
+                local="Spark 3.5 local mode: batch job of the pipeline DAG (PostgreSQL -> S3 Parquet)",
+            ),
             _c("data-quality (great-expectations)", 2),
         ),
         requires=(0,),
     ),
-    Level(3, "feature engineering", (_c("feast feature store", 3),), requires=(0,)),
+    Level(
+        3,
+        "feature engineering",
+        (
+            _c(
+                "feast",
+                3,
+                "feature server GET /health",
+                local="Feast feature server (S3 Parquet offline source, Redis online store)",
+            ),
+        ),
+        requires=(0,),
+    ),
     Level(
         4,
         "ML pipeline",
@@ -137,7 +168,12 @@ LEVELS: tuple[Level, ...] = (
                 local="uvicorn process (stable + canary tracks)",
                 kube="Argo Rollout (blue-green)",
             ),
-            _c("mlflow server", 4),
+            _c(
+                "mlflow",
+                4,
+                "GET /health",
+                local="MLflow tracking server + model registry (PostgreSQL store, S3 artifacts)",
+            ),
         ),
         requires=(0,),
     ),
@@ -145,11 +181,16 @@ LEVELS: tuple[Level, ...] = (
         5,
         "orchestration",
         (
-            _c("airflow", 5),
+            _c(
+                "airflow",
+                5,
+                "API server: metadatabase, scheduler, DAG processor healthy",
+                local="Airflow 3: API server, scheduler, DAG processor (metadata in PostgreSQL)",
+            ),
             _c("argo-cd", 5, kube="Argo CD (GitOps)"),
             _c("argo-rollouts", 5, kube="Argo Rollouts controller"),
         ),
-        requires=(0,),
+        requires=(0, 2, 3, 4),
     ),
     Level(
         6,
@@ -162,7 +203,12 @@ LEVELS: tuple[Level, ...] = (
                 local="Prometheus 2.42 (1 s scrapes, platform alert rules)",
                 kube="Prometheus (chart) + PrometheusRule",
             ),
-            _c("alertmanager", 6),
+            _c(
+                "alertmanager",
+                6,
+                "GET /-/ready",
+                local="Alertmanager 0.25 (receives Prometheus' platform alerts)",
+            ),
             _c("grafana", 6),
             _c("opensearch", 6),
         ),
@@ -216,3 +262,22 @@ def resolve_levels(levels: Sequence[int]) -> list[int]:
         out.add(n)
         todo.extend(by_number[n].requires)
     return sorted(out)
+
+
+# -- versions ------------------------------------------------------------------------------------------
+#: The one rule for a service version, whatever the target: the local target passes it to the
+#: process, Kubernetes uses it as an image tag and a label value (no "+", at most 63 characters
+#: after the first). A version that one target would accept and another refuse is refused by all.
+VERSION_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_version(value: object, name: str) -> str:
+    """``value`` if it is a version by :data:`VERSION_RULE`; else ParameterError naming ``name``."""
+    if not isinstance(value, str) or not VERSION_RULE.match(value):
+        shown = repr(value) if len(repr(value)) <= 70 else repr(value)[:60] + "..."
+        raise ParameterError(
+            name,
+            f"{shown} is not a version: 1-64 characters of letters, digits, '.', '_' and '-', starting "
+            "with a letter or digit (the same rule on every target: it is an image tag on Kubernetes)",
+        )
+    return value

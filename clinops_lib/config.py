@@ -59,6 +59,33 @@ class PortMap:
     def haproxy_stats(self) -> int:
         return self.base + 4
 
+    @property
+    def kafka(self) -> int:
+        """Kafka's client listener (KRaft: the controller listens on the next port)."""
+        return self.base + 5
+
+    @property
+    def kafka_controller(self) -> int:
+        return self.base + 6
+
+    @property
+    def mlflow(self) -> int:
+        return self.base + 7
+
+    @property
+    def feast(self) -> int:
+        """Feast's feature server (online features over HTTP)."""
+        return self.base + 8
+
+    @property
+    def alertmanager(self) -> int:
+        return self.base + 9
+
+    @property
+    def airflow(self) -> int:
+        """Airflow's API server (UI and REST API)."""
+        return self.base + 40
+
     def service_frontend(self, index: int) -> int:
         """User-facing HAProxy frontend of the index-th service (10, 11, ...)."""
         return self.base + 10 + index
@@ -73,7 +100,9 @@ class PortMap:
 
     def all_ports(self, services: int) -> list[int]:
         """Every port the local target listens on with ``services`` services (for leak checks)."""
-        return [self.postgres, self.redis, self.localstack, self.prometheus, self.haproxy_stats] + [
+        return [self.postgres, self.redis, self.localstack, self.prometheus, self.haproxy_stats,
+                self.kafka, self.kafka_controller, self.mlflow, self.feast, self.alertmanager,
+                self.airflow] + [
             p for i in range(services)
             for p in (self.service_frontend(i), self.service_preview(i),
                       self.service_backend(i, 0), self.service_backend(i, 1))

@@ -77,6 +77,43 @@ if [ "$with_tests" = 1 ] && [ ! -d "$K8S_SCHEMAS/kubernetes_validate/kubernetes-
     -r tests/schemas/kubernetes-validate-1.28.3.txt
 fi
 
+# 5. Issue 14 — the pipeline's runtimes (Levels 1-6 beyond the services); the local target starts them.
+#    Debian: Java 17 (Kafka, Spark), Maven (resolves Kafka), the PostgreSQL JDBC driver (Spark), Alertmanager.
+#    Kafka: the broker's jars from Maven Central, cached outside the checkout per version.
+#    .venv-pipeline (Spark, Feast, MLflow) and .venv-airflow: own hash-pinned locks (tools/*/requirements.lock);
+#    each lock's hash is stamped into its venv, so a changed lock reinstalls.
+pipeline_apt=(openjdk-17-jre-headless maven libpostgresql-jdbc-java prometheus-alertmanager)
+pipeline_missing=()
+for p in "${pipeline_apt[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pipeline_missing+=("$p")
+done
+if [ "${#pipeline_missing[@]}" -gt 0 ]; then
+  log "apt-get install ${pipeline_missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pipeline_missing[@]}" >/dev/null
+fi
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)
+kafka_cache="${CLINOPS_CACHE_DIR:-/var/cache/clinops}/kafka/$kafka_version"
+if ! [ -f "$kafka_cache/libs/kafka_2.13-$kafka_version.jar" ]; then
+  log "Kafka $kafka_version broker jars from Maven Central into $kafka_cache"
+  $SUDO mkdir -p "$kafka_cache"
+  rm -rf "$kafka_cache/libs.partial"
+  mvn -B -q -f tools/kafka/pom.xml -Dmaven.repo.local="${CLINOPS_CACHE_DIR:-/var/cache/clinops}/maven" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kafka_cache/libs.partial"
+  mv "$kafka_cache/libs.partial" "$kafka_cache/libs"
+fi
+for env in pipeline airflow; do
+  lock="tools/$env/requirements.lock"
+  lock_sum=$(sha256sum "$lock" | cut -d' ' -f1)
+  if [ "$(cat ".venv-$env/.lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
+    log "$env into .venv-$env (from $lock)"
+    rm -rf ".venv-$env"
+    "$UV" venv -q --python "$(.venv/bin/python -c 'import sys; print(sys.executable)')" ".venv-$env"
+    VIRTUAL_ENV=".venv-$env" "$UV" pip sync -q --compile-bytecode --require-hashes "$lock"
+    echo "$lock_sum" > ".venv-$env/.lock-sha256"
+  fi
+done
+
 # 4. The project's own Jupyter kernel, so papermill and JupyterLab run the runbooks on this venv.
 .venv/bin/python -m ipykernel install --sys-prefix --name clinops --display-name "clinops (Python 3.11)" >/dev/null
 log "ready: .venv/bin/clinops --help"

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import nbformat
 import pytest
+from ports import PortAllocator, PortBlock
+
+#: One allocator per test process: each pytest-xdist worker is its own process with its own blocks.
+_PORTS = PortAllocator()
+
+#: Every test belongs to one of these tiers (markers registered in pyproject.toml); select with -m.
+TIERS = ("unit", "component", "e2e", "cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a suite in which a test has no tier: ``-m unit`` would silently skip it."""
+    untiered = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
+    if untiered:
+        shown = "\n  ".join(untiered[:20])
+        raise pytest.UsageError(
+            f"{len(untiered)} test(s) without a tier marker ({', '.join(TIERS)}):\n  {shown}\n"
+            "mark the module (pytestmark = pytest.mark.<tier>) or the test"
+        )
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,3 +75,18 @@ def write_notebook(
 def make_notebook() -> Callable[..., Path]:
     """``make_notebook(path, cells, parameters=None)`` writes a runbook-shaped notebook."""
     return write_notebook
+
+
+@pytest.fixture(scope="session")
+def port_allocator() -> Iterator[PortAllocator]:
+    """Free, locked port blocks for this test process (module-scoped fixtures take theirs here)."""
+    yield _PORTS
+    _PORTS.release_all()
+
+
+@pytest.fixture
+def port_block(port_allocator: PortAllocator) -> Iterator[PortBlock]:
+    """A port block of this test's own, released when the test ends."""
+    block = port_allocator.block()
+    yield block
+    port_allocator.release(block)

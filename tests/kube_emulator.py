@@ -11,7 +11,6 @@ read ``emu.requests()`` to assert the exact calls and bodies sent.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,7 @@ from typing import Any
 import kmock
 import pytest
 import yaml
-
-PORT_BLOCK = (26100, 26199)  # this test module's share of the 26000-26199 block
+from ports import PortBlock
 
 ROLLOUTS = kmock.resource("argoproj.io", "v1alpha1", "rollouts")
 ANALYSISRUNS = kmock.resource("argoproj.io", "v1alpha1", "analysisruns")
@@ -40,24 +38,13 @@ KNOWN = ("argoproj.io/v1alpha1/rollouts", "argoproj.io/v1alpha1/analysisruns",
          "apps/v1/deployments", "apps/v1/statefulsets", "apps/v1/replicasets")
 
 
-def _free_port() -> int:
-    for port in range(*PORT_BLOCK):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORT_BLOCK}")
-
-
 class Emulator:
     """The emulator, its thread and the kubeconfig pointing at it."""
 
-    def __init__(self, kubeconfig: Path, context: str = "emulator") -> None:
+    def __init__(self, kubeconfig: Path, port: int, context: str = "emulator") -> None:
         self.kubeconfig = kubeconfig
         self.context = context
-        self.port = _free_port()
+        self.port = port
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -131,8 +118,8 @@ class Emulator:
 
 
 @pytest.fixture()
-def emulator(tmp_path: Path) -> Iterator[Emulator]:
-    emu = Emulator(tmp_path / "kubeconfig").start()
+def emulator(tmp_path: Path, port_block: PortBlock) -> Iterator[Emulator]:
+    emu = Emulator(tmp_path / "kubeconfig", port_block.port()).start()
     try:
         yield emu
     finally:

@@ -19,6 +19,8 @@ from clinops_lib import evidence
 from clinops_lib.evidence import approvals as A
 from clinops_lib.exceptions import ConfigError, VerificationError
 
+pytestmark = pytest.mark.unit
+
 T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 PASS = "correct horse battery staple"
 

@@ -10,6 +10,8 @@ import yaml
 from clinops_lib import _chart_checks as checks
 from clinops_lib import charts
 
+pytestmark = pytest.mark.unit
+
 ENVS = charts.ENVIRONMENTS
 
 

@@ -14,6 +14,8 @@ from conftest import checkov_executable
 from clinops_lib import _chart_checks as checks
 from clinops_lib import charts
 
+pytestmark = pytest.mark.component
+
 ENVS = charts.ENVIRONMENTS
 
 #: checkov checks skipped on purpose, each with its reason.

@@ -27,6 +27,8 @@ PROFILE = "local-cluster"
 #: The custom resources the Debian-built 1.20 cluster can hold: the Argo Rollouts CRDs it installs.
 CLUSTER_CRDS = {("argoproj.io/v1alpha1", "Rollout"), ("argoproj.io/v1alpha1", "AnalysisTemplate")}
 
+pytestmark = pytest.mark.unit  # the Helm SDK renders in-process: no processes
+
 
 def _kinds(objects: list[dict]) -> dict[str, str]:
     return {o["kind"]: o["apiVersion"] for o in objects}

@@ -17,6 +17,8 @@ from clinops_lib.charts.render import _parse_manifests as parse_manifests
 from clinops_lib.config import Settings, project_root
 from clinops_lib.exceptions import ChartError, ConfigError
 
+pytestmark = pytest.mark.component
+
 ROOT = project_root()
 ENVS = charts.ENVIRONMENTS
 

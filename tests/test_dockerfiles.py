@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.component
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {
     "clinical-gateway": ROOT / "services" / "clinical-gateway" / "Dockerfile",

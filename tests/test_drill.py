@@ -16,15 +16,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from ports import PortBlock
 
-from clinops_lib.config import PortMap, Settings
+from clinops_lib.config import Settings
 from clinops_lib.drills import BlueGreenConfig, CanaryConfig, run_blue_green, run_canary, validate_canary
 from clinops_lib.drills.judge import Thresholds
 from clinops_lib.exceptions import DrillError, MetricsError, ParameterError, TrafficError
 from clinops_lib.faults import FaultProfile
 from clinops_lib.targets.base import ComponentStatus, Target, Track, TrackState
 
-PORT = 25110  # this engineer's block is 25000-25199
+pytestmark = pytest.mark.unit
 
 
 class RouterTarget(Target):
@@ -37,9 +38,10 @@ class RouterTarget(Target):
 
     name = "router"
 
-    def __init__(self, port: int, stable_version: str = "1.0.0") -> None:
-        super().__init__(Settings(ports=PortMap(25000)))
-        self.port = port
+    def __init__(self, block: PortBlock, stable_version: str = "1.0.0") -> None:
+        super().__init__(Settings(ports=block.portmap()))
+        self.port = block.port()
+        self.preview_port = block.port()
         self.calls: list[tuple[str, Any]] = []
         self.weight = 0
         self.versions: dict[str, str] = {"stable": stable_version, "canary": ""}
@@ -61,7 +63,7 @@ class RouterTarget(Target):
 
         async def main() -> None:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-            preview = await asyncio.start_server(self._handle_preview, "127.0.0.1", self.port + 1)
+            preview = await asyncio.start_server(self._handle_preview, "127.0.0.1", self.preview_port)
             self._ready.set()
             async with self._server, preview:
                 await asyncio.gather(self._server.serve_forever(), preview.serve_forever())
@@ -128,7 +130,7 @@ class RouterTarget(Target):
         return f"http://127.0.0.1:{self.port}"
 
     def preview_url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.port + 1}"
+        return f"http://127.0.0.1:{self.preview_port}"
 
     def deploy(self, service: str, version: str, *, track: Track = "canary",
                fault: FaultProfile | None = None, timeout: float = 60.0) -> TrackState:
@@ -181,8 +183,8 @@ class RouterTarget(Target):
 
 
 @pytest.fixture
-def router() -> Any:
-    t = RouterTarget(PORT)
+def router(port_block: PortBlock) -> Any:
+    t = RouterTarget(port_block)
     yield t
     t.close()
 
@@ -214,8 +216,10 @@ def _cfg(**kw: Any) -> CanaryConfig:
     ({"thresholds": {"p95_latency_max_s": -1}}, "thresholds.p95_latency_max_s", "> 0"),
     ({"thresholds": {"colour": "red"}}, "thresholds.colour", "unknown threshold"),
 ])
-def test_bad_input_is_named_and_nothing_moves(kwargs: dict[str, Any], name: str, words: str) -> None:
-    t = RouterTarget(PORT + 5)
+def test_bad_input_is_named_and_nothing_moves(
+    kwargs: dict[str, Any], name: str, words: str, port_block: PortBlock
+) -> None:
+    t = RouterTarget(port_block)
     try:
         with pytest.raises(ParameterError) as err:
             run_canary(t, _cfg(**kwargs))
@@ -302,8 +306,10 @@ class BrokenTrafficTarget(RouterTarget):
 
 @pytest.mark.parametrize(("cls", "words"), [(BrokenMetricsTarget, "metrics unavailable"),
                                             (BrokenTrafficTarget, "traffic layer unreachable")])
-def test_platform_fault_mid_drill_aborts_within_one_interval(cls: type[RouterTarget], words: str) -> None:
-    t = cls(PORT + 10)
+def test_platform_fault_mid_drill_aborts_within_one_interval(
+    cls: type[RouterTarget], words: str, port_block: PortBlock
+) -> None:
+    t = cls(port_block)
     try:
         res = run_canary(t, _cfg(steps=[10, 50, 100], rate=100, thresholds=FAST, abort_delay_s=0, tail_s=0.5))
     finally:
@@ -313,6 +319,33 @@ def test_platform_fault_mid_drill_aborts_within_one_interval(cls: type[RouterTar
     # the first interval at 10 % is the one that notices and says why: one interval, no more
     assert len(res.intervals) == 1
     assert ("weight", 50) not in t.calls and ("abort", None) in t.calls
+    if cls is BrokenMetricsTarget:  # metrics that could not be read are no evidence: never a Pass
+        assert res.intervals[0].verdict == "Inconclusive", res.intervals[0].reasons
+        assert any("could not be read" in r for r in res.intervals[0].reasons)
+
+
+class AbortFailsTarget(RouterTarget):
+    """The traffic layer refuses the abort (its admin socket is gone) and the retirement."""
+
+    def abort(self, service: str) -> None:
+        self.calls.append(("abort-refused", None))
+        raise TrafficError("HAProxy admin socket /state/haproxy.sock: No such file or directory")
+
+    def retire(self, service: str, track: Track = "canary") -> None:
+        raise TrafficError("cannot stop the canary: state file locked")
+
+
+def test_a_failed_abort_is_the_result_with_its_reason(port_block: PortBlock) -> None:
+    t = AbortFailsTarget(port_block)
+    try:
+        res = run_canary(t, _cfg(steps=[20, 100], rate=150, fault="errors:30%", thresholds=FAST,
+                                 abort_delay_s=0, tail_s=0.2))
+    finally:
+        t.close()
+    assert res.outcome == "ABORTED"
+    assert res.abort_at is None  # traffic never went back: no abort time to count from
+    assert res.abort_failure and "admin socket" in res.abort_failure and "state file locked" in res.abort_failure
+    assert "abort FAILED" in res.reason and "traffic may still reach the canary" in res.reason
 
 
 def test_slow_canary_is_aborted_by_an_early_look_before_the_interval_ends(router: RouterTarget) -> None:

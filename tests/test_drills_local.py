@@ -1,5 +1,5 @@
 """End-to-end drills on the REAL local target: HAProxy, the services, Prometheus, PostgreSQL,
-Redis and LocalStack as processes, on this engineer's port block (25000-25199)."""
+Redis and LocalStack as processes, on a port block from the harness (tests/ports.py)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,19 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import enterable_tmpdir
+from ports import PortAllocator
 
-from clinops_lib.config import PortMap, Settings
+from clinops_lib.config import Settings
 from clinops_lib.drills import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
 from clinops_lib.targets.base import Target, get_target
 
-pytestmark = pytest.mark.slow
-
-PORT_BASE = 25000
-
+pytestmark = [pytest.mark.component, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
-def target() -> Iterator[Target]:
+def target(port_allocator: PortAllocator) -> Iterator[Target]:
     state = enterable_tmpdir("clinops-drills-")
-    t = get_target(Settings(target="local", state_dir=state, ports=PortMap(PORT_BASE)))
+    block = port_allocator.block()
+    t = get_target(Settings(target="local", state_dir=state, ports=block.portmap()))
     try:
         t.up([0, 1, 4, 6])
         yield t
@@ -34,6 +33,7 @@ def target() -> Iterator[Target]:
             t.close()
         finally:
             shutil.rmtree(state, ignore_errors=True)
+            port_allocator.release(block)
 
 
 def _stable(target: Target, service: str) -> str:

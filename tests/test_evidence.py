@@ -23,6 +23,8 @@ from clinops_lib.config import Settings
 from clinops_lib.evidence.manifest import CHAIN_FILE, read_chain, sha256_file
 from clinops_lib.exceptions import ConfigError
 
+pytestmark = pytest.mark.unit
+
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = 26400
 T0 = datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.component, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ports import PortAllocator
 
-from clinops_lib.config import PortMap
 from clinops_lib.exceptions import TrafficError
 from clinops_lib.targets.local import supervisor as sup
 from clinops_lib.targets.local.haproxy import AdminSocket, HAProxyService, render_config
 
-PORTS = PortMap(23050)
+pytestmark = pytest.mark.component
+
 Proxy = tuple[AdminSocket, str, dict[str, ThreadingHTTPServer]]
 
 
@@ -44,7 +45,8 @@ def _backend(port: int, name: str) -> ThreadingHTTPServer:
 
 
 @pytest.fixture(scope="module")
-def proxy() -> Iterator[Proxy]:
+def proxy(port_allocator: PortAllocator) -> Iterator[Proxy]:
+    PORTS = port_allocator.block().portmap()  # noqa: N806 - reads as the constant it was
     if not sup._which("haproxy"):
         pytest.fail("haproxy is not on PATH: scripts/setup.sh installs Debian's haproxy; run it first")
     state = Path(tempfile.mkdtemp(prefix="clinops-haproxy-test-"))

@@ -1,8 +1,8 @@
-"""The AWS inventory against a REAL LocalStack 4.12.0 (port block 24000-24099).
+"""The AWS inventory against a REAL LocalStack 4.12.0 (on a port block from the harness).
 
 LocalStack is started once for the module with the local target's own component
 (``clinops_lib.targets.local.components.LocalStack``, which carries the Python 3.11 KMS fix) on
-PortMap(24000) -> 127.0.0.1:24002, state in a temp dir. Each test uses its own project
+PortMap(base).localstack, state in a temp dir. Each test uses its own project
 name, so its resources carry their own prefix and tests do not see each other's.
 Live state is checked with plain boto3 calls here, not through the library's own
 observation code, so a bug there cannot hide itself.
@@ -21,8 +21,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from ports import PortAllocator, PortBlock
 
-from clinops_lib.config import PortMap, Settings
+from clinops_lib.config import Settings
 from clinops_lib.exceptions import InventoryError
 from clinops_lib.inventory import (
     Clients,
@@ -40,10 +41,9 @@ from clinops_lib.targets.local import supervisor as sup
 from clinops_lib.targets.local.components import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = 24000
 INVENTORY_FILE = ROOT / "terraform" / "inventory.tfvars.json"
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.component, pytest.mark.timeout(600)]
 
 
 def _raw() -> dict[str, Any]:
@@ -162,9 +162,10 @@ def test_service_resources_wire_the_gateway_and_serving() -> None:
 
 # -- a real LocalStack ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def settings() -> Iterator[Settings]:
+def settings(port_allocator: PortAllocator) -> Iterator[Settings]:
     state = Path(tempfile.mkdtemp(prefix="clinops-inventory-test-"))
-    s = Settings(state_dir=state, ports=PortMap(BASE), project_root=ROOT)
+    block = port_allocator.block()
+    s = Settings(state_dir=state, ports=block.portmap(), project_root=ROOT)
     comp = LocalStack(s)
     comp.prepare()
     spec = comp.spec()
@@ -175,6 +176,7 @@ def settings() -> Iterator[Settings]:
     finally:
         sup.stop(proc, stop_signal=spec.stop_signal, signal_group=spec.signal_group, timeout=20)
         shutil.rmtree(state, ignore_errors=True)
+        port_allocator.release(block)
 
 
 @pytest.fixture(scope="module")
@@ -400,13 +402,14 @@ def test_bad_entry_is_rejected_before_anything_is_created(
     assert _names_with_prefix(settings, "ct-bad-") == []
 
 
-def test_boto3_errors_become_inventory_errors_naming_the_resource() -> None:
+def test_boto3_errors_become_inventory_errors_naming_the_resource(port_block: PortBlock) -> None:
+    nobody = f"http://127.0.0.1:{port_block.port()}"  # a free port: connection refused
     session = boto3.session.Session(
         aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
     )
-    dead = Clients.from_session(session, f"http://127.0.0.1:{BASE + 99}")
+    dead = Clients.from_session(session, nobody)
     cfg = Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=2)
-    dead.s3 = session.client("s3", endpoint_url=f"http://127.0.0.1:{BASE + 99}", config=cfg)
+    dead.s3 = session.client("s3", endpoint_url=nobody, config=cfg)
     dead.sts = None  # LocalStack's account id is assumed; the first real call is the bucket listing
     with pytest.raises(InventoryError, match=r"^bucket ct-dead-dev-\*") as err:
         apply_inventory(_inventory("ct-dead"), dead)

@@ -16,6 +16,8 @@ from clinops_lib.drills.judge import (
 from clinops_lib.drills.sequential import BernoulliErrorSPRT, newcombe_diff_ci
 from clinops_lib.exceptions import MetricsError, ParameterError
 
+pytestmark = pytest.mark.unit
+
 
 def _simulate(p_stable: float, p_canary: float, weight: float, n: int, rng: np.random.Generator,
               alpha: float = 0.05) -> BernoulliErrorSPRT:

@@ -27,6 +27,7 @@ from kube_emulator import (
     emulator,
     rollout,
 )
+from ports import PortBlock
 
 from clinops_lib import charts
 from clinops_lib.clusters.kind import check_prerequisites, stack_components, wait_nodes_ready
@@ -46,6 +47,8 @@ from clinops_lib.targets.kube.argocd import apply_objects, wait_synced_healthy
 from clinops_lib.targets.kube.client import load_clients
 from clinops_lib.targets.kube.rollouts import MERGE_PATCH
 from clinops_lib.targets.kube.target import KubeconfigTarget
+
+pytestmark = pytest.mark.component
 
 __all__ = ["emulator"]
 
@@ -502,13 +505,14 @@ def test_stack_versions_are_pinned_and_cover_the_stack() -> None:
 
 
 @pytest.mark.skipif(_kind_possible(), reason="this machine can run kind; the error path is not reachable")
-@pytest.mark.skipif(not (ROOT / "runbooks" / "00-provision.ipynb").exists(), reason="runbook not written yet")
-def test_provision_runbook_on_kind_without_docker_seals_a_failed_bundle(tmp_path: Path) -> None:
+def test_provision_runbook_on_kind_without_docker_seals_a_failed_bundle(
+    tmp_path: Path, port_block: PortBlock
+) -> None:
     import json
 
     env = {
         **os.environ,
-        "CLINOPS_PORT_BASE": "26000",
+        "CLINOPS_PORT_BASE": str(port_block.base),
         "CLINOPS_STATE_DIR": str(tmp_path / "state"),
         "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
         "CLINOPS_EVIDENCE_DIR": str(tmp_path / "evidence"),

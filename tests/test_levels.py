@@ -8,12 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
+from ports import PortBlock
 
 from clinops_lib import catalog
 from clinops_lib.cli.platform import format_table, status_from_cli
-from clinops_lib.config import PortMap, Settings
+from clinops_lib.config import Settings
 from clinops_lib.exceptions import ParameterError
 from clinops_lib.targets.local.target import LocalTarget
+
+pytestmark = pytest.mark.unit
 
 
 def test_levels_zero_to_six_in_order() -> None:
@@ -24,9 +27,10 @@ def test_levels_zero_to_six_in_order() -> None:
 
 def test_what_runs_locally() -> None:
     local = {c.name for c in catalog.components() if c.runs_on("local")}
-    assert local == {"postgresql", "redis", "localstack", "haproxy", "clinical-gateway", "training-job",
-                     "model-serving", "prometheus"}
-    for name in ("kafka", "spark", "airflow", "mlflow server", "grafana", "opensearch"):
+    assert local == {"postgresql", "redis", "localstack", "haproxy", "clinical-gateway", "kafka",
+                     "kafka-consumer", "spark", "feast", "training-job", "model-serving", "mlflow", "airflow",
+                     "prometheus", "alertmanager"}
+    for name in ("grafana", "opensearch", "debezium-cdc", "argo-cd"):
         c = catalog.component(name)
         assert not c.runs_on("local") and c.what_on("local") == "not on this target"
     kube = catalog.component("kubernetes")
@@ -49,17 +53,23 @@ def test_resolve_levels_adds_dependencies() -> None:
     assert catalog.resolve_levels([6]) == [6]
 
 
-def test_status_lists_every_component_without_processes(tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(state_dir=tmp_path / "state", ports=PortMap(23190))
+def test_status_lists_every_component_without_processes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], port_block: PortBlock
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state", ports=port_block.portmap())
     rows = LocalTarget(settings).status()
     assert [r.component for r in rows] == [c.name for c in catalog.components()]
     by_name = {r.component: r for r in rows}
-    assert by_name["kafka"].health == "not on this target"
+    assert by_name["grafana"].health == "not on this target"
+    assert by_name["spark"].health == "stopped"  # a batch job is not "deployed" before `up`
     assert by_name["postgresql"].health == "stopped"  # nothing was started: never shown as deployed
     assert not any(r.health == "healthy" for r in rows)
     table = format_table(rows)
     assert "not on this target" in table and "1 data ingestion" in table
     status_from_cli(argparse.Namespace(json=True), settings)
     data = json.loads(capsys.readouterr().out)
-    assert {d["component"] for d in data} >= {"grafana", "clinical-gateway"}
+    assert {d["component"] for d in data["components"]} >= {"grafana", "clinical-gateway"}
+    # every track of every service, with its weight (unreadable here: nothing runs, and it says so)
+    tracks = {(t["service"], t["track"]): t for t in data["tracks"]}
+    assert set(tracks) == {(s, t) for s in ("clinical-gateway", "model-serving") for t in ("stable", "canary")}
+    assert all(t["weight"] is None and "unreadable" in t["note"] and not t["running"] for t in tracks.values())

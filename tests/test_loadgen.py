@@ -6,11 +6,12 @@ import asyncio
 import threading
 
 import pytest
+from ports import PortBlock
 
 from clinops_lib.drills.loadgen import STATUS_DROPPED, LoadGenerator, LoadSpec
 from clinops_lib.exceptions import ParameterError
 
-PORT_BASE = 25100  # inside this engineer's block 25000-25199
+pytestmark = pytest.mark.unit
 
 
 class TinyServer:
@@ -89,9 +90,12 @@ class TinyServer:
         self._thread.join(10)
 
 
-def test_slow_server_does_not_lower_the_scheduling_rate() -> None:
+def test_slow_server_does_not_lower_the_scheduling_rate(port_block: PortBlock) -> None:
     rate, duration = 200, 3.0
-    with TinyServer(PORT_BASE, "fast") as fast, TinyServer(PORT_BASE + 1, "slow", delay_s=0.25) as slow:
+    with (
+        TinyServer(port_block.port(), "fast") as fast,
+        TinyServer(port_block.port(), "slow", delay_s=0.25) as slow,
+    ):
         g_fast = LoadGenerator(LoadSpec(fast.url, rate=rate, duration_s=duration, label="fast")).start()
         g_slow = LoadGenerator(LoadSpec(slow.url, rate=rate, duration_s=duration, label="slow",
                                         max_in_flight=20)).start()
@@ -113,8 +117,8 @@ def test_slow_server_does_not_lower_the_scheduling_rate() -> None:
     assert s_fast.achieved_rate / s_fast.requested_rate > 0.97
 
 
-def test_achieved_rate_matches_requested_and_records_versions_and_errors() -> None:
-    with TinyServer(PORT_BASE + 2, "v7", error_every=10) as srv:
+def test_achieved_rate_matches_requested_and_records_versions_and_errors(port_block: PortBlock) -> None:
+    with TinyServer(port_block.port(), "v7", error_every=10) as srv:
         gen = LoadGenerator(LoadSpec(srv.url, rate=300, duration_s=2.0)).start()
         summary = gen.wait(30)
     recs = gen.records()
@@ -127,16 +131,16 @@ def test_achieved_rate_matches_requested_and_records_versions_and_errors() -> No
     assert all(r.sent >= r.scheduled and r.done >= r.sent for r in recs)
 
 
-def test_connection_refused_is_recorded_not_raised() -> None:
-    gen = LoadGenerator(LoadSpec(f"http://127.0.0.1:{PORT_BASE + 3}", rate=50, duration_s=0.5)).start()
+def test_connection_refused_is_recorded_not_raised(port_block: PortBlock) -> None:
+    gen = LoadGenerator(LoadSpec(f"http://127.0.0.1:{port_block.port()}", rate=50, duration_s=0.5)).start()
     summary = gen.wait(30)
     assert summary.sent > 0
     assert summary.failed == summary.sent
     assert all(r.status == 0 and r.error for r in gen.records())
 
 
-def test_stop_ends_an_open_ended_run() -> None:
-    with TinyServer(PORT_BASE + 4) as srv:
+def test_stop_ends_an_open_ended_run(port_block: PortBlock) -> None:
+    with TinyServer(port_block.port()) as srv:
         gen = LoadGenerator(LoadSpec(srv.url, rate=100)).start()
         threading.Event().wait(0.5)
         summary = gen.stop()

@@ -2,7 +2,7 @@
 Prometheus and the services, checked through their own protocols; then the failure paths
 (port taken, missing binary, health timeout, killed component) and a clean ``down``.
 
-Port block 23000-23199: the shared platform uses base 23000, failure paths base 23100.
+Ports from the harness (tests/ports.py): the shared platform on one block, each failure path on its own.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import enterable_tmpdir
+from ports import PortAllocator, PortBlock
 
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.exceptions import (
@@ -34,9 +35,7 @@ from clinops_lib.targets.local import components
 from clinops_lib.targets.local import supervisor as sup
 from clinops_lib.targets.local.target import LocalTarget
 
-pytestmark = pytest.mark.slow
-BASE = 23000
-FAIL_BASE = 23100
+pytestmark = [pytest.mark.component, pytest.mark.slow]
 
 
 def _state_dir() -> Path:
@@ -63,9 +62,10 @@ def _processes_under(path: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[LocalTarget]:
+def platform(port_allocator: PortAllocator) -> Iterator[LocalTarget]:
     root = _state_dir()
-    target = LocalTarget(Settings(state_dir=root / "state", ports=PortMap(BASE)))
+    block = port_allocator.block()
+    target = LocalTarget(Settings(state_dir=root / "state", ports=block.portmap()))
     try:
         statuses = target.up([0, 1, 4, 6])
         bad = [s for s in statuses if s.health not in ("healthy", "not on this target")]
@@ -74,6 +74,7 @@ def platform() -> Iterator[LocalTarget]:
     finally:
         target.down(purge=True)
         shutil.rmtree(root, ignore_errors=True)
+        port_allocator.release(block)
 
 
 def _boto(target: LocalTarget, service: str):  # type: ignore[no-untyped-def]
@@ -124,7 +125,8 @@ def test_every_component_listens_on_loopback_only(platform: LocalTarget) -> None
 def test_postgres_sql(platform: LocalTarget) -> None:
     import psycopg
 
-    with psycopg.connect(f"host=127.0.0.1 port={BASE} user=clinops dbname=clinops", autocommit=True) as conn:
+    dsn = f"host=127.0.0.1 port={platform.settings.ports.postgres} user=clinops dbname=clinops"
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS c1_probe (id int primary key, note text)")
         conn.execute("INSERT INTO c1_probe VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET note = 'y'")
         assert conn.execute("SELECT count(*) FROM c1_probe").fetchone() == (1,)
@@ -135,7 +137,7 @@ def test_postgres_sql(platform: LocalTarget) -> None:
 def test_redis_protocol(platform: LocalTarget) -> None:
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=PortMap(BASE).redis)
+    client = redis.Redis(host="127.0.0.1", port=platform.settings.ports.redis)
     key = f"c1:{uuid.uuid4()}"
     client.set(key, "v", ex=60)
     assert client.get(key) == b"v"
@@ -191,10 +193,10 @@ def test_prometheus_loads_the_shared_rule_file(platform: LocalTarget) -> None:
     assert groups, "Prometheus loaded no rule group from platform-rules.yaml"
 
 
-def test_prometheus_config_without_rule_file_warns(tmp_path: Path) -> None:
+def test_prometheus_config_without_rule_file_warns(tmp_path: Path, port_block: PortBlock) -> None:
     from clinops_lib.targets.local.components import Prometheus
 
-    prom = Prometheus(Settings(state_dir=tmp_path, project_root=tmp_path, ports=PortMap(FAIL_BASE)))
+    prom = Prometheus(Settings(state_dir=tmp_path, project_root=tmp_path, ports=port_block.portmap()))
     with pytest.warns(UserWarning, match="platform-rules.yaml is missing"):
         cfg = prom.config()
     assert "rule_files" not in cfg
@@ -204,8 +206,8 @@ def test_prometheus_config_without_rule_file_warns(tmp_path: Path) -> None:
     assert labels == [{"service": "model-serving", "track": t} for t in ("stable", "canary")]
 
 
-def test_prometheus_unreachable_and_injected_transport(tmp_path: Path) -> None:
-    offline = LocalTarget(Settings(state_dir=tmp_path, ports=PortMap(FAIL_BASE + 60)))
+def test_prometheus_unreachable_and_injected_transport(tmp_path: Path, port_block: PortBlock) -> None:
+    offline = LocalTarget(Settings(state_dir=tmp_path, ports=port_block.portmap()))
     with pytest.raises(MetricsError, match="unreachable"):
         offline.prometheus_query("up")
 
@@ -323,9 +325,9 @@ def _assert_nothing_left(settings: Settings) -> None:
     assert _processes_under(settings.state_dir) == []
 
 
-def test_port_in_use_names_component_and_starts_nothing() -> None:
+def test_port_in_use_names_component_and_starts_nothing(port_block: PortBlock) -> None:
     root = _state_dir()
-    settings = Settings(state_dir=root / "state", ports=PortMap(FAIL_BASE))
+    settings = Settings(state_dir=root / "state", ports=port_block.portmap())
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", settings.ports.redis))
     blocker.listen()
@@ -342,13 +344,15 @@ def test_port_in_use_names_component_and_starts_nothing() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_health_timeout_names_component_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_timeout_names_component_and_cleans_up(
+    monkeypatch: pytest.MonkeyPatch, port_block: PortBlock
+) -> None:
     # A LocalStack that never answers its health check (a hung boot): the real process starts,
     # only its probe is held at "not yet" so the timeout path does not depend on boot speed
     # (with compiled bytecode LocalStack can be healthy before its wait even begins).
     monkeypatch.setattr(components.LocalStack, "healthy", lambda self: False)
     root = _state_dir()
-    settings = Settings(state_dir=root / "state", ports=PortMap(FAIL_BASE))
+    settings = Settings(state_dir=root / "state", ports=port_block.portmap())
     target = LocalTarget(settings, timeouts={"localstack": 1.0})
     try:
         with pytest.raises(ComponentError) as err:
@@ -363,9 +367,11 @@ def test_health_timeout_names_component_and_cleans_up(monkeypatch: pytest.Monkey
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_missing_binary_is_prerequisite_error_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_binary_is_prerequisite_error_and_cleans_up(
+    monkeypatch: pytest.MonkeyPatch, port_block: PortBlock
+) -> None:
     root = _state_dir()
-    settings = Settings(state_dir=root / "state", ports=PortMap(FAIL_BASE))
+    settings = Settings(state_dir=root / "state", ports=port_block.portmap())
     target = LocalTarget(settings)
     # postgres has an absolute path; redis-server is then not found
     monkeypatch.setenv("PATH", str(root / "empty-bin"))

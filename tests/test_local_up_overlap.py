@@ -6,7 +6,7 @@ level order; a failure after such an early start still names the component and i
 leaves no process or port behind; Python children keep their bytecode under the state dir
 only when the installation has none; HAProxy probes a DOWN track every 250 ms.
 
-Port block 28100-28199: the platform uses base 28100, the failure path base 28150.
+Ports from the harness (tests/ports.py): one block for the platform, one for the failure path.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import enterable_tmpdir
+from ports import PortAllocator, PortBlock
 
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.exceptions import ComponentError
@@ -29,8 +30,7 @@ from clinops_lib.targets.local.components import HAProxy, _venv_has_bytecode, py
 from clinops_lib.targets.local.haproxy import HAProxyService, render_config
 from clinops_lib.targets.local.target import LocalTarget
 
-BASE = 28100
-FAIL_BASE = 28150
+pytestmark = pytest.mark.component
 
 
 def _state_dir() -> Path:
@@ -99,13 +99,13 @@ def test_python_env_leaves_installed_bytecode_and_default_alone(
 
 
 # -- HAProxy probes DOWN tracks often --------------------------------------------------------------
-def test_haproxy_down_interval_is_rendered(tmp_path: Path) -> None:
+def test_haproxy_down_interval_is_rendered(tmp_path: Path, port_block: PortBlock) -> None:
     svc = HAProxyService("svc", 1, 2, 3, 4, 100, 0)
     assert "downinter 1000ms" in render_config([svc], stats_port=5, admin_socket=tmp_path / "a.sock")
     assert "downinter 250ms" in render_config(
         [svc], stats_port=5, admin_socket=tmp_path / "a.sock", down_interval_ms=250
     )
-    comp = HAProxy(Settings(state_dir=tmp_path / "state", ports=PortMap(BASE)))
+    comp = HAProxy(Settings(state_dir=tmp_path / "state", ports=port_block.portmap()))
     comp.prepare()  # writes and validates (haproxy -c) the real config
     assert f"downinter {comp.down_interval_ms}ms" in (comp.dir / "haproxy.cfg").read_text()
     assert comp.down_interval_ms < 1000
@@ -113,9 +113,10 @@ def test_haproxy_down_interval_is_rendered(tmp_path: Path) -> None:
 
 # -- real components: early starts, level-ordered verdicts ----------------------------------------
 @pytest.fixture(scope="module")
-def levels_0_1() -> Iterator[tuple[LocalTarget, list[str]]]:
+def levels_0_1(port_allocator: PortAllocator) -> Iterator[tuple[LocalTarget, list[str]]]:
     root = _state_dir()
-    target = LocalTarget(Settings(state_dir=root / "state", ports=PortMap(BASE)))
+    block = port_allocator.block()
+    target = LocalTarget(Settings(state_dir=root / "state", ports=block.portmap()))
     messages: list[str] = []
     real_probe = components.LocalStack.healthy
 
@@ -133,6 +134,7 @@ def levels_0_1() -> Iterator[tuple[LocalTarget, list[str]]]:
     finally:
         target.down(purge=True)
         shutil.rmtree(root, ignore_errors=True)
+        port_allocator.release(block)
 
 
 @pytest.mark.slow
@@ -164,13 +166,15 @@ def test_verdicts_keep_level_order(levels_0_1: tuple[LocalTarget, list[str]]) ->
 
 
 @pytest.mark.slow
-def test_failure_after_an_early_start_stops_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_after_an_early_start_stops_everything(
+    monkeypatch: pytest.MonkeyPatch, port_block: PortBlock
+) -> None:
     # A LocalStack that never answers its health check (a hung boot): the real process starts,
     # only its probe is held at "not yet" so the timeout path does not depend on boot speed
     # (with compiled bytecode LocalStack can be healthy before its wait even begins).
     monkeypatch.setattr(components.LocalStack, "healthy", lambda self: False)
     root = _state_dir()
-    settings = Settings(state_dir=root / "state", ports=PortMap(FAIL_BASE))
+    settings = Settings(state_dir=root / "state", ports=port_block.portmap())
     target = LocalTarget(settings, timeouts={"localstack": 1.0})
     messages: list[str] = []
     try:

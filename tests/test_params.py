@@ -9,6 +9,8 @@ import pytest
 from clinops_lib.exceptions import ParameterError
 from clinops_lib.runs import params as P
 
+pytestmark = pytest.mark.unit
+
 CONTRACT_CELL = """\
 # comment lines and blank lines are allowed
 

@@ -26,6 +26,8 @@ from clinops_lib.exceptions import KubernetesAPIError, TrafficError, WaitFailed,
 from clinops_lib.targets.kube.client import load_clients
 from clinops_lib.targets.kube.rollouts import MERGE_PATCH, RolloutsDriver
 
+pytestmark = pytest.mark.unit
+
 __all__ = ["emulator"]
 
 NS = "clinical-mlops"

@@ -22,6 +22,8 @@ from clinops_lib.evidence.secretgate import SecretGate
 from clinops_lib.exceptions import ParameterError
 from clinops_lib.runs import params as P
 
+pytestmark = pytest.mark.unit
+
 RUNBOOKS = sorted((Path(__file__).resolve().parent.parent / "runbooks").glob("*.ipynb"))
 SECTIONS = ("Purpose", "Preconditions", "Acceptance criteria", "Rollback")
 # a credential-named variable assigned a non-empty string literal

@@ -1,14 +1,15 @@
 """The runbooks end to end, exactly as an operator runs them: ``clinops`` in a subprocess.
 
-One local platform for the whole module (port block 27000-27199, state and evidence under a
+One local platform for the whole module (a port block from the harness, state and evidence under a
 tmp dir), then in order: provision, deploy levels, a canary drill that promotes, a canary drill
 with injected errors that must abort, a blue-green drill -- each exits 0 and seals a PASSED
 bundle that verifies; the archive chains all five. Bad input exits 2 with nothing run;
 ``--target kind`` on a machine without docker/kind exits 1 with a FAILED bundle naming what is
-missing. ``pytest --nbmake`` then runs every runbook top to bottom with its defaults against the
-same platform (``up`` is idempotent), without writing into ``runbooks/``. Last, ``clinops down``
-must leave no process and no listening port of the block behind; the module finalizer runs it
-again even when a test failed, so nothing outlives the module.
+missing. Each runbook runs once per suite (a module fixture; the tests read its results, so
+none depends on another having run first). Last, ``clinops down`` must leave no process and no
+listening port of the block behind; the module finalizer runs it again even when a test failed,
+so nothing outlives the module. ``CLINOPS_E2E_ARCHIVE`` keeps the sealed bundles (CI uploads
+them instead of running the runbooks a second time).
 
 Why subprocesses and not ``cli.main`` in-process: the runner sets environment variables for the
 kernel, the local target reaps its own children, and ``clinops down`` must work from a process
@@ -30,13 +31,12 @@ from pathlib import Path
 
 import pytest
 from conftest import enterable_tmpdir
+from ports import PortAllocator
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "runbooks"
-PORT_BASE = 27000
-PORT_BLOCK = range(PORT_BASE, PORT_BASE + 200)
 CLINOPS = [sys.executable, "-m", "clinops_lib.cli"]
 #: Outer bound for one subprocess so a hung run fails this module instead of CI's whole job.
 #: Not a performance limit: the drills take minutes on a loaded machine.
@@ -67,12 +67,12 @@ class Platform:
     state_dir: Path
     archive: Path
     timings: dict[str, float]
+    ports: range
 
 
 def _require(name: str) -> Path:
     path = RUNBOOKS / name
-    if not path.is_file():
-        pytest.skip(reason=f"runbooks/{name} does not exist yet (owned by another engineer)")
+    assert path.is_file(), f"runbooks/{name} is missing"  # every runbook exists now: no skip
     return path
 
 
@@ -121,8 +121,8 @@ def _listening_ports() -> set[int]:
     return ports
 
 
-def _block_listeners() -> list[int]:
-    return sorted(p for p in _listening_ports() if p in PORT_BLOCK)
+def _block_listeners(block: range) -> list[int]:
+    return sorted(p for p in _listening_ports() if p in block)
 
 
 def _processes_of(state_dir: Path) -> list[str]:
@@ -157,29 +157,28 @@ def _down(platform: Platform) -> subprocess.CompletedProcess[str]:
 
 # -- the platform -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
-    taken = _block_listeners()
-    if taken:
-        pytest.fail(f"ports {taken} of this module's block {PORT_BLOCK.start}-{PORT_BLOCK.stop - 1} are "
-                    "already in use by another process: stop it (or a stale `clinops up`) first")
+def platform(port_allocator: PortAllocator) -> Iterator[Platform]:
+    block = port_allocator.block()  # free and locked: nothing else listens there
     tmp = enterable_tmpdir("clinops-e2e-")
+    archive = Path(os.environ.get("CLINOPS_E2E_ARCHIVE") or tmp / "evidence").resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINOPS_", "KUBECONFIG"))}
     env.update(
-        CLINOPS_PORT_BASE=str(PORT_BASE),
+        CLINOPS_PORT_BASE=str(block.base),
         CLINOPS_STATE_DIR=str(tmp / "state"),
-        CLINOPS_EVIDENCE_DIR=str(tmp / "evidence"),
+        CLINOPS_EVIDENCE_DIR=str(archive),
         # no kubeconfig at all: --target kind must find neither a cluster nor docker/kind
         KUBECONFIG=str(tmp / "no-kubeconfig"),
         PYTHONDONTWRITEBYTECODE="1",
     )
-    p = Platform(tmp, env, tmp / "state", tmp / "evidence", {})
+    p = Platform(tmp, env, tmp / "state", archive, {}, block.ports)
     try:
         yield p
     finally:
         # runs even when a test failed half-way: nothing may outlive the module
         proc = _down(p)
         leftovers = _processes_of(p.state_dir)
-        listeners = _block_listeners()
+        listeners = _block_listeners(p.ports)
+        port_allocator.release(block)
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in p.timings.items())
         print(f"\n[e2e timings] {timings}", file=sys.stderr)
         if proc.returncode == 0 and not leftovers:
@@ -226,32 +225,48 @@ def snapshot() -> Snapshot:
 # -- bad input: nothing runs, nothing is written --------------------------------------------------------
 def test_bad_parameter_exits_2_naming_it_with_nothing_run(platform: Platform) -> None:
     _require("02-canary-drill.ipynb")
+    before, processes = _bundles(platform.archive), _processes_of(platform.state_dir)
     proc = _clinops(platform, "run", "runbooks/02-canary-drill.ipynb", "-p", "steps", "[50, 10]")
     assert proc.returncode == 2, _explain(proc)
     assert "steps" in proc.stderr, _explain(proc)
     assert "verdict:" not in proc.stdout, _explain(proc)
-    assert _bundles(platform.archive) == [], "a rejected run must not write a bundle"
-    assert _processes_of(platform.state_dir) == [], "a rejected run must not start anything"
-    assert not platform.state_dir.exists() or not any((platform.state_dir / "run").glob("*.pid"))
+    assert _bundles(platform.archive) == before, "a rejected run must not write a bundle"
+    assert _processes_of(platform.state_dir) == processes, "a rejected run must not start anything"
 
 
 # -- the sequence ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("runbook", "params", "expected"),
-                         [pytest.param(f, p, e, id=i) for i, f, p, e in SEQUENCE])
+@dataclass
+class Run:
+    proc: subprocess.CompletedProcess[str]
+    new_bundles: set[Path]
+
+
+@pytest.fixture(scope="module")
+def runs(platform: Platform, snapshot: Snapshot) -> dict[str, Run]:
+    """Every runbook of the sequence, run once per suite (the tests below only read the results):
+    no test depends on another having run first, and no runbook runs twice."""
+    done: dict[str, Run] = {}
+    for run_id, runbook, params, _ in SEQUENCE:
+        _require(runbook)
+        before = set(_bundles(platform.archive))
+        flags = [x for name, value in params for x in ("-p", name, value)]
+        proc = _clinops(platform, "run", f"runbooks/{runbook}", "--no-progress", *flags, label=run_id)
+        done[run_id] = Run(proc, set(_bundles(platform.archive)) - before)
+    return done
+
+
+@pytest.mark.parametrize(("runbook", "expected"), [pytest.param(f, e, id=i) for i, f, _, e in SEQUENCE])
 def test_runbook_passes_with_a_verified_bundle(
-    platform: Platform, snapshot: Snapshot, runbook: str,
-    params: list[tuple[str, str]], expected: dict[str, str], request: pytest.FixtureRequest,
+    platform: Platform, snapshot: Snapshot, runs: dict[str, Run], runbook: str,
+    expected: dict[str, str], request: pytest.FixtureRequest,
 ) -> None:
-    _require(runbook)
-    before = set(_bundles(platform.archive))
-    flags = [x for name, value in params for x in ("-p", name, value)]
-    proc = _clinops(platform, "run", f"runbooks/{runbook}", "--no-progress", *flags,
-                    label=request.node.callspec.id)
+    run = runs[request.node.callspec.id]
+    proc = run.proc
     assert proc.returncode == 0, _explain(proc)
     assert re.search(r"^verdict: PASSED$", proc.stdout, re.M), _explain(proc)
 
     bundle = _bundle_of(proc)
-    assert set(_bundles(platform.archive)) - before == {bundle}, "exactly one new bundle, the one printed"
+    assert run.new_bundles == {bundle}, "exactly one new bundle, the one printed"
     verdict = json.loads((bundle / "verdict.json").read_text())
     assert verdict["verdict"] == "PASSED", verdict["reasons"]
     assert verdict["checks"], "a runbook that passes must have recorded acceptance checks"
@@ -273,9 +288,7 @@ def test_runbook_passes_with_a_verified_bundle(
     _assert_runbooks_untouched(snapshot)
 
 
-def test_archive_chains_every_run(platform: Platform) -> None:
-    for _, runbook, _, _ in SEQUENCE:
-        _require(runbook)
+def test_archive_chains_every_run(platform: Platform, runs: dict[str, Run]) -> None:
     bundles = _bundles(platform.archive)
     assert len(bundles) == len(SEQUENCE), [b.name for b in bundles]
     proc = _clinops(platform, "evidence", "verify", str(platform.archive))
@@ -315,39 +328,10 @@ def test_kubernetes_target_without_a_cluster_fails_with_evidence(platform: Platf
     assert _bundles(platform.archive) == main_archive, "--out must keep the run out of the main archive"
 
 
-# -- pytest --nbmake: every runbook top to bottom with its defaults -------------------------------------
-def test_nbmake_runs_every_runbook_without_touching_it(platform: Platform, snapshot: Snapshot) -> None:
-    """``pytest --nbmake runbooks/*.ipynb`` in a subprocess on the already-up platform.
-
-    ``-o addopts=`` and ``-p no:cacheprovider`` keep the inner pytest from reading this
-    project's options or writing ``.pytest_cache``; nbmake executes in memory and only writes
-    back with ``--overwrite``, which is checked rather than trusted.
-    """
-    # a runbook with a preflight (04-promote: a bundle with a signed approval) cannot run on
-    # defaults by design; test_promotion_e2e.py runs it with its inputs
-    notebooks = [n for n in sorted(RUNBOOKS.glob("*.ipynb"))
-                 if not json.loads(n.read_text()).get("metadata", {}).get("clinops", {}).get("preflight")]
-    if not notebooks:
-        pytest.skip(reason="runbooks/ holds no notebook yet")
-    for name in ("02-canary-drill.ipynb", "03-blue-green-drill.ipynb"):
-        if not (RUNBOOKS / name).is_file():
-            print(f"note: runbooks/{name} does not exist yet; nbmake runs {[n.name for n in notebooks]}")
-    start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=3600", "-p", "no:cacheprovider",
-         "-o", "addopts=", "-q", *(f"runbooks/{n.name}" for n in notebooks)],
-        cwd=ROOT, env=platform.env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S * 2,
-    )
-    platform.timings["nbmake"] = time.monotonic() - start
-    assert proc.returncode == 0, _explain(proc)
-    assert re.search(rf"\b{len(notebooks)} passed\b", proc.stdout), _explain(proc)
-    _assert_runbooks_untouched(snapshot)
-
-
 # -- down: nothing left ----------------------------------------------------------------------------------
-def test_down_leaves_no_process_and_no_listener(platform: Platform) -> None:
-    assert _processes_of(platform.state_dir), "the platform should be up before down (earlier tests)"
+def test_down_leaves_no_process_and_no_listener(platform: Platform, runs: dict[str, Run]) -> None:
+    assert _processes_of(platform.state_dir), "the runs left the platform up (their runbooks bring it up)"
     proc = _down(platform)
     assert proc.returncode == 0, _explain(proc)
     assert _processes_of(platform.state_dir) == []
-    assert _block_listeners() == []
+    assert _block_listeners(platform.ports) == []

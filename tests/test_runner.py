@@ -18,6 +18,8 @@ from conftest import write_notebook
 from clinops_lib import evidence
 from clinops_lib.cli import main
 
+pytestmark = pytest.mark.component
+
 PARAMS = """\
 rate = 200  # int, 1..2000
 scale = 0.5  # float, 0..1

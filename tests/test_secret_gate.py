@@ -21,6 +21,8 @@ from clinops_lib.cli import main
 from clinops_lib.evidence.secretgate import SecretGate, env_credentials
 from clinops_lib.runs.params import REDACTED
 
+pytestmark = pytest.mark.component
+
 SECRET = 's3cr"et<Xy9-42\\z'  # quote, angle bracket and backslash: escaped differently in JSON and HTML
 LEARNED = "learned-value-9876-abc"
 ENV_TOKEN = "envtok-5550123-qwerty"

@@ -29,6 +29,8 @@ from clinops_lib.config import PortMap, Settings
 from clinops_lib.inventory import model as inv_mod
 from clinops_lib.inventory.terraform import terraform_commands
 
+pytestmark = pytest.mark.component
+
 ROOT = Path(__file__).resolve().parent.parent
 TF = ROOT / "terraform"
 INVENTORY = json.loads((TF / "inventory.tfvars.json").read_text())

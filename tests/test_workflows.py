@@ -16,6 +16,8 @@ import yaml
 
 from clinops_lib.config import project_root
 
+pytestmark = pytest.mark.unit
+
 WORKFLOWS = project_root() / ".github" / "workflows"
 SHA = re.compile(r"^[0-9a-f]{40}$")
 VERSION_TAG = re.compile(r"^v?\d+(\.\d+){0,2}([-+][0-9A-Za-z.]+)?$")

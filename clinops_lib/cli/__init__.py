@@ -65,6 +65,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status_from_cli(args, _settings(args))
 
 
+def _cmd_abort(args: argparse.Namespace) -> int:
+    from .platform import abort_from_cli
+
+    return abort_from_cli(args, _settings(args))
+
+
 def _cmd_down(args: argparse.Namespace) -> int:
     from .platform import down_from_cli
 
@@ -138,10 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--levels", help="comma-separated level numbers, e.g. 0,1,4,6 (default: all)")
     up.add_argument("--target", choices=KNOWN_TARGETS)
     up.set_defaults(func=_cmd_up)
-    status = sub.add_parser("status", help="every component with its health and endpoint")
+    status = sub.add_parser("status", help="every component with its health, every track with its weight")
     status.add_argument("--target", choices=KNOWN_TARGETS)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
+    abort = sub.add_parser("abort", help="all traffic of a service to stable, then stop its canary (green)")
+    abort.add_argument("service", help="e.g. clinical-gateway")
+    abort.add_argument("--target", choices=KNOWN_TARGETS)
+    abort.set_defaults(func=_cmd_abort)
     down = sub.add_parser("down", help="stop everything the target started")
     down.add_argument("--purge", action="store_true", help="also remove the state directory")
     down.add_argument("--target", choices=KNOWN_TARGETS)

@@ -1,7 +1,11 @@
-"""``clinops up / status / down / inventory``: the platform lifecycle from the command line.
+"""``clinops up / status / down / abort / inventory``: the platform lifecycle from the command line.
 
 Thin wrappers: parse the flags, ask :func:`~clinops_lib.targets.base.get_target` for the target,
 print what happened as a table (or JSON). Exit 0 when everything asked for is healthy.
+
+``status`` also shows every track of every service with its share of user traffic, and ``up``
+names a canary left running (a drill that never finished) and offers ``clinops abort SERVICE``
+(:mod:`clinops_lib.drills.abort`): a stray canary is never hidden behind "already up".
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ from dataclasses import asdict
 
 from ..catalog import level_names, parse_levels
 from ..config import Settings
+from ..drills.abort import TrackRow, abort_release, services_of, stray_canaries, track_rows
+from ..exceptions import ParameterError
 from ..targets.base import ComponentStatus, get_target
 
 __all__ = [
+    "abort_from_cli",
     "down_from_cli",
+    "format_tracks",
     "format_table",
     "inventory_from_cli",
     "status_from_cli",
@@ -52,6 +60,24 @@ def format_table(statuses: Sequence[ComponentStatus]) -> str:
                      for r in rows)
 
 
+def format_tracks(rows: Sequence[TrackRow]) -> str:
+    """SERVICE TRACK VERSION RUNNING WEIGHT, one line per track."""
+    cells = [(r.service, r.track, r.version or "-", "yes" if r.running else "no",
+              "?" if r.weight is None else f"{r.weight}%", r.note) for r in rows]
+    header = ("SERVICE", "TRACK", "VERSION", "RUNNING", "WEIGHT", "")
+    widths = [max(len(str(c[i])) for c in [header, *cells]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [header, *cells])
+
+
+def _warn_strays(rows: Sequence[TrackRow]) -> None:
+    for r in stray_canaries(rows):
+        share = "an unknown share of" if r.weight is None else f"{r.weight}% of"
+        print(f"clinops: stray canary: {r.service} runs {r.version or '?'} on its canary track with {share} "
+              f"user traffic (left by a drill that did not finish, unless one is running now); "
+              f"`clinops abort {r.service}` sends all traffic to stable and stops it", file=sys.stderr)
+
+
 def _unhealthy(statuses: Sequence[ComponentStatus]) -> list[ComponentStatus]:
     return [s for s in statuses if s.health in ("unhealthy", "stopped")]
 
@@ -61,9 +87,11 @@ def up_from_cli(args: argparse.Namespace, settings: Settings) -> int:
     target = get_target(settings)
     try:
         statuses = target.up(levels, progress=lambda m: print(m, file=sys.stderr, flush=True))
+        rows = track_rows(target)
     finally:
         target.close()
     print(format_table(statuses))
+    _warn_strays(rows)
     return 1 if _unhealthy(statuses) else 0
 
 
@@ -71,13 +99,34 @@ def status_from_cli(args: argparse.Namespace, settings: Settings) -> int:
     target = get_target(settings)
     try:
         statuses = target.status()
+        rows = track_rows(target)
     finally:
         target.close()
     if getattr(args, "json", False):
-        print(json.dumps(status_rows(statuses), indent=2, default=str))
+        doc = {"components": status_rows(statuses), "tracks": [asdict(r) for r in rows]}
+        print(json.dumps(doc, indent=2, default=str))
     else:
         print(format_table(statuses))
+        print()
+        print(format_tracks(rows))
+        _warn_strays(rows)
     return 1 if any(s.health == "unhealthy" for s in statuses) else 0
+
+
+def abort_from_cli(args: argparse.Namespace, settings: Settings) -> int:
+    """``clinops abort SERVICE``: all traffic to stable, then the canary (green) stopped."""
+    target = get_target(settings)
+    try:
+        known = services_of(target)
+        if args.service not in known:
+            raise ParameterError("service", f"unknown service {args.service!r}; known: {', '.join(known)}")
+        for line in abort_release(target, args.service):
+            print(line)
+        rows = [r for r in track_rows(target, [args.service])]
+    finally:
+        target.close()
+    print(format_tracks(rows))
+    return 0 if not stray_canaries(rows) else 1
 
 
 def down_from_cli(args: argparse.Namespace, settings: Settings) -> int:

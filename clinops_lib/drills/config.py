@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..catalog import check_version
+from ..config import Settings
 from ..exceptions import ChartError, DrillError, ParameterError, TargetError
 from ..faults import FaultProfile
 from ..targets.base import Target
@@ -22,11 +23,16 @@ __all__ = [
     "SERVICE_PATHS",
     "BlueGreenConfig",
     "CanaryConfig",
+    "blue_green_config_from_parameters",
+    "canary_config_from_parameters",
+    "drill_version",
     "normalize_steps",
     "scaled_interval",
     "threshold_overrides",
     "validate_blue_green",
+    "validate_blue_green_parameters",
     "validate_canary",
+    "validate_canary_parameters",
 ]
 
 DEFAULT_STEPS: list[dict[str, Any]] = [
@@ -37,7 +43,6 @@ DEFAULT_STEPS: list[dict[str, Any]] = [
     {"setWeight": 100},
 ]
 SERVICE_PATHS = {"clinical-gateway": "/v1/observations", "model-serving": "/v1/predict"}
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
 # -- configuration -----------------------------------------------------------------------------------
@@ -111,8 +116,7 @@ def _check_rate(rate: float, name: str = "rate") -> None:
 
 
 def _check_version(version: str, name: str) -> None:
-    if not isinstance(version, str) or not _VERSION.match(version):
-        raise ParameterError(name, f"{version!r} is not a version (letters, digits, . _ + -; at most 64)")
+    check_version(version, name)
 
 
 def _known_services(env: str) -> list[str]:
@@ -315,7 +319,7 @@ def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
         raise ParameterError(
             "canary_version",
             f"{cfg.canary_version!r} equals the stable version: the judge "
-            "tells tracks apart by version (for an A/A drill use e.g. 1.0.0+aa)",
+            "tells tracks apart by version (for an A/A drill use e.g. 1.0.0-aa)",
         )
     return _Plan(steps, th, interval, fault, stable)
 
@@ -356,3 +360,62 @@ def validate_blue_green(cfg: BlueGreenConfig, target: Target | None = None) -> t
         raise ParameterError("green_version", f"{cfg.green_version!r} equals the blue version")
     return _Plan([], th, interval, fault, blue), preview_rate, delay
 
+
+
+
+# -- from a runbook's parameters ------------------------------------------------------------------------
+# The runbooks build their drill from their parameters cell with these, and the runner calls the
+# validators before a kernel starts (runbook metadata ``clinops.validate``): a rule that spans
+# several parameters (a pause versus the analysis interval, the blue-green window) is checked
+# once, by the same code, before anything runs.
+def drill_version(service: str, env: str, now: float | None = None) -> str:
+    """The chart's version of ``service`` with a ``-drill<time>`` suffix: distinct from stable."""
+    import time
+
+    from .. import charts
+
+    return f"{charts.service_versions(env)[service]}-drill{int(time.time() if now is None else now)}"
+
+
+def _thresholds_from(p: Mapping[str, Any]) -> dict[str, Any]:
+    return threshold_overrides(success_rate_min=p.get("success_rate_min", 0.0),
+                               p95_latency_max_ms=p.get("p95_latency_max_ms", 0), alpha=p.get("alpha", 0.05))
+
+
+def canary_config_from_parameters(p: Mapping[str, Any], env: str) -> CanaryConfig:
+    """The canary drill 02-canary-drill runs, from its parameters (empty canary_version: a drill version)."""
+    return CanaryConfig(
+        service=p["service"], canary_version=p.get("canary_version") or drill_version(p["service"], env),
+        stable_version=p.get("stable_version", ""), steps=p.get("steps", ()), pause_scale=p["pause_scale"],
+        rate=p["rate"], fault=p.get("fault", "none"), on_inconclusive=p.get("on_inconclusive", "pause"),
+        env=env, thresholds=_thresholds_from(p),
+    )
+
+
+def blue_green_config_from_parameters(p: Mapping[str, Any], env: str) -> BlueGreenConfig:
+    """The blue-green drill 03-blue-green-drill runs, from its parameters."""
+    return BlueGreenConfig(
+        service=p["service"], green_version=p.get("green_version") or drill_version(p["service"], env),
+        blue_version=p.get("blue_version", ""), pause_scale=p["pause_scale"], rate=p["rate"],
+        fault=p.get("fault", "none"), rollback_drill=p.get("rollback_drill", True),
+        on_inconclusive=p.get("on_inconclusive", "pause"), env=env, thresholds=_thresholds_from(p),
+    )
+
+
+def validate_canary_parameters(p: Mapping[str, Any], settings: Settings) -> None:
+    """Runner hook (before a kernel starts): the canary drill these parameters describe is valid."""
+    validate_canary(canary_config_from_parameters(p, settings.environment))
+
+
+def validate_blue_green_parameters(p: Mapping[str, Any], settings: Settings) -> None:
+    """Runner hook: the blue-green drill is valid; a scale-down window from the chart that the
+    rollback drill does not fit in is the fault of ``pause_scale`` (the knob the runbook has)."""
+    try:
+        validate_blue_green(blue_green_config_from_parameters(p, settings.environment))
+    except ParameterError as e:
+        if e.name == "scale_down_delay_s":
+            why = str(e).partition(": ")[2]
+            raise ParameterError(
+                "pause_scale", f"{p['pause_scale']!r} scales the chart's scale-down window too short: {why}"
+            ) from e
+        raise

@@ -52,6 +52,17 @@ class DrillResult:
         return self.decided_at - self.first_canary_traffic_at
 
     @property
+    def abort_at(self) -> float | None:
+        """When all traffic went back to stable (None: no abort, or the abort failed)."""
+        return next((e.at for e in self.events if e.kind == "abort"), None)
+
+    @property
+    def abort_failure(self) -> str | None:
+        """Why the abort (or the canary's retirement) could not be carried out; None when it was."""
+        failed = [e.detail for e in self.events if e.kind == "error" and "FAILED" in e.detail]
+        return "; ".join(failed) or None
+
+    @property
     def canary_requests_before_decision(self) -> int:
         return sum(1 for r in self.records if r.version == self.canary_version and r.sent <= self.decided_at)
 

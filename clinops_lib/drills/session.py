@@ -340,7 +340,8 @@ class _Session:
             elif m.phase == "Inconclusive":
                 worse("Inconclusive", f"{run.spec.name}: no data")
             elif m.phase == "Error":
-                reasons.append(f"{run.spec.name}: {m.message}")
+                # metrics that could not be read are no evidence either way: never a Pass
+                worse("Inconclusive", f"{run.spec.name}: metrics could not be read ({m.message})")
         diff = None
         if canary_recs and stable_recs:
             diff = newcombe_diff_ci(c_err, len(canary_recs), s_err, len(stable_recs))
@@ -441,7 +442,8 @@ def _carry_out(
     Returns the outcome and reason as they finally stand; ``promoted`` is the promote event's text.
     """
     if outcome == "ABORTED":
-        _finish_abort(s, abort_delay_s)
+        if failure := _finish_abort(s, abort_delay_s):
+            reason = f"{reason}; {failure}"
     elif outcome == "AWAITING_APPROVAL":
         s.event("pause", f"green {s.canary} stays as preview: promotion needs a signed approval")
     elif outcome == "PROMOTED":
@@ -452,7 +454,8 @@ def _carry_out(
         except TargetError as e:
             s.event("error", f"promote failed: {e}; aborting")
             outcome, reason = "ABORTED", f"promotion failed: {e}"
-            _finish_abort(s, abort_delay_s)
+            if failure := _finish_abort(s, abort_delay_s):
+                reason = f"{reason}; {failure}"
     else:
         s.event("pause", f"PAUSED at {s.weight}%: waiting for a human (promote or abort)")
     return outcome, reason
@@ -483,18 +486,26 @@ def _open_session(
     return s
 
 
-def _finish_abort(s: _Session, abort_delay_s: float) -> None:
-    """All traffic back to stable at once; the canary is retired after the abort delay."""
+def _finish_abort(s: _Session, abort_delay_s: float) -> str | None:
+    """All traffic back to stable at once; the canary is retired after the abort delay.
+
+    Returns None when both happened, else what failed (also an ``error`` event): an abort that
+    could not be carried out is the most important fact of the drill and must reach its result.
+    """
+    failures = []
     try:
         s.target.abort(s.service)
         s.weight = 0
         s.expect_weight = 0
         s.event("abort", "all traffic back to stable", 0)
     except TargetError as e:
-        s.event("error", f"abort failed: {e}")
+        failures.append(f"abort FAILED (traffic may still reach the canary): {e}")
+        s.event("error", failures[-1])
     time.sleep(abort_delay_s)
     try:
         s.target.retire(s.service, "canary")
         s.event("retire", f"canary {s.canary} retired")
     except TargetError as e:
-        s.event("error", f"retire failed: {e}")
+        failures.append(f"retire of the canary FAILED: {e}")
+        s.event("error", failures[-1])
+    return "; ".join(failures) or None

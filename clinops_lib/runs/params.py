@@ -17,19 +17,31 @@ runner's process. Blank lines and whole-line comments are allowed; anything else
 Grammar of the comment: comma-separated clauses, in any order except that ``one of:`` takes
 the rest of the line::
 
-    <type>        int | float | str | bool | secret | list[int] | list[float] | list[str]
-    <lo>..<hi>    inclusive range (either side may be empty); for lists it bounds each element
+    <type>        int | float | str | bool | secret | fault | version | list[int] | list[float] | list[str]
+    <lo>..<hi>    inclusive range (either side may be empty); for lists it bounds each element;
+                  ``<`` next to the dots excludes that bound: ``0<..1`` is (0, 1], ``0<..<1`` is (0, 1)
     increasing    numeric lists only: each element greater than the one before (canary weights)
     one of: a, b  allowed values (type taken from <type> or else from the default)
 
 ``increasing`` exists so an order mistake (``-p steps '[50, 10]'``) is rejected by the runner,
-before a kernel starts, instead of failing half-way through a drill.
+before a kernel starts, instead of failing half-way through a drill. For the same reason a
+declaration states the *real* range: ``pause_scale`` 0 or ``alpha`` 1 would be refused by the
+drill, so their declarations exclude those bounds, and the two string types with a grammar of
+their own are checked by that grammar's own code: ``fault`` by :meth:`FaultProfile.parse`,
+``version`` by the one version rule (empty means "the chart's" / "what runs now").
+
+Values reach messages through :func:`shown`, which bounds them: a parameter given as a
+5,000-digit integer or a deeply nested YAML list gets a one-line error, not a screenful.
+YAML from users (``-p`` values, ``-f`` files) is read by :func:`load_yaml`, which refuses
+anchors/aliases (a few lines of aliases expand to billions of elements) and duplicate keys
+(the later one would silently win).
 """
 
 from __future__ import annotations
 
 import ast
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +52,9 @@ __all__ = [
     "REDACTED",
     "Declaration",
     "find_parameters_cell",
+    "load_yaml",
     "parse_declarations",
+    "shown",
     "parse_notebook",
     "redacted",
     "validate",
@@ -50,7 +64,23 @@ __all__ = [
 REDACTED = "***REDACTED***"
 SCALAR_TYPES = ("int", "float", "str", "bool")
 LIST_TYPES = tuple(f"list[{t}]" for t in ("int", "float", "str"))
-KNOWN_TYPES = (*SCALAR_TYPES, *LIST_TYPES, "secret")
+STRING_TYPES = ("str", "secret", "fault", "version")
+KNOWN_TYPES = (*SCALAR_TYPES, *LIST_TYPES, "secret", "fault", "version")
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = 60
+_SHOWN.maxother = 60
+_SHOWN.maxlong = 40
+_SHOWN.maxlist = 6
+_SHOWN.maxdict = 6
+_SHOWN.maxlevel = 3
+
+
+def shown(value: Any) -> str:
+    """A bounded repr for messages: huge integers, long strings and nested lists are abbreviated."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    return _SHOWN.repr(value)
 
 
 @dataclass(frozen=True)
@@ -65,6 +95,8 @@ class Declaration:
     choices: tuple[Any, ...] = field(default_factory=tuple)
     line: int = 0
     increasing: bool = False
+    lo_open: bool = False  # the value must be > lo (``lo<..``), not >=
+    hi_open: bool = False  # the value must be < hi (``..<hi``), not <=
 
     @property
     def secret(self) -> bool:
@@ -76,8 +108,8 @@ class Declaration:
             return "one of: " + ", ".join(str(c) for c in self.choices)
         text = "str (secret)" if self.secret else self.type
         if self.lo is not None or self.hi is not None:
-            lo = "" if self.lo is None else _fmt(self.lo)
-            hi = "" if self.hi is None else _fmt(self.hi)
+            lo = "" if self.lo is None else _fmt(self.lo) + ("<" if self.lo_open else "")
+            hi = "" if self.hi is None else ("<" if self.hi_open else "") + _fmt(self.hi)
             text += f" in {lo}..{hi}"
         if self.increasing:
             text += ", increasing"
@@ -119,6 +151,7 @@ def _parse_spec(name: str, default: Any, spec: str, line: int) -> Declaration:
     lo = hi = None
     choices: tuple[Any, ...] = ()
     increasing = False
+    lo_open = hi_open = False
     rest = spec
     lowered = rest.lower()
     if "one of:" in lowered:
@@ -133,8 +166,12 @@ def _parse_spec(name: str, default: Any, spec: str, line: int) -> Declaration:
             continue
         if ".." in clause:
             a, _, b = clause.partition("..")
-            lo, hi = _parse_number(a, name), _parse_number(b, name)
-            if lo is not None and hi is not None and lo > hi:
+            a, b = a.strip(), b.strip()
+            lo_open, hi_open = a.endswith("<"), b.startswith("<")
+            lo, hi = _parse_number(a.rstrip("<"), name), _parse_number(b.lstrip("<"), name)
+            if (lo_open and lo is None) or (hi_open and hi is None):
+                raise ParameterError(name, f"line {line}: '<' next to a missing bound in {clause!r}")
+            if lo is not None and hi is not None and (lo > hi or (lo == hi and (lo_open or hi_open))):
                 raise ParameterError(name, f"line {line}: empty range {clause!r}")
         elif clause.lower() == "increasing":
             increasing = True
@@ -161,7 +198,7 @@ def _parse_spec(name: str, default: Any, spec: str, line: int) -> Declaration:
     if increasing and type_ not in ("list[int]", "list[float]"):
         raise ParameterError(name, f"line {line}: 'increasing' needs a numeric list type, not {type_}")
     decl = Declaration(name=name, default=default, type=type_, lo=lo, hi=hi, choices=choices, line=line,
-                       increasing=increasing)
+                       increasing=increasing, lo_open=lo_open, hi_open=hi_open)
     if not decl.secret:
         try:
             validate_value(decl, default)
@@ -281,25 +318,47 @@ def _check_scalar(decl: Declaration, value: Any, type_: str, what: str) -> Any:
     name = decl.name
     if type_ == "bool":
         if not isinstance(value, bool):
-            raise ParameterError(name, f"{what} {value!r} is not a bool; allowed: true or false")
+            raise ParameterError(name, f"{what} {shown(value)} is not a bool; allowed: true or false")
         return value
-    if type_ in ("str", "secret"):
+    if type_ in STRING_TYPES:
         if not isinstance(value, str):
-            raise ParameterError(name, f"{what} {value!r} is not a string; allowed: {decl.describe()}")
-        return value
+            raise ParameterError(name, f"{what} {shown(value)} is not a string; allowed: {decl.describe()}")
+        return _check_grammar(decl, value, type_)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParameterError(name, f"{what} {value!r} is not a number; allowed: {decl.describe()}")
+        raise ParameterError(name, f"{what} {shown(value)} is not a number; allowed: {decl.describe()}")
     if type_ == "int":
         if isinstance(value, float):
             if not value.is_integer():
-                raise ParameterError(name, f"{what} {value!r} is not an integer; allowed: {decl.describe()}")
+                raise ParameterError(
+                    name, f"{what} {shown(value)} is not an integer; allowed: {decl.describe()}"
+                )
             value = int(value)
     else:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
         if not math.isfinite(value):
-            raise ParameterError(name, f"{what} {value!r} is not a finite number; allowed: {decl.describe()}")
-    if (decl.lo is not None and value < decl.lo) or (decl.hi is not None and value > decl.hi):
-        raise ParameterError(name, f"{what} {value!r} is out of range; allowed: {decl.describe()}")
+            raise ParameterError(
+                name, f"{what} {shown(value)} is not a finite number; allowed: {decl.describe()}"
+            )
+    below = decl.lo is not None and (value <= decl.lo if decl.lo_open else value < decl.lo)
+    above = decl.hi is not None and (value >= decl.hi if decl.hi_open else value > decl.hi)
+    if below or above:
+        raise ParameterError(name, f"{what} {shown(value)} is out of range; allowed: {decl.describe()}")
+    return value
+
+
+def _check_grammar(decl: Declaration, value: str, type_: str) -> str:
+    """``fault`` and ``version`` strings, checked by the rules the drill and the targets apply."""
+    if type_ == "fault":
+        from ..faults import FaultProfile
+
+        FaultProfile.parse(value, parameter=decl.name)  # the grammar's own parser names the parameter
+    elif type_ == "version" and value:
+        from ..catalog import check_version
+
+        check_version(value, decl.name)  # the one version rule, as every target applies it
     return value
 
 
@@ -307,7 +366,7 @@ def validate_value(decl: Declaration, value: Any) -> Any:
     """Check one value against its declaration; returns it normalised (1 -> 1.0 for floats)."""
     if decl.type.startswith("list["):
         if not isinstance(value, list):
-            raise ParameterError(decl.name, f"value {value!r} is not a list; allowed: {decl.describe()}")
+            raise ParameterError(decl.name, f"value {shown(value)} is not a list; allowed: {decl.describe()}")
         inner = decl.type[5:-1]
         items = [_check_scalar(decl, v, inner, f"element {i}") for i, v in enumerate(value)]
         if decl.increasing:
@@ -315,13 +374,13 @@ def validate_value(decl: Declaration, value: Any) -> Any:
                 if items[i] <= items[i - 1]:
                     raise ParameterError(
                         decl.name,
-                        f"value {value!r} is not increasing (element {i}: {items[i]!r} after "
+                        f"value {shown(value)} is not increasing (element {i}: {items[i]!r} after "
                         f"{items[i - 1]!r}); allowed: {decl.describe()}",
                     )
         return items
     value = _check_scalar(decl, value, decl.type, "value")
     if decl.choices and value not in decl.choices:
-        raise ParameterError(decl.name, f"value {value!r} is not allowed; allowed: {decl.describe()}")
+        raise ParameterError(decl.name, f"value {shown(value)} is not allowed; allowed: {decl.describe()}")
     return value
 
 
@@ -330,15 +389,62 @@ def validate_cli_value(decl: Declaration, text: str) -> Any:
 
     A string parameter keeps the text as typed (``-p version 1.10`` stays ``"1.10"``).
     """
-    if decl.type in ("str", "secret"):
+    if decl.type in STRING_TYPES:
         return validate_value(decl, text)
+    value = load_yaml(text, decl.name, f"value {shown(text)}")
+    return validate_value(decl, value)
+
+
+def _number_problem(e: ValueError) -> str:
+    if "digits" in str(e):
+        return "a number with thousands of digits (more than Python converts); not a plausible value"
+    return shown(str(e))
+
+
+def load_yaml(text: str, name: str, what: str) -> Any:
+    """YAML from a user, without aliases or duplicate keys; errors name ``name`` and stay short.
+
+    ``what`` says what was being read (``"value '[1, 2'"``, ``"parameters file p.yaml"``).
+    """
     import yaml
 
+    class _Strict(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ParameterError(
+                    name, f"{what}: YAML aliases (*name) are not allowed (line {mark.line + 1})"
+                )
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                hashable = isinstance(key, str | int | float | bool)
+                if hashable and key in seen:
+                    raise ParameterError(
+                        name, f"{what}: key {shown(key)} given twice (line {key_node.start_mark.line + 1})"
+                    )
+                if hashable:
+                    seen.add(key)
+                try:
+                    self.construct_object(value_node, deep=deep)
+                except ValueError as e:  # int() of a number with more digits than Python converts
+                    raise ParameterError(
+                        key if isinstance(key, str) else name, f"{what}: {_number_problem(e)}"
+                    ) from e
+            return super().construct_mapping(node, deep=deep)
+
     try:
-        value = yaml.safe_load(text)
+        return yaml.load(text, Loader=_Strict)  # noqa: S506 - _Strict is a SafeLoader
     except yaml.YAMLError as e:
-        raise ParameterError(decl.name, f"value {text!r} cannot be read; allowed: {decl.describe()}") from e
-    return validate_value(decl, value)
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ParameterError(name, f"{what} is not valid YAML ({shown(str(problem))})") from e
+    except ValueError as e:  # int() of a number with more digits than Python converts
+        raise ParameterError(name, f"{what}: {_number_problem(e)}") from e
+    except RecursionError as e:
+        raise ParameterError(name, f"{what} is nested too deeply") from e
 
 
 def validate(

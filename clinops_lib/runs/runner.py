@@ -13,6 +13,13 @@ own kernel ``clinops`` and seals an evidence bundle, PASSED or FAILED. The order
 4. **seal** into the archive (:func:`clinops_lib.evidence.seal`) and delete the scratch dir;
 5. **raise**: a failed cell, failed check or secret hit makes the verdict FAILED and exit 1.
 
+Interruption is an abort, never a limbo: SIGTERM, SIGINT and SIGHUP during a run interrupt the
+kernel so the running cell's clean-up (a drill's abort path) runs, no further cell starts, and
+a FAILED bundle is sealed saying "interrupted by signal N at cell K"; the exit status is 128+N
+(see :mod:`clinops_lib.runs.engine`). The scratch directory holds the only unredacted copy of
+the executed notebook: it is removed when the run ends however it ends, and a run that was
+killed outright (SIGKILL cannot be handled) has its scratch directory removed by the next run.
+
 Secret parameters are never written into the notebook: papermill would inject them as source
 code. The runner passes them to the kernel as ``CLINOPS_SECRET_<NAME>`` environment variables
 and the injected cell reads them from there.
@@ -40,13 +47,17 @@ from ..evidence.seal import seal
 from ..evidence.secretgate import SecretGate, check_declared
 from ..exceptions import ConfigError, ParameterError
 from . import params as P
+from .engine import Interruption
+from .engine import register as register_engine
 from .plotly_assets import ASSETS_DIR, PLOTLY_MIME, asset_sha256, figure_div, script_tag, write_asset
 from .runrecord import run_record, utc_now
 
 __all__ = [
     "KERNEL",
     "RunResult",
+    "check_out_dir",
     "load_parameters_file",
+    "load_runbook",
     "render_html",
     "resolve_runbook",
     "run",
@@ -75,6 +86,7 @@ class RunResult:
     failed_cell: dict[str, Any] | None = None
     failed_checks: list[str] = field(default_factory=list)
     secret_findings: list[str] = field(default_factory=list)
+    interrupted_by: int | None = None  # the signal that interrupted the run
     awaiting_approval: dict[str, str] | None = None
 
     @property
@@ -94,21 +106,127 @@ def resolve_runbook(ref: str | Path, settings: Settings) -> Path:
     raise ConfigError(f"runbook {str(ref)!r} not found (looked for {', '.join(str(c) for c in candidates)})")
 
 
-def load_parameters_file(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping of parameter values (``-f params.yaml``)."""
-    import yaml
+#: A parameters file is a handful of lines; anything far larger is a mistake (or an attack).
+MAX_PARAMETERS_FILE_BYTES = 1_000_000
 
+
+def load_parameters_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of parameter values (``-f params.yaml``): UTF-8, no aliases, no duplicate keys."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PARAMETERS_FILE_BYTES + 1)
     except OSError as e:
         raise ParameterError("-f", f"parameters file {path} cannot be read ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise ParameterError("-f", f"parameters file {path} is not valid YAML ({e})") from e
+    if len(raw) > MAX_PARAMETERS_FILE_BYTES:
+        raise ParameterError("-f", f"parameters file {path} is larger than {MAX_PARAMETERS_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParameterError(
+            "-f", f"parameters file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})"
+        ) from e
+    data = P.load_yaml(text, "-f", f"parameters file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ParameterError("-f", f"parameters file {path} must be a mapping of name: value")
     return data
+
+
+def load_runbook(path: Path) -> Any:
+    """The notebook at ``path``, checked against the notebook format; ConfigError names the file."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+
+    try:
+        nb = load_notebook_node(str(path))  # also gives every cell the metadata papermill expects
+        nbformat.validate(nb)
+    except RecursionError as e:
+        raise ConfigError(f"runbook {path} is not a notebook (nested too deeply)") from e
+    except Exception as e:  # noqa: BLE001 - any parse/shape error: the file is not a usable notebook
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"runbook {path} is not a notebook ({type(e).__name__}: {P.shown(first)})") from e
+    return nb
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be (or be creatable as) a writable directory; checked before anything runs."""
+    if out.exists() and not out.is_dir():
+        raise ParameterError("--out", f"{out} exists and is not a directory")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ParameterError("--out", f"{out} cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ParameterError("--out", f"{out} cannot be written: {parent} is not writable for this user")
+
+
+def _validate_with_runbook_rules(nb: Any, effective: Mapping[str, Any], settings: Settings) -> None:
+    """Rules that span several parameters (a drill's pause versus its analysis interval, the
+    blue-green window), checked by the code the runbook itself uses: the runbook names it in its
+    metadata as ``clinops.validate = "clinops_lib.<module>:<function>"``."""
+    import importlib
+
+    ref = (nb.metadata.get("clinops") or {}).get("validate")
+    if not ref:
+        return
+    module, _, func = str(ref).partition(":")
+    if not module.startswith("clinops_lib.") or not func:
+        raise ConfigError(
+            f"runbook metadata clinops.validate={ref!r}: expected clinops_lib.<module>:<function>"
+        )
+    try:
+        validator = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"runbook metadata clinops.validate={ref!r} cannot be loaded ({e})") from e
+    validator(effective, settings)
+
+
+def _abort_after_interruption(nb: Any, effective: Mapping[str, Any], settings: Settings) -> list[str]:
+    """The runner's own safety net after a signal: the release of the service the runbook moves
+    traffic for (metadata ``clinops.abort_on_interrupt`` names the parameter holding it) is
+    aborted if a canary of it still runs or holds traffic — e.g. the kernel was killed before
+    its cell's abort path could finish. Returns what was found and done, for the verdict."""
+    param = (nb.metadata.get("clinops") or {}).get("abort_on_interrupt")
+    if not param or not effective.get(param):
+        return []
+    service = str(effective[param])
+    try:
+        from ..drills.abort import abort_release, stray_canaries, track_rows
+        from ..targets.base import get_target
+
+        target = get_target(settings)
+        try:
+            strays = stray_canaries(track_rows(target, [service]))
+            if not strays:
+                return [f"after the interruption: {service} has no canary left running or holding traffic"]
+            return ["after the interruption: " + "; ".join(abort_release(target, service))]
+        finally:
+            target.close()
+    except Exception as e:  # noqa: BLE001 - the run is being sealed: say what failed, never lose the bundle
+        return [f"after the interruption: could not check/abort {service} ({type(e).__name__}: {e}); "
+                f"run `clinops abort {service}`"]
+
+
+def _sweep_stale_scratch(root: Path) -> None:
+    """Remove scratch dirs of runs whose process is gone (killed outright: no clean-up ran)."""
+    for d in root.glob("clinops-run-*"):
+        try:
+            pid, ticks = (d / "owner").read_text().split()
+        except (OSError, ValueError):
+            continue  # not ours to judge (or being created right now)
+        if _process_start(int(pid)) != ticks:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _process_start(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (pid + this identify it across pid reuse)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
 
 
 def _check_kernel() -> None:
@@ -188,7 +306,13 @@ def _parameterize(
 
 
 def _execute(
-    nb: Any, out_path: Path, cwd: Path, progress: bool, env: Mapping[str, str], injected: int | None
+    nb: Any,
+    out_path: Path,
+    cwd: Path,
+    progress: bool,
+    env: Mapping[str, str],
+    injected: int | None,
+    interruption: Interruption,
 ) -> dict[str, Any] | None:
     """Run the notebook with papermill; returns the failed cell (None when every cell ran)."""
     import papermill
@@ -200,6 +324,7 @@ def _execute(
                 nb,
                 str(out_path),
                 kernel_name=KERNEL,
+                engine_name=register_engine(interruption),
                 progress_bar=progress,
                 log_output=False,
                 cwd=str(cwd),
@@ -225,7 +350,24 @@ def _execute(
             "evalue": str(e),
             "source": "",
         }
+    finally:
+        interruption.wait_for_kernel_exit()
     return None
+
+
+def _runbook_index(index: int | None, injected: int | None) -> int | None:
+    """A cell index of the executed notebook in the runbook's own numbering (as in JupyterLab)."""
+    if index is not None and injected is not None and index > injected:
+        return index - 1
+    return index
+
+
+def _interruption_reason(interruption: Interruption, injected: int | None) -> str | None:
+    if interruption.signum is None:
+        return None
+    cell = _runbook_index(interruption.cell_index, injected)
+    where = f"cell {cell}" if interruption.cells_started else "start-up (before any cell ran)"
+    return f"interrupted by signal {interruption.signum} at {where}"
 
 
 # -- gate and bundle --------------------------------------------------------------------------------
@@ -268,9 +410,13 @@ def _read_checks(path: Path) -> list[dict[str, Any]]:
 
 
 def _verdict(
-    failed_cell: dict[str, Any] | None, checks: list[dict[str, Any]], findings: list[str], gate: SecretGate
+    failed_cell: dict[str, Any] | None,
+    checks: list[dict[str, Any]],
+    findings: list[str],
+    gate: SecretGate,
+    interrupted: str | None = None,
 ) -> dict[str, Any]:
-    reasons = []
+    reasons = [interrupted] if interrupted else []
     cell = None
     if failed_cell is not None:
         cell = {k: gate.redact_text(v)[0] if isinstance(v, str) else v for k, v in failed_cell.items()}
@@ -374,12 +520,7 @@ def run(
 
     # 1. load and validate: nothing runs and nothing is written before this succeeds
     path = resolve_runbook(runbook, settings)
-    from papermill.iorw import load_notebook_node
-
-    try:
-        nb = load_notebook_node(str(path))  # also gives every cell the metadata papermill expects
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"runbook {path} is not a readable notebook ({e})") from e
+    nb = load_runbook(path)
     decls = P.parse_notebook(nb)
     cli = dict(cli or {})
     given = dict(given or {})
@@ -392,20 +533,28 @@ def run(
     check_declared({k: str(v) for k, v in values.items() if decls[k].secret})
     effective = {n: values.get(n, d.default) for n, d in decls.items()}
     run_target = str(effective.get("target", target or settings.target))
+    archive = Path(out) if out is not None else settings.evidence_dir
+    check_out_dir(archive)
+    _validate_with_runbook_rules(nb, effective, settings.with_(target=run_target))
     _preflight(nb, effective, settings)
     if settings.signing_key is not None:
         from ..evidence.attest import load_private_key
 
         load_private_key(settings.signing_key)  # a bad key is a config error, found before running
     _check_kernel()
-    archive = Path(out) if out is not None else settings.evidence_dir
     name = path.stem
 
     # 2. run in a scratch dir outside the archive
     run_id = uuid.uuid4().hex[:12]
     started = utc_now()
+    _sweep_stale_scratch(Path(tempfile.gettempdir()))
     scratch = Path(tempfile.mkdtemp(prefix=f"clinops-run-{run_id}-"))
-    try:
+    (scratch / "owner").write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
+    interruption = Interruption()
+    with contextlib.ExitStack() as cleanup:
+        # signals are handled until the bundle is sealed; the scratch dir goes first on the way out
+        cleanup.enter_context(interruption.handling_signals())
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
         artifacts = scratch / "artifacts"
         staging = scratch / "bundle"
         artifacts.mkdir()
@@ -419,7 +568,12 @@ def run(
         }
         env |= {SECRET_ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if decls[k].secret}
         executed = scratch / "executed.ipynb"
-        failed_cell = _execute(nb, executed, path.parent, progress, env, injected)
+        failed_cell = _execute(nb, executed, path.parent, progress, env, injected, interruption)
+        interrupted = _interruption_reason(interruption, injected)
+        if interrupted:
+            interrupted = "; ".join(
+                [interrupted, *_abort_after_interruption(nb, effective, settings.with_(target=run_target))]
+            )
         ended = utc_now()
         if executed.exists():
             shutil.copyfile(executed, staging / "notebook.ipynb")
@@ -462,7 +616,7 @@ def run(
         )
         _write_json(staging / "run-record.json", record)
         for _ in range(3):  # the verdict quotes error text: gate it until nothing new is found
-            verdict = _verdict(failed_cell, checks, findings, gate)
+            verdict = _verdict(failed_cell, checks, findings, gate, interrupted)
             if (staging / "data" / "release.json").exists():
                 verdict["awaiting_approval"] = json.loads((staging / "data" / "release.json").read_text())
             _write_json(staging / "verdict.json", verdict)
@@ -483,8 +637,6 @@ def run(
             signing_key=settings.signing_key,
             gate=gate,
         )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return RunResult(
         verdict=verdict["verdict"],
         bundle=bundle,
@@ -492,6 +644,7 @@ def run(
         failed_cell=verdict["failed_cell"],
         failed_checks=[c["name"] for c in checks if not c.get("passed")],
         secret_findings=findings,
+        interrupted_by=interruption.signum,
         awaiting_approval=verdict.get("awaiting_approval"),
     )
 
@@ -501,6 +654,8 @@ def run_from_cli(args: argparse.Namespace, settings: Settings) -> int:
     given = load_parameters_file(args.parameters_file) if getattr(args, "parameters_file", None) else {}
     cli: dict[str, str] = {}
     for name, value in getattr(args, "parameter", []) or []:
+        if name in cli:
+            raise ParameterError(name, "given twice with -p (which one did you mean?)")
         cli[name] = value
     out = Path(args.out) if getattr(args, "out", None) else None
     progress = not getattr(args, "no_progress", False)
@@ -526,4 +681,6 @@ def run_from_cli(args: argparse.Namespace, settings: Settings) -> int:
     for finding in result.secret_findings:
         print(f"  secret gate: {finding} (redacted)")
     print(f"bundle: {result.bundle}")
+    if result.interrupted_by is not None:
+        return 128 + result.interrupted_by
     return 0 if result.passed else 1

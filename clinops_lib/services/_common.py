@@ -41,15 +41,22 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..exceptions import ConfigError
 from ..faults import FaultProfile
 
 __all__ = [
     "DURATION_BUCKETS",
+    "ERROR_RESPONSES",
+    "OPENAPI_PATH",
     "OPS_PATHS",
+    "ErrorMessage",
     "FaultInjector",
     "FieldError",
+    "FieldProblem",
+    "InvalidRequest",
     "JsonLog",
     "Readiness",
     "ServiceConfig",
@@ -71,8 +78,12 @@ def diastolic_below_systolic(cls: type, value: float, info: Any) -> float:
     return value
 
 
-#: Paths that faults never touch: probes and scrapes must keep telling the truth about a bad release.
-OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Where each service publishes its OpenAPI document (the contract clients and schemathesis read).
+OPENAPI_PATH = "/openapi.json"
+
+#: Paths that faults never touch: probes, scrapes and the API document must keep telling the truth
+#: about a bad release.
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", OPENAPI_PATH})
 
 #: Fine around the SLO range (p95 between ~5 ms and 1 s) so histogram_quantile is not coarse there.
 DURATION_BUCKETS = (
@@ -129,6 +140,12 @@ class ServiceConfig:
     events_topic_arn: str = ""
     model_bucket: str = ""
     model_key: str = ""
+    kafka_bootstrap: str = ""
+    kafka_topic: str = ""
+    mlflow_url: str = ""
+    feast_url: str = ""
+    registered_model: str = ""
+    model_alias: str = ""
     log_requests: bool = True
 
     def __post_init__(self) -> None:
@@ -160,6 +177,12 @@ class ServiceConfig:
             events_topic_arn=env.get("CLINOPS_EVENTS_TOPIC_ARN", ""),
             model_bucket=env.get("CLINOPS_MODEL_BUCKET", ""),
             model_key=env.get("CLINOPS_MODEL_KEY", ""),
+            kafka_bootstrap=env.get("CLINOPS_KAFKA_BOOTSTRAP", ""),
+            kafka_topic=env.get("CLINOPS_KAFKA_TOPIC", ""),
+            mlflow_url=env.get("CLINOPS_MLFLOW_URL", ""),
+            feast_url=env.get("CLINOPS_FEAST_URL", ""),
+            registered_model=env.get("CLINOPS_REGISTERED_MODEL", ""),
+            model_alias=env.get("CLINOPS_MODEL_ALIAS", ""),
             log_requests=env.get("CLINOPS_LOG_REQUESTS", "1").strip().lower() not in ("0", "false", "no"),
         )
 
@@ -340,6 +363,37 @@ class FieldError(Exception):
         super().__init__(f"{field_name}: {message}")
 
 
+class FieldProblem(BaseModel):
+    """One rejected field: its dotted name (``body`` for the body as a whole), why, pydantic's type."""
+
+    field: str
+    message: str
+    type: str
+
+
+class InvalidRequest(BaseModel):
+    """The one 422 body (documented in every service's OpenAPI document)."""
+
+    error: str
+    fields: list[str]
+    errors: list[FieldProblem]
+
+
+class ErrorMessage(BaseModel):
+    """Body of a 5xx answer: what is wrong, never a traceback (``fault`` on an injected 500)."""
+
+    error: str
+    fault: str | None = None
+
+
+#: The answers every business route may give besides its success (``responses=`` of the route).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": InvalidRequest, "description": "The body or a field is not acceptable; names them all"},
+    500: {"model": ErrorMessage, "description": "An injected fault (CLINOPS_FAULT) or an unexpected error"},
+    503: {"model": ErrorMessage, "description": "A dependency is not available (the service is not ready)"},
+}
+
+
 def field_error_response(errors: list[dict[str, str]]) -> JSONResponse:
     """The one 422 body: ``error`` names every bad field; input values are never echoed (PHI)."""
     fields = list(dict.fromkeys(e["field"] for e in errors))
@@ -357,15 +411,32 @@ async def _validation_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        kind = str(err.get("type", "value_error"))
+        # A JSON syntax error's location is ("body", <character offset>): the offset is not a field.
+        loc = [] if kind == "json_invalid" else [str(p) for p in err.get("loc", ()) if p != "body"]
         errors.append(
             {
                 "field": ".".join(loc) or "body",
                 "message": str(err.get("msg", "invalid")),
-                "type": str(err.get("type", "value_error")),
+                "type": kind,
             }
         )
     return field_error_response(errors)
+
+
+async def _http_error_handler(_request: Request, exc: Exception) -> Response:
+    """Starlette's own errors in the services' shape: ``{"error": ...}``.
+
+    FastAPI answers 400 "There was an error parsing the body" when the body cannot be decoded
+    at all (not UTF-8, an integer beyond Python's digit limit): for a client that is the same
+    mistake as malformed JSON, so it gets the same documented 422 naming ``body``.
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        return field_error_response(
+            [{"field": "body", "message": "body could not be decoded as JSON", "type": "json_invalid"}]
+        )
+    return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)}, headers=exc.headers)
 
 
 async def _field_error_handler(_request: Request, exc: Exception) -> Response:
@@ -442,6 +513,18 @@ async def _send_json(send: Callable[..., Awaitable[None]], status: int, body: di
     await send({"type": "http.response.body", "body": data})
 
 
+class Liveness(BaseModel):
+    status: str
+    service: str
+    version: str
+
+
+class ReadinessReport(BaseModel):
+    ready: bool
+    checks: dict[str, str]
+    version: str
+
+
 def build_app(
     runtime: ServiceRuntime,
     *,
@@ -459,17 +542,22 @@ def build_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url=OPENAPI_PATH,
     )
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(FieldError, _field_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Liveness)
     async def healthz() -> dict[str, str]:
         """Liveness: the event loop answers. Dependencies are /readyz's business."""
         return {"status": "ok", "service": runtime.config.service_name, "version": runtime.config.version}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=ReadinessReport,
+        responses={503: {"model": ReadinessReport, "description": "Not ready; checks name the reasons"}},
+    )
     async def readyz() -> Response:
         """Readiness: 200 only when every dependency answers now; 503 names the ones that do not."""
         checks = await readiness()
@@ -479,8 +567,13 @@ def build_app(
             content={"ready": ready, "checks": checks, "version": runtime.config.version},
         )
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
+        """The contract metrics in Prometheus' text format."""
         return PlainTextResponse(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(ServiceMiddleware, runtime=runtime)  # type: ignore[arg-type]

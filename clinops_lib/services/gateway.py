@@ -2,7 +2,8 @@
 
 ``POST /v1/observations`` validates a body (pydantic; 422 names the bad field), checks study
 and site against the reference data kept in Redis, inserts one row into PostgreSQL and
-queues an ``observation.received`` event for SNS. Why the event is queued and not sent
+queues an ``observation.received`` event for SNS and one for the Kafka topic
+(:mod:`._kafka`, when ``CLINOPS_KAFKA_BOOTSTRAP`` is set). Why the event is queued and not sent
 inline: a request must not wait on the message bus, so a background publisher sends them;
 when the queue is full or SNS refuses, the event is dropped and counted
 (``clinops_events_dropped_total``) — the row in PostgreSQL stays the record.
@@ -34,9 +35,21 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 from ._common import (
+    ERROR_RESPONSES,
     FieldError,
     ServiceConfig,
     ServiceRuntime,
@@ -47,12 +60,15 @@ from ._common import (
 from .synthetic import REFERENCE_STUDIES
 
 __all__ = [
+    "CLOCK_SKEW",
+    "EARLIEST_OBSERVATION",
     "OBSERVATIONS_TABLE",
     "EventPublisher",
     "Gateway",
     "Labs",
     "Observation",
     "ReferenceData",
+    "Stored",
     "Vitals",
     "app",
     "create_app",
@@ -87,19 +103,34 @@ _INSERT = (
     "vitals, labs, gateway_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, received_at"
 )
 
-_Id = Annotated[str, Field(min_length=2, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+#: Observation times before this are typos or epoch/zero dates, not visits (PostgreSQL would store
+#: year 1 as "0001-12-31 BC" after the zone shift, and reading it back fails).
+EARLIEST_OBSERVATION = datetime(1900, 1, 1, tzinfo=UTC)
+#: How far a site's clock may run ahead of ours before an observation counts as "in the future".
+CLOCK_SKEW = timedelta(minutes=5)
+
+# Strict types throughout: a boolean is not a number and a number is not a string (the lax
+# defaults would store ``"visit": "5"`` or ``"heart_rate": true`` as if they were measured).
+_Id = Annotated[StrictStr, Field(min_length=2, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+
+
+def _iso_text(value: object) -> object:
+    """``observed_at`` must be an ISO 8601 string: pydantic would also take a number as epoch seconds."""
+    if not isinstance(value, str):
+        raise ValueError("observed_at must be an ISO 8601 date-time string with a time zone")
+    return value
 
 
 class Vitals(BaseModel):
     """Vital signs; bounds reject unit mix-ups (°F for °C, lb for kg) and typos, not outliers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    systolic_bp: int = Field(ge=60, le=260, description="mmHg")
-    diastolic_bp: int = Field(ge=30, le=160, description="mmHg, lower than systolic_bp")
-    heart_rate: int = Field(ge=20, le=250, description="beats per minute")
-    temperature_c: float = Field(ge=30.0, le=45.0, description="degrees Celsius")
-    weight_kg: float = Field(gt=0.5, le=400.0, description="kilograms")
+    systolic_bp: StrictInt = Field(ge=60, le=260, description="mmHg")
+    diastolic_bp: StrictInt = Field(ge=30, le=160, description="mmHg, lower than systolic_bp")
+    heart_rate: StrictInt = Field(ge=20, le=250, description="beats per minute")
+    temperature_c: StrictFloat = Field(ge=30.0, le=45.0, description="degrees Celsius")
+    weight_kg: StrictFloat = Field(gt=0.5, le=400.0, description="kilograms")
 
     _below_systolic = field_validator("diastolic_bp")(diastolic_below_systolic)
 
@@ -107,12 +138,12 @@ class Vitals(BaseModel):
 class Labs(BaseModel):
     """Safety labs, each optional (not every visit draws blood)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    hemoglobin_g_dl: float | None = Field(default=None, ge=2.0, le=25.0)
-    alt_u_l: float | None = Field(default=None, ge=0.0, le=5000.0)
-    creatinine_mg_dl: float | None = Field(default=None, ge=0.05, le=25.0)
-    glucose_mg_dl: float | None = Field(default=None, ge=10.0, le=2000.0)
+    hemoglobin_g_dl: StrictFloat | None = Field(default=None, ge=2.0, le=25.0)
+    alt_u_l: StrictFloat | None = Field(default=None, ge=0.0, le=5000.0)
+    creatinine_mg_dl: StrictFloat | None = Field(default=None, ge=0.05, le=25.0)
+    glucose_mg_dl: StrictFloat | None = Field(default=None, ge=10.0, le=2000.0)
 
 
 class Observation(BaseModel):
@@ -123,18 +154,33 @@ class Observation(BaseModel):
     study_id: _Id
     site_id: _Id
     subject_id: _Id
-    visit: int = Field(ge=0, le=200)
-    observed_at: AwareDatetime
+    visit: StrictInt = Field(ge=0, le=200)
+    observed_at: Annotated[AwareDatetime, BeforeValidator(_iso_text)] = Field(
+        description=f"ISO 8601 with a time zone; from {EARLIEST_OBSERVATION:%Y-%m-%d} to now "
+        f"(+{int(CLOCK_SKEW.total_seconds() // 60)} min of clock skew)"
+    )
     vitals: Vitals
     labs: Labs | None = None
     adverse_event: StrictBool
 
     @field_validator("observed_at")
     @classmethod
-    def _not_in_future(cls, value: datetime) -> datetime:
-        if value > datetime.now(UTC) + timedelta(minutes=5):
-            raise ValueError("observed_at is in the future (more than 5 minutes of clock skew)")
+    def _plausible_time(cls, value: datetime) -> datetime:
+        if value < EARLIEST_OBSERVATION:
+            raise ValueError(f"observed_at is before {EARLIEST_OBSERVATION:%Y-%m-%d} (not a plausible visit)")
+        if value > datetime.now(UTC) + CLOCK_SKEW:
+            minutes = int(CLOCK_SKEW.total_seconds() // 60)
+            raise ValueError(f"observed_at is in the future (more than {minutes} minutes of clock skew)")
         return value
+
+
+class Stored(BaseModel):
+    """The 201 answer: the row's id and when the gateway received it."""
+
+    id: int
+    status: str
+    received_at: str
+    version: str
 
 
 class ReferenceData:
@@ -298,7 +344,8 @@ class Gateway:
     """The gateway's dependencies and its one business operation."""
 
     def __init__(
-        self, config: ServiceConfig, runtime: ServiceRuntime, *, redis: Any = None, sns_client: Any = None
+        self, config: ServiceConfig, runtime: ServiceRuntime, *, redis: Any = None, sns_client: Any = None,
+        kafka_producer: Any = None,
     ) -> None:
         from psycopg_pool import AsyncConnectionPool
 
@@ -322,6 +369,11 @@ class Gateway:
         if sns_client is None and config.events_topic_arn:
             sns_client = aws_client("sns", config)
         self.events = EventPublisher(runtime, sns_client, config.events_topic_arn)
+        from ._kafka import KafkaEventProducer
+
+        self.kafka = KafkaEventProducer(
+            runtime, config.kafka_bootstrap, config.kafka_topic, producer=kafka_producer
+        )
         self.schema_ready = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -330,11 +382,13 @@ class Gateway:
         if self.config.pg_dsn:
             await self.pool.open(wait=False)
         self.events.start()
+        self.kafka.start()
         self._tasks.append(asyncio.create_task(self._initialise(), name="gateway-init"))
         self.rt.log.event(
             "startup",
             fault=str(self.config.fault),
             events=self.events.enabled,
+            kafka=self.kafka.enabled,
             postgres=bool(self.config.pg_dsn),
             redis=self.redis is not None,
         )
@@ -346,6 +400,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.events.stop()
+        await self.kafka.stop()
         await self.pool.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -466,7 +521,7 @@ def create_app(config: ServiceConfig | None = None, *, redis: Any = None, sns_cl
     async def _unavailable(_request: Any, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=503, content={"error": str(exc)})
 
-    @app.post(OBSERVATIONS_PATH, status_code=201)
+    @app.post(OBSERVATIONS_PATH, status_code=201, response_model=Stored, responses=ERROR_RESPONSES)
     async def post_observation(obs: Observation) -> dict[str, Any]:
         """Validate, check reference data, store, enqueue the event; 201 with the row id."""
         from psycopg import Error as PgError
@@ -481,19 +536,19 @@ def create_app(config: ServiceConfig | None = None, *, redis: Any = None, sns_cl
         except (PgError, PoolTimeout) as e:
             runtime.log.event("store.failed", level="error", exception=type(e).__name__)
             raise _Unavailable("observation store unavailable") from e
-        gw.events.submit(
-            {
-                "type": "observation.received",
-                "observation_id": row_id,
-                "study_id": obs.study_id,
-                "site_id": obs.site_id,
-                "subject_id": obs.subject_id,
-                "visit": obs.visit,
-                "adverse_event": obs.adverse_event,
-                "received_at": received_at.isoformat(),
-                "gateway_version": config.version,
-            }
-        )
+        event = {
+            "type": "observation.received",
+            "observation_id": row_id,
+            "study_id": obs.study_id,
+            "site_id": obs.site_id,
+            "subject_id": obs.subject_id,
+            "visit": obs.visit,
+            "adverse_event": obs.adverse_event,
+            "received_at": received_at.isoformat(),
+            "gateway_version": config.version,
+        }
+        gw.events.submit(event)
+        gw.kafka.submit(event)
         return {
             "id": row_id,
             "status": "stored",

@@ -44,6 +44,7 @@ from ..base import ComponentStatus, Progress, Target, Track, TrackState
 from . import supervisor as sup
 from .components import (
     AWS_ENV,
+    PIPELINE_COMPONENTS,
     SERVICES,
     Component,
     HAProxy,
@@ -68,7 +69,11 @@ INFRA: dict[str, type[Component]] = {
     "localstack": LocalStack,
     "haproxy": HAProxy,
     "prometheus": Prometheus,
+    **PIPELINE_COMPONENTS,  # issue 14: kafka, kafka-consumer, feast, mlflow, airflow, alertmanager
 }
+#: Stop order of ``down``: consumers of a component before it.
+STOP_ORDER: tuple[str, ...] = ("airflow", "feast", "mlflow", "kafka-consumer", "kafka", "alertmanager",
+                               "prometheus", "haproxy", "localstack", "redis", "postgresql")
 TRACKS: tuple[Track, Track] = ("stable", "canary")
 #: Workloads whose *process* may start before their level is due, once these components are
 #: healthy. The gateway's connection pool and Redis client need PostgreSQL and Redis only, so
@@ -224,8 +229,12 @@ class LocalTarget(Target):
                 for c in lv.components if c.runs_on("local")]
         healthy: set[str] = set()
         infra_waits: dict[str, Callable[[], None]] = {}
+        deferred: dict[str, int] = {}  # components whose process waits for its needs to be healthy
         for number, name in plan:
             if name in INFRA:
+                if _needs(name) and not self._alive(state["components"].get(name)):
+                    deferred[name] = number
+                    continue
                 wait = self._up_infra(state, name, number, started, say)
                 if wait is None:
                     healthy.add(name)
@@ -247,6 +256,16 @@ class LocalTarget(Target):
                 changed = True
 
         def launch_early() -> None:
+            nonlocal changed
+            for name, number in list(deferred.items()):
+                if set(_needs(name)) <= healthy:
+                    del deferred[name]
+                    wait = self._up_infra(state, name, number, started, say)
+                    if wait is None:
+                        healthy.add(name)
+                    else:
+                        infra_waits[name] = wait
+                        changed = True
             for _, name in plan:
                 needs = START_AFTER.get(name)
                 if needs is not None and name not in launched and set(needs) <= healthy:
@@ -254,12 +273,21 @@ class LocalTarget(Target):
 
         launch_early()
         for _, name in plan:
+            if name in deferred:
+                missing = sorted(set(_needs(name)) - healthy)
+                comp = self._component(name, state)
+                raise ComponentError(
+                    name, f"cannot start: needs {', '.join(missing)} healthy (bring its level up too)",
+                    str(comp.log_file),
+                )
             if name in infra_waits:
                 infra_waits.pop(name)()
                 healthy.add(name)
                 launch_early()
             elif name == "training-job":
                 changed |= self._up_training(state, say)
+            elif name == "spark":
+                changed |= self._up_spark_runtime(state, say)
             elif name in SERVICES and name not in launched:
                 launch(name)
         # readiness of the services, side by side, once every level below them is healthy
@@ -275,8 +303,8 @@ class LocalTarget(Target):
             for comp in level.components:
                 if comp.name in INFRA and not self._alive(state["components"].get(comp.name)):
                     c = self._component(comp.name, state)
-                    ports = c.ports() if isinstance(c, HAProxy) else [c.port]
-                    for port in ports:
+                    ports = c.ports() if hasattr(c, "ports") else [c.port]  # type: ignore[attr-defined]
+                    for port in [p for p in ports if p]:
                         if sup.port_in_use(port):
                             raise _port_error(comp.name, port, c.log_file)
                 elif comp.name in SERVICES and not self._alive(
@@ -768,6 +796,8 @@ class LocalTarget(Target):
                         row = self._infra_status(level.number, comp.name, state["components"].get(comp.name))
                     elif comp.name in SERVICES:
                         row = self._service_status(level.number, comp.name, state)
+                    elif comp.name == "spark":
+                        row = self._job_status(level.number, comp.name, state)
                     elif comp.name == "training-job":
                         t = state.get("training")
                         row = ComponentStatus(level.number, comp.name, "stopped", detail="not run")
@@ -786,6 +816,80 @@ class LocalTarget(Target):
                             )
                 out.append(row)
         return out
+
+    def run_pipeline(self, run_id: str, *, timeout: float = 600.0,
+                     progress: Callable[[Any], None] | None = None) -> Any:
+        """Trigger one run of the pipeline DAG on the local Airflow and wait for it (issue 14).
+
+        The outcome of each batch job is recorded in the state file, so ``status`` shows the
+        Spark job's last run next to the long-running components.
+        """
+        from .airflow import trigger_and_wait
+        from .components import DAG_ID
+
+        with self._locked() as state:
+            if not self._alive(state["components"].get("airflow")):
+                raise TargetError(
+                    "Airflow is not running on the local target; run `clinops up --levels 5` first"
+                )
+        url = self._component("airflow").endpoint()
+        run = trigger_and_wait(url, DAG_ID, run_id, timeout=timeout, progress=progress)
+        log_dir = self.settings.state_dir / "airflow" / "task-logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+        with self._locked() as state:
+            for task in run.tasks:
+                if task.task_id == "spark_features":
+                    state.setdefault("pipeline_runs", {})["spark"] = {
+                        "run_id": run_id, "state": task.state, "started_at": task.started_at,
+                        "ended_at": task.ended_at, "duration": task.duration,
+                        "log_file": str(log_dir / "task_id=spark_features" / "attempt=1.log"),
+                    }
+        return run
+
+    def _up_spark_runtime(self, state: dict[str, Any], say: Progress) -> bool:
+        """Level 2 is a batch job (run by the DAG): deploying it = checking its runtime is complete."""
+        if (state.get("jobs") or {}).get("spark"):
+            say("spark: runtime already checked")
+            return False
+        t0 = time.time()
+        missing = _spark_runtime_missing(self.settings)
+        if missing:
+            raise PrerequisiteError(f"spark: {missing}")
+        state.setdefault("jobs", {})["spark"] = {"started_at": t0, "ready_at": time.time()}
+        say(f"spark: runtime ready ({_spark_version(self.settings)}, Java, JDBC); the DAG runs the job")
+        return True
+
+    def alerts(self, alertname: str | None = None) -> list[dict[str, Any]]:
+        """The alerts as the local Alertmanager holds them now (optionally one alert name), for evidence."""
+        from .components import Alertmanager
+
+        am = cast(Alertmanager, self._component("alertmanager"))
+        found = am.alerts()
+        return [a for a in found if alertname is None or a.get("labels", {}).get("alertname") == alertname]
+
+    def _job_status(self, level: int, name: str, state: Mapping[str, Any]) -> ComponentStatus:
+        """A batch job of the pipeline DAG: its last recorded run (``pipeline_runs``), else 'not run'."""
+        run = (state.get("pipeline_runs") or {}).get(name)
+        if not run:
+            ready = (state.get("jobs") or {}).get(name)
+            if not ready:
+                return ComponentStatus(level, name, "stopped", detail="batch job of the DAG: not deployed")
+            missing = _spark_runtime_missing(self.settings)
+            return ComponentStatus(
+                level, name, "unhealthy" if missing else "healthy", version=_spark_version(self.settings),
+                started_at=ready.get("started_at"), ready_at=ready.get("ready_at"),
+                seconds_to_ready=ready.get("ready_at", 0) - ready.get("started_at", 0),
+                detail=f"batch job cannot run: {missing}" if missing else
+                "batch job of the pipeline DAG, not run yet; runtime ready (pyspark, Java, JDBC driver)",
+            )
+        return ComponentStatus(
+            level, name, "healthy" if run.get("state") == "success" else "unhealthy",
+            version=_spark_version(self.settings),
+            started_at=run.get("started_at"),
+            ready_at=run.get("ended_at"),
+            seconds_to_ready=run.get("duration"),
+            detail=f"DAG run {run.get('run_id')}: task {run.get('state')}",
+            log_file=str(run.get("log_file", "")),
+        )
 
     def _infra_status(self, level: int, name: str, entry: Mapping[str, Any] | None) -> ComponentStatus:
         comp = self._component(name)
@@ -835,7 +939,9 @@ class LocalTarget(Target):
             for service in SERVICES:
                 for track in TRACKS:
                     self._stop_track(state, service, track)
-            for name in ("prometheus", "haproxy", "localstack", "redis", "postgresql"):
+            state.pop("jobs", None)
+            state.pop("pipeline_runs", None)
+            for name in STOP_ORDER:
                 entry = state["components"].pop(name, None)
                 proc = self._proc(entry)
                 if proc is not None:
@@ -856,6 +962,30 @@ class LocalTarget(Target):
             haproxy = self._component("haproxy")
             shutil.rmtree(self.settings.state_dir, ignore_errors=True)
             cast(HAProxy, haproxy).admin_path.unlink(missing_ok=True)
+
+
+def _spark_version(settings: Settings) -> str:
+    venv = settings.project_root / ".venv-pipeline"
+    found = sorted(venv.glob("lib/python3*/site-packages/pyspark-*.dist-info"))
+    return found[0].name.removeprefix("pyspark-").removesuffix(".dist-info") if found else ""
+
+
+def _spark_runtime_missing(settings: Settings) -> str:
+    """What the Spark job lacks on this machine ('' when it can run)."""
+    from ...pipeline.spark_job import JDBC_JAR
+
+    if not _spark_version(settings):
+        return "pyspark not in .venv-pipeline (run scripts/setup.sh)"
+    if shutil.which("java") is None:
+        return "no 'java' (Debian openjdk-17-jre-headless)"
+    if not JDBC_JAR.exists():
+        return f"{JDBC_JAR} missing (Debian libpostgresql-jdbc-java)"
+    return ""
+
+
+def _needs(name: str) -> tuple[str, ...]:
+    """Components that must be healthy before ``name``'s process starts (see components.py, issue 14)."""
+    return tuple(getattr(INFRA[name], "needs", ()))
 
 
 def _in_background(fn: Callable[[], Any]) -> Callable[[], Any]:

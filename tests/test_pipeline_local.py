@@ -1,0 +1,140 @@
+"""Issue 14's data path end to end on real components (component tier, slow):
+
+gateway -> PostgreSQL + one Kafka event per observation (persisted by the consumer group) ->
+the Airflow DAG run (Spark -> S3 Parquet, Feast materialize -> Redis, train -> MLflow run,
+register -> registry alias) -> model-serving scores a subject with its online features and the
+version the alias points at. Expected values are computed here from the posted payloads and the
+registered artifact, independently of the code under test.
+
+Ports: PortMap(26900) (26900-26940), state under /tmp.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import psycopg
+import pytest
+from conftest import enterable_tmpdir
+
+from clinops_lib.config import PortMap, Settings
+from clinops_lib.services.subject_risk import SubjectRiskModel
+from clinops_lib.services.synthetic import observation_payload
+from clinops_lib.targets.local.target import LocalTarget
+
+pytestmark = [pytest.mark.component, pytest.mark.slow]
+
+BASE = 26900
+SUBJECTS = 40
+VISITS = 4
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[LocalTarget]:
+    root = enterable_tmpdir("clinops-pipeline-")
+    target = LocalTarget(Settings(state_dir=root / "state", ports=PortMap(BASE)))
+    try:
+        target.up([0, 1, 2, 3, 4, 5])
+        yield target
+    finally:
+        target.down(purge=True)
+        target.close()
+
+
+def _observations(seed: int) -> list[dict[str, object]]:
+    """SUBJECTS subjects with VISITS visits each; every payload valid for the gateway."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    out = []
+    for s in range(SUBJECTS):
+        first = observation_payload(rng, now=now)
+        subject = f"{first['site_id']}-T{seed % 1000:03d}{s:03d}"
+        for visit in range(1, VISITS + 1):
+            body = observation_payload(rng, now=now)
+            body.update(study_id=first["study_id"], site_id=first["site_id"], subject_id=subject, visit=visit)
+            out.append(body)
+    return out
+
+
+def test_a_subject_is_scored_from_gateway_data_through_spark_feast_and_the_dags_model(
+    platform: LocalTarget,
+) -> None:
+    settings = platform.settings
+    observations = _observations(seed=14)
+    with httpx.Client(base_url=platform.service_url("clinical-gateway"), timeout=10) as gw:
+        ids = []
+        for body in observations:
+            r = gw.post("/v1/observations", json=body)
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+
+    # Level 1: every stored observation has its Kafka event, persisted by the consumer group
+    dsn = f"postgresql://clinops@127.0.0.1:{settings.ports.postgres}/clinops"
+    from clinops_lib.targets.local import supervisor as sup
+
+    def events_persisted() -> bool:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM observation_events WHERE observation_id = ANY(%s)", (ids,)
+            ).fetchone()
+        return row is not None and row[0] == len(ids)
+
+    sup.wait_for(
+        "every observation's Kafka event in observation_events", events_persisted, timeout=120, interval=1.0
+    )
+
+    # Levels 2-5: one DAG run
+    run = platform.run_pipeline("test-data-path", timeout=1500)
+    assert run.state == "success", [(t.task_id, t.state) for t in run.tasks]
+    assert [t.task_id for t in run.tasks] == ["spark_features", "feast_materialize", "train", "register"]
+    assert all(t.state == "success" for t in run.tasks)
+
+    mlflow = f"http://127.0.0.1:{settings.ports.mlflow}"
+    alias = httpx.get(
+        f"{mlflow}/api/2.0/mlflow/registered-models/alias",
+        params={"name": "clinops-subject-risk", "alias": "champion"},
+        timeout=10,
+    ).json()["model_version"]
+    mlflow_run = httpx.get(
+        f"{mlflow}/api/2.0/mlflow/runs/get", params={"run_id": alias["run_id"]}, timeout=10
+    ).json()["run"]
+    tags = {t["key"]: t["value"] for t in mlflow_run["data"]["tags"]}
+    assert tags["clinops.dag_run"] == "test-data-path"  # the version the alias names came from this DAG run
+    source = alias["source"].removeprefix("mlflow-artifacts:/")
+    artifact = httpx.get(
+        f"{mlflow}/api/2.0/mlflow-artifacts/artifacts/{source}/model.json", timeout=10
+    ).json()
+    model = SubjectRiskModel.from_artifact(artifact)
+
+    # Level 4: model-serving scores one subject from its online features
+    subject = str(observations[0]["subject_id"])
+    mine = [o for o in observations if o["subject_id"] == subject]
+    with httpx.Client(base_url=platform.service_url("model-serving"), timeout=30) as serving:
+        r = serving.post(f"/v1/subjects/{subject}/risk")
+        assert r.status_code == 200, r.text
+        scored = r.json()
+        assert serving.post("/v1/subjects/NOBODY-0000/risk").status_code == 404
+    assert scored["registry_version"] == alias["version"]
+    features = scored["features"]
+    assert features["visits"] == VISITS
+    assert features["systolic_bp_mean"] == pytest.approx(
+        statistics.mean(o["vitals"]["systolic_bp"] for o in mine)
+    )
+    assert features["temperature_c_max"] == pytest.approx(max(o["vitals"]["temperature_c"] for o in mine))
+    assert features["alt_u_l_max"] == pytest.approx(max(o["labs"]["alt_u_l"] for o in mine))
+    assert scored["risk"] == pytest.approx(model.score(features), abs=1e-6)
+    print(
+        json.dumps(
+            {
+                "subject": subject,
+                "risk": scored["risk"],
+                "version": alias["version"],
+                "tasks": [(t.task_id, t.state, t.duration) for t in run.tasks],
+            }
+        )
+    )

@@ -1,0 +1,149 @@
+"""Issue 14 without processes: versions agree with the charts, configs are explicit, artifacts are
+validated, the DAG has the pipeline's order (parsed by the real Airflow of ``.venv-airflow``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from clinops_lib import charts
+from clinops_lib.config import PortMap, Settings
+from clinops_lib.exceptions import ConfigError, ServiceError
+from clinops_lib.pipeline.config import PipelineConfig
+from clinops_lib.pipeline.feature_store import repo_yaml
+from clinops_lib.pipeline.features import SUBJECT_FEATURES, feature_refs
+from clinops_lib.services.subject_risk import SubjectRiskModel
+from clinops_lib.targets.local.components import kafka_settings, pipeline_env
+
+pytestmark = pytest.mark.unit
+
+
+def _lock_pin(lock: Path, name: str) -> str:
+    m = re.search(rf"^{re.escape(name)}==(\S+)", lock.read_text(), re.M)
+    assert m, f"{name} not pinned in {lock}"
+    return m.group(1)
+
+
+def test_kafka_and_spark_versions_come_from_the_charts() -> None:
+    version, topic = kafka_settings(Settings())
+    assert version == charts.subchart_values("data-ingestion", "dev")["kafka"]["version"]
+    pom = (REPO / "tools/kafka/pom.xml").read_text()
+    assert f"<kafka.version>{version}</kafka.version>" in pom  # what setup.sh resolves into the cache
+    assert topic == "clinical-observations"
+    spark = charts.subchart_values("data-processing", "dev")["spark"]["sparkVersion"]
+    assert _lock_pin(REPO / "tools/pipeline/requirements.lock", "pyspark") == spark
+
+
+def test_pipeline_config_is_read_once_and_refuses_a_bad_port() -> None:
+    cfg = PipelineConfig.from_env({"CLINOPS_PIPELINE_DIR": "/w", "CLINOPS_PG_PORT": "26900"})
+    assert cfg.jdbc_url == "jdbc:postgresql://127.0.0.1:26900/clinops"
+    assert cfg.feast_repo == Path("/w/feast")
+    with pytest.raises(ConfigError, match="CLINOPS_PG_PORT"):
+        PipelineConfig.from_env({"CLINOPS_PIPELINE_DIR": "/w", "CLINOPS_PG_PORT": "x; rm"})
+    with pytest.raises(ConfigError, match="CLINOPS_PIPELINE_DIR"):
+        PipelineConfig.from_env({})
+
+
+def test_jobs_get_the_platforms_addresses(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, ports=PortMap(26800))
+    env = pipeline_env(settings)
+    cfg = PipelineConfig.from_env(env)
+    assert cfg.pg_port == 26800 and cfg.mlflow_url == "http://127.0.0.1:26807"
+    assert cfg.kafka_bootstrap == "127.0.0.1:26805"
+    text = repo_yaml(cfg)
+    assert '"127.0.0.1:26801,db=1"' in text and str(tmp_path / "pipeline" / "feast" / "registry.db") in text
+
+
+def _artifact(**changes: object) -> dict[str, object]:
+    n = len(SUBJECT_FEATURES)
+    doc: dict[str, object] = {
+        "format": "clinops-subject-logreg/1",
+        "version": "v1",
+        "feature_view": "subject_vitals",
+        "features": list(SUBJECT_FEATURES),
+        "mean": [1.0] * n,
+        "scale": [2.0] * n,
+        "coef": [0.5] * n,
+        "intercept": -1.0,
+    }
+    doc.update(changes)
+    return doc
+
+
+def test_subject_model_scores_by_name_and_refuses_bad_artifacts() -> None:
+    model = SubjectRiskModel.from_artifact(_artifact())
+    assert model.feature_refs() == feature_refs()
+    at_mean = {n: 1.0 for n in SUBJECT_FEATURES}
+    assert model.score(at_mean) == pytest.approx(1 / (1 + 2.718281828459045))
+    higher = {**at_mean, "alt_u_l_max": 5.0}
+    assert model.score(higher) > model.score(at_mean)
+    with pytest.raises(ServiceError, match="alt_u_l_max"):
+        model.score({**at_mean, "alt_u_l_max": None})
+    for bad, match in (
+        (_artifact(format="pickle"), "format"),
+        (_artifact(scale=[0.0] * len(SUBJECT_FEATURES)), "scale"),
+        (_artifact(coef=[1.0]), "coef has 1"),
+        ("[]", "JSON object"),
+    ):
+        with pytest.raises(ServiceError, match=match):
+            SubjectRiskModel.from_artifact(bad)
+
+
+def test_the_dag_runs_spark_then_materialize_then_train_then_register() -> None:
+    python = REPO / ".venv-airflow" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} missing: run `bash scripts/setup.sh`")
+    code = (
+        "import json, sys; sys.path.insert(0, 'clinops_lib/pipeline/dags'); import clinops_pipeline as m;"
+        "d = m.dag; print(json.dumps({t.task_id: sorted(t.downstream_task_ids) for t in d.tasks}))"
+    )
+    out = subprocess.run(
+        [str(python), "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"AIRFLOW_HOME": "/tmp/clinops-airflow-parse", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    graph = json.loads(out.stdout.strip().splitlines()[-1])
+    assert graph == {
+        "spark_features": ["feast_materialize"],
+        "feast_materialize": ["train"],
+        "train": ["register"],
+        "register": [],
+    }
+
+
+def test_prometheus_sends_alerts_to_the_local_alertmanager(tmp_path: Path) -> None:
+    from clinops_lib.targets.local.components import Prometheus
+
+    settings = Settings(state_dir=tmp_path, ports=PortMap(26800))
+    cfg = Prometheus(settings).config()
+    targets = cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]  # type: ignore[index]
+    assert targets == ["127.0.0.1:26809"]
+    rules = charts.prometheus_rules_file().read_text()
+    assert "alert: ClinopsCanaryHighErrorRate" in rules and 'track="canary"' in rules
+
+
+def test_kafka_listens_on_loopback_and_formats_in_its_child(tmp_path: Path) -> None:
+    from clinops_lib.targets.local.components import Kafka
+
+    kafka = Kafka(Settings(state_dir=tmp_path, ports=PortMap(26800)))
+    if not (kafka.libs / f"kafka_2.13-{kafka.version()}.jar").exists():
+        pytest.fail(f"Kafka jars missing in {kafka.libs}: run `bash scripts/setup.sh`")
+    kafka.prepare()
+    props = (kafka.dir / "server.properties").read_text()
+    assert "listeners=PLAINTEXT://127.0.0.1:26805,CONTROLLER://127.0.0.1:26806" in props
+    spec = kafka.spec()
+    assert spec.ports == [26805, 26806]
+    script = spec.argv[-1]
+    assert "kafka.tools.StorageTool format" in script and script.index("StorageTool") < script.index(
+        "kafka.Kafka"
+    )
+    assert "-Djava.net.preferIPv4Stack=true" in script
