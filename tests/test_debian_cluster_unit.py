@@ -23,6 +23,8 @@ from clinops_lib.clusters.debian.oci import ImageConfig, ImageFile, write_oci_ar
 from clinops_lib.clusters.debian.pki import make_pki
 from clinops_lib.exceptions import PrerequisiteError
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

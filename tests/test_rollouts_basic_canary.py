@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from clinops_lib.targets.kube.rollouts import RolloutState
+
+pytestmark = pytest.mark.unit
 
 STEPS = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {"duration": "10s"}}]
 

@@ -29,6 +29,8 @@ from clinops_lib.clusters.debian.build import ARGOCD_VERSION, argocd_crds
 
 from .helpers import ensure_namespace, wait_until
 
+pytestmark = pytest.mark.cluster
+
 REPORT = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "results" / "cluster_dry_run.json"
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from kubernetes import client
 
 from clinops_lib.clusters.debian import DebianCluster
 
 from .helpers import ensure_namespace, pod_ready, pod_story, wait_until
+
+pytestmark = pytest.mark.cluster
 
 NS = "clinops-cluster-tier"
 

@@ -21,6 +21,8 @@ from clinops_lib.targets.kube.rollouts import RolloutsDriver
 
 from .helpers import ensure_namespace, wait_until
 
+pytestmark = pytest.mark.cluster
+
 NS = "clinops-rollouts-tier"
 
 
