@@ -15,6 +15,7 @@ Tree::
     │   └── VerificationError          a sealed bundle or archive no longer verifies
     ├── TargetError                    anything a target (local or Kubernetes) could not do
     │   ├── PrerequisiteError          a binary, docker, kind, kubeconfig or context is missing
+    │   ├── BuildError                 building a cluster binary failed (names the step + log file)
     │   ├── ComponentError             a component failed to start/stop (names component + log file)
     │   │   └── PortInUseError
     │   ├── WaitTimeout                a wait ran out of time (says what it waited for)
@@ -31,6 +32,7 @@ Tree::
 from __future__ import annotations
 
 __all__ = [
+    "BuildError",
     "ChartError",
     "ClinopsError",
     "ComponentError",
@@ -112,6 +114,17 @@ class TargetError(ClinopsError):
 
 class PrerequisiteError(TargetError):
     """Something the target needs is missing (a binary, docker, kind, a kubeconfig, a context)."""
+
+
+class BuildError(TargetError):
+    """A step of building the cluster's binaries failed; names the step and its log file."""
+
+    def __init__(self, step: str, detail: str, log_file: str | None = None) -> None:
+        self.step = step
+        self.detail = detail
+        self.log_file = log_file
+        where = f" (log: {log_file})" if log_file else ""
+        super().__init__(f"build step {step!r}: {detail}{where}")
 
 
 class ComponentError(TargetError):

@@ -89,6 +89,12 @@ def _cmd_chart(args: argparse.Namespace) -> int:
     return chart_from_cli(args, _settings(args))
 
 
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from .cluster import cluster_from_cli
+
+    return cluster_from_cli(args, _settings(args))
+
+
 def _cmd_kind(args: argparse.Namespace) -> int:
     from .kind import kind_from_cli
 
@@ -171,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     kind = sub.add_parser("kind", help="create or delete the kind cluster and install the stack")
     kind.add_argument("action", choices=("create", "delete", "install-stack"))
     kind.set_defaults(func=_cmd_kind)
+
+    from .cluster import add_parser as add_cluster_parser  # light: argparse only, no cluster code runs
+
+    add_cluster_parser(sub).set_defaults(func=_cmd_cluster)
     return parser
 
 

@@ -89,6 +89,18 @@ class RolloutState:
         containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
         bg = status.get("blueGreen") or {}
         idx = status.get("currentStepIndex")
+        canary_weight = _int((weights.get("canary") or {}).get("weight"))
+        stable_weight = _int((weights.get("stable") or {}).get("weight"), 100)
+        canary_spec = strategy_spec.get("canary") or {}
+        if strategy == "canary" and not weights and not canary_spec.get("trafficRouting"):
+            # basic canary (no traffic router): the controller reports no weights; the share is the
+            # replica ratio of the last setWeight step completed, 0 once aborted or fully promoted
+            current = status.get("currentPodHash")
+            updating = bool(current) and current != status.get("stableRS")
+            done = steps[: _int(idx)] if updating and not status.get("abort") else []
+            canary_weight = next((_int(s["setWeight"]) for s in reversed(done)
+                                  if isinstance(s, dict) and "setWeight" in s), 0)
+            stable_weight = 100 - canary_weight
         return cls(
             name=str(meta.get("name", "")),
             namespace=str(meta.get("namespace", "")),
@@ -97,8 +109,8 @@ class RolloutState:
             message=str(status.get("message") or ""),
             current_step_index=None if idx is None else _int(idx),
             steps=steps,
-            canary_weight=_int((weights.get("canary") or {}).get("weight")),
-            stable_weight=_int((weights.get("stable") or {}).get("weight"), 100),
+            canary_weight=canary_weight,
+            stable_weight=stable_weight,
             spec_paused=bool(spec.get("paused")),
             pause_conditions=list(status.get("pauseConditions") or []),
             abort=bool(status.get("abort")),

@@ -1,0 +1,84 @@
+"""The ``cluster`` tier: one real single-node Kubernetes (clinops_lib/clusters/debian) per test run.
+
+Opt-in with ``CLINOPS_CLUSTER_TESTS=1``: only one cluster can run per machine (``cni0``,
+iptables chains, ``/var/lib/kubelet`` are host-wide), and a cold machine first builds the
+binaries (Kubernetes from Debian's source package, the Argo Rollouts controller from its Go
+module: 15-30 min on 2 shared cores; seconds once cached under /var/cache/clinops).
+The tier skips with the reason only when the cluster cannot run here at all (not root, packages
+missing: `bash scripts/setup-cluster.sh` installs them); a failing build or component fails.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clinops_lib.clusters.debian import ClusterConfig, DebianCluster
+from clinops_lib.clusters.debian.build import missing_build_prerequisites
+from clinops_lib.clusters.debian.images import ImageBuilder, chart_references
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.cluster)
+
+
+def _progress(message: str) -> None:
+    print(f"[cluster tier {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def debian_cluster() -> Iterator[DebianCluster]:
+    if os.environ.get("CLINOPS_CLUSTER_TESTS") != "1":
+        pytest.skip("the cluster tier is opt-in: CLINOPS_CLUSTER_TESTS=1 (one cluster per machine)")
+    cluster = DebianCluster(ClusterConfig(), progress=_progress)
+    missing = cluster.missing_runtime()
+    if not cluster.config.cache.kubernetes_ready() or not cluster.config.cache.rollouts_ready():
+        missing += missing_build_prerequisites()
+    if missing:
+        pytest.skip(
+            "the cluster cannot run on this machine, missing: "
+            + "; ".join(missing)
+            + " (bash scripts/setup-cluster.sh)"
+        )
+    if cluster.running():  # someone's cluster (`clinops cluster create`): use it, leave it running
+        _progress("using the cluster that is already running; it stays running")
+        yield cluster
+        return
+    cluster.create()
+    try:
+        yield cluster
+    finally:
+        left = cluster.delete()
+    assert left == [], f"delete left traces behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def kube(debian_cluster: DebianCluster) -> Iterator[Any]:
+    """The official Python client on the cluster's admin kubeconfig."""
+    from kubernetes import config
+
+    api_client = config.new_client_from_config(config_file=str(debian_cluster.kubeconfig))
+    yield api_client
+    api_client.close()
+
+
+@pytest.fixture(scope="session")
+def local_images(debian_cluster: DebianCluster) -> dict[str, str]:
+    """The project's images built with buildah (cached by input hash), imported into containerd."""
+    references = chart_references(ROOT)
+    built = ImageBuilder(ROOT, progress=_progress).build(references)
+    for image in built:
+        debian_cluster.import_image(Path(image.archive))
+    present = set(debian_cluster.images())
+    assert set(references.values()) <= present, f"not imported: {set(references.values()) - present}"
+    return references
