@@ -8,6 +8,7 @@ together in level order; nothing here knows about levels or state files.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -19,10 +20,12 @@ import subprocess
 import sys
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -42,6 +45,7 @@ __all__ = [
     "KafkaConsumer",
     "MLflow",
     "kafka_settings",
+    "run_coroutine",
     "pipeline_env",
     "AWS_ENV",
     "SERVICES",
@@ -60,6 +64,25 @@ __all__ = [
     "service_env",
     "service_spec",
 ]
+
+
+_T = TypeVar("_T")
+
+
+def run_coroutine(make: Callable[[], Awaitable[_T]], timeout_s: float) -> _T:
+    """Run ``make()`` to completion on a private thread with its own event loop.
+
+    The platform is brought up from plain scripts *and* from runbook cells, and a Jupyter kernel
+    runs cells inside an event loop, where ``asyncio.run`` raises. A probe that called it directly
+    was "not healthy" forever inside every runbook while passing every test run from pytest; one
+    private thread makes both callers behave the same. Raises ``TimeoutError`` after ``timeout_s``.
+    """
+
+    async def bounded() -> _T:
+        return await asyncio.wait_for(make(), timeout_s)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clinops-async") as pool:
+        return pool.submit(asyncio.run, bounded()).result()
 
 PG_BIN = Path(os.environ.get("CLINOPS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"  # the unprivileged system user postgres runs as when we are root
@@ -962,8 +985,6 @@ class Kafka(Component):
 
     def healthy(self) -> bool:
         """A metadata request answered by the broker (not just an open port)."""
-        import asyncio
-
         from aiokafka.admin import AIOKafkaAdminClient
 
         async def probe() -> bool:
@@ -976,14 +997,12 @@ class Kafka(Component):
                 await admin.close()
 
         try:
-            return asyncio.run(asyncio.wait_for(probe(), 5))
+            return run_coroutine(probe, 5)
         except Exception:  # noqa: BLE001 - any failure is "not healthy yet"
             return False
 
     def after_start(self) -> None:
         """Create the events topic (3 partitions, one replica: one broker) when missing."""
-        import asyncio
-
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
         async def create() -> None:
@@ -996,7 +1015,7 @@ class Kafka(Component):
                 await admin.close()
 
         try:
-            asyncio.run(asyncio.wait_for(create(), 30))
+            run_coroutine(create, 30)
         except Exception as e:  # noqa: BLE001
             raise ComponentError(
                 self.name, f"could not create topic {self.topic}: {e}", str(self.log_file)
@@ -1047,8 +1066,6 @@ class KafkaConsumer(Component):
 
     def healthy(self) -> bool:
         """The broker reports the consumer group Stable with a member (it has joined and owns partitions)."""
-        import asyncio
-
         from aiokafka.admin import AIOKafkaAdminClient
 
         from ...pipeline.kafka_consumer import GROUP_ID
@@ -1068,7 +1085,7 @@ class KafkaConsumer(Component):
                 await admin.close()
 
         try:
-            return asyncio.run(asyncio.wait_for(probe(), 5))
+            return run_coroutine(probe, 5)
         except Exception:  # noqa: BLE001 - any failure is "not healthy yet"
             return False
 
