@@ -11,6 +11,7 @@ resumable) and ``compare`` (``verify --remote``) on real archives.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -26,12 +27,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinops_lib import evidence
+from clinops_lib import inventory as inv_mod
 from clinops_lib.cli import main
 from clinops_lib.config import PortMap, Settings
 from clinops_lib.evidence.manifest import CHAIN_FILE
 from clinops_lib.evidence.remote import Remote, compare, push
 from clinops_lib.exceptions import EvidenceError
-from clinops_lib.inventory import model as inv_mod
 from clinops_lib.targets.local import supervisor as sup
 from clinops_lib.targets.local.components import LocalStack
 
@@ -61,7 +62,7 @@ def settings() -> Iterator[Settings]:
 @pytest.fixture(scope="module")
 def bucket(settings: Settings) -> str:
     """The inventory's evidence bucket, created by the inventory's own apply."""
-    data = inv_mod.json.loads(inv_mod.default_inventory_path().read_text())
+    data = json.loads(inv_mod.default_inventory_path().read_text())
     data["project"] = "ev-remote"
     inv = inv_mod.parse_inventory(data, env="dev")
     inv_mod.apply_inventory(inv, inv_mod.make_clients(settings))
@@ -95,12 +96,12 @@ def test_evidence_bucket_is_locked_in_compliance_mode_from_the_inventory(setting
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     prod = inv_mod.load_inventory(env="prod").buckets["evidence"]
     assert (prod.object_lock_mode, prod.object_lock_days) == ("COMPLIANCE", 3650)
-    data = inv_mod.json.loads(inv_mod.default_inventory_path().read_text())
+    data = json.loads(inv_mod.default_inventory_path().read_text())
     differences = inv_mod.drift(
         inv_mod.parse_inventory({**data, "project": "ev-remote"}, env="dev"), inv_mod.make_clients(settings)
     )
     assert [d for d in differences if bucket in str(d)] == []  # observed lock == declared lock
-    longer = inv_mod.json.loads(inv_mod.json.dumps(data))
+    longer = json.loads(json.dumps(data))
     longer["project"] = "ev-remote"
     longer["buckets"]["evidence"]["object_lock"]["retention_days"]["dev"] = 2
     differences = inv_mod.drift(inv_mod.parse_inventory(longer, env="dev"), inv_mod.make_clients(settings))

@@ -1205,8 +1205,15 @@ class FeastServer(Component):
         ]
         script = f"{shlex.join(apply)} && exec {shlex.join(serve)}"
         self.repo.mkdir(parents=True, exist_ok=True)
+        # gunicorn (under `feast serve`) binds a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl, else
+        # at one machine-wide $HOME/.gunicorn/gunicorn.ctl: two platforms' Feast servers (or a stale
+        # socket) then collide. A runtime dir of this instance's own keeps it in the state dir.
+        runtime = self.dir / "run"
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self._proc(
-            ["/bin/sh", "-c", script], cwd=self.settings.project_root, env={**pipeline_env(self.settings)}
+            ["/bin/sh", "-c", script],
+            cwd=self.settings.project_root,
+            env={**pipeline_env(self.settings), "XDG_RUNTIME_DIR": str(runtime)},
         )
 
     def healthy(self) -> bool:
