@@ -6,6 +6,13 @@ weight 0..256), and a backend ``<svc>-preview`` with the canary server alone. He
 on ``/readyz`` take a killed backend out within about a second; ``option redispatch`` plus
 ``retry-on conn-failure empty-response`` retries a request whose connection failed on the
 other server, so a crashed canary does not turn into user-visible errors.
+
+Two channels, on purpose of different power: the admin socket (a UNIX socket, mode 600, the only
+way to change weights) and the read-only stats page on the stats frontend (``/stats;csv``). When
+the admin socket is gone (removed by a clumsy ``rm``, a tmp cleaner), the local target can still
+take a canary out of rotation by stopping its process -- HAProxy's own health check then marks it
+DOWN within ``fall x inter`` -- and confirm that through :func:`read_stats_page`. No second admin
+channel is opened: a TCP or abstract-namespace admin socket would let any local user move traffic.
 """
 
 from __future__ import annotations
@@ -15,9 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from ...exceptions import TrafficError
 
-__all__ = ["AdminSocket", "HAProxyService", "ServerStat", "render_config"]
+__all__ = [
+    "AdminSocket", "HAProxyService", "ServerStat", "parse_stat_csv", "read_stats_page", "render_config",
+]
 
 
 @dataclass(frozen=True)
@@ -175,25 +186,39 @@ class AdminSocket:
 
     def show_stat(self) -> list[ServerStat]:
         """Servers of every backend (``show stat`` CSV), without FRONTEND/BACKEND rows."""
-        text = self.command("show stat")
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        if not lines or not lines[0].startswith("# "):
-            raise TrafficError(f"unexpected 'show stat' reply: {text[:200]!r}")
-        header = lines[0][2:].split(",")
-        col = {name: i for i, name in enumerate(header)}
-        out = []
-        for line in lines[1:]:
-            cells = line.split(",")
-            server = cells[col["svname"]]
-            if server in ("FRONTEND", "BACKEND"):
-                continue
-            weight = cells[col["weight"]]
-            out.append(
-                ServerStat(
-                    cells[col["pxname"]], server, cells[col["status"]], int(weight) if weight.isdigit() else 0
-                )
-            )
-        return out
+        return parse_stat_csv(self.command("show stat"))
 
     def server_stats(self, backend: str) -> Mapping[str, ServerStat]:
         return {s.server: s for s in self.show_stat() if s.backend == backend}
+
+
+def parse_stat_csv(text: str) -> list[ServerStat]:
+    """Servers of every backend from HAProxy's stats CSV (``show stat`` or ``/stats;csv``),
+    without the FRONTEND/BACKEND rows."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("# "):
+        raise TrafficError(f"unexpected HAProxy stats reply: {text[:200]!r}")
+    header = lines[0][2:].split(",")
+    col = {name: i for i, name in enumerate(header)}
+    out = []
+    for line in lines[1:]:
+        cells = line.split(",")
+        server = cells[col["svname"]]
+        if server in ("FRONTEND", "BACKEND"):
+            continue
+        weight = cells[col["weight"]]
+        status = cells[col["status"]]
+        out.append(ServerStat(cells[col["pxname"]], server, status, int(weight) if weight.isdigit() else 0))
+    return out
+
+
+def read_stats_page(stats_url: str, timeout: float = 2.0) -> list[ServerStat]:
+    """The servers as the read-only stats page (``<stats_url>;csv``) reports them: the channel
+    left when the admin socket is gone. It can observe, never change anything."""
+    try:
+        reply = httpx.get(f"{stats_url};csv", timeout=timeout)
+    except httpx.HTTPError as e:
+        raise TrafficError(f"HAProxy stats page {stats_url};csv unreadable: {e}") from e
+    if reply.status_code != 200:
+        raise TrafficError(f"HAProxy stats page {stats_url};csv answered HTTP {reply.status_code}")
+    return parse_stat_csv(reply.text)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -58,9 +59,11 @@ from .components import (
     service_env,
     service_spec,
 )
-from .haproxy import AdminSocket
+from .haproxy import AdminSocket, read_stats_page
 
 __all__ = ["LocalTarget"]
+
+_LOG = logging.getLogger(__name__)
 
 INFRA: dict[str, type[Component]] = {
     "postgresql": PostgreSQL,
@@ -629,15 +632,25 @@ class LocalTarget(Target):
 
     def _retire(self, service: str, track: Track) -> None:
         with self._locked() as state:
+            unreachable: TrafficError | None = None
             if self._alive(state["components"].get("haproxy")):
-                adm = self._admin()
-                if track == "canary":
-                    self._set_weights(state, service, 100, 0)
-                    adm.disable_server(f"{service}-preview", "canary")
-                else:
-                    adm.set_weight(service, "stable", 0)
-                adm.disable_server(service, track)
+                try:
+                    adm = self._admin()
+                    if track == "canary":
+                        self._set_weights(state, service, 100, 0)
+                        adm.disable_server(f"{service}-preview", "canary")
+                    else:
+                        adm.set_weight(service, "stable", 0)
+                    adm.disable_server(service, track)
+                except TrafficError as e:
+                    unreachable = e
+            if unreachable is not None and track == "stable":
+                raise unreachable  # stopping stable while HAProxy may still route to it would fail users
             self._stop_track(state, service, track)
+            if unreachable is not None:  # the canary: stopped, HAProxy's health check takes it out
+                state["weights"][service] = [100, 0]
+                _LOG.warning("%s; canary of %s stopped anyway (its health check takes it out)", unreachable,
+                             service)
 
     def _set_canary_weight(self, service: str, weight: int) -> None:
         with self._locked() as state:
@@ -683,10 +696,38 @@ class LocalTarget(Target):
     def _abort(self, service: str) -> None:
         with self._locked() as state:
             self._require_haproxy(state)
-            adm = self._admin()
-            adm.enable_server(service, "stable")
-            self._set_weights(state, service, 100, 0)
-            adm.disable_server(service, "canary")
+            try:
+                adm = self._admin()
+                adm.enable_server(service, "stable")
+                self._set_weights(state, service, 100, 0)
+                adm.disable_server(service, "canary")
+            except TrafficError as e:
+                self._abort_without_admin(state, service, e)
+
+    def _abort_without_admin(self, state: dict[str, Any], service: str, cause: TrafficError) -> None:
+        """The admin socket is unreachable: stop the canary's process, so HAProxy's own health check
+        takes it out of rotation (``fall 2`` x ``inter``) and the retry sends in-flight requests to
+        stable; confirmed on the read-only stats page. The weights persisted as 100/0, so the next
+        ``clinops up`` restarts HAProxy (its health check needs the socket) with the canary at 0."""
+        self._stop_track(state, service, "canary")
+        state["weights"][service] = [100, 0]
+        stats_url = f"{cast(HAProxy, self._component('haproxy')).endpoint()}/stats"
+
+        def canary_out() -> bool:
+            try:
+                stat = {s.server: s for s in read_stats_page(stats_url) if s.backend == service}
+            except TrafficError:
+                return False
+            canary = stat.get("canary")
+            return canary is not None and not canary.status.startswith("UP")
+
+        try:
+            sup.wait_for(f"HAProxy's health check to take {service}/canary out", canary_out,
+                         timeout=10.0, interval=0.1)
+        except WaitTimeout as e:
+            raise TrafficError(f"{cause}; canary stopped instead, HAProxy did not report it out: {e}") from e
+        _LOG.warning("%s; canary of %s stopped instead: HAProxy's health check took it out of rotation "
+                     "(`clinops up` restarts HAProxy with a new admin socket)", cause, service)
 
     def _tracks(self, service: str) -> dict[Track, TrackState]:
         svc = self._load()["services"].get(service) or {}
