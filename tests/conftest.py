@@ -1,14 +1,34 @@
-"""Shared fixtures (keep small: each test module owns its own helpers)."""
+"""Shared fixtures (keep small: each test module owns its own helpers).
+
+One local platform per test process (``shared_platform``): PostgreSQL, Redis, LocalStack,
+Prometheus, HAProxy and the services come up once, on a port block of the harness, for every
+module that only *uses* them (drills, inventory, remote evidence, interruption). A module gets
+it through ``local_platform(levels)``, which brings the requested levels up first -- a second
+``up`` changes nothing and restarts what an earlier test killed -- and aborts a canary an earlier
+test left, so no module depends on which ran before it. Modules that need the platform for
+themselves keep their own: they kill components, take it down mid-test or time its start
+(test_local_target, test_local_up_overlap, the e2e runbooks that end with ``clinops down``,
+the prod-environment promotion). Each pytest-xdist worker is its own process with its own
+shared platform.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nbformat
 import pytest
 from ports import PortAllocator, PortBlock
+
+if TYPE_CHECKING:
+    from clinops_lib.config import Settings
+    from clinops_lib.targets.local.target import LocalTarget
 
 #: One allocator per test process: each pytest-xdist worker is its own process with its own blocks.
 _PORTS = PortAllocator()
@@ -90,3 +110,58 @@ def port_block(port_allocator: PortAllocator) -> Iterator[PortBlock]:
     block = port_allocator.block()
     yield block
     port_allocator.release(block)
+
+
+# -- one local platform per test process -------------------------------------------------------------
+@dataclass
+class SharedPlatform:
+    """The session's local platform: the target object and what a ``clinops`` subprocess needs."""
+
+    target: LocalTarget  # imported for type checking only: unit-only sessions never import it
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return self.target.settings
+
+
+@pytest.fixture(scope="session")
+def shared_platform(port_allocator: PortAllocator) -> Iterator[SharedPlatform]:
+    """Nothing is started here (``local_platform`` brings levels up on first use); torn down once
+    at the end of the session, leaving no process or port of its block."""
+    from clinops_lib.config import Settings
+    from clinops_lib.targets.local.target import LocalTarget
+
+    block = port_allocator.block()
+    root = enterable_tmpdir("clinops-shared-")
+    settings = Settings(state_dir=root / "state", ports=block.portmap(), evidence_dir=root / "evidence")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINOPS_", "KUBECONFIG"))}
+    env.update(CLINOPS_PORT_BASE=str(block.base), CLINOPS_STATE_DIR=str(settings.state_dir),
+               CLINOPS_EVIDENCE_DIR=str(settings.evidence_dir))
+    target = LocalTarget(settings)
+    try:
+        yield SharedPlatform(target, root, env)
+    finally:
+        try:
+            target.down(purge=True)
+            target.close()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+            port_allocator.release(block)
+
+
+@pytest.fixture(scope="module")
+def local_platform(shared_platform: SharedPlatform) -> Callable[[Iterable[int]], SharedPlatform]:
+    """``local_platform(levels)``: the shared platform with ``levels`` up and no canary left over."""
+
+    def ready(levels: Iterable[int]) -> SharedPlatform:
+        from clinops_lib.drills.abort import abort_release, stray_canaries, track_rows
+
+        target = shared_platform.target
+        target.up(list(levels))
+        for row in stray_canaries(track_rows(target)):
+            abort_release(target, row.service)
+        return shared_platform
+
+    return ready

@@ -1,39 +1,25 @@
 """End-to-end drills on the REAL local target: HAProxy, the services, Prometheus, PostgreSQL,
-Redis and LocalStack as processes, on a port block from the harness (tests/ports.py)."""
+Redis and LocalStack as processes: the session's one local platform (conftest.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 
 import pytest
-from conftest import enterable_tmpdir
-from ports import PortAllocator
+from conftest import SharedPlatform
 
-from clinops_lib.config import Settings
 from clinops_lib.drills import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
-from clinops_lib.targets.base import Target, get_target
+from clinops_lib.targets.base import Target
 
 pytestmark = [pytest.mark.component, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
-def target(port_allocator: PortAllocator) -> Iterator[Target]:
-    state = enterable_tmpdir("clinops-drills-")
-    block = port_allocator.block()
-    t = get_target(Settings(target="local", state_dir=state, ports=block.portmap()))
-    try:
-        t.up([0, 1, 4, 6])
-        yield t
-    finally:
-        try:
-            t.down(purge=True)
-            t.close()
-        finally:
-            shutil.rmtree(state, ignore_errors=True)
-            port_allocator.release(block)
+def target(local_platform: Callable[[Iterable[int]], SharedPlatform]) -> Target:
+    """The session's one local platform (conftest.py), Levels 0, 1, 4 and 6 up."""
+    return local_platform([0, 1, 4, 6]).target
 
 
 def _stable(target: Target, service: str) -> str:

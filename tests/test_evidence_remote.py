@@ -1,4 +1,4 @@
-"""The write-once archive against a REAL LocalStack 4.12.0 (port block 26400-26499).
+"""The write-once archive against a REAL LocalStack 4.12.0 (the session's shared local platform).
 
 The evidence bucket is created from the inventory (Object Lock, compliance mode, dev retention
 1 day, versioning on) exactly as ``clinops inventory apply`` creates it. What LocalStack 4.12
@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,40 +22,28 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from conftest import SharedPlatform
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinops_lib import evidence
 from clinops_lib import inventory as inv_mod
 from clinops_lib.cli import main
-from clinops_lib.config import PortMap, Settings
+from clinops_lib.config import Settings
 from clinops_lib.evidence.manifest import CHAIN_FILE
 from clinops_lib.evidence.remote import Remote, compare, push
 from clinops_lib.exceptions import EvidenceError
-from clinops_lib.targets.local import supervisor as sup
-from clinops_lib.targets.local.components import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = 26400
 T0 = datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def settings() -> Iterator[Settings]:
-    state = Path(tempfile.mkdtemp(prefix="clinops-evidence-remote-"))
-    s = Settings(state_dir=state, ports=PortMap(BASE), project_root=ROOT)
-    comp = LocalStack(s)
-    comp.prepare()
-    spec = comp.spec()
-    proc = sup.start(spec)
-    try:
-        sup.wait_healthy(proc, comp.healthy, comp.timeout * 2, "health check")
-        yield s
-    finally:
-        sup.stop(proc, stop_signal=spec.stop_signal, signal_group=spec.signal_group, timeout=20)
-        shutil.rmtree(state, ignore_errors=True)
+def settings(local_platform: Callable[[Iterable[int]], SharedPlatform]) -> Settings:
+    """The LocalStack of the session's one local platform (Level 0)."""
+    return local_platform([0]).settings
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +248,7 @@ def test_verify_remote_catches_tail_truncation_that_local_verify_misses(
     rel = newest.relative_to(archive).as_posix()
     assert f"{rel}: in the locked remote copy but missing locally (deleted?)" in problems
     assert any(p.startswith(f"{rel}: tail truncated") for p in problems), problems
-    monkeypatch.setenv("CLINOPS_PORT_BASE", str(BASE))  # the CLI reaches this module's LocalStack
+    monkeypatch.setenv("CLINOPS_PORT_BASE", str(settings.ports.base))  # the CLI reaches this LocalStack
     rc = main(
         ["evidence", "verify", str(archive), "--remote", "--bucket", bucket, "--prefix", request.node.name]
     )

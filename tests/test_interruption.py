@@ -18,18 +18,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import enterable_tmpdir, write_notebook
-from ports import PortAllocator
+from conftest import SharedPlatform, write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 CLINOPS = [sys.executable, "-m", "clinops_lib.cli"]
@@ -188,21 +186,11 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(port_allocator: PortAllocator) -> Iterator[Platform]:
-    block = port_allocator.block()
-    tmp = enterable_tmpdir("clinops-interrupt-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINOPS_")}
-    env.update(CLINOPS_PORT_BASE=str(block.base), CLINOPS_STATE_DIR=str(tmp / "state"),
-               CLINOPS_EVIDENCE_DIR=str(tmp / "evidence"))
-    p = Platform(env, tmp)
-    try:
-        up = p.clinops("up", "--levels", "0,1,4,6")
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield p
-    finally:
-        p.clinops("down", "--purge")
-        shutil.rmtree(tmp, ignore_errors=True)
-        port_allocator.release(block)
+def platform(local_platform: Callable[[Iterable[int]], SharedPlatform], tmp_path_factory) -> Platform:
+    """The session's one local platform (conftest.py), Levels 0, 1, 4 and 6 up; evidence of its own."""
+    shared = local_platform([0, 1, 4, 6])
+    return Platform({**shared.env, "CLINOPS_EVIDENCE_DIR": str(tmp_path_factory.mktemp("interrupt"))},
+                    tmp_path_factory.mktemp("interrupt-runs"))
 
 
 def _canary_runs(p: Platform) -> bool:

@@ -1,8 +1,8 @@
-"""The AWS inventory against a REAL LocalStack 4.12.0 (on a port block from the harness).
+"""The AWS inventory against a REAL LocalStack 4.12.0 (the session's shared local platform).
 
-LocalStack is started once for the module with the local target's own component
-(``clinops_lib.targets.local.components.LocalStack``, which carries the Python 3.11 KMS fix) on
-PortMap(base).localstack, state in a temp dir. Each test uses its own project
+LocalStack is the local target's own component (``clinops_lib.targets.local.components.LocalStack``,
+which carries the Python 3.11 KMS fix), started once per test session with the shared platform's
+Level 0 (``local_platform`` in conftest.py). Each test uses its own project
 name, so its resources carry their own prefix and tests do not see each other's.
 Live state is checked with plain boto3 calls here, not through the library's own
 observation code, so a bug there cannot hide itself.
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from ports import PortAllocator, PortBlock
+from conftest import SharedPlatform
+from ports import PortBlock
 
 from clinops_lib.config import Settings
 from clinops_lib.exceptions import InventoryError
@@ -38,8 +38,6 @@ from clinops_lib.inventory import (
 )
 from clinops_lib.inventory import model as inv_mod
 from clinops_lib.inventory.terraform import TerraformInitError, terraform_init
-from clinops_lib.targets.local import supervisor as sup
-from clinops_lib.targets.local.components import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY_FILE = ROOT / "terraform" / "inventory.tfvars.json"
@@ -163,21 +161,9 @@ def test_service_resources_wire_the_gateway_and_serving() -> None:
 
 # -- a real LocalStack ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def settings(port_allocator: PortAllocator) -> Iterator[Settings]:
-    state = Path(tempfile.mkdtemp(prefix="clinops-inventory-test-"))
-    block = port_allocator.block()
-    s = Settings(state_dir=state, ports=block.portmap(), project_root=ROOT)
-    comp = LocalStack(s)
-    comp.prepare()
-    spec = comp.spec()
-    proc = sup.start(spec)
-    try:
-        sup.wait_healthy(proc, comp.healthy, comp.timeout * 2, "health check")
-        yield s
-    finally:
-        sup.stop(proc, stop_signal=spec.stop_signal, signal_group=spec.signal_group, timeout=20)
-        shutil.rmtree(state, ignore_errors=True)
-        port_allocator.release(block)
+def settings(local_platform: Callable[[Iterable[int]], SharedPlatform]) -> Settings:
+    """The LocalStack of the session's one local platform (Level 0)."""
+    return local_platform([0]).settings
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ register -> registry alias) -> model-serving scores a subject with its online fe
 version the alias points at. Expected values are computed here from the posted payloads and the
 registered artifact, independently of the code under test.
 
-Ports: PortMap(26900) (26900-26940), state under /tmp.
+Ports: a block from the harness (tests/ports.py), state under /tmp.
 """
 
 from __future__ import annotations
@@ -21,29 +21,31 @@ import httpx
 import psycopg
 import pytest
 from conftest import enterable_tmpdir
+from ports import PortAllocator
 
-from clinops_lib.config import PortMap, Settings
+from clinops_lib.config import Settings
 from clinops_lib.services.subject_risk import SubjectRiskModel
 from clinops_lib.services.synthetic import observation_payload
 from clinops_lib.targets.local.target import LocalTarget
 
 pytestmark = [pytest.mark.component, pytest.mark.slow]
 
-BASE = 26900
 SUBJECTS = 40
 VISITS = 4
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[LocalTarget]:
+def platform(port_allocator: PortAllocator) -> Iterator[LocalTarget]:
     root = enterable_tmpdir("clinops-pipeline-")
-    target = LocalTarget(Settings(state_dir=root / "state", ports=PortMap(BASE)))
+    block = port_allocator.block()
+    target = LocalTarget(Settings(state_dir=root / "state", ports=block.portmap()))
     try:
         target.up([0, 1, 2, 3, 4, 5])
         yield target
     finally:
         target.down(purge=True)
         target.close()
+        port_allocator.release(block)
 
 
 def _observations(seed: int) -> list[dict[str, object]]:

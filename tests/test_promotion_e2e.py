@@ -25,6 +25,7 @@ import yaml
 from conftest import enterable_tmpdir
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from ports import PortAllocator
 
 from clinops_lib import evidence
 from clinops_lib.evidence import approvals as A
@@ -32,7 +33,6 @@ from clinops_lib.evidence import approvals as A
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-PORT_BASE = 26600
 CLINOPS = [sys.executable, "-m", "clinops_lib.cli"]
 PASS = "release manager passphrase"
 SUBPROCESS_TIMEOUT_S = 3600
@@ -53,7 +53,8 @@ def _key(path: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[dict]:
+def world(port_allocator: PortAllocator) -> Iterator[dict]:
+    block = port_allocator.block()  # a platform of its own: the runbook runs it in the prod environment
     tmp = enterable_tmpdir("clinops-promotion-")
     keys = tmp / "keys"
     keys.mkdir()
@@ -67,7 +68,7 @@ def world() -> Iterator[dict]:
     registry.write_text(yaml.safe_dump(committed))
     env = {
         **os.environ,
-        "CLINOPS_PORT_BASE": str(PORT_BASE),
+        "CLINOPS_PORT_BASE": str(block.base),
         "CLINOPS_STATE_DIR": str(tmp / "state"),
         "CLINOPS_ENVIRONMENT": "prod",
         "CLINOPS_APPROVERS": str(registry),
@@ -86,6 +87,7 @@ def world() -> Iterator[dict]:
     finally:
         subprocess.run([*CLINOPS, "down"], cwd=ROOT, env=env, capture_output=True, timeout=300, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+        port_allocator.release(block)
 
 
 def _clinops(w: dict, *args: str) -> subprocess.CompletedProcess[str]:
