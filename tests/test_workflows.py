@@ -167,3 +167,25 @@ def test_security_scan_runs_every_scanner() -> None:
     for scanner in scanners:
         assert scanner in text, scanner
     assert set(doc["jobs"]["summary"]["needs"]) == set(doc["jobs"]) - {"summary"}
+
+
+def _steps_using(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in job.get("steps") or [] if str(s.get("uses", "")).startswith(action)]
+
+
+def test_ci_pushes_the_evidence_the_e2e_tier_sealed_without_running_the_runbooks_again() -> None:
+    doc = load(WORKFLOWS / "ci.yml")
+    jobs = doc["jobs"]
+    suite = next(s for s in jobs["tests"]["steps"] if "scripts/test.sh" in str(s.get("run", "")))
+    archive = suite["env"]["CLINOPS_E2E_ARCHIVE"]
+    kept = _steps_using(jobs["tests"], "actions/upload-artifact@")
+    assert kept and kept[0]["if"] == "always()", kept
+    assert archive.endswith(kept[0]["with"]["path"].rstrip("/")), (archive, kept)
+    runbooks = jobs["runbooks"]
+    assert "tests" in runbooks["needs"]
+    fetched = _steps_using(runbooks, "actions/download-artifact@")
+    assert fetched and fetched[0]["with"]["name"] == kept[0]["with"]["name"], fetched
+    runs = "\n".join(str(s.get("run", "")) for s in runbooks["steps"])
+    assert "clinops run " not in runs, "the runbooks job must not run the runbooks a second time"
+    assert "clinops evidence push evidence" in runs and "clinops evidence verify evidence --remote" in runs
+    assert runs.index("clinops inventory apply") < runs.index("clinops evidence push")
