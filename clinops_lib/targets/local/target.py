@@ -320,6 +320,15 @@ class LocalTarget(Target):
         """
         comp = self._component(name, state)
         entry = state["components"].get(name)
+        if self._alive(entry) and isinstance(comp, HAProxy) and not comp.admin_path.exists():
+            # its admin socket was removed: no weight can change until it is restarted (on the
+            # weights of the state, so a canary an abort took out stays out)
+            say("haproxy: admin socket missing: restarting it")
+            proc_ = self._proc(entry)
+            if proc_ is not None:
+                sup.stop(proc_)
+            state["components"].pop(name, None)
+            entry = None
         if self._alive(entry):
             if isinstance(comp, Prometheus) and not comp.has_rules() and comp.rules_available():
                 comp.prepare()  # the shared rule file appeared since Prometheus started
