@@ -37,8 +37,18 @@ _PORTS = PortAllocator()
 TIERS = ("unit", "component", "e2e", "cluster")
 
 
+#: nodeid -> its tier (the heaviest of its markers), and seconds spent per tier in this session
+#: (setup + call + teardown of each test; a module fixture's start counts for the test that needed it).
+_TIER_OF: dict[str, str] = {}
+_TIER_SECONDS: dict[str, float] = {}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse to run a suite in which a test has no tier: ``-m unit`` would silently skip it."""
+    for item in items:
+        tiers = [t for t in TIERS if item.get_closest_marker(t)]
+        if tiers:
+            _TIER_OF[item.nodeid] = tiers[-1]
     untiered = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
     if untiered:
         shown = "\n  ".join(untiered[:20])
@@ -46,6 +56,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"{len(untiered)} test(s) without a tier marker ({', '.join(TIERS)}):\n  {shown}\n"
             "mark the module (pytestmark = pytest.mark.<tier>) or the test"
         )
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    tier = _TIER_OF.get(report.nodeid)
+    if tier is not None:
+        _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Time per tier, so every run (CI's too) says where its minutes went."""
+    if _TIER_SECONDS:
+        shown = ", ".join(f"{t} {_TIER_SECONDS[t] / 60:.1f} min" for t in TIERS if t in _TIER_SECONDS)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        terminalreporter.write_line(f"time per tier (sum of test durations): {shown}; load average {load}")
+
 
 REPO = Path(__file__).resolve().parent.parent
 
