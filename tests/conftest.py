@@ -66,7 +66,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Time per tier, so every run (CI's too) says where its minutes went."""
     if _TIER_SECONDS:
-        shown = ", ".join(f"{t} {_TIER_SECONDS[t] / 60:.1f} min" for t in TIERS if t in _TIER_SECONDS)
+        spent = {t: divmod(round(_TIER_SECONDS[t]), 60) for t in TIERS if t in _TIER_SECONDS}
+        shown = ", ".join(f"{t} {m} min {s} s" for t, (m, s) in spent.items())
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         terminalreporter.write_line(f"time per tier (sum of test durations): {shown}; load average {load}")
 

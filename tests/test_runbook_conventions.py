@@ -144,8 +144,13 @@ def test_ci_runs_the_four_runbooks_with_pinned_actions() -> None:
         for step in job["steps"]:
             if "uses" in step:
                 assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+\.\d+\.\d+", step["uses"]), step["uses"]
+    # the four runbooks run once, in the tests job's e2e tier, which keeps their bundles for the
+    # runbooks job (push + verify --remote, tests/test_workflows.py); they are not run twice
     script = "\n".join(s.get("run", "") for s in jobs["runbooks"]["steps"])
+    assert "clinops run " not in script
+    e2e = (Path(__file__).resolve().parent / "test_runbooks_e2e.py").read_text()
+    sequence = e2e[e2e.index("SEQUENCE = ["):e2e.index("\n]", e2e.index("SEQUENCE = ["))]
     for rb in ("00-provision", "01-deploy-levels", "02-canary-drill", "03-blue-green-drill"):
-        assert f"clinops run runbooks/{rb}.ipynb --target local" in script
+        assert f'"{rb}.ipynb"' in sequence, rb
     assert any(s.get("uses", "").startswith("actions/upload-artifact@v4") for s in jobs["runbooks"]["steps"])
     assert "bash scripts/test.sh" in "\n".join(s.get("run", "") for s in jobs["tests"]["steps"])
