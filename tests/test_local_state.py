@@ -59,7 +59,7 @@ def test_missing_file_is_an_empty_platform(tmp_path: Path) -> None:
     assert _store(tmp_path).load() == st.LocalState()
 
 
-def test_unversioned_form_is_migrated_to_typed_records_and_saved_as_the_current_version(tmp_path: Path) -> None:
+def test_unversioned_form_is_migrated_and_saved_as_the_current_version(tmp_path: Path) -> None:
     store = _store(tmp_path)
     _write(store, UNVERSIONED)
     state = store.load()
