@@ -13,7 +13,6 @@ its admin socket; percent is used directly as HAProxy weight.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from typing import Any, cast
 import httpx
 
 from ...catalog import LEVELS
-from ...config import Settings
+from ...config import Settings, child_environment
 from ...exceptions import (
     ClinopsError,
     ComponentError,
@@ -402,7 +401,7 @@ class LocalTarget(Target):
                     stdout=fh,
                     stderr=subprocess.STDOUT,
                     timeout=timeout,
-                    env={**os.environ, **env},
+                    env=child_environment(env),
                     cwd=self.settings.project_root,
                 ).returncode
             except subprocess.TimeoutExpired as e:
