@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...catalog import built_images
 from ...exceptions import BuildError, PrerequisiteError
 
 __all__ = [
@@ -50,12 +51,8 @@ BASE_STANDS_IN_FOR = "docker.io/library/python:3.11.10-slim-bookworm"
 BASE_SUITE = "bookworm"
 BASE_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
-#: services/<folder>/Dockerfile -> the image repository the charts name for it.
-SERVICE_REPOSITORIES = {
-    "clinical-gateway": "clinical-gateway",
-    "model-serving": "model-serving",
-    "training-job": "model-training",
-}
+#: services/<folder>/Dockerfile -> the image repository the charts name for it (the catalog's fact).
+SERVICE_REPOSITORIES = built_images()
 Progress = Callable[[str], None]
 
 
