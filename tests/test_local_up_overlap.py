@@ -58,9 +58,9 @@ def _index(messages: list[str], prefix: str) -> int:
 def test_python_env_puts_bytecode_under_the_state_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(state_dir=tmp_path / "state")
-    venv_python = tmp_path / "venv" / "bin" / "python"
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    settings = Settings(state_dir=tmp_path / "state")  # reads the variable (config.py)
+    venv_python = tmp_path / "venv" / "bin" / "python"
     env = python_env(settings, venv_python)
     assert env["PYTHONDONTWRITEBYTECODE"] == ""
     prefix = Path(env["PYTHONPYCACHEPREFIX"])
@@ -88,20 +88,21 @@ def test_python_env_puts_bytecode_under_the_state_dir(
 def test_python_env_leaves_installed_bytecode_and_default_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(state_dir=tmp_path / "state")
+    settings = Settings(state_dir=tmp_path / "state", python_no_bytecode=True)
     site = tmp_path / "compiled-venv/lib/python3.11/site-packages"
     for pkg in ("a", "b"):
         (site / pkg / "__pycache__").mkdir(parents=True)
         (site / pkg / "__init__.py").write_text("")
     (site / "a/__pycache__/__init__.cpython-311.pyc").write_bytes(b"")
     compiled = tmp_path / "compiled-venv"
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     assert not _venv_has_bytecode(compiled / "bin" / "python")  # one stray .pyc: not an installation's
     (site / "b/__pycache__/__init__.cpython-311.pyc").write_bytes(b"")
     _venv_has_bytecode.cache_clear()
     assert _venv_has_bytecode(compiled / "bin" / "python")
     assert python_env(settings, compiled / "bin" / "python") == {}  # use what the installation compiled
-    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    settings = Settings(state_dir=tmp_path / "state")  # the variable unset
+    assert not settings.python_no_bytecode
     assert python_env(settings, tmp_path / "bare-venv" / "bin" / "python") == {}  # Python's default
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...catalog import built_images
+from ...config import child_environment
 from ...exceptions import BuildError, PrerequisiteError
 
 __all__ = [
@@ -150,7 +151,7 @@ class ImageBuilder:
                 f"{' '.join(argv)}\n".encode()
             )
             log.flush()
-            env = {**os.environ, "BUILDAH_ISOLATION": "chroot", "STORAGE_DRIVER": "vfs"}
+            env = child_environment({"BUILDAH_ISOLATION": "chroot", "STORAGE_DRIVER": "vfs"})
             try:
                 proc = subprocess.run(
                     list(argv),
@@ -190,7 +191,7 @@ class ImageBuilder:
         trusts; the mounts exist while a RUN step runs and are never part of a layer, so the
         images do not carry the machine's trust store.
         """
-        bundle = Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
+        bundle = Path(child_environment().get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
         if not bundle.is_file():
             return []
         pip_conf = self.archives / "pip.conf"
