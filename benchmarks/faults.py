@@ -88,8 +88,10 @@ def inject(fault: str, target: LocalTarget, run: subprocess.Popen[str], env: dic
     state = target.state()
     comp = {"prometheus-killed": "prometheus", "postgresql-killed": "postgresql",
             "localstack-killed": "localstack"}
-    canary = state.track(SERVICE, "canary")
-    if fault == "canary-killed" and canary is not None:
+    if fault == "canary-killed":
+        canary = state.track(SERVICE, "canary")
+        if canary is None:
+            raise RuntimeError(f"fault {fault}: {SERVICE} has no canary to kill")
         os.kill(canary.pid, signal.SIGKILL)
     elif fault in comp:
         os.kill(state.components[comp[fault]].pid, signal.SIGKILL)
