@@ -769,8 +769,9 @@ class LocalTarget(Target):
         from .components import Alertmanager
 
         am = cast(Alertmanager, self._component("alertmanager"))
-        found = am.alerts()
-        return [a for a in found if alertname is None or a.get("labels", {}).get("alertname") == alertname]
+        found = cast(list[dict[str, Any]], am.alerts())
+        return [a for a in found
+                if alertname is None or (a.get("labels") or {}).get("alertname") == alertname]
 
     def _job_status(self, level: int, name: str, state: LocalState) -> ComponentStatus:
         """A batch job of the pipeline DAG: its last recorded run (``pipeline_runs``), else 'not run'."""
