@@ -51,7 +51,8 @@ def test_abort_without_the_admin_socket_stops_the_canary_and_up_restores_the_soc
         assert not target.tracks(SERVICE)["canary"].running
         assert _versions(target.service_url(SERVICE), 60) == Counter({f"200:{stable}": 60})
         target.retire(SERVICE, "canary")  # nothing left to stop; does not raise either
-        assert target._load()["weights"][SERVICE] == [100, 0]
+        weights = target.state().weight(SERVICE)
+        assert (weights.stable, weights.canary) == (100, 0)
 
         messages: list[str] = []
         target.up([0, 1], progress=messages.append)
