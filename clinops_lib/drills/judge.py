@@ -54,9 +54,11 @@ __all__ = [
     "MetricRun",
     "MetricSpec",
     "Phase",
+    "RoutingSplit",
     "Thresholds",
     "judge_interval",
     "parse_duration",
+    "routing_split",
     "worst_phase",
 ]
 
@@ -354,12 +356,14 @@ class IntervalVerdict:
     stable_p95_s: float | None = None
     anytime: dict[str, Any] = field(default_factory=dict)  # confidence sequences at the interval's end
     prometheus: dict[str, tuple[float | None, str]] = field(default_factory=dict)
+    canary_share: float | None = None  # realized share of user requests the canary answered (None: no split)
 
     def as_row(self) -> dict[str, Any]:
         """One flat row of the interval table (the evidence behind the verdict)."""
         row: dict[str, Any] = {
             "interval": self.index, "step": self.step, "start": self.start, "end": self.end,
-            "weight": self.weight, "verdict": self.verdict, "reasons": "; ".join(self.reasons),
+            "weight": self.weight, "canary_share": self.canary_share, "verdict": self.verdict,
+            "reasons": "; ".join(self.reasons),
             "canary_version": self.canary_version, "stable_version": self.stable_version,
             "canary_requests": self.canary_n, "stable_requests": self.stable_n,
             "canary_errors": self.canary_errors, "stable_errors": self.stable_errors,
@@ -436,6 +440,10 @@ def judge_interval(
     if drill_judge.rejected:
         j = drill_judge
         worse("Fail", f"anytime-valid judge rejected (e={j.max_e:.1f} >= {j.threshold:.0f})")
+    split = routing_split(recs, canary, stable, weight)
+    if split is not None and split.p_value < SPLIT_P_MIN:
+        worse("Inconclusive", f"traffic split off: {split.canary} of {split.n} user requests reached the "
+              f"canary at weight {weight}% (a server out of rotation?): the judge's null assumes the weight")
     total = len(recs)
     if total and len(unattributed) / total > 1 - th.success_rate_min:
         worse("Fail", f"{len(unattributed)} of {total} requests failed with no version (proxy/connection)")
@@ -464,7 +472,48 @@ def judge_interval(
         canary_p50_s=percentile(c_lat, 0.5), canary_p95_s=percentile(c_lat, 0.95),
         stable_p50_s=percentile(s_lat, 0.5), stable_p95_s=percentile(s_lat, 0.95),
         anytime=cs, prometheus=prom,
+        canary_share=None if split is None else split.canary / split.n,
     )
+
+
+#: An interval's realized split is "off" below this binomial tail probability (two-sided). HAProxy's
+#: round robin is far tighter than a coin, so only a real disruption (a server out of rotation)
+#: gets there; a coin-routed target (kube-proxy) still passes at 1 in 10^6 per interval.
+SPLIT_P_MIN = 1e-6
+
+
+@dataclass(frozen=True)
+class RoutingSplit:
+    """Who got the user requests of one interval: ``canary`` of ``n`` at the configured weight."""
+
+    n: int
+    canary: int
+    weight: int
+    p_value: float  # two-sided binomial tail of ``canary`` under Binomial(n, weight/100)
+
+
+def routing_split(
+    records: Sequence[RequestRecord], canary: str, stable: str, weight: int
+) -> RoutingSplit | None:
+    """The realized canary share of the user requests answered by either version, against the weight.
+
+    Why: every bad event is judged against the routing share in force when it was sent; if the
+    proxy sends a different share (a server failing its health checks takes the other one all the
+    traffic) the share the judge assumes is wrong and so is its null. None when there is no split to
+    check (weight 0 or 100, fewer than 20 requests).
+    """
+    if not 0 < weight < 100:
+        return None
+    versions = [r.version for r in records if r.label == "user" and r.version in (canary, stable)]
+    n = len(versions)
+    if n < 20:
+        return None
+    k = sum(1 for v in versions if v == canary)
+    from scipy.stats import binom
+
+    p = weight / 100
+    tail = 2 * min(float(binom.cdf(k, n, p)), float(binom.sf(k - 1, n, p)))
+    return RoutingSplit(n, k, weight, min(1.0, tail))
 
 
 DecisionOutcome = Literal["ABORTED", "PAUSED"]
