@@ -12,7 +12,7 @@ separately (inconclusive, not an alarm). Aborts are split by cause: the anytime-
 (the claim: at most alpha, target <= 1 %, reported with its 95 % Clopper-Pearson upper bound),
 the Argo-style threshold metrics (p95 <= 0.5 s, success rate, read from Prometheus: an absolute
 limit an overloaded machine can break for both versions) and anything else. Each drill also
-records its intervals whose realized canary share was off the configured weight (a server out
+records its intervals whose realized canary share (complete records) was off the configured weight (a server out
 of HAProxy's rotation: the judge's null assumes the weight). Repeated drills are independent
 runs of real processes (each canary and each restarted stable is a new process; a fault draws
 its positions from the process's own fresh seed).
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from detection import platform_down, platform_up  # noqa: E402
+from local_platform import platform_down, platform_up  # noqa: E402
 
 from clinops_lib.drills import CanaryConfig, run_canary  # noqa: E402
 from clinops_lib.drills.judge import Thresholds  # noqa: E402
@@ -68,8 +68,7 @@ def drills(target: Target, service: str, n: int, out: list[dict[str, Any]], lock
                    "canary_errors": res.error_test["canary_errors"],
                    "stable_errors": res.error_test["stable_errors"],
                    "cause": _cause(res.outcome, res.reason),
-                   "split_off_intervals": sum(1 for iv in res.intervals
-                                              if any(r.startswith("traffic split off") for r in iv.reasons)),
+                   "split_off_intervals": sum(1 for e in res.events if e.kind == "split"),
                    "canary_shares": [None if iv.canary_share is None else round(iv.canary_share, 3)
                                      for iv in res.intervals],
                    "seconds": time.time() - t0}

@@ -356,7 +356,9 @@ class IntervalVerdict:
     stable_p95_s: float | None = None
     anytime: dict[str, Any] = field(default_factory=dict)  # confidence sequences at the interval's end
     prometheus: dict[str, tuple[float | None, str]] = field(default_factory=dict)
-    canary_share: float | None = None  # realized share of user requests the canary answered (None: no split)
+    #: realized share of the interval's user requests the canary answered, from the complete records
+    #: after the drill (None: no split at this weight); see :func:`routing_split`
+    canary_share: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         """One flat row of the interval table (the evidence behind the verdict)."""
@@ -440,10 +442,6 @@ def judge_interval(
     if drill_judge.rejected:
         j = drill_judge
         worse("Fail", f"anytime-valid judge rejected (e={j.max_e:.1f} >= {j.threshold:.0f})")
-    split = routing_split(recs, canary, stable, weight)
-    if split is not None and split.p_value < SPLIT_P_MIN:
-        worse("Inconclusive", f"traffic split off: {split.canary} of {split.n} user requests reached the "
-              f"canary at weight {weight}% (a server out of rotation?): the judge's null assumes the weight")
     total = len(recs)
     if total and len(unattributed) / total > 1 - th.success_rate_min:
         worse("Fail", f"{len(unattributed)} of {total} requests failed with no version (proxy/connection)")
@@ -472,7 +470,6 @@ def judge_interval(
         canary_p50_s=percentile(c_lat, 0.5), canary_p95_s=percentile(c_lat, 0.95),
         stable_p50_s=percentile(s_lat, 0.5), stable_p95_s=percentile(s_lat, 0.95),
         anytime=cs, prometheus=prom,
-        canary_share=None if split is None else split.canary / split.n,
     )
 
 
@@ -501,6 +498,11 @@ def routing_split(
     proxy sends a different share (a server failing its health checks takes the other one all the
     traffic) the share the judge assumes is wrong and so is its null. None when there is no split to
     check (weight 0 or 100, fewer than 20 requests).
+
+    Only meaningful over *complete* records: a request still in flight has no version yet, so a
+    slow side would look under-served. The drill therefore computes it once the load has stopped
+    (:func:`~clinops_lib.drills.session._conclude`), as evidence beside each interval, not as a
+    verdict taken while requests are in flight.
     """
     if not 0 < weight < 100:
         return None

@@ -401,6 +401,22 @@ def _finish_abort(s: _Session, abort_delay_s: float) -> str | None:
     return "; ".join(failures) or None
 
 
+def _record_splits(s: _Session) -> None:
+    """Each interval's realized canary share, from the complete records (the load has stopped); an
+    interval far off its weight is an event: the judge's null assumes requests reach the canary at
+    the configured weight, so a verdict drawn while the split was off is to be read with care."""
+    records = s.all_records()
+    for iv in s.intervals:
+        split = J.routing_split([r for r in records if iv.start <= r.sent < iv.end], s.canary, s.stable,
+                                iv.weight)
+        if split is None:
+            continue
+        iv.canary_share = split.canary / split.n
+        if split.p_value < J.SPLIT_P_MIN:
+            s.event("split", f"interval {iv.index}: {split.canary} of {split.n} user requests reached "
+                    f"the canary at weight {iv.weight}% (a server out of rotation?); the judge assumes it")
+
+
 def _decide(s: _Session, steps: Callable[[], None], outcome: Outcome, reason: str) -> tuple[Outcome, str]:
     """Run a drill's steps; a decision to stop (:class:`_Aborted`) becomes the outcome, and any
     other exception (a bug, Ctrl-C) first puts all traffic back on stable and stops the load."""
@@ -426,6 +442,7 @@ def _conclude(s: _Session, kind: Literal["canary", "blue-green"], cfg: CanaryCon
     time.sleep(cfg.tail_s)
     load = s.stop_load()
     _clear_stable_fault(s, outcome)
+    _record_splits(s)
     return DrillResult(
         kind=kind, service=cfg.service, stable_version=plan.stable_version, canary_version=s.canary,
         outcome=outcome, reason=reason, started_at=s.started_at, decided_at=decided, ended_at=time.time(),
