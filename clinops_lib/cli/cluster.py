@@ -16,6 +16,7 @@ from typing import Any
 
 from ..clusters.debian.build import BuildCache, build_all, missing_build_prerequisites
 from ..clusters.debian.cluster import ClusterConfig, DebianCluster
+from ..clusters.debian.images import ImageBuilder, chart_references
 from ..config import Settings
 from ..exceptions import ConfigError
 
@@ -38,13 +39,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--provider", choices=PROVIDERS, default="debian")
     p.add_argument("--no-rollouts", action="store_true", help="do not build/run the Argo Rollouts controller")
     p.add_argument("--json", action="store_true", help="status/create: print JSON")
+    p.add_argument(
+        "--images",
+        action="store_true",
+        help="build: also the project's service images (buildah; cached by their inputs)",
+    )
     return p
 
 
 def config_from_settings(settings: Settings, *, rollouts: bool = True) -> ClusterConfig:
-    """One cluster per machine: its folder and ports are fixed (see ClusterPorts), not per checkout."""
-    del settings
-    return ClusterConfig(rollouts=rollouts)
+    """One cluster per machine: its folder and ports are fixed (see ClusterPorts), not per checkout;
+    the build cache is ``CLINOPS_CACHE_DIR`` (default /var/cache/clinops)."""
+    return ClusterConfig(rollouts=rollouts, cache=BuildCache(settings.cache_dir))
 
 
 def cluster_from_cli(args: argparse.Namespace, settings: Settings) -> int:
@@ -60,6 +66,11 @@ def cluster_from_cli(args: argparse.Namespace, settings: Settings) -> int:
         for r in build_all(BuildCache(config.cache.root), progress=_progress, rollouts=rollouts):
             how = "cached" if r.cached else f"built in {r.seconds:.0f}s"
             print(f"{r.what} {r.version}: {how} (log {r.log_file})")
+        if args.images:
+            builder = ImageBuilder(settings.project_root, config.cache.root, progress=_progress)
+            for image in builder.build(chart_references(settings.project_root, settings.environment)):
+                how = "cached" if image.cached else f"built in {image.seconds:.0f}s"
+                print(f"image {image.reference}: {how} ({image.archive})")
         return 0
     if args.action == "create":
         info = cluster.create()

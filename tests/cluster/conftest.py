@@ -11,6 +11,7 @@ missing: `bash scripts/setup-cluster.sh` installs them); a failing build or comp
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -18,10 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import enterable_tmpdir
+from ports import PortAllocator
 
-from clinops_lib.clusters.debian import ClusterConfig, DebianCluster
+from clinops_lib.clusters.debian import BuildCache, ClusterConfig, DebianCluster
 from clinops_lib.clusters.debian.build import missing_build_prerequisites
 from clinops_lib.clusters.debian.images import ImageBuilder, chart_references
+from clinops_lib.config import Settings
+from clinops_lib.targets.local import supervisor
+from clinops_lib.targets.local.components import Prometheus
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -40,7 +46,8 @@ def _progress(message: str) -> None:
 def debian_cluster() -> Iterator[DebianCluster]:
     if os.environ.get("CLINOPS_CLUSTER_TESTS") != "1":
         pytest.skip("the cluster tier is opt-in: CLINOPS_CLUSTER_TESTS=1 (one cluster per machine)")
-    cluster = DebianCluster(ClusterConfig(), progress=_progress)
+    cache = BuildCache(Settings.from_env().cache_dir)
+    cluster = DebianCluster(ClusterConfig(cache=cache), progress=_progress)
     missing = cluster.missing_runtime()
     if not cluster.config.cache.kubernetes_ready() or not cluster.config.cache.rollouts_ready():
         missing += missing_build_prerequisites()
@@ -76,9 +83,30 @@ def kube(debian_cluster: DebianCluster) -> Iterator[Any]:
 def local_images(debian_cluster: DebianCluster) -> dict[str, str]:
     """The project's images built with buildah (cached by input hash), imported into containerd."""
     references = chart_references(ROOT)
-    built = ImageBuilder(ROOT, progress=_progress).build(references)
+    built = ImageBuilder(ROOT, debian_cluster.config.cache.root, progress=_progress).build(references)
     for image in built:
         debian_cluster.import_image(Path(image.archive))
     present = set(debian_cluster.images())
     assert set(references.values()) <= present, f"not imported: {set(references.values()) - present}"
     return references
+
+
+@pytest.fixture(scope="session")
+def host_prometheus(debian_cluster: DebianCluster, port_allocator: PortAllocator) -> Iterator[Prometheus]:
+    """The local target's Prometheus (its generated config) with the cluster's kubernetes_sd job
+    (``CLINOPS_PROMETHEUS_SCRAPE`` = the file ``create`` wrote), on a port block of the harness."""
+    root = enterable_tmpdir("clinops-cluster-prom-")
+    block = port_allocator.block()
+    settings = Settings(
+        state_dir=root / "state", ports=block.portmap(), prometheus_scrape=debian_cluster.scrape_file
+    )
+    prom = Prometheus(settings)
+    prom.prepare()
+    proc = supervisor.start(prom.spec())
+    try:
+        supervisor.wait_healthy(proc, prom.healthy, prom.timeout, "prometheus /-/ready")
+        yield prom
+    finally:
+        supervisor.stop(proc, timeout=15.0)
+        shutil.rmtree(root, ignore_errors=True)
+        port_allocator.release(block)

@@ -46,7 +46,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +60,7 @@ from ...targets.local import supervisor
 from . import host
 from .api import ClusterApi
 from .build import KUBERNETES_VERSION, BuildCache, build_all
+from .metrics import PROMETHEUS_IDENTITY, PROMETHEUS_STEM, prometheus_rbac, write_scrape_file
 from .oci import ImageConfig, ImageFile, write_oci_archive
 from .pki import Pki, make_pki
 
@@ -95,6 +96,18 @@ RUNTIME_PACKAGES = {  # what must be on the machine -> Debian package
 }
 
 Progress = Callable[[str], None]
+#: see ClusterConfig.go_memory_limits (idle live heaps measured 2026-12-01: apiserver ~150 MiB
+#: with the Rollouts CRDs, the others under 40 MiB)
+GO_MEMORY_LIMITS = {
+    "kube-apiserver": "256MiB",
+    "etcd": "48MiB",
+    "kube-controller-manager": "64MiB",
+    "kube-scheduler": "32MiB",
+    "kubelet": "64MiB",
+    "kube-proxy": "32MiB",
+    "containerd": "32MiB",
+    "rollouts-controller": "64MiB",
+}
 
 
 def _quiet(_: str) -> None:
@@ -193,6 +206,11 @@ class ClusterConfig:
     rollouts: bool = True  # also run the Argo Rollouts controller
     build: bool = True  # build missing binaries (else: fail naming `clinops cluster build`)
     ready_timeout: float = 180.0
+    #: Go's soft memory limit per component (GOMEMLIMIT, Go >= 1.19: every binary here): the
+    #: garbage collector works harder near it instead of letting the heap double (GOGC=100).
+    #: Set above each component's measured live heap (benchmarks/cluster.py), so it trims idle
+    #: memory without a GC spiral; a busy component may exceed it (it is soft).
+    go_memory_limits: Mapping[str, str] = field(default_factory=lambda: dict(GO_MEMORY_LIMITS))
 
 
 @dataclass(frozen=True)
@@ -240,6 +258,8 @@ class DebianCluster:
         self.socket = self.containerd_dir / "containerd.sock"
         self.kubeconfig = c.root / "admin.kubeconfig"
         self.state_file = c.root / "state.json"
+        #: the scrape jobs for the host's Prometheus (clusters/debian/metrics.py)
+        self.scrape_file = c.root / "prometheus-scrape.yaml"
         self._node_ip = c.node_ip
         self._started: list[supervisor.RunningProcess] = []
 
@@ -471,12 +491,14 @@ state = "{self.containerd_dir}/state"
         ports = c.ports
 
         def spec(name: str, argv: Sequence[str], tcp: Sequence[int] = ()) -> supervisor.ProcessSpec:
+            limit = c.go_memory_limits.get(name)
             return supervisor.ProcessSpec(
                 name=name,
                 argv=list(argv),
                 log_file=self.log_file(name),
                 pid_file=self._pid_file(name),
                 ports=list(tcp),
+                env={"GOMEMLIMIT": limit} if limit else {},
                 cwd=r,
             )
 
@@ -506,6 +528,9 @@ state = "{self.containerd_dir}/state"
                     f"clinops=http://127.0.0.1:{ports.etcd_peer}",
                     "--logger=zap",
                     "--unsafe-no-fsync",  # a throw-away cluster: speed over durability
+                    # raft entries kept in memory between snapshots (3.4's default 100000 grows
+                    # the heap of a cluster that only lives for a test run)
+                    "--snapshot-count=5000",
                 ],
                 [ports.etcd_client, ports.etcd_peer],
             ),
@@ -727,9 +752,10 @@ state = "{self.containerd_dir}/state"
             node_name=c.node_name,
             node_ip=self.node_ip,
             service_ip=c.service_ip,
-            extra_clients={"argo-rollouts": ("system:serviceaccounts", ROLLOUTS_IDENTITY)}
-            if c.rollouts
-            else None,
+            extra_clients={
+                PROMETHEUS_STEM: (None, PROMETHEUS_IDENTITY),
+                **({"argo-rollouts": ("system:serviceaccounts", ROLLOUTS_IDENTITY)} if c.rollouts else {}),
+            },
         )
         self._write_configs()
         pause = self._pause_archive()
@@ -753,6 +779,10 @@ state = "{self.containerd_dir}/state"
         self._phase(phases, "node Ready", t0)
         self._wait_default_service_account(60)
         self._phase(phases, "default ServiceAccount exists", t0)
+        with self.api() as api:
+            for obj in prometheus_rbac():
+                api.apply(obj)
+        write_scrape_file(self.scrape_file, self.server, self.pki)
         if c.rollouts:
             from .argo import install_rollouts
 
