@@ -56,6 +56,7 @@ fi
 
 # 3. The binaries (cached; the log names each step).
 if [ "$build" = 1 ]; then
+  # the tier runs pods of the gateway image only (tests/cluster/conftest.py TIER_IMAGES)
   log "building the cluster's binaries and images (cached under ${CLINOPS_CACHE_DIR:-/var/cache/clinops})"
-  .venv/bin/python -m clinops_lib.cli cluster build --images
+  .venv/bin/python -m clinops_lib.cli cluster build --images clinical-gateway
 fi

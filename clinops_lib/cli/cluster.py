@@ -41,8 +41,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="status/create: print JSON")
     p.add_argument(
         "--images",
-        action="store_true",
-        help="build: also the project's service images (buildah; cached by their inputs)",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="SERVICE,...",
+        help="build: also the project's service images (buildah; cached by their inputs): "
+        "all of them, or the named services/ folders",
     )
     return p
 
@@ -67,8 +71,15 @@ def cluster_from_cli(args: argparse.Namespace, settings: Settings) -> int:
             how = "cached" if r.cached else f"built in {r.seconds:.0f}s"
             print(f"{r.what} {r.version}: {how} (log {r.log_file})")
         if args.images:
+            references = chart_references(settings.project_root, settings.environment)
+            if args.images != "all":
+                wanted = [s.strip() for s in args.images.split(",") if s.strip()]
+                unknown = sorted(set(wanted) - set(references))
+                if unknown:
+                    raise ConfigError(f"--images: no image for {unknown}; known: {', '.join(references)}")
+                references = {k: v for k, v in references.items() if k in wanted}
             builder = ImageBuilder(settings.project_root, config.cache.root, progress=_progress)
-            for image in builder.build(chart_references(settings.project_root, settings.environment)):
+            for image in builder.build(references):
                 how = "cached" if image.cached else f"built in {image.seconds:.0f}s"
                 print(f"image {image.reference}: {how} ({image.archive})")
         return 0

@@ -30,6 +30,8 @@ from clinops_lib.targets.local import supervisor
 from clinops_lib.targets.local.components import Prometheus
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+#: the services/ folders whose images the tier's pods run (each image costs minutes cold)
+TIER_IMAGES = ("clinical-gateway",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -81,8 +83,9 @@ def kube(debian_cluster: DebianCluster) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def local_images(debian_cluster: DebianCluster) -> dict[str, str]:
-    """The project's images built with buildah (cached by input hash), imported into containerd."""
-    references = chart_references(ROOT)
+    """The images the tier's pods run, built with buildah (cached by input hash; setup-cluster.sh
+    builds them first with progress), imported into containerd."""
+    references = {k: v for k, v in chart_references(ROOT).items() if k in TIER_IMAGES}
     built = ImageBuilder(ROOT, debian_cluster.config.cache.root, progress=_progress).build(references)
     for image in built:
         debian_cluster.import_image(Path(image.archive))
