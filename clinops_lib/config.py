@@ -176,10 +176,8 @@ class Settings:
     operator: str | None = None
     #: where slow builds are cached outside the checkout (/var/cache/clinops/<thing>/<version>/)
     cache_dir: Path = Path("/var/cache/clinops")
-    #: a YAML list of extra Prometheus scrape jobs (the Debian cluster's kubernetes_sd job)
-    prometheus_scrape: Path | None = None
     #: a Prometheus the Kubernetes targets query directly instead of the chart's in-cluster one
-    #: through the API server proxy (the host's Prometheus scraping the Debian cluster's pods)
+    #: through the API server proxy (CLINOPS_PROMETHEUS_URL; the Debian cluster has none inside)
     prometheus_endpoint: str | None = None
 
     def __post_init__(self) -> None:
@@ -220,8 +218,6 @@ class Settings:
             kwargs["environment"] = v
         if v := env.get("CLINOPS_CACHE_DIR"):
             kwargs["cache_dir"] = Path(v).expanduser().resolve()
-        if v := env.get("CLINOPS_PROMETHEUS_SCRAPE"):
-            kwargs["prometheus_scrape"] = Path(v).expanduser().resolve()
         if v := env.get("CLINOPS_PROMETHEUS_URL"):
             kwargs["prometheus_endpoint"] = v.rstrip("/")
         if v := env.get("CLINOPS_OPERATOR"):

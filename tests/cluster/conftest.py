@@ -96,13 +96,12 @@ def local_images(debian_cluster: DebianCluster) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def host_prometheus(debian_cluster: DebianCluster, port_allocator: PortAllocator) -> Iterator[Prometheus]:
-    """The local target's Prometheus (its generated config) with the cluster's kubernetes_sd job
-    (``CLINOPS_PROMETHEUS_SCRAPE`` = the file ``create`` wrote), on a port block of the harness."""
+    """The local target's Prometheus (its generated config) on a port block of the harness: the
+    Prometheus the kubeconfig target queries on this cluster (``CLINOPS_PROMETHEUS_URL``). It does
+    not scrape the pods: Debian's prometheus is built without ``kubernetes_sd_configs``."""
     root = enterable_tmpdir("clinops-cluster-prom-")
     block = port_allocator.block()
-    settings = Settings(
-        state_dir=root / "state", ports=block.portmap(), prometheus_scrape=debian_cluster.scrape_file
-    )
+    settings = Settings(state_dir=root / "state", ports=block.portmap())
     prom = Prometheus(settings)
     prom.prepare()
     proc = supervisor.start(prom.spec())

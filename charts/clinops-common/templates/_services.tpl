@@ -39,14 +39,6 @@ metadata:
     {{- include "clinops.selectorLabels" $svc.name | nindent 4 }}
     version: {{ $svc.image.tag | toString | quote }}
     clinops.io/aws-egress: "true"
-{{- if not $root.Values.global.prometheus.operator }}
-  {{- /* no ServiceMonitor without the operator: Prometheus' kubernetes_sd_configs finds the pod by
-  these annotations (clinops_lib/clusters/debian/metrics.py) */}}
-  annotations:
-    prometheus.io/scrape: "true"
-    prometheus.io/port: {{ $svc.port | toString | quote }}
-    prometheus.io/path: /metrics
-{{- end }}
 spec:
   serviceAccountName: {{ include "clinops.serviceAccountName" $svc }}
   automountServiceAccountToken: false

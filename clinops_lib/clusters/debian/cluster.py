@@ -60,7 +60,6 @@ from ...targets.local import supervisor
 from . import host
 from .api import ClusterApi
 from .build import KUBERNETES_VERSION, BuildCache, build_all
-from .metrics import PROMETHEUS_IDENTITY, PROMETHEUS_STEM, prometheus_rbac, write_scrape_file
 from .oci import ImageConfig, ImageFile, write_oci_archive
 from .pki import Pki, make_pki
 
@@ -251,8 +250,6 @@ class DebianCluster:
         self.socket = self.containerd_dir / "containerd.sock"
         self.kubeconfig = c.root / "admin.kubeconfig"
         self.state_file = c.root / "state.json"
-        #: the scrape jobs for the host's Prometheus (clusters/debian/metrics.py)
-        self.scrape_file = c.root / "prometheus-scrape.yaml"
         self._node_ip = c.node_ip
         self._started: list[supervisor.RunningProcess] = []
 
@@ -745,10 +742,9 @@ state = "{self.containerd_dir}/state"
             node_name=c.node_name,
             node_ip=self.node_ip,
             service_ip=c.service_ip,
-            extra_clients={
-                PROMETHEUS_STEM: (None, PROMETHEUS_IDENTITY),
-                **({"argo-rollouts": ("system:serviceaccounts", ROLLOUTS_IDENTITY)} if c.rollouts else {}),
-            },
+            extra_clients={"argo-rollouts": ("system:serviceaccounts", ROLLOUTS_IDENTITY)}
+            if c.rollouts
+            else None,
         )
         self._write_configs()
         pause = self._pause_archive()
@@ -772,10 +768,6 @@ state = "{self.containerd_dir}/state"
         self._phase(phases, "node Ready", t0)
         self._wait_default_service_account(60)
         self._phase(phases, "default ServiceAccount exists", t0)
-        with self.api() as api:
-            for obj in prometheus_rbac():
-                api.apply(obj)
-        write_scrape_file(self.scrape_file, self.server, self.pki)
         if c.rollouts:
             from .argo import install_rollouts
 

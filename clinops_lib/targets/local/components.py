@@ -549,7 +549,6 @@ class Prometheus(Component):
             {"job_name": "haproxy", "static_configs": [{"targets": [f"127.0.0.1:{ports.haproxy_stats}"]}]}
         )
         jobs.append({"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}]})
-        jobs += self.extra_jobs()
         cfg: dict[str, object] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
             "scrape_configs": jobs,
@@ -569,22 +568,6 @@ class Prometheus(Component):
                 stacklevel=2,
             )
         return cfg
-
-    def extra_jobs(self) -> list[dict[str, object]]:
-        """Scrape jobs from ``CLINOPS_PROMETHEUS_SCRAPE`` (a YAML list): the Debian cluster's pods
-        through ``kubernetes_sd_configs`` (clinops_lib/clusters/debian/metrics.py)."""
-        import yaml
-
-        path = self.settings.prometheus_scrape
-        if path is None:
-            return []
-        try:
-            jobs = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise PrerequisiteError(f"prometheus: CLINOPS_PROMETHEUS_SCRAPE={path}: {e}") from e
-        if not isinstance(jobs, list) or not all(isinstance(j, dict) and j.get("job_name") for j in jobs):
-            raise PrerequisiteError(f"prometheus: {path} is not a list of scrape jobs with job_name")
-        return jobs
 
     def prepare(self) -> None:
         import yaml
