@@ -57,6 +57,7 @@ __all__ = [
     "build_kubernetes",
     "build_rollouts_controller",
     "missing_build_prerequisites",
+    "prepare_tree",
 ]
 
 KUBERNETES_VERSION = "v1.20.2"
@@ -376,6 +377,31 @@ def _vendor_replaced(tree: Path) -> bool:
     return True
 
 
+def prepare_tree(
+    tree: Path,
+    log: Path,
+    *,
+    replacements: Mapping[str, tuple[Path, str, str]] = VENDOR_REPLACEMENTS,
+    fixes: Sequence[tuple[str, str, str]] = SOURCE_FIXES,
+) -> None:
+    """Vendor replacements and source fixes, in place and each checked on its own: a tree kept
+    from an interrupted build (with make's ``_output/`` and its Go cache) only recompiles what a
+    new fix touches. A fix whose line is not found exactly once fails, naming the file."""
+    for module, (source, _, marker) in replacements.items():
+        vendored = tree / "vendor" / module
+        if not (vendored / marker).is_file() or (vendored / "go.mod").exists():
+            shutil.rmtree(vendored, ignore_errors=True)
+            shutil.copytree(source, vendored, ignore=shutil.ignore_patterns("*_test.go", "go.mod", "go.sum"))
+    for rel, before, after in fixes:
+        path = tree / rel
+        text = path.read_text()
+        if after in text:
+            continue
+        if text.count(before) != 1:
+            raise BuildError("patch source", f"{rel}: expected line not found once: {before!r}", str(log))
+        path.write_text(text.replace(before, after))
+
+
 def _kubernetes_env(cache: BuildCache) -> dict[str, str]:
     home = cache.kubernetes_src / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -445,21 +471,7 @@ def build_kubernetes(
         # in place, each step checked on its own: a tree kept from an interrupted build (with
         # make's _output/ and its Go cache) only recompiles what a new fix touches
         progress("kubernetes: replacing vendored reflect2, fixing the openapi validators' zero-value check")
-        for module, (source, _, marker) in VENDOR_REPLACEMENTS.items():
-            vendored = tree / "vendor" / module
-            if not (vendored / marker).is_file() or (vendored / "go.mod").exists():
-                shutil.rmtree(vendored, ignore_errors=True)
-                shutil.copytree(
-                    source, vendored, ignore=shutil.ignore_patterns("*_test.go", "go.mod", "go.sum")
-                )
-        for rel, before, after in SOURCE_FIXES:
-            path = tree / rel
-            text = path.read_text()
-            if after in text:
-                continue
-            if text.count(before) != 1:
-                raise BuildError("patch source", f"{rel}: expected line not found once: {before!r}", str(log))
-            path.write_text(text.replace(before, after))
+        prepare_tree(tree, log)
     progress("kubernetes: make (about 10 min on 2 free cores; log: " + str(log) + ")")
     targets = " ".join(f"cmd/{b}" for b in KUBERNETES_BINARIES)
     _run_step(
