@@ -64,20 +64,22 @@ def cluster_from_cli(args: argparse.Namespace, settings: Settings) -> int:
     config = config_from_settings(settings, rollouts=rollouts)
     cluster = DebianCluster(config, progress=_progress)
     if args.action == "build":
+        references: dict[str, str] = {}
+        if args.images:  # bad input is refused before anything is built
+            references = chart_references(settings.project_root, settings.environment)
+            if args.images != "all":
+                wanted = [s.strip() for s in args.images.split(",") if s.strip()]
+                unknown = sorted(set(wanted) - set(references))
+                if unknown or not wanted:
+                    raise ConfigError(f"--images: no image for {unknown}; known: {', '.join(references)}")
+                references = {k: v for k, v in references.items() if k in wanted}
         missing = missing_build_prerequisites(rollouts=rollouts)
         if missing:
             _progress("missing: " + "; ".join(missing))
         for r in build_all(BuildCache(config.cache.root), progress=_progress, rollouts=rollouts):
             how = "cached" if r.cached else f"built in {r.seconds:.0f}s"
             print(f"{r.what} {r.version}: {how} (log {r.log_file})")
-        if args.images:
-            references = chart_references(settings.project_root, settings.environment)
-            if args.images != "all":
-                wanted = [s.strip() for s in args.images.split(",") if s.strip()]
-                unknown = sorted(set(wanted) - set(references))
-                if unknown:
-                    raise ConfigError(f"--images: no image for {unknown}; known: {', '.join(references)}")
-                references = {k: v for k, v in references.items() if k in wanted}
+        if references:
             builder = ImageBuilder(settings.project_root, config.cache.root, progress=_progress)
             for image in builder.build(references):
                 how = "cached" if image.cached else f"built in {image.seconds:.0f}s"
