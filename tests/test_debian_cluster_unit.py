@@ -172,4 +172,3 @@ def test_the_build_cache_folder_comes_from_the_settings(tmp_path: Path) -> None:
     settings = Settings.from_env({"CLINOPS_CACHE_DIR": str(tmp_path / "cache")})
     assert settings.cache_dir == tmp_path / "cache"
     assert config_from_settings(settings).cache.kubernetes == tmp_path / "cache" / "kubernetes" / "v1.20.2"
-    assert Settings.from_env({}).cache_dir == Path("/var/cache/clinops")
