@@ -38,6 +38,7 @@ __all__ = [
     "Component",
     "Level",
     "Service",
+    "built_images",
     "check_environment",
     "check_version",
     "component",
@@ -64,13 +65,16 @@ class Component:
 
     ``on`` maps a target kind (``local``, ``kube``) to what the component *is* there; a
     target missing from ``on`` does not run the component. ``health`` says in words what the
-    health check proves, for the runbook table and the auditor.
+    health check proves, for the runbook table and the auditor. ``image`` is the image repository
+    the charts pin for a workload the project builds itself (from ``services/<name>/Dockerfile``;
+    the Debian cluster builds and imports it under that name), empty for everything else.
     """
 
     name: str
     level: int
     on: dict[str, str] = field(default_factory=dict)
     health: str = ""
+    image: str = ""
 
     def runs_on(self, target: str) -> bool:
         return _kind(target) in self.on
@@ -110,8 +114,8 @@ def _kind(target: str) -> str:
     return "local" if target == "local" else "kube"
 
 
-def _c(name: str, level: int, health: str = "", **on: str) -> Component:
-    return Component(name, level, dict(on), health)
+def _c(name: str, level: int, health: str = "", *, image: str = "", **on: str) -> Component:
+    return Component(name, level, dict(on), health, image)
 
 
 # Order inside a level is start order on the local target.
@@ -155,6 +159,7 @@ LEVELS: tuple[Level, ...] = (
                 "clinical-gateway",
                 1,
                 "GET /readyz through HAProxy",
+                image="clinical-gateway",
                 local="uvicorn process (stable + canary tracks)",
                 kube="Argo Rollout (canary, Istio traffic)",
             ),
@@ -215,6 +220,7 @@ LEVELS: tuple[Level, ...] = (
                 "training-job",
                 4,
                 "job exit status 0 and model object in S3",
+                image="model-training",
                 local="python -m clinops_lib.services.training (one-shot)",
                 kube="Kubernetes Job",
             ),
@@ -222,6 +228,7 @@ LEVELS: tuple[Level, ...] = (
                 "model-serving",
                 4,
                 "GET /readyz through HAProxy",
+                image="model-serving",
                 local="uvicorn process (stable + canary tracks)",
                 kube="Argo Rollout (blue-green)",
             ),
@@ -284,6 +291,11 @@ SERVICES: tuple[Service, ...] = (
     Service("clinical-gateway", 1, "gateway", "canary", "/v1/observations"),
     Service("model-serving", 4, "serving", "blueGreen", "/v1/predict"),
 )
+
+
+def built_images() -> dict[str, str]:
+    """``{component: image repository}`` for the workloads built from ``services/<component>/Dockerfile``."""
+    return {c.name: c.image for level in LEVELS for c in level.components if c.image}
 
 
 def service_names() -> tuple[str, ...]:
