@@ -14,8 +14,8 @@ the Argo-style threshold metrics (p95 <= 0.5 s, success rate, read from Promethe
 limit an overloaded machine can break for both versions) and anything else. Each drill also
 records its intervals whose realized canary share (complete records) was off the configured
 weight (a server out of HAProxy's rotation: the judge's null assumes the weight). Repeated
-drills are independent runs of real processes (each canary and each restarted stable is a new process; a fault draws
-its positions from the process's own fresh seed).
+drills are independent runs of real processes (each canary and each restarted stable is a new
+process; a fault draws its positions from the process's own fresh seed).
 
 Writes ``benchmarks/results/false_alarms.json``. The machine is shared: other engineers' work
 ran at the same time, which adds latency noise to both tracks alike.
