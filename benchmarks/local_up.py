@@ -4,6 +4,11 @@
 * warm: state kept, processes stopped (``clinops down`` without ``--purge``) -> all levels healthy
 * memory: peak of the summed resident set size of every component's process tree, sampled
   every 0.2 s from the pid files while ``up`` runs and for a few seconds after.
+* CPU: per component, the CPU seconds (user + system) its process tree had used when ``up``
+  returned (live processes' own time + the time of children they reaped, e.g. Feast's apply or
+  Airflow's ``db migrate``). Unlike wall times, these hardly depend on the other developers'
+  load, so they say where the time goes: on an idle 2-core machine ``up`` cannot be faster than
+  the largest component's CPU seconds nor than the sum over all components / 2.
 
 * dag: after the cold start, ``--observations`` synthetic observations go through the gateway and
   one run of the pipeline DAG (Spark -> Feast materialize -> train -> register) is timed from
@@ -51,6 +56,7 @@ class RssSampler(threading.Thread):
         self.interval = interval
         self.peak = 0
         self.peak_by_component: dict[str, int] = {}
+        self.cpu_ticks_by_component: dict[str, int] = {}
         self._done = threading.Event()
 
     def sample(self) -> int:
@@ -60,9 +66,13 @@ class RssSampler(threading.Thread):
             proc = sup.read_pid_file(pid_file)
             if proc is None or not sup.is_alive(proc.pid, proc.start_ticks):
                 continue
-            rss = sup.rss_bytes(sup.process_tree(proc.pid))
+            tree = sup.process_tree(proc.pid)
+            rss = sup.rss_bytes(tree)
             by[proc.name] = rss
             total += rss
+            ticks = cpu_ticks(tree)
+            if ticks > self.cpu_ticks_by_component.get(proc.name, 0):
+                self.cpu_ticks_by_component[proc.name] = ticks
         if total > self.peak:
             self.peak, self.peak_by_component = total, by
         return total
@@ -75,6 +85,25 @@ class RssSampler(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        self.sample()
+        hz = os.sysconf("SC_CLK_TCK")
+        return {k: round(v / hz, 1) for k, v in sorted(self.cpu_ticks_by_component.items())}
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """utime + stime + cutime + cstime of every live process in ``pids`` (clock ticks): a live
+    child's time is its own, an exited one's is in its parent's cutime/cstime once reaped."""
+    total = 0
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+            fields = raw[raw.rindex(")") + 2 :].split()
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime (fields 14-17)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def load() -> list[float]:
@@ -97,10 +126,12 @@ def clinops(env: dict[str, str], *args: str) -> tuple[float, list[str]]:
     return seconds, lines
 
 
-def timed_up(env: dict[str, str]) -> dict[str, object]:
+def timed_up(env: dict[str, str], sampler: RssSampler) -> dict[str, object]:
     before = load()
     seconds, progress = clinops(env, "up")
+    cpu = sampler.cpu_seconds()
     return {"seconds": round(seconds, 2), "loadavg_before": before, "loadavg_after": load(),
+            "cpu_s_by_component": cpu, "cpu_s_total": round(sum(cpu.values()), 1),
             "progress": progress}
 
 
@@ -153,14 +184,24 @@ def main() -> int:
     try:
         sampler = RssSampler(state / "run")
         sampler.start()
-        cold_run = timed_up(env)
+        cold_run = timed_up(env, sampler)
         time.sleep(5)  # steady state after the training job and first scrapes
+        cpu_before_dag = sampler.cpu_seconds()
         dag = timed_dag(env, args.port_base, state, args.observations)
+        cpu_after_dag = sampler.cpu_seconds()
+        # the DAG's tasks run as Airflow's children: the Airflow tree's CPU during the run
+        dag["cpu_s_by_component"] = {k: round(v - cpu_before_dag.get(k, 0.0), 1)
+                                     for k, v in cpu_after_dag.items()}
         sampler.stop()
         for _ in range(args.warm_runs):
             clinops(env, "down")  # keep state: the next up is warm
             time.sleep(2)  # let the stopped processes' CPU settle before timing
-            warm_runs.append(timed_up(env))
+            warm_sampler = RssSampler(state / "run")
+            warm_sampler.start()
+            try:
+                warm_runs.append(timed_up(env, warm_sampler))
+            finally:
+                warm_sampler.stop()
         warm_status = subprocess.run([str(ROOT / ".venv/bin/clinops"), "status", "--json"], env=env,
                                      capture_output=True, text=True)
         rows = json.loads(warm_status.stdout)["components"]
