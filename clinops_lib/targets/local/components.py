@@ -18,6 +18,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +41,7 @@ __all__ = [
     "DAG_ID",
     "PIPELINE_COMPONENTS",
     "Airflow",
+    "AlertWatch",
     "Alertmanager",
     "FeastServer",
     "VenvProcess",
@@ -1364,6 +1367,70 @@ class Alertmanager(Component):
 
     def version(self) -> str:
         return _run_version(("prometheus-alertmanager", "--version"), r"version (\S+)")
+
+
+class AlertWatch:
+    """Every alert of one name that Alertmanager held while watched, polled every ``interval``.
+
+    Why a watch and not one read at the end: Alertmanager's API lists *active* alerts only, and
+    a drill's canary alert resolves a few seconds after an abort retires the canary (its series
+    go stale in Prometheus). Polling while the drill runs keeps each alert as Alertmanager
+    showed it (labels, annotations, ``startsAt``, ``status``, ``fingerprint``), plus when this
+    watch first and last saw it (``seen_first``/``seen_last``, Unix seconds). Reads that fail
+    (Alertmanager down or restarting) are counted in :attr:`failed_reads`, never raised: the
+    watch must not break the drill it observes. Re-enterable: ``with watch:`` again resumes it.
+    """
+
+    def __init__(self, alertmanager: Alertmanager, alertname: str, interval: float = 0.25) -> None:
+        self.alertmanager = alertmanager
+        self.alertname = alertname
+        self.interval = interval
+        self.failed_reads = 0
+        self.last_error = ""
+        self._seen: dict[str, dict[str, object]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> None:
+        """One read of Alertmanager's alerts (also called by the thread)."""
+        try:
+            alerts = self.alertmanager.alerts()
+        except ComponentError as e:
+            self.failed_reads += 1
+            self.last_error = str(e)
+            return
+        now = time.time()
+        with self._lock:
+            for alert in alerts:
+                labels = alert.get("labels") or {}
+                if not isinstance(labels, dict) or labels.get("alertname") != self.alertname:
+                    continue
+                key = str(alert.get("fingerprint") or sorted(labels.items()))
+                first = self._seen.get(key, {}).get("seen_first", now)
+                self._seen[key] = {**alert, "seen_first": first, "seen_last": now}
+
+    def seen(self) -> list[dict[str, object]]:
+        """The alerts seen so far, each as last seen, in the order first seen."""
+        with self._lock:
+            return sorted(self._seen.values(), key=lambda a: float(a["seen_first"]))  # type: ignore[arg-type]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> AlertWatch:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"alert-watch-{self.alertname}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.poll()  # a last read: what Alertmanager holds when the watched work ended
 
 
 PIPELINE_COMPONENTS: dict[str, type[Component]] = {
