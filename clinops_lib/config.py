@@ -16,7 +16,7 @@ from pathlib import Path
 from . import catalog
 from .exceptions import ConfigError
 
-__all__ = ["PortMap", "Settings", "project_root"]
+__all__ = ["HOST_SESSION_VARIABLES", "PortMap", "Settings", "child_environment", "project_root"]
 
 
 def project_root() -> Path:
@@ -25,6 +25,47 @@ def project_root() -> Path:
     if env:
         return Path(env).resolve()
     return Path(__file__).resolve().parent.parent
+
+
+#: Variables a host session sets for *itself* that change how a child program behaves. A Jupyter
+#: kernel (ipykernel) exports ``MPLBACKEND=module://matplotlib_inline.backend_inline``: any child
+#: Python that imports matplotlib (Feast does, through bigtree) then dies at import with "not a
+#: valid value for backend", so the platform brought up from runbook 01's kernel lost its Feast
+#: server while ``clinops up`` from a shell worked. The kernel's colour and pager variables would
+#: put ANSI codes into component logs. Names ending in ``_`` are prefixes.
+HOST_SESSION_VARIABLES: tuple[str, ...] = (
+    "MPLBACKEND",
+    "JPY_",
+    "JUPYTER_",
+    "IPYTHON",
+    "PYDEVD_",
+    "PYTHONSTARTUP",
+    "PYTHONINSPECT",
+    "CLICOLOR",
+    "CLICOLOR_FORCE",
+    "FORCE_COLOR",
+    "PAGER",
+    "GIT_PAGER",
+)
+
+
+def _host_session_variable(name: str) -> bool:
+    return any(name.startswith(v) if v.endswith("_") else name == v for v in HOST_SESSION_VARIABLES)
+
+
+def child_environment(
+    overrides: Mapping[str, str] | None = None, *, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for a process the platform starts: ours, minus the host session's own
+    variables (:data:`HOST_SESSION_VARIABLES`), plus ``overrides``.
+
+    Why not ours verbatim: the same ``clinops up`` runs from a shell, from CI and from a runbook's
+    Jupyter kernel, and a component must behave the same under all three. The ``CLINOPS_*``
+    variables stay (they are how ``clinops down`` and the tests recognise a platform's processes).
+    """
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not _host_session_variable(k)}
+    env.update(overrides or {})
+    return env
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,7 @@ SUBPROCESS_TIMEOUT_S = 3600
 # (test id, runbook file, -p parameters, what the parameters must read back as)
 SEQUENCE = [
     ("00-provision", "00-provision.ipynb", [], {}),
-    # 01-deploy-levels is out of this sequence for now: on a fresh clone its Feast server exits
-    # before it is healthy when the platform is brought up from the runbook's kernel (it starts from
-    # plain `clinops up` and in test_pipeline_local, which passes). Open defect, issue 14's note.
+    ("01-deploy-levels", "01-deploy-levels.ipynb", [], {}),
     ("02-canary-promoted", "02-canary-drill.ipynb", [], {}),
     (
         "02-canary-aborted",
@@ -159,7 +157,8 @@ def _down(platform: Platform) -> subprocess.CompletedProcess[str]:
 
 # -- the platform -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def platform(port_allocator: PortAllocator) -> Iterator[Platform]:
+def platform(port_allocator: PortAllocator, request: pytest.FixtureRequest) -> Iterator[Platform]:
+    failed_before = request.session.testsfailed
     block = port_allocator.block()  # free and locked: nothing else listens there
     tmp = enterable_tmpdir("clinops-e2e-")
     archive = Path(os.environ.get("CLINOPS_E2E_ARCHIVE") or tmp / "evidence").resolve()
@@ -183,7 +182,10 @@ def platform(port_allocator: PortAllocator) -> Iterator[Platform]:
         port_allocator.release(block)
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in p.timings.items())
         print(f"\n[e2e timings] {timings}", file=sys.stderr)
-        if proc.returncode == 0 and not leftovers:
+        if request.session.testsfailed > failed_before:
+            # a runbook failed: its components' logs (state/logs/*.log) are the first thing to read
+            print(f"[e2e] a test failed: state, logs and evidence kept in {tmp}", file=sys.stderr)
+        elif proc.returncode == 0 and not leftovers:
             shutil.rmtree(tmp, ignore_errors=True)
         if proc.returncode != 0 or leftovers or listeners:
             pytest.fail(

@@ -32,7 +32,7 @@ from typing import TypeVar
 import httpx
 
 from ... import catalog
-from ...config import Settings
+from ...config import Settings, child_environment
 from ...exceptions import ComponentError, PrerequisiteError
 from .haproxy import AdminSocket, HAProxyService, render_config
 from .supervisor import ProcessSpec
@@ -317,7 +317,7 @@ class PostgreSQL(Component):
                     cwd=self.dir,
                     check=True,  # type: ignore[call-overload]
                     timeout=180,
-                    env={**os.environ, "LC_ALL": "C.UTF-8"},
+                    env=child_environment({"LC_ALL": "C.UTF-8"}),
                     **kwargs,
                 )
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:

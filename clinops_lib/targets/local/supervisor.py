@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...config import child_environment
 from ...exceptions import ComponentError, PortInUseError, PrerequisiteError, WaitFailed, WaitTimeout
 
 __all__ = [
@@ -133,7 +134,7 @@ def start(spec: ProcessSpec) -> RunningProcess:
         raise PrerequisiteError(f"{spec.name}: binary {binary!r} not found (log: {spec.log_file})")
     spec.log_file.parent.mkdir(parents=True, exist_ok=True)
     spec.pid_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **spec.env}
+    env = child_environment(spec.env)
     kwargs: dict[str, object] = {}
     if spec.user and os.geteuid() == 0:
         pw = pwd.getpwnam(spec.user)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from typing import Any, cast
 import httpx
 
 from ...catalog import LEVELS
-from ...config import Settings
+from ...config import Settings, child_environment
 from ...exceptions import (
     ClinopsError,
     ComponentError,
@@ -425,7 +424,7 @@ class LocalTarget(Target):
                     stdout=fh,
                     stderr=subprocess.STDOUT,
                     timeout=timeout,
-                    env={**os.environ, **env},
+                    env=child_environment(env),
                     cwd=self.settings.project_root,
                 ).returncode
             except subprocess.TimeoutExpired as e:
