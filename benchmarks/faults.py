@@ -85,13 +85,16 @@ def leftovers(state_dir: Path, ports: range) -> tuple[list[int], list[int]]:
 
 
 def inject(fault: str, target: LocalTarget, run: subprocess.Popen[str], env: dict[str, str]) -> None:
-    state = target._load()
+    state = target.state()
     comp = {"prometheus-killed": "prometheus", "postgresql-killed": "postgresql",
             "localstack-killed": "localstack"}
     if fault == "canary-killed":
-        os.kill(int(state["services"][SERVICE]["canary"]["pid"]), signal.SIGKILL)
+        canary = state.track(SERVICE, "canary")
+        if canary is None:
+            raise RuntimeError(f"fault {fault}: {SERVICE} has no canary to kill")
+        os.kill(canary.pid, signal.SIGKILL)
     elif fault in comp:
-        os.kill(int(state["components"][comp[fault]]["pid"]), signal.SIGKILL)
+        os.kill(state.components[comp[fault]].pid, signal.SIGKILL)
     elif fault == "haproxy-socket-removed":
         HAProxy(target.settings).admin_path.unlink()
     elif fault == "sigterm-runner":

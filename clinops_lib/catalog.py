@@ -38,6 +38,7 @@ __all__ = [
     "Component",
     "Level",
     "Service",
+    "built_images",
     "check_environment",
     "check_version",
     "component",
@@ -65,13 +66,16 @@ class Component:
     ``on`` maps a target kind (``local``, ``kube``) to what the component *is* there; a
     target missing from ``on`` does not run the component, and ``why_not`` says why (for the
     runbook's "not on this target" row and the README). ``health`` says in words what the
-    health check proves, for the runbook table and the auditor.
+    health check proves, for the runbook table and the auditor. ``image`` is the image repository
+    the charts pin for a workload the project builds itself (from ``services/<name>/Dockerfile``;
+    the Debian cluster builds and imports it under that name), empty for everything else.
     """
 
     name: str
     level: int
     on: dict[str, str] = field(default_factory=dict)
     health: str = ""
+    image: str = ""
     why_not: dict[str, str] = field(default_factory=dict)
 
     def runs_on(self, target: str) -> bool:
@@ -116,8 +120,11 @@ def _kind(target: str) -> str:
     return "local" if target == "local" else "kube"
 
 
-def _c(name: str, level: int, health: str = "", why_not_local: str = "", **on: str) -> Component:
-    return Component(name, level, dict(on), health, {"local": why_not_local} if why_not_local else {})
+def _c(
+    name: str, level: int, health: str = "", *, image: str = "", why_not_local: str = "", **on: str
+) -> Component:
+    why_not = {"local": why_not_local} if why_not_local else {}
+    return Component(name, level, dict(on), health, image, why_not)
 
 
 # Order inside a level is start order on the local target.
@@ -169,6 +176,7 @@ LEVELS: tuple[Level, ...] = (
                 "clinical-gateway",
                 1,
                 "GET /readyz through HAProxy",
+                image="clinical-gateway",
                 local="uvicorn process (stable + canary tracks)",
                 kube="Argo Rollout (canary, Istio traffic)",
             ),
@@ -241,6 +249,7 @@ LEVELS: tuple[Level, ...] = (
                 "training-job",
                 4,
                 "job exit status 0 and model object in S3",
+                image="model-training",
                 local="python -m clinops_lib.services.training (one-shot)",
                 kube="Kubernetes Job",
             ),
@@ -248,6 +257,7 @@ LEVELS: tuple[Level, ...] = (
                 "model-serving",
                 4,
                 "GET /readyz through HAProxy",
+                image="model-serving",
                 local="uvicorn process (stable + canary tracks)",
                 kube="Argo Rollout (blue-green)",
             ),
@@ -333,6 +343,11 @@ SERVICES: tuple[Service, ...] = (
     Service("clinical-gateway", 1, "gateway", "canary", "/v1/observations"),
     Service("model-serving", 4, "serving", "blueGreen", "/v1/predict"),
 )
+
+
+def built_images() -> dict[str, str]:
+    """``{component: image repository}`` for the workloads built from ``services/<component>/Dockerfile``."""
+    return {c.name: c.image for level in LEVELS for c in level.components if c.image}
 
 
 def service_names() -> tuple[str, ...]:

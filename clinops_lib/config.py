@@ -2,8 +2,13 @@
 
 Every client in the library takes a :class:`Settings` (or values from it) so tests build
 their own with :meth:`Settings.for_tests`-style constructors instead of patching the
-environment. Secrets (the signing key) are referenced by *path* only: a notebook never sees
-key material, only whether signing is configured.
+environment. What the library's own processes need of the environment besides settings is read
+here too: the environment a started component inherits (:func:`child_environment`) and the
+artifact directory a runbook's kernel was given (:func:`run_artifact_dir`).
+``tests/test_environment_reads.py`` fails when a module elsewhere reads the environment (its
+allow-list names the few that must, and why: the services and the pipeline jobs run in their
+own processes and read theirs in one place each). Secrets (the signing key) are referenced by
+*path* only: a notebook never sees key material, only whether signing is configured.
 """
 
 from __future__ import annotations
@@ -16,7 +21,24 @@ from pathlib import Path
 from . import catalog
 from .exceptions import ConfigError
 
-__all__ = ["HOST_SESSION_VARIABLES", "PortMap", "Settings", "child_environment", "project_root"]
+__all__ = [
+    "ARTIFACT_DIR_VARIABLE",
+    "DEFAULT_CACHE_DIR",
+    "DEFAULT_PG_BIN",
+    "HOST_SESSION_VARIABLES",
+    "PortMap",
+    "Settings",
+    "child_environment",
+    "project_root",
+    "run_artifact_dir",
+]
+
+#: Set by the runner for the kernel: where ``runs.record`` writes this run's artifacts.
+ARTIFACT_DIR_VARIABLE = "CLINOPS_ARTIFACT_DIR"
+#: Where Debian's PostgreSQL 15 keeps its server binaries (``CLINOPS_PG_BIN`` overrides).
+DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
+#: Caches of slow downloads and builds, outside the checkout (``CLINOPS_CACHE_DIR`` overrides).
+DEFAULT_CACHE_DIR = "/var/cache/clinops"
 
 
 def project_root() -> Path:
@@ -66,6 +88,17 @@ def child_environment(
     env = {k: v for k, v in (os.environ if base is None else base).items() if not _host_session_variable(k)}
     env.update(overrides or {})
     return env
+
+
+def run_artifact_dir() -> Path | None:
+    """The artifact directory the runner gave this kernel (``None`` when run interactively)."""
+    value = os.environ.get(ARTIFACT_DIR_VARIABLE)
+    return Path(value) if value else None
+
+
+def _from_environment(name: str, default: str) -> str:
+    """Default of a field that follows a variable also when Settings is built directly."""
+    return os.environ.get(name) or default
 
 
 @dataclass(frozen=True)
@@ -158,6 +191,12 @@ class Settings:
     (PEM files) evidence must be signed with: when any is configured, verification fails
     unsigned bundles and bundles signed by any other key. ``approvers_file`` is the registry
     of people who may sign approvals (committed in the repository).
+
+    Of the machine: ``pg_bin`` holds PostgreSQL's ``postgres``/``initdb`` (``CLINOPS_PG_BIN``),
+    ``cache_dir`` the caches of slow downloads (``CLINOPS_CACHE_DIR``; Kafka's jars under
+    ``kafka/<version>/``), ``python_no_bytecode`` whether ``PYTHONDONTWRITEBYTECODE`` is set (the
+    local target then gives its Python processes a bytecode cache under the state dir). These
+    three follow the environment also when ``Settings`` is built directly (tests do).
     """
 
     target: str = "local"
@@ -174,6 +213,13 @@ class Settings:
     kind_cluster: str = "clinops"
     environment: str = "dev"
     operator: str | None = None
+    pg_bin: Path = field(default_factory=lambda: Path(_from_environment("CLINOPS_PG_BIN", DEFAULT_PG_BIN)))
+    cache_dir: Path = field(
+        default_factory=lambda: Path(_from_environment("CLINOPS_CACHE_DIR", DEFAULT_CACHE_DIR))
+    )
+    python_no_bytecode: bool = field(
+        default_factory=lambda: bool(_from_environment("PYTHONDONTWRITEBYTECODE", ""))
+    )
 
     def __post_init__(self) -> None:
         catalog.target_implementation(self.target)  # registered targets only (ConfigError otherwise)
@@ -213,6 +259,12 @@ class Settings:
             kwargs["environment"] = v
         if v := env.get("CLINOPS_OPERATOR"):
             kwargs["operator"] = v
+        if v := env.get("CLINOPS_PG_BIN"):
+            kwargs["pg_bin"] = Path(v)
+        if v := env.get("CLINOPS_CACHE_DIR"):
+            kwargs["cache_dir"] = Path(v)
+        if environ is not None:
+            kwargs["python_no_bytecode"] = bool(env.get("PYTHONDONTWRITEBYTECODE"))
         kwargs.update({k: val for k, val in overrides.items() if val is not None})
         ports = kwargs.get("ports")
         if isinstance(ports, int):

@@ -8,6 +8,7 @@ Tree::
 
     ClinopsError
     ├── ConfigError                    bad settings, missing key file, unknown target
+    │   └── StateFileError             the local target's state file is unreadable or of a newer version
     ├── ParameterError                 a runbook/drill parameter is unknown, mistyped or out of range (exit 2)
     ├── RunbookError                   a runbook cell failed (carries cell index, source, error)
     ├── EvidenceError
@@ -48,6 +49,7 @@ __all__ = [
     "RunbookError",
     "SecretLeakError",
     "ServiceError",
+    "StateFileError",
     "TargetError",
     "TrafficError",
     "VerificationError",
@@ -62,6 +64,16 @@ class ClinopsError(Exception):
 
 class ConfigError(ClinopsError):
     """Settings are invalid: unknown target, unreadable key file, bad port, ..."""
+
+
+class StateFileError(ConfigError):
+    """The local target's state file cannot be used: not JSON, a field of the wrong shape, or
+    written by a newer clinops. Names the file; raised before anything is started or stopped
+    (exit 2, like any bad input), because acting on a state it cannot read would orphan processes."""
+
+    def __init__(self, path: object, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"state file {self.path}: {message}")
 
 
 class ParameterError(ClinopsError):

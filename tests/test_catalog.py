@@ -78,6 +78,21 @@ def test_every_service_is_a_component_of_its_level_and_has_chart_values() -> Non
         catalog.service("billing")
 
 
+def test_built_images_come_from_the_catalog_and_the_charts_pin_them() -> None:
+    from clinops_lib.clusters.debian.images import SERVICE_REPOSITORIES, chart_references
+    from clinops_lib.config import project_root
+
+    built = catalog.built_images()
+    # every online service is built from its own Dockerfile, and so is the training job
+    assert set(built) == {*catalog.service_names(), "training-job"}
+    assert SERVICE_REPOSITORIES == built  # the cluster's image builder keeps no list of its own
+    for name in built:
+        assert (project_root() / "services" / name / "Dockerfile").is_file()
+    for env in catalog.ENVIRONMENTS:
+        refs = chart_references(project_root(), env)
+        assert {n: r.rsplit("/", 1)[-1].split(":")[0] for n, r in refs.items()} == built
+
+
 def test_environments_are_checked_against_the_catalog() -> None:
     for env in catalog.ENVIRONMENTS:
         assert catalog.check_environment(env) == env

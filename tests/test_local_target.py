@@ -92,11 +92,11 @@ def _versions(url: str, n: int, path: str = "/readyz") -> Counter[str]:
 
 # -- the platform, through real protocols ----------------------------------------------------------
 def test_second_up_changes_nothing(platform: LocalTarget) -> None:
-    before = {k: v["pid"] for k, v in platform._load()["components"].items()}
+    before = {k: v.pid for k, v in platform.state().components.items()}
     messages: list[str] = []
     statuses = platform.up([0, 1, 4, 6], progress=messages.append)
     assert "already up: nothing to do" in messages
-    assert {k: v["pid"] for k, v in platform._load()["components"].items()} == before
+    assert {k: v.pid for k, v in platform.state().components.items()} == before
     assert all(s.detail == "already up" for s in statuses if s.health == "healthy")
 
 
@@ -283,8 +283,9 @@ def test_killed_canary_gets_no_user_errors(platform: LocalTarget) -> None:
     stable = platform.tracks(svc)["stable"].version
     platform.deploy(svc, "3.0.0-bad", track="canary")
     platform.set_canary_weight(svc, 50)
-    entry = platform._load()["services"][svc]["canary"]
-    os.kill(entry["pid"], signal.SIGKILL)
+    entry = platform.state().track(svc, "canary")
+    assert entry is not None
+    os.kill(entry.pid, signal.SIGKILL)
     counts = _versions(platform.service_url(svc), 200)
     # connection failures on the dead canary are retried on stable (option redispatch + retry-on)
     assert counts == Counter({f"200:{stable}": 200}), counts
@@ -294,19 +295,19 @@ def test_killed_canary_gets_no_user_errors(platform: LocalTarget) -> None:
 
 
 def test_killed_component_shows_unhealthy_and_up_restarts_it(platform: LocalTarget) -> None:
-    entry = platform._load()["components"]["redis"]
-    os.kill(entry["pid"], signal.SIGKILL)
-    sup.wait_for("redis to die", lambda: not sup.is_alive(entry["pid"], entry["start_ticks"]), timeout=10)
+    entry = platform.state().components["redis"]
+    os.kill(entry.pid, signal.SIGKILL)
+    sup.wait_for("redis to die", lambda: not entry.alive(), timeout=10)
     row = {s.component: s for s in platform.status()}["redis"]
-    assert row.health == "unhealthy" and str(entry["pid"]) in row.detail
+    assert row.health == "unhealthy" and str(entry.pid) in row.detail
     platform.up([0])
     assert {s.component: s for s in platform.status()}["redis"].health == "healthy"
 
 
 def test_down_leaves_no_process_or_port(platform: LocalTarget) -> None:
-    state = platform._load()
-    pids = [(v["pid"], v["start_ticks"]) for v in state["components"].values()]
-    pids += [(t["pid"], t["start_ticks"]) for s in state["services"].values() for t in s.values() if t]
+    state = platform.state()
+    pids = [(v.pid, v.start_ticks) for v in state.components.values()]
+    pids += [(t.pid, t.start_ticks) for s in state.services.values() for t in (s.stable, s.canary) if t]
     assert len(pids) >= 7
     platform.down()
     assert not any(sup.is_alive(p, t) for p, t in pids)
@@ -360,7 +361,7 @@ def test_health_timeout_names_component_and_cleans_up(
         assert err.value.component == "localstack"
         assert "not healthy within 1s" in str(err.value) and "localstack.log" in str(err.value)
         # postgresql and redis were started by this call: stopped again
-        assert target._load()["components"] == {}
+        assert target.state().components == {}
         _assert_nothing_left(settings)
     finally:
         target.down(purge=True)

@@ -28,6 +28,7 @@ from clinops_lib.targets.local import components
 from clinops_lib.targets.local import supervisor as sup
 from clinops_lib.targets.local.components import HAProxy, _venv_has_bytecode, python_env
 from clinops_lib.targets.local.haproxy import HAProxyService, render_config
+from clinops_lib.targets.local.state import LocalState
 from clinops_lib.targets.local.target import LocalTarget
 
 pytestmark = pytest.mark.component
@@ -41,6 +42,12 @@ def _busy_ports(ports: PortMap) -> list[int]:
     return [p for p in ports.all_ports(len(components.SERVICES)) if sup.port_in_use(p)]
 
 
+def _ready(state: LocalState, component: str) -> float:
+    ready = state.components[component].ready_at
+    assert ready is not None, f"{component} never became healthy"
+    return ready
+
+
 def _index(messages: list[str], prefix: str) -> int:
     hits = [i for i, m in enumerate(messages) if m.startswith(prefix)]
     assert hits, f"no progress line starts with {prefix!r}: {messages}"
@@ -51,9 +58,9 @@ def _index(messages: list[str], prefix: str) -> int:
 def test_python_env_puts_bytecode_under_the_state_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(state_dir=tmp_path / "state")
-    venv_python = tmp_path / "venv" / "bin" / "python"
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    settings = Settings(state_dir=tmp_path / "state")  # reads the variable (config.py)
+    venv_python = tmp_path / "venv" / "bin" / "python"
     env = python_env(settings, venv_python)
     assert env["PYTHONDONTWRITEBYTECODE"] == ""
     prefix = Path(env["PYTHONPYCACHEPREFIX"])
@@ -81,20 +88,21 @@ def test_python_env_puts_bytecode_under_the_state_dir(
 def test_python_env_leaves_installed_bytecode_and_default_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(state_dir=tmp_path / "state")
+    settings = Settings(state_dir=tmp_path / "state", python_no_bytecode=True)
     site = tmp_path / "compiled-venv/lib/python3.11/site-packages"
     for pkg in ("a", "b"):
         (site / pkg / "__pycache__").mkdir(parents=True)
         (site / pkg / "__init__.py").write_text("")
     (site / "a/__pycache__/__init__.cpython-311.pyc").write_bytes(b"")
     compiled = tmp_path / "compiled-venv"
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     assert not _venv_has_bytecode(compiled / "bin" / "python")  # one stray .pyc: not an installation's
     (site / "b/__pycache__/__init__.cpython-311.pyc").write_bytes(b"")
     _venv_has_bytecode.cache_clear()
     assert _venv_has_bytecode(compiled / "bin" / "python")
     assert python_env(settings, compiled / "bin" / "python") == {}  # use what the installation compiled
-    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    settings = Settings(state_dir=tmp_path / "state")  # the variable unset
+    assert not settings.python_no_bytecode
     assert python_env(settings, tmp_path / "bare-venv" / "bin" / "python") == {}  # Python's default
 
 
@@ -140,26 +148,28 @@ def levels_0_1(port_allocator: PortAllocator) -> Iterator[tuple[LocalTarget, lis
 @pytest.mark.slow
 def test_gateway_process_starts_while_localstack_boots(levels_0_1: tuple[LocalTarget, list[str]]) -> None:
     target, messages = levels_0_1
-    state = target._load()
-    gateway = state["services"]["clinical-gateway"]["stable"]
+    state = target.state()
+    gateway = state.track("clinical-gateway", "stable")
+    assert gateway is not None and gateway.ready_at is not None
     # the process was started before LocalStack was healthy (its imports overlap the boot) ...
-    assert gateway["started_at"] < state["components"]["localstack"]["ready_at"]
+    assert gateway.started_at < _ready(state, "localstack")
     assert _index(messages, "clinical-gateway: starting") < _index(messages, "localstack: healthy")
     # ... after the components it needs at start-up
-    assert gateway["started_at"] >= state["components"]["postgresql"]["ready_at"]
-    assert gateway["started_at"] >= state["components"]["redis"]["ready_at"]
+    assert gateway.started_at >= _ready(state, "postgresql")
+    assert gateway.started_at >= _ready(state, "redis")
 
 
 @pytest.mark.slow
 def test_verdicts_keep_level_order(levels_0_1: tuple[LocalTarget, list[str]]) -> None:
     target, messages = levels_0_1
-    state = target._load()
-    gateway = state["services"]["clinical-gateway"]["stable"]
+    state = target.state()
+    gateway = state.track("clinical-gateway", "stable")
+    assert gateway is not None and gateway.ready_at is not None
     level0 = ("postgresql", "redis", "localstack", "haproxy")
     # Level 1 is reported ready only after every Level 0 component is healthy
     ready = _index(messages, "clinical-gateway: ready")
     assert all(_index(messages, f"{c}: healthy") < ready for c in level0)
-    assert gateway["ready_at"] >= max(state["components"][c]["ready_at"] for c in level0)
+    assert gateway.ready_at >= max(_ready(state, c) for c in level0)
     rows = {s.component: s.health for s in target.status() if s.level in (0, 1)}
     assert {c: rows[c] for c in (*level0, "clinical-gateway")} == dict.fromkeys(
         (*level0, "clinical-gateway"), "healthy")
@@ -183,9 +193,9 @@ def test_failure_after_an_early_start_stops_everything(
         assert err.value.component == "localstack"
         assert "not healthy within 1s" in str(err.value) and "localstack.log" in str(err.value)
         assert "clinical-gateway: starting" in " ".join(messages)  # it had been started early ...
-        state = target._load()  # ... and was stopped with everything else this call started
-        assert state["components"] == {}
-        assert state["services"]["clinical-gateway"]["stable"] is None
+        state = target.state()  # ... and was stopped with everything else this call started
+        assert state.components == {}
+        assert state.track("clinical-gateway", "stable") is None
         assert list((settings.state_dir / "run").glob("*.pid")) == []
         assert _busy_ports(settings.ports) == []
     finally:

@@ -8,12 +8,11 @@ stays clean and each environment has its own state file.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import Settings
+from ..config import Settings, child_environment
 from ..exceptions import InventoryError
 from .model import Inventory, default_inventory_path
 
@@ -41,10 +40,9 @@ def terraform_commands(settings: Settings, inv: Inventory,
              f"-var-file={Path(var_file).resolve()}",
              f"-var-file={(tf_dir / 'localstack.tfvars.json').resolve()}",
              f"-var=environment={inv.env}", f"-var=localstack_endpoint={settings.localstack_url}"]
-    env = dict(os.environ)
-    env.update({"TF_DATA_DIR": str(state / ".terraform"), "TF_IN_AUTOMATION": "1",
-                "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                "AWS_DEFAULT_REGION": "us-east-1"})
+    env = child_environment({"TF_DATA_DIR": str(state / ".terraform"), "TF_IN_AUTOMATION": "1",
+                             "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                             "AWS_DEFAULT_REGION": "us-east-1"})
     return init, apply, env
 
 

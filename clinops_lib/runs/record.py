@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import math
 import operator
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ..config import ARTIFACT_DIR_VARIABLE, run_artifact_dir
 
 __all__ = [
     "approval",
@@ -37,7 +38,7 @@ __all__ = [
     "table",
 ]
 
-ENV_ARTIFACT_DIR = "CLINOPS_ARTIFACT_DIR"
+ENV_ARTIFACT_DIR = ARTIFACT_DIR_VARIABLE
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
@@ -53,9 +54,9 @@ _fallback_dir: Path | None = None
 def artifact_dir() -> Path:
     """The directory this run's artifacts go to (created on first use)."""
     global _fallback_dir
-    env = os.environ.get(ENV_ARTIFACT_DIR)
-    if env:
-        path = Path(env)
+    given = run_artifact_dir()
+    if given is not None:
+        path = given
     else:
         if _fallback_dir is None:
             _fallback_dir = Path(tempfile.mkdtemp(prefix="clinops-interactive-"))

@@ -17,12 +17,20 @@ import json
 from typing import Any
 
 from ._common import ServiceRuntime
+from ._publisher import BackgroundPublisher
 
 __all__ = ["KafkaEventProducer"]
 
 
-class KafkaEventProducer:
-    """Background, drop-safe producer; disabled when no bootstrap server or topic is configured."""
+class KafkaEventProducer(BackgroundPublisher):
+    """Background, drop-safe producer; disabled when no bootstrap server or topic is configured.
+
+    The queue, the sending task, drop counting and the bounded flush on stop are
+    :class:`~._publisher.BackgroundPublisher`'s; this class connects (retrying) and sends one
+    event per call, keyed by subject.
+    """
+
+    TASK_NAME = "kafka-producer"
 
     def __init__(
         self,
@@ -33,53 +41,28 @@ class KafkaEventProducer:
         maxsize: int = 10_000,
         producer: Any = None,
     ) -> None:
-        self._rt = runtime
+        m = runtime.metrics
+        super().__init__(
+            runtime,
+            dropped=m.counter(
+                "clinops_kafka_events_dropped", "Kafka events not delivered, by reason", ["reason"]
+            ),
+            maxsize=maxsize,
+        )
         self._bootstrap = bootstrap
         self._topic = topic
         self._producer = producer
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=maxsize)
-        self._task: asyncio.Task[None] | None = None
-        m = runtime.metrics
         self._sent = m.counter("clinops_kafka_events_published", "Events acknowledged by Kafka").labels(
             m.service, m.version
-        )
-        self._dropped = m.counter(
-            "clinops_kafka_events_dropped", "Kafka events not delivered, by reason", ["reason"]
         )
 
     @property
     def enabled(self) -> bool:
         return bool(self._bootstrap and self._topic)
 
-    def submit(self, event: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self._drop("queue_full", 1)
-
-    def _drop(self, reason: str, n: int) -> None:
-        m = self._rt.metrics
-        self._dropped.labels(m.service, m.version, reason).inc(n)
-
-    def start(self) -> None:
-        if self.enabled:
-            self._task = asyncio.create_task(self._run(), name="kafka-producer")
-
-    async def stop(self, flush_timeout_s: float = 5.0) -> None:
-        if self._task is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), flush_timeout_s)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        if left := self._queue.qsize():
-            self._drop("shutdown", left)
+    async def _close(self) -> None:
         if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._producer.stop(), flush_timeout_s)
+            await self._producer.stop()
 
     async def _connect(self) -> None:
         """Start the producer, retrying every second: the gateway may start before the broker."""
@@ -108,10 +91,8 @@ class KafkaEventProducer:
                     )
                 await asyncio.sleep(1.0)
 
-    async def _run(self) -> None:
-        await self._connect()
-        while True:
-            event = await self._queue.get()
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        for event in batch:
             try:
                 key = str(event.get("subject_id", "")).encode()
                 await self._producer.send_and_wait(
@@ -121,5 +102,3 @@ class KafkaEventProducer:
             except Exception as e:  # noqa: BLE001 - counted; the stored row stays the record
                 self._drop("send_failed", 1)
                 self._rt.log.event("kafka.send_failed", level="warning", exception=type(e).__name__)
-            finally:
-                self._queue.task_done()

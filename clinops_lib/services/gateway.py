@@ -57,6 +57,7 @@ from ._common import (
     build_app,
     diastolic_below_systolic,
 )
+from ._publisher import BackgroundPublisher
 from .synthetic import REFERENCE_STUDIES
 
 __all__ = [
@@ -231,27 +232,33 @@ class ReferenceData:
             raise FieldError("site_id", f"site is not enrolled in study {study_id}")
 
 
-class EventPublisher:
-    """Background, batching, drop-safe SNS publisher: requests enqueue and never wait on SNS."""
+class EventPublisher(BackgroundPublisher):
+    """Background, batching, drop-safe SNS publisher: requests enqueue and never wait on SNS.
+
+    The queue, the sending task, drop counting and the bounded flush on stop are
+    :class:`~._publisher.BackgroundPublisher`'s; this class batches (see the module docstring)
+    and calls PublishBatch.
+    """
 
     EVENTS_PER_MESSAGE = 25  # ~8 KB per message, far below SNS's 256 KB
     EVENTS_PER_CALL = 250  # PublishBatch takes at most 10 messages
+    TASK_NAME = "sns-publisher"
+    BATCH_MAX = EVENTS_PER_CALL
     LINGER_S = 0.25  # the longest an event waits for company before it is sent
 
     def __init__(
         self, runtime: ServiceRuntime, client: Any, topic_arn: str, *, maxsize: int = 10_000
     ) -> None:
-        self._rt = runtime
+        m = runtime.metrics
+        super().__init__(
+            runtime,
+            dropped=m.counter("clinops_events_dropped", "Events not delivered, by reason", ["reason"]),
+            depth=m.gauge("clinops_events_queue_depth", "Events waiting to be published"),
+            maxsize=maxsize,
+        )
         self._client = client
         self._topic = topic_arn
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=maxsize)
-        self._task: asyncio.Task[None] | None = None
-        m = runtime.metrics
         self._published = m.counter("clinops_events_published", "Events accepted by SNS").labels(
-            m.service, m.version
-        )
-        self._dropped = m.counter("clinops_events_dropped", "Events not delivered, by reason", ["reason"])
-        self._depth = m.gauge("clinops_events_queue_depth", "Events waiting to be published").labels(
             m.service, m.version
         )
 
@@ -259,56 +266,8 @@ class EventPublisher:
     def enabled(self) -> bool:
         return bool(self._topic)
 
-    def submit(self, event: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self._drop("queue_full", 1)
-        self._depth.set(self._queue.qsize())
-
-    def _drop(self, reason: str, n: int) -> None:
-        m = self._rt.metrics
-        self._dropped.labels(m.service, m.version, reason).inc(n)
-
-    def start(self) -> None:
-        if self.enabled:
-            self._task = asyncio.create_task(self._run(), name="sns-publisher")
-
-    async def stop(self, flush_timeout_s: float = 5.0) -> None:
-        """Flush what is queued (bounded), then stop; what is left is counted as dropped."""
-        if self._task is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), flush_timeout_s)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        if left := self._queue.qsize():
-            self._drop("shutdown", left)
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            # linger briefly so one SNS call carries many events (see the module docstring)
-            deadline = asyncio.get_running_loop().time() + self.LINGER_S
-            while len(batch) < self.EVENTS_PER_CALL:
-                try:
-                    timeout = deadline - asyncio.get_running_loop().time()
-                    batch.append(
-                        self._queue.get_nowait()
-                        if not self._queue.empty()
-                        else await asyncio.wait_for(self._queue.get(), max(timeout, 0))
-                    )
-                except TimeoutError:
-                    break
-            try:
-                await self._publish(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-                self._depth.set(self._queue.qsize())
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        await self._publish(batch)
 
     async def _publish(self, batch: list[dict[str, Any]]) -> None:
         per = self.EVENTS_PER_MESSAGE

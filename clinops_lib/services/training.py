@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ClinopsError, ServiceError
-from .synthetic import FEATURES, sigmoid, training_data
+from ._logreg import StandardisedLogit
+from .synthetic import FEATURES, training_data
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -55,67 +56,30 @@ def metadata_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
-class RiskModel:
-    """A trained model as serving uses it: pure Python scoring, no numpy on the hot path."""
+class RiskModel(StandardisedLogit):
+    """A trained model as serving uses it: pure Python scoring, no numpy on the hot path.
 
-    version: str
-    features: tuple[str, ...]
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
-    coef: tuple[float, ...]
-    intercept: float
-    threshold: float = 0.5
+    Scoring and the artifact's common checks are :class:`~._logreg.StandardisedLogit`'s; this
+    model accepts exactly the serving schema's :data:`~.synthetic.FEATURES`.
+    """
+
+    FORMAT = ARTIFACT_FORMAT
+    LABEL = "model artifact"
 
     def score(self, values: Mapping[str, float]) -> float:
         """Probability of an adverse event for one subject's feature values."""
-        z = self.intercept
-        for name, m, s, c in zip(self.features, self.mean, self.scale, self.coef, strict=True):
-            z += c * (float(values[name]) - m) / s
-        return sigmoid(z)
-
-    def to_artifact(self) -> dict[str, Any]:
-        return {
-            "format": ARTIFACT_FORMAT,
-            "version": self.version,
-            "features": list(self.features),
-            "mean": list(self.mean),
-            "scale": list(self.scale),
-            "coef": list(self.coef),
-            "intercept": self.intercept,
-            "threshold": self.threshold,
-        }
+        return self.probability(values)
 
     @classmethod
     def from_artifact(cls, doc: Any) -> RiskModel:
         """Validate an artifact document; :class:`ServiceError` names what is wrong."""
-        if not isinstance(doc, dict):
-            raise ServiceError("model artifact: expected a JSON object")
-        if doc.get("format") != ARTIFACT_FORMAT:
-            raise ServiceError(f"model artifact: format {doc.get('format')!r}, expected {ARTIFACT_FORMAT!r}")
-        missing = [k for k in ("version", "features", "mean", "scale", "coef", "intercept") if k not in doc]
-        if missing:
-            raise ServiceError(f"model artifact: missing field(s) {', '.join(missing)}")
-        features = tuple(doc["features"])
-        if features != FEATURES:
+        fields = cls._fields_from_artifact(doc)
+        if fields["features"] != FEATURES:
             raise ServiceError(
-                f"model artifact: features {list(features)} differ from the serving schema {list(FEATURES)}"
+                f"model artifact: features {list(fields['features'])} differ from the serving schema "
+                f"{list(FEATURES)}"
             )
-        for name in ("mean", "scale", "coef"):
-            if len(doc[name]) != len(features):
-                raise ServiceError(
-                    f"model artifact: {name} has {len(doc[name])} values for {len(features)} features"
-                )
-        if any(float(s) <= 0 for s in doc["scale"]):
-            raise ServiceError("model artifact: scale must be positive")
-        return cls(
-            version=str(doc["version"]),
-            features=features,
-            mean=tuple(float(v) for v in doc["mean"]),
-            scale=tuple(float(v) for v in doc["scale"]),
-            coef=tuple(float(v) for v in doc["coef"]),
-            intercept=float(doc["intercept"]),
-            threshold=float(doc.get("threshold", 0.5)),
-        )
+        return cls(**fields)
 
 
 def fit_logistic(

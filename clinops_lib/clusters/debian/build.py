@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...config import child_environment
 from ...exceptions import BuildError, PrerequisiteError
 
 __all__ = [
@@ -511,14 +512,14 @@ def build_kubernetes(
 def _go_env(cache: BuildCache, go: str) -> dict[str, str]:
     return {
         "PATH": f"{Path(go).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": os.environ.get("HOME", "/root"),
+        "HOME": child_environment().get("HOME", "/root"),
         "GOMODCACHE": str(cache.go_modules),
         "GOPATH": str(cache.root / "go" / "path"),
         "GOCACHE": str(cache.go_build_cache),
         "GOFLAGS": "-mod=mod",
         "GOTOOLCHAIN": "local",
         "CGO_ENABLED": "0",
-        "GOPROXY": os.environ.get("GOPROXY") or "https://proxy.golang.org",
+        "GOPROXY": child_environment().get("GOPROXY") or "https://proxy.golang.org",
         "LANG": "C.UTF-8",
     }
 

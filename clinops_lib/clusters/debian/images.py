@@ -37,6 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...catalog import built_images
+from ...config import child_environment
 from ...exceptions import BuildError, PrerequisiteError
 
 __all__ = [
@@ -50,12 +52,8 @@ BASE_STANDS_IN_FOR = "docker.io/library/python:3.11.10-slim-bookworm"
 BASE_SUITE = "bookworm"
 BASE_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
-#: services/<folder>/Dockerfile -> the image repository the charts name for it.
-SERVICE_REPOSITORIES = {
-    "clinical-gateway": "clinical-gateway",
-    "model-serving": "model-serving",
-    "training-job": "model-training",
-}
+#: services/<folder>/Dockerfile -> the image repository the charts name for it (the catalog's fact).
+SERVICE_REPOSITORIES = built_images()
 Progress = Callable[[str], None]
 
 
@@ -153,7 +151,7 @@ class ImageBuilder:
                 f"{' '.join(argv)}\n".encode()
             )
             log.flush()
-            env = {**os.environ, "BUILDAH_ISOLATION": "chroot", "STORAGE_DRIVER": "vfs"}
+            env = child_environment({"BUILDAH_ISOLATION": "chroot", "STORAGE_DRIVER": "vfs"})
             try:
                 proc = subprocess.run(
                     list(argv),
@@ -193,7 +191,7 @@ class ImageBuilder:
         trusts; the mounts exist while a RUN step runs and are never part of a layer, so the
         images do not carry the machine's trust store.
         """
-        bundle = Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
+        bundle = Path(child_environment().get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
         if not bundle.is_file():
             return []
         pip_conf = self.archives / "pip.conf"

@@ -89,7 +89,6 @@ def run_coroutine(make: Callable[[], Awaitable[_T]], timeout_s: float) -> _T:
         return pool.submit(asyncio.run, bounded()).result()
 
 
-PG_BIN = Path(os.environ.get("CLINOPS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"  # the unprivileged system user postgres runs as when we are root
 DB_USER = "clinops"
 DB_NAME = "clinops"
@@ -154,7 +153,7 @@ def python_env(settings: Settings, python: str | Path) -> dict[str, str]:
     already holds compiled bytecode (``uv sync --compile-bytecode``), or the variable is not set,
     Python's own ``__pycache__`` behaviour is left alone.
     """
-    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or _venv_has_bytecode(Path(python)):
+    if not settings.python_no_bytecode or _venv_has_bytecode(Path(python)):
         return {}
     return {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(settings.state_dir / "pycache")}
 
@@ -277,9 +276,9 @@ class PostgreSQL(Component):
                 )
 
     def prepare(self) -> None:
-        if not (PG_BIN / "postgres").exists():
+        if not (self.settings.pg_bin / "postgres").exists():
             raise PrerequisiteError(
-                f"postgresql: {PG_BIN}/postgres not found; install the Debian package "
+                f"postgresql: {self.settings.pg_bin}/postgres not found; install the Debian package "
                 "postgresql (15) or set CLINOPS_PG_BIN"
             )
         self._check_reachable()
@@ -294,7 +293,7 @@ class PostgreSQL(Component):
             return
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         argv = [
-            str(PG_BIN / "initdb"),
+            str(self.settings.pg_bin / "initdb"),
             "-D",
             str(self.data),
             "-U",
@@ -326,7 +325,7 @@ class PostgreSQL(Component):
 
     def spec(self) -> ProcessSpec:
         argv = [
-            str(PG_BIN / "postgres"),
+            str(self.settings.pg_bin / "postgres"),
             "-D",
             str(self.data),
             "-p",
@@ -380,7 +379,7 @@ class PostgreSQL(Component):
             ) from e
 
     def version(self) -> str:
-        return _run_version((str(PG_BIN / "postgres"), "--version"), r"\(PostgreSQL\) (\S+)")
+        return _run_version((str(self.settings.pg_bin / "postgres"), "--version"), r"\(PostgreSQL\) (\S+)")
 
     def endpoint(self) -> str:
         return pg_dsn(self.settings)
@@ -799,7 +798,6 @@ def service_spec(
 
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # health probes expect refusals while booting
 
-KAFKA_CACHE = Path(os.environ.get("CLINOPS_CACHE_DIR", "/var/cache/clinops")) / "kafka"
 DAG_ID = "clinops_pipeline"
 
 
@@ -934,7 +932,7 @@ class Kafka(Component):
 
     @property
     def libs(self) -> Path:
-        return KAFKA_CACHE / self.version() / "libs"
+        return self.settings.cache_dir / "kafka" / self.version() / "libs"
 
     def version(self) -> str:
         return kafka_settings(self.settings)[0]
@@ -1265,7 +1263,7 @@ class Airflow(VenvProcess):
             **pipeline_env(self.settings),
             "AIRFLOW_HOME": str(self.dir),
             # the launcher starts its processes as `airflow ...` found on PATH
-            "PATH": f"{self.venv_bin('airflow').parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": f"{self.venv_bin('airflow').parent}{os.pathsep}{child_environment().get('PATH', '')}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(
                 self.settings.project_root / "clinops_lib" / "pipeline" / "dags"
             ),

@@ -3,8 +3,9 @@
 PostgreSQL, Redis, LocalStack, HAProxy (Level 0), clinical-gateway (Level 1), the training
 job and model-serving (Level 4) and Prometheus (Level 6) run as detached processes on
 loopback ports from one :class:`~clinops_lib.config.PortMap`. Everything the target knows
-(pids, versions, weights, timings) is kept in ``<state_dir>/local-target.json`` so ``clinops
-status``/``down`` in another process see the same platform. Traffic between a service's
+(pids, versions, weights, timings) is a typed :class:`~.state.LocalState` kept in
+``<state_dir>/local-target.json`` (versioned, written atomically under a lock: :mod:`.state`) so
+``clinops status``/``down`` in another process see the same platform. Traffic between a service's
 ``stable`` and ``canary`` tracks is split by HAProxy server weights set at run time through
 its admin socket; percent is used directly as HAProxy weight.
 """
@@ -12,14 +13,12 @@ its admin socket; percent is used directly as HAProxy weight.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,6 +57,19 @@ from .components import (
     service_spec,
 )
 from .haproxy import AdminSocket
+from .state import (
+    STATE_FILE,
+    ComponentRecord,
+    JobRecord,
+    LocalState,
+    PipelineRunRecord,
+    ProcessRecord,
+    StateStore,
+    TrackRecord,
+    TrainingRecord,
+    Weights,
+    make_record,
+)
 
 __all__ = ["LocalTarget"]
 
@@ -78,7 +90,6 @@ STOP_ORDER: tuple[str, ...] = ("airflow", "feast", "mlflow", "kafka-consumer", "
 #: whole of Level 0. model-serving is not listed: it polls S3 for the model every 2 s, so it
 #: starts when the model is there (after the training job), not earlier.
 START_AFTER: dict[str, tuple[str, ...]] = {"clinical-gateway": ("postgresql", "redis")}
-STATE_FILE = "local-target.json"
 
 
 class LocalTarget(Target):
@@ -113,40 +124,19 @@ class LocalTarget(Target):
     def state_path(self) -> Path:
         return self.settings.state_dir / STATE_FILE
 
-    def _load(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        data.setdefault("components", {})
-        data.setdefault("services", {})
-        data.setdefault("weights", {})
-        return cast(dict[str, Any], data)
+    def state(self) -> LocalState:
+        """A snapshot of what the target started (read from the state file, without the lock)."""
+        return StateStore(self.settings.state_dir).load()
 
-    def _save(self, state: dict[str, Any]) -> None:
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        tmp.replace(self.state_path)
+    def _locked(self) -> contextlib.AbstractContextManager[LocalState]:
+        """Load the state under the state dir's exclusive lock, yield it, save it (also on error)."""
+        return StateStore(self.settings.state_dir).locked()
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
-        """Load state under an exclusive lock, yield it, save it (also when the body raises)."""
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.state_dir.chmod(0o755)
-        with open(self.settings.state_dir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            state = self._load()
-            try:
-                yield state
-            finally:
-                self._save(state)
-
-    def _component(self, name: str, state: dict[str, Any] | None = None) -> Component:
+    def _component(self, name: str, state: LocalState | None = None) -> Component:
         cls = INFRA[name]
         if cls is HAProxy:
-            weights = {k: tuple(v) for k, v in (state or self._load())["weights"].items()}
-            comp: Component = HAProxy(self.settings, weights)  # type: ignore[arg-type]
+            weights = {k: (w.stable, w.canary) for k, w in (state or self.state()).weights.items()}
+            comp: Component = HAProxy(self.settings, weights)
         else:
             comp = cls(self.settings)
         if name in self.timeouts:
@@ -154,19 +144,8 @@ class LocalTarget(Target):
         return comp
 
     @staticmethod
-    def _proc(entry: Mapping[str, Any] | None) -> sup.RunningProcess | None:
-        if not entry or "pid" not in entry:
-            return None
-        return sup.RunningProcess(
-            entry.get("name", ""),
-            int(entry["pid"]),
-            int(entry["start_ticks"]),
-            str(entry.get("log_file", "")),
-        )
-
-    def _alive(self, entry: Mapping[str, Any] | None) -> bool:
-        proc = self._proc(entry)
-        return proc is not None and sup.is_alive(proc.pid, proc.start_ticks)
+    def _alive(entry: ProcessRecord | None) -> bool:
+        return entry is not None and entry.alive()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _up(self, levels: list[int], progress: Progress, **options: Any) -> bool:
@@ -179,11 +158,12 @@ class LocalTarget(Target):
             except BaseException:
                 for name, proc, spec in reversed(started):
                     sup.stop(proc, stop_signal=spec.stop_signal, signal_group=spec.signal_group)
-                    state["components"].pop(name, None)
-                    for svc in state["services"].values():
+                    state.components.pop(name, None)
+                    for svc in state.services.values():
                         for track in TRACKS:
-                            if (svc.get(track) or {}).get("name") == name:
-                                svc[track] = None
+                            entry = svc.track(track)
+                            if entry is not None and entry.name == name:
+                                svc.set(track, None)
                     spec.pid_file.unlink(missing_ok=True)
                 raise
         if not changed:
@@ -192,7 +172,7 @@ class LocalTarget(Target):
 
     def _up_levels(
         self,
-        state: dict[str, Any],
+        state: LocalState,
         wanted: list[int],
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
         say: Progress,
@@ -218,7 +198,7 @@ class LocalTarget(Target):
         deferred: dict[str, int] = {}  # components whose process waits for its needs to be healthy
         for number, name in plan:
             if name in INFRA:
-                if _needs(name) and not self._alive(state["components"].get(name)):
+                if _needs(name) and not self._alive(state.components.get(name)):
                     deferred[name] = number
                     continue
                 wait = self._up_infra(state, name, number, started, say)
@@ -281,21 +261,19 @@ class LocalTarget(Target):
             wait()
         return changed
 
-    def _preflight(self, state: dict[str, Any], wanted: list[int]) -> None:
+    def _preflight(self, state: LocalState, wanted: list[int]) -> None:
         """Every port a component *to be started* needs must be free, before anything starts."""
         for level in LEVELS:
             if level.number not in wanted:
                 continue
             for comp in level.components:
-                if comp.name in INFRA and not self._alive(state["components"].get(comp.name)):
+                if comp.name in INFRA and not self._alive(state.components.get(comp.name)):
                     c = self._component(comp.name, state)
                     ports = c.ports() if hasattr(c, "ports") else [c.port]  # type: ignore[attr-defined]
                     for port in [p for p in ports if p]:
                         if sup.port_in_use(port):
                             raise _port_error(comp.name, port, c.log_file)
-                elif comp.name in SERVICES and not self._alive(
-                    (state["services"].get(comp.name) or {}).get("stable")
-                ):
+                elif comp.name in SERVICES and not self._alive(state.track(comp.name, "stable")):
                     port = self.settings.ports.service_backend(SERVICES.index(comp.name), 0)
                     if sup.port_in_use(port):
                         raise _port_error(
@@ -304,7 +282,7 @@ class LocalTarget(Target):
 
     def _up_infra(
         self,
-        state: dict[str, Any],
+        state: LocalState,
         name: str,
         level: int,
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
@@ -316,7 +294,7 @@ class LocalTarget(Target):
         PostgreSQL, Redis, LocalStack and HAProxy come up side by side.
         """
         comp = self._component(name, state)
-        entry = state["components"].get(name)
+        entry = state.components.get(name)
         if self._alive(entry):
             if isinstance(comp, Prometheus) and not comp.has_rules() and comp.rules_available():
                 comp.prepare()  # the shared rule file appeared since Prometheus started
@@ -339,16 +317,15 @@ class LocalTarget(Target):
         spec = comp.spec()
         proc = sup.start(spec)
         started.append((name, proc, spec))
-        state["components"][name] = {**proc.to_json(), "level": level, "started_at": t0}
+        record = state.components[name] = make_record(ComponentRecord, proc, level=level, started_at=t0)
 
         def wait() -> None:
             sup.wait_healthy(proc, comp.healthy, comp.timeout, f"health check at {comp.endpoint()}")
             comp.after_start()
             if name == "localstack":
                 self._ensure_aws()
-            ready = time.time()
-            state["components"][name].update(ready_at=ready, version=comp.version(), endpoint=comp.endpoint())
-            say(f"{name}: healthy after {ready - t0:.1f}s")
+            record.ready_at, record.version, record.endpoint = time.time(), comp.version(), comp.endpoint()
+            say(f"{name}: healthy after {record.ready_at - t0:.1f}s")
 
         return wait
 
@@ -390,8 +367,8 @@ class LocalTarget(Target):
         except Exception:  # noqa: BLE001 - missing bucket/key or LocalStack restarting
             return False
 
-    def _up_training(self, state: dict[str, Any], say: Progress) -> bool:
-        if state.get("training", {}).get("exit") == 0:
+    def _up_training(self, state: LocalState, say: Progress) -> bool:
+        if state.training is not None and state.training.exit == 0:
             if self._model_present():
                 say("training-job: model already trained")
                 return False
@@ -429,13 +406,8 @@ class LocalTarget(Target):
                 ).returncode
             except subprocess.TimeoutExpired as e:
                 raise ComponentError("training-job", f"did not finish within {timeout:g}s", str(log)) from e
-        state["training"] = {
-            "exit": rc,
-            "started_at": t0,
-            "ready_at": time.time(),
-            "version": version,
-            "log_file": str(log),
-        }
+        state.training = TrainingRecord(exit=rc, started_at=t0, ready_at=time.time(), version=version,
+                                        log_file=str(log))
         if rc != 0:
             raise ComponentError("training-job", f"exited with status {rc}", str(log))
         if not self._model_present():
@@ -483,37 +455,37 @@ class LocalTarget(Target):
 
     def _up_service(
         self,
-        state: dict[str, Any],
+        state: LocalState,
         service: str,
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
         say: Progress,
     ) -> Callable[[], None] | None:
         """Start the stable track; return the wait for its readiness (None when already up)."""
-        entry: dict[str, Any] | None = (state["services"].get(service) or {}).get("stable")
-        if entry is not None and self._alive(entry):
-            say(f"{service}: already up ({entry['version']})")
+        entry = state.track(service, "stable")
+        if entry is not None and entry.alive():
+            say(f"{service}: already up ({entry.version})")
             return None
-        version = entry["version"] if entry else self._chart_versions()[service]
-        fault = entry.get("fault", "none") if entry else "none"
+        version = entry.version if entry else self._chart_versions()[service]
+        fault = entry.fault if entry else "none"
         say(f"{service}: starting {version} on stable")
         timeout = self.timeouts.get(service, 60.0)
         new, wait = self._launch_track(state, service, "stable", version, fault, timeout, started)
 
         def finish() -> None:
             wait()
-            say(f"{service}: ready after {new['ready_at'] - new['started_at']:.1f}s")
+            say(f"{service}: ready after {(new.ready_at or new.started_at) - new.started_at:.1f}s")
 
         return finish
 
     def _start_track(
         self,
-        state: dict[str, Any],
+        state: LocalState,
         service: str,
         track: Track,
         version: str,
         fault: str,
         timeout: float,
-    ) -> dict[str, Any]:
+    ) -> TrackRecord:
         """Start one track and wait for it (deploy, promote); a failed wait stops it again."""
         entry, wait = self._launch_track(state, service, track, version, fault, timeout)
         wait()
@@ -521,28 +493,23 @@ class LocalTarget(Target):
 
     def _launch_track(
         self,
-        state: dict[str, Any],
+        state: LocalState,
         service: str,
         track: Track,
         version: str,
         fault: str,
         timeout: float,
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] | None = None,
-    ) -> tuple[dict[str, Any], Callable[[], None]]:
+    ) -> tuple[TrackRecord, Callable[[], None]]:
         """Start one track's process; the returned wait checks readiness and HAProxy's view."""
         spec = service_spec(self.settings, self.services, service, track, version, fault)
         t0 = time.time()
         proc = sup.start(spec)
         if started is not None:
             started.append((spec.name, proc, spec))
-        entry = {
-            **proc.to_json(),
-            "version": version,
-            "fault": fault,
-            "started_at": t0,
-            "endpoint": f"http://127.0.0.1:{spec.ports[0]}",
-        }
-        state["services"].setdefault(service, {"stable": None, "canary": None})[track] = entry
+        entry = make_record(TrackRecord, proc, version=version, fault=fault, started_at=t0,
+                            endpoint=f"http://127.0.0.1:{spec.ports[0]}")
+        state.service(service).set(track, entry)
 
         def wait() -> None:
             try:
@@ -551,17 +518,17 @@ class LocalTarget(Target):
                 if started is None:
                     sup.stop(proc)
                     spec.pid_file.unlink(missing_ok=True)
-                    state["services"][service][track] = None
+                    state.service(service).set(track, None)
                 raise
-            entry["ready_at"] = time.time()
+            entry.ready_at = time.time()
 
         return entry, wait
 
-    def _track_ready(self, state: dict[str, Any], service: str, track: Track, entry: dict[str, Any],
+    def _track_ready(self, state: LocalState, service: str, track: Track, entry: TrackRecord,
                      proc: sup.RunningProcess, timeout: float) -> None:
-        url = f"{entry['endpoint']}/readyz"
+        url = f"{entry.endpoint}/readyz"
         sup.wait_healthy(proc, lambda: http_ok(url), timeout, f"readiness at {url}")
-        if self._alive(state["components"].get("haproxy")):
+        if self._alive(state.components.get("haproxy")):
             adm = self._admin()
             adm.enable_server(service, track)
             if track == "canary":
@@ -584,19 +551,18 @@ class LocalTarget(Target):
         except WaitTimeout as e:
             raise TrafficError(str(e)) from e
 
-    def _require_haproxy(self, state: dict[str, Any]) -> None:
-        if not self._alive(state["components"].get("haproxy")):
+    def _require_haproxy(self, state: LocalState) -> None:
+        if not self._alive(state.components.get("haproxy")):
             raise TargetError("HAProxy is not running on the local target; run `clinops up` first")
 
-    def _stop_track(self, state: dict[str, Any], service: str, track: Track) -> None:
-        entry = (state["services"].get(service) or {}).get(track)
-        proc = self._proc(entry)
-        if proc is not None:
-            sup.stop(proc)
+    def _stop_track(self, state: LocalState, service: str, track: Track) -> None:
+        entry = state.track(service, track)
+        if entry is not None:
+            sup.stop(entry.process())
         (self.settings.state_dir / "run" / f"{service}-{track}.pid").unlink(missing_ok=True)
-        state["services"].setdefault(service, {"stable": None, "canary": None})[track] = None
+        state.service(service).set(track, None)
 
-    def _set_weights(self, state: dict[str, Any], service: str, stable: int, canary: int) -> None:
+    def _set_weights(self, state: LocalState, service: str, stable: int, canary: int) -> None:
         adm = self._admin()
         # raise the receiving side first so there is never a moment with both at 0
         order = (
@@ -606,7 +572,7 @@ class LocalTarget(Target):
         )
         for server, w in order:
             adm.set_weight(service, server, w)
-        state["weights"][service] = [stable, canary]
+        state.weights[service] = Weights(stable, canary)
 
     # -- the Target API: services and traffic ------------------------------------------------------
     def _service_url(self, service: str) -> str:
@@ -628,7 +594,7 @@ class LocalTarget(Target):
 
     def _retire(self, service: str, track: Track) -> None:
         with self._locked() as state:
-            if self._alive(state["components"].get("haproxy")):
+            if self._alive(state.components.get("haproxy")):
                 adm = self._admin()
                 if track == "canary":
                     self._set_weights(state, service, 100, 0)
@@ -642,7 +608,7 @@ class LocalTarget(Target):
         with self._locked() as state:
             self._require_haproxy(state)
             if weight > 0:
-                if not self._alive((state["services"].get(service) or {}).get("canary")):
+                if not self._alive(state.track(service, "canary")):
                     raise TrafficError(
                         f"cannot send {weight}% to {service} canary: no canary is running (deploy one first)"
                     )
@@ -664,15 +630,15 @@ class LocalTarget(Target):
         takes 100 % back, and the canary track is freed. Users are served throughout."""
         with self._locked() as state:
             self._require_haproxy(state)
-            canary: dict[str, Any] | None = (state["services"].get(service) or {}).get("canary")
-            if canary is None or not self._alive(canary):
+            canary = state.track(service, "canary")
+            if canary is None or not canary.alive():
                 raise TrafficError(f"cannot promote {service}: no canary is running")
             adm = self._admin()
             adm.enable_server(service, "canary")
             self._set_weights(state, service, 0, 100)
             adm.disable_server(service, "stable")
             self._stop_track(state, service, "stable")
-            self._start_track(state, service, "stable", canary["version"], canary.get("fault", "none"), 60.0)
+            self._start_track(state, service, "stable", canary.version, canary.fault, 60.0)
             self._set_weights(state, service, 100, 0)
             adm.disable_server(service, "canary")
             adm.disable_server(f"{service}-preview", "canary")
@@ -688,19 +654,19 @@ class LocalTarget(Target):
             adm.disable_server(service, "canary")
 
     def _tracks(self, service: str) -> dict[Track, TrackState]:
-        svc = self._load()["services"].get(service) or {}
+        state = self.state()
         out: dict[Track, TrackState] = {}
         for track in TRACKS:
-            entry = svc.get(track)
+            entry = state.track(service, track)
             port = self.settings.ports.service_backend(SERVICES.index(service), TRACKS.index(track))
             out[track] = TrackState(
                 service,
                 track,
-                entry["version"] if entry else "",
+                entry.version if entry else "",
                 self._alive(entry),
                 f"http://127.0.0.1:{port}",
-                entry.get("fault", "none") if entry else "none",
-                {"log_file": entry.get("log_file", "")} if entry else {},
+                entry.fault if entry else "none",
+                {"log_file": entry.log_file} if entry else {},
             )
         return out
 
@@ -724,37 +690,37 @@ class LocalTarget(Target):
     # -- status and down ---------------------------------------------------------------------------
     def _observe(self) -> dict[str, ComponentStatus]:
         """A row for every component this target runs (the base class adds the catalog's others)."""
-        state = self._load()
+        state = self.state()
         out: dict[str, ComponentStatus] = {}
         for level in LEVELS:
             for comp in level.components:
                 if not comp.runs_on(self.platform):
                     continue
                 if comp.name in INFRA:
-                    entry = state["components"].get(comp.name)
+                    entry = state.components.get(comp.name)
                     out[comp.name] = self._infra_status(level.number, comp.name, entry)
                 elif comp.name in SERVICES:
                     out[comp.name] = self._service_status(level.number, comp.name, state)
                 elif comp.name == "spark":
                     out[comp.name] = self._job_status(level.number, comp.name, state)
                 elif comp.name == "training-job":
-                    out[comp.name] = self._training_status(level.number, state.get("training"))
+                    out[comp.name] = self._training_status(level.number, state.training)
         return out
 
-    def _training_status(self, level: int, t: Mapping[str, Any] | None) -> ComponentStatus:
-        if not t:
+    def _training_status(self, level: int, t: TrainingRecord | None) -> ComponentStatus:
+        if t is None:
             return ComponentStatus(level, "training-job", "stopped", detail="not run")
         return ComponentStatus(
             level,
             "training-job",
-            "healthy" if t["exit"] == 0 else "unhealthy",
-            version=t.get("version", ""),
+            "healthy" if t.exit == 0 else "unhealthy",
+            version=t.version,
             endpoint=f"s3://{self.services.model_bucket}/{self.services.model_key}",
-            started_at=t["started_at"],
-            ready_at=t["ready_at"],
-            seconds_to_ready=t["ready_at"] - t["started_at"],
-            detail=f"completed, exit status {t['exit']}",
-            log_file=t.get("log_file", ""),
+            started_at=t.started_at,
+            ready_at=t.ready_at,
+            seconds_to_ready=t.ready_at - t.started_at,
+            detail=f"completed, exit status {t.exit}",
+            log_file=t.log_file,
         )
 
     def run_pipeline(self, run_id: str, *, timeout: float = 600.0,
@@ -768,7 +734,7 @@ class LocalTarget(Target):
         from .components import DAG_ID
 
         with self._locked() as state:
-            if not self._alive(state["components"].get("airflow")):
+            if not self._alive(state.components.get("airflow")):
                 raise TargetError(
                     "Airflow is not running on the local target; run `clinops up --levels 5` first"
                 )
@@ -778,23 +744,23 @@ class LocalTarget(Target):
         with self._locked() as state:
             for task in run.tasks:
                 if task.task_id == "spark_features":
-                    state.setdefault("pipeline_runs", {})["spark"] = {
-                        "run_id": run_id, "state": task.state, "started_at": task.started_at,
-                        "ended_at": task.ended_at, "duration": task.duration,
-                        "log_file": str(log_dir / "task_id=spark_features" / "attempt=1.log"),
-                    }
+                    state.pipeline_runs["spark"] = PipelineRunRecord(
+                        run_id=run_id, state=task.state, started_at=task.started_at,
+                        ended_at=task.ended_at, duration=task.duration,
+                        log_file=str(log_dir / "task_id=spark_features" / "attempt=1.log"),
+                    )
         return run
 
-    def _up_spark_runtime(self, state: dict[str, Any], say: Progress) -> bool:
+    def _up_spark_runtime(self, state: LocalState, say: Progress) -> bool:
         """Level 2 is a batch job (run by the DAG): deploying it = checking its runtime is complete."""
-        if (state.get("jobs") or {}).get("spark"):
+        if "spark" in state.jobs:
             say("spark: runtime already checked")
             return False
         t0 = time.time()
         missing = _spark_runtime_missing(self.settings)
         if missing:
             raise PrerequisiteError(f"spark: {missing}")
-        state.setdefault("jobs", {})["spark"] = {"started_at": t0, "ready_at": time.time()}
+        state.jobs["spark"] = JobRecord(started_at=t0, ready_at=time.time())
         say(f"spark: runtime ready ({_spark_version(self.settings)}, Java, JDBC); the DAG runs the job")
         return True
 
@@ -803,8 +769,9 @@ class LocalTarget(Target):
         from .components import Alertmanager
 
         am = cast(Alertmanager, self._component("alertmanager"))
-        found = am.alerts()
-        return [a for a in found if alertname is None or a.get("labels", {}).get("alertname") == alertname]
+        found = cast(list[dict[str, Any]], am.alerts())
+        return [a for a in found
+                if alertname is None or (a.get("labels") or {}).get("alertname") == alertname]
 
     def watch_alerts(self, alertname: str, interval: float = 0.25) -> Any:
         """An :class:`~.components.AlertWatch`: ``with platform.watch_alerts(name) as w:`` polls the
@@ -813,41 +780,40 @@ class LocalTarget(Target):
 
         return AlertWatch(cast(Alertmanager, self._component("alertmanager")), alertname, interval)
 
-    def _job_status(self, level: int, name: str, state: Mapping[str, Any]) -> ComponentStatus:
+    def _job_status(self, level: int, name: str, state: LocalState) -> ComponentStatus:
         """A batch job of the pipeline DAG: its last recorded run (``pipeline_runs``), else 'not run'."""
-        run = (state.get("pipeline_runs") or {}).get(name)
-        if not run:
-            ready = (state.get("jobs") or {}).get(name)
-            if not ready:
+        run = state.pipeline_runs.get(name)
+        if run is None:
+            ready = state.jobs.get(name)
+            if ready is None:
                 return ComponentStatus(level, name, "stopped", detail="batch job of the DAG: not deployed")
             missing = _spark_runtime_missing(self.settings)
             return ComponentStatus(
                 level, name, "unhealthy" if missing else "healthy", version=_spark_version(self.settings),
-                started_at=ready.get("started_at"), ready_at=ready.get("ready_at"),
-                seconds_to_ready=ready.get("ready_at", 0) - ready.get("started_at", 0),
+                started_at=ready.started_at, ready_at=ready.ready_at,
+                seconds_to_ready=ready.ready_at - ready.started_at,
                 detail=f"batch job cannot run: {missing}" if missing else
                 "batch job of the pipeline DAG, not run yet; runtime ready (pyspark, Java, JDBC driver)",
             )
         return ComponentStatus(
-            level, name, "healthy" if run.get("state") == "success" else "unhealthy",
+            level, name, "healthy" if run.state == "success" else "unhealthy",
             version=_spark_version(self.settings),
-            started_at=run.get("started_at"),
-            ready_at=run.get("ended_at"),
-            seconds_to_ready=run.get("duration"),
-            detail=f"DAG run {run.get('run_id')}: task {run.get('state')}",
-            log_file=str(run.get("log_file", "")),
+            started_at=run.started_at,
+            ready_at=run.ended_at,
+            seconds_to_ready=run.duration,
+            detail=f"DAG run {run.run_id}: task {run.state}",
+            log_file=run.log_file,
         )
 
-    def _infra_status(self, level: int, name: str, entry: Mapping[str, Any] | None) -> ComponentStatus:
+    def _infra_status(self, level: int, name: str, entry: ComponentRecord | None) -> ComponentStatus:
         comp = self._component(name)
         row = ComponentStatus(level, name, "stopped", endpoint=comp.endpoint(), log_file=str(comp.log_file))
         if entry:
             self._judge(row, entry, comp.healthy, "health check failed")
         return row
 
-    def _service_status(self, level: int, service: str, state: Mapping[str, Any]) -> ComponentStatus:
-        svc = state["services"].get(service) or {}
-        entry = svc.get("stable")
+    def _service_status(self, level: int, service: str, state: LocalState) -> ComponentStatus:
+        entry = state.track(service, "stable")
         row = ComponentStatus(
             level,
             service,
@@ -855,25 +821,25 @@ class LocalTarget(Target):
             endpoint=self.service_url(service),
             log_file=str(self.settings.state_dir / "logs" / f"{service}-stable.log"),
         )
-        if not entry:
+        if entry is None:
             return row
-        self._judge(row, entry, lambda: http_ok(f"{entry['endpoint']}/readyz"), "/readyz does not answer 200")
-        canary = svc.get("canary")
-        if canary and self._alive(canary):
-            w = state["weights"].get(service, [100, 0])[1]
-            row.detail = (row.detail + "; " if row.detail else "") + f"canary {canary['version']} at {w}%"
+        self._judge(row, entry, lambda: http_ok(f"{entry.endpoint}/readyz"), "/readyz does not answer 200")
+        canary = state.track(service, "canary")
+        if canary is not None and canary.alive():
+            w = state.weight(service).canary
+            row.detail = (row.detail + "; " if row.detail else "") + f"canary {canary.version} at {w}%"
         return row
 
-    def _judge(self, row: ComponentStatus, entry: Mapping[str, Any], probe: Callable[[], bool],
+    def _judge(self, row: ComponentStatus, entry: ProcessRecord, probe: Callable[[], bool],
                failed: str) -> None:
         """Fill ``row`` from a recorded process: version and timings, then health (the process
         must be alive before ``probe`` is asked; ``failed`` is the detail when it says no)."""
-        row.version = entry.get("version", "")
-        row.started_at, row.ready_at = entry.get("started_at"), entry.get("ready_at")
+        row.version = entry.version
+        row.started_at, row.ready_at = entry.started_at, entry.ready_at
         if row.started_at and row.ready_at:
             row.seconds_to_ready = row.ready_at - row.started_at
-        if not self._alive(entry):
-            row.health, row.detail = "unhealthy", f"process {entry['pid']} is not running"
+        if not entry.alive():
+            row.health, row.detail = "unhealthy", f"process {entry.pid} is not running"
         elif probe():
             row.health = "healthy"
         else:
@@ -886,14 +852,14 @@ class LocalTarget(Target):
             for service in SERVICES:
                 for track in TRACKS:
                     self._stop_track(state, service, track)
-            state.pop("jobs", None)
-            state.pop("pipeline_runs", None)
+            state.jobs.clear()
+            state.pipeline_runs.clear()
             for name in STOP_ORDER:
-                entry = state["components"].pop(name, None)
-                proc = self._proc(entry)
-                if proc is not None:
+                entry = state.components.pop(name, None)
+                if entry is not None:
                     pg = name == "postgresql"  # postmaster alone, "fast" shutdown
-                    sup.stop(proc, stop_signal=signal.SIGINT if pg else signal.SIGTERM, signal_group=not pg)
+                    sup.stop(entry.process(), stop_signal=signal.SIGINT if pg else signal.SIGTERM,
+                             signal_group=not pg)
                 spec_path = self.settings.state_dir / "run" / f"{name}.pid"
                 # a pid file whose process is not in the state (a crashed `up`): stop it too
                 leftover = sup.read_pid_file(spec_path)
