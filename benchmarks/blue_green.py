@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from detection import platform_down, platform_up  # noqa: E402
+from local_platform import platform_down, platform_up  # noqa: E402
 
 from clinops_lib.drills import BlueGreenConfig, run_blue_green  # noqa: E402
 

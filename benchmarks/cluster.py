@@ -2,8 +2,11 @@
 
 * build (cold): the seconds the project's own build (``clinops_lib/clusters/debian/build.py``)
   took from an empty cache, as it recorded them in ``build.json`` next to the binaries; with
-  ``--cold-build-root DIR`` the build is run here from nothing into ``DIR`` (15-40 min on 2
-  shared cores) and removed afterwards.
+  ``--cold-build-root DIR`` everything the cluster tier builds is built here from nothing into
+  ``DIR`` (what a CI machine with an empty /var/cache/clinops does: the Debian source package,
+  Kubernetes ``make``, the Go modules and the Rollouts controller, the debootstrap base image and
+  the three service images), each step timed with the load average, then ``DIR`` is removed;
+  ``--cold-only`` stops there and writes ``benchmarks/results/cluster_cold_build.json``.
 * create-to-Ready (binaries cached): ``DebianCluster.create()`` from nothing (fresh PKI, etcd,
   containerd state) until the node reports Ready, and until the Argo Rollouts controller is
   healthy; repeated ``--repeat`` times, each followed by ``delete`` whose leftover check must be
@@ -33,7 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clinops_lib.clusters.debian import BuildCache, ClusterConfig, DebianCluster  # noqa: E402
-from clinops_lib.clusters.debian.build import build_all  # noqa: E402
+from clinops_lib.clusters.debian.build import (  # noqa: E402
+    build_kubernetes,
+    build_rollouts_controller,
+)
+from clinops_lib.clusters.debian.images import ImageBuilder, chart_references  # noqa: E402
 
 TARGETS = {"create_to_ready_s": 40.0, "idle_memory_gib": 1.0}
 
@@ -53,11 +60,58 @@ def _recorded_build(cache: BuildCache) -> dict[str, object]:
     return out
 
 
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _cold_build(root: Path) -> dict[str, object]:
+    """Everything from nothing into ``root`` (removed afterwards), one timed step at a time."""
+    if root.exists():
+        raise SystemExit(f"{root} exists: the cold build needs an empty folder")
+    cache = BuildCache(root)
+    steps: list[dict[str, object]] = []
+
+    def timed(name: str, fn: object) -> None:
+        load = _load()
+        t0 = time.monotonic()
+        fn()  # type: ignore[operator]
+        steps.append(
+            {
+                "step": name,
+                "seconds": round(time.monotonic() - t0, 1),
+                "load_before": load,
+                "load_after": _load(),
+            }
+        )
+        print(json.dumps(steps[-1]), flush=True)
+
+    def say(m: str) -> None:
+        print(f"  {time.strftime('%H:%M:%S')} {m}", flush=True)
+
+    t0 = time.monotonic()
+    try:
+        timed(
+            "kubernetes (apt-get source, unpack, make, pause)", lambda: build_kubernetes(cache, progress=say)
+        )
+        timed(
+            "argo-rollouts controller (go mod download, go build)",
+            lambda: build_rollouts_controller(cache, progress=say),
+        )
+        timed(
+            "images (debootstrap base, buildah build x3)",
+            lambda: ImageBuilder(ROOT, root, progress=say).build(chart_references(ROOT)),
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"seconds": round(time.monotonic() - t0, 1), "steps": steps, "cpus": os.cpu_count()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--idle", type=float, default=20.0)
     ap.add_argument("--cold-build-root", type=Path, default=None)
+    ap.add_argument("--cold-only", action="store_true", help="only the cold build (needs --cold-build-root)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cluster.json")
     args = ap.parse_args()
 
@@ -67,17 +121,17 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
     if args.cold_build_root:
-        if args.cold_build_root.exists():
-            raise SystemExit(f"{args.cold_build_root} exists: the cold build needs an empty folder")
-        t0 = time.monotonic()
-        load = os.getloadavg()
-        build_all(BuildCache(args.cold_build_root), progress=lambda m: print(m, flush=True))
-        result["cold_build_here"] = {
-            "seconds": round(time.monotonic() - t0, 1),
-            "load_before": load,
-            "load_after": os.getloadavg(),
-        }
-        shutil.rmtree(args.cold_build_root, ignore_errors=True)
+        result["cold_build_here"] = _cold_build(args.cold_build_root)
+        if args.cold_only:
+            out = (
+                args.out.with_name("cluster_cold_build.json") if args.out.name == "cluster.json" else args.out
+            )
+            result["command"] = (
+                f".venv/bin/python benchmarks/cluster.py --cold-build-root {args.cold_build_root} --cold-only"
+            )
+            out.write_text(json.dumps(result, indent=2) + "\n")
+            print(json.dumps(result["cold_build_here"], indent=2))
+            return 0
     cache = BuildCache()
     result["build_recorded"] = _recorded_build(cache)
 

@@ -64,7 +64,8 @@ class Component:
     """One component of one level.
 
     ``on`` maps a target kind (``local``, ``kube``) to what the component *is* there; a
-    target missing from ``on`` does not run the component. ``health`` says in words what the
+    target missing from ``on`` does not run the component, and ``why_not`` says why (for the
+    runbook's "not on this target" row and the README). ``health`` says in words what the
     health check proves, for the runbook table and the auditor. ``image`` is the image repository
     the charts pin for a workload the project builds itself (from ``services/<name>/Dockerfile``;
     the Debian cluster builds and imports it under that name), empty for everything else.
@@ -75,12 +76,17 @@ class Component:
     on: dict[str, str] = field(default_factory=dict)
     health: str = ""
     image: str = ""
+    why_not: dict[str, str] = field(default_factory=dict)
 
     def runs_on(self, target: str) -> bool:
         return _kind(target) in self.on
 
     def what_on(self, target: str) -> str:
-        return self.on.get(_kind(target), "not on this target")
+        """What the component is on ``target``; else "not on this target", with the reason when known."""
+        if self.runs_on(target):
+            return self.on[_kind(target)]
+        why = self.why_not.get(_kind(target), "")
+        return f"not on this target: {why}" if why else "not on this target"
 
 
 @dataclass(frozen=True)
@@ -114,8 +120,11 @@ def _kind(target: str) -> str:
     return "local" if target == "local" else "kube"
 
 
-def _c(name: str, level: int, health: str = "", *, image: str = "", **on: str) -> Component:
-    return Component(name, level, dict(on), health, image)
+def _c(
+    name: str, level: int, health: str = "", *, image: str = "", why_not_local: str = "", **on: str
+) -> Component:
+    why_not = {"local": why_not_local} if why_not_local else {}
+    return Component(name, level, dict(on), health, image, why_not)
 
 
 # Order inside a level is start order on the local target.
@@ -146,7 +155,15 @@ LEVELS: tuple[Level, ...] = (
                 local="HAProxy 2.6 (traffic layer: weighted stable/canary backends)",
                 kube="Istio ingress gateway + VirtualService",
             ),
-            _c("kubernetes", 0, "API server /readyz", kube="Kubernetes cluster (kind or kubeconfig)"),
+            _c(
+                "kubernetes",
+                0,
+                "API server /readyz",
+                why_not_local="the local target is supervised processes on loopback, no cluster; a real "
+                "Kubernetes 1.20 runs on this machine with `clinops cluster create --provider debian` "
+                "(then --target kubeconfig)",
+                kube="Kubernetes cluster (kind or kubeconfig)",
+            ),
         ),
         chart="infrastructure",
         namespace_key="infrastructure",
@@ -175,7 +192,13 @@ LEVELS: tuple[Level, ...] = (
                 "consumer group Stable with a member (broker's view)",
                 local="consumer group persisting events to PostgreSQL (observation_events)",
             ),
-            _c("debezium-cdc", 1),
+            _c(
+                "debezium-cdc",
+                1,
+                why_not_local="not built yet, though it could run here: Kafka Connect (connect-runtime) "
+                "and debezium-connector-postgres are on Maven Central and the local PostgreSQL could run "
+                "with wal_level=logical; today the gateway produces each stored observation to Kafka itself",
+            ),
         ),
         requires=(0,),
         chart="data-ingestion",
@@ -191,7 +214,13 @@ LEVELS: tuple[Level, ...] = (
                 "last pipeline run's Spark task succeeded (Airflow's record)",
                 local="Spark 3.5 local mode: batch job of the pipeline DAG (PostgreSQL -> S3 Parquet)",
             ),
-            _c("data-quality (great-expectations)", 2),
+            _c(
+                "data-quality (great-expectations)",
+                2,
+                why_not_local="not built yet, though it could run here: great-expectations 1.24.1 resolves "
+                "with the pipeline's lock (10 more packages); today the Spark job's own cleaning rules "
+                "(latest resubmission wins, complete vitals, diastolic below systolic) are the checks",
+            ),
         ),
         requires=(0,),
         chart="data-processing",
@@ -253,8 +282,21 @@ LEVELS: tuple[Level, ...] = (
                 "API server: metadatabase, scheduler, DAG processor healthy",
                 local="Airflow 3: API server, scheduler, DAG processor (metadata in PostgreSQL)",
             ),
-            _c("argo-cd", 5, kube="Argo CD (GitOps)"),
-            _c("argo-rollouts", 5, kube="Argo Rollouts controller"),
+            _c(
+                "argo-cd",
+                5,
+                why_not_local="it syncs Git into a Kubernetes API, which the local target has none of; "
+                "`clinops up` deploys the levels in order from the same charts' versions",
+                kube="Argo CD (GitOps)",
+            ),
+            _c(
+                "argo-rollouts",
+                5,
+                why_not_local="a controller of Rollout objects in a Kubernetes API; here the drills run "
+                "the chart's canary and blue-green steps themselves through HAProxy weights (the "
+                "controller runs on `clinops cluster`)",
+                kube="Argo Rollouts controller",
+            ),
         ),
         requires=(0, 2, 3, 4),
         chart="orchestration",
@@ -277,8 +319,18 @@ LEVELS: tuple[Level, ...] = (
                 "GET /-/ready",
                 local="Alertmanager 0.25 (receives Prometheus' platform alerts)",
             ),
-            _c("grafana", 6),
-            _c("opensearch", 6),
+            _c(
+                "grafana",
+                6,
+                why_not_local="out of scope here (issue 14): dashboards stay JSON in the charts; runbooks "
+                "plot with plotly",
+            ),
+            _c(
+                "opensearch",
+                6,
+                why_not_local="out of scope here (issue 14), like Fluent Bit/Fluentd: each component's log "
+                "is a file under the state dir's logs/",
+            ),
         ),
         chart="observability",
         namespace_key="observability",

@@ -220,6 +220,9 @@ class Settings:
     python_no_bytecode: bool = field(
         default_factory=lambda: bool(_from_environment("PYTHONDONTWRITEBYTECODE", ""))
     )
+    #: a Prometheus the Kubernetes targets query directly instead of the chart's in-cluster one
+    #: through the API server proxy (CLINOPS_PROMETHEUS_URL; the Debian cluster has none inside)
+    prometheus_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         catalog.target_implementation(self.target)  # registered targets only (ConfigError otherwise)
@@ -257,6 +260,8 @@ class Settings:
             kwargs["kind_cluster"] = v
         if v := env.get("CLINOPS_ENVIRONMENT"):
             kwargs["environment"] = v
+        if v := env.get("CLINOPS_PROMETHEUS_URL"):
+            kwargs["prometheus_endpoint"] = v.rstrip("/")
         if v := env.get("CLINOPS_OPERATOR"):
             kwargs["operator"] = v
         if v := env.get("CLINOPS_PG_BIN"):

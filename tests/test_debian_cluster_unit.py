@@ -133,3 +133,42 @@ def test_create_names_every_missing_runtime_package_before_starting_anything(
     with pytest.raises(PrerequisiteError, match=r"etcd \(package etcd-server\)"):
         c.create()
     assert not (tmp_path / "root").exists()
+
+
+# -- the source fixes of the Kubernetes tree ---------------------------------------------------------
+def test_both_vendored_openapi_validators_are_fixed_and_a_kept_tree_is_patched_in_place(
+    tmp_path: Path,
+) -> None:
+    # custom resources go through kube-openapi's fork: recipe 3 fixed only go-openapi's copy
+    assert {rel for rel, _, _ in build.SOURCE_FIXES} == {
+        "vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go",
+        "vendor/github.com/go-openapi/validate/type.go",
+    }
+    assert build.KUBERNETES_RECIPE >= 4  # caches built by recipe 3 are rebuilt
+    tree, log = tmp_path / "kubernetes-1.20.2", tmp_path / "build.log"
+    for rel, before, _ in build.SOURCE_FIXES:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(f"func f(data interface{{}}) {{\n\t{before}\n\t\treturn\n\t}}\n")
+    keep = tree / "_output" / "local" / "go" / "cache" / "entry"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("compiled")
+    build.prepare_tree(tree, log, replacements={})
+    for rel, before, after in build.SOURCE_FIXES:
+        text = (tree / rel).read_text()
+        assert after in text and before not in text
+    build.prepare_tree(tree, log, replacements={})  # idempotent: a fixed line is left alone
+    assert keep.read_text() == "compiled"  # make's Go cache survives: only the fixed packages rebuild
+    rel = build.SOURCE_FIXES[0][0]
+    (tree / rel).write_text("upstream changed this file\n")
+    with pytest.raises(build.BuildError, match="expected line not found once") as e:
+        build.prepare_tree(tree, log, replacements={})
+    assert e.value.step == "patch source" and e.value.log_file == str(log)
+
+
+def test_the_build_cache_folder_comes_from_the_settings(tmp_path: Path) -> None:
+    from clinops_lib.cli.cluster import config_from_settings
+    from clinops_lib.config import Settings
+
+    settings = Settings.from_env({"CLINOPS_CACHE_DIR": str(tmp_path / "cache")})
+    assert settings.cache_dir == tmp_path / "cache"
+    assert config_from_settings(settings).cache.kubernetes == tmp_path / "cache" / "kubernetes" / "v1.20.2"

@@ -429,3 +429,58 @@ def test_manual_blue_green_awaits_approval_with_green_as_preview(router: RouterT
     before = done.switches["promotion"].versions_before  # this router routes a request in flight
     assert before.get("1.0.0", 0) > 0.9 * sum(before.values())  # at the switch to green: nearly all blue
     assert done.switches["promotion"].versions_after.keys() == {"2.0.0"}
+
+
+# -- the interval verdict and the limits across intervals (clinops_lib.drills.judge) ----------------
+def _recs(n_canary: int, n_stable: int, *, t0: float = 100.0, failed_canary: int = 0) -> list[Any]:
+    from clinops_lib.drills.loadgen import RequestRecord
+
+    out = []
+    for i in range(n_canary + n_stable):
+        canary = i < n_canary
+        status = 500 if canary and i < failed_canary else 200
+        out.append(RequestRecord(i, "user", t0 + i * 0.001, t0 + i * 0.001, t0 + i * 0.001 + 0.01, status,
+                                 "2.0.0" if canary else "1.0.0"))
+    return out
+
+
+def test_routing_split_flags_a_share_far_from_the_weight_and_not_round_robin_noise() -> None:
+    from clinops_lib.drills.judge import routing_split
+
+    assert routing_split(_recs(10, 90), "2.0.0", "1.0.0", 10).p_value > 0.5  # exactly the weight
+    off = routing_split(_recs(75, 25), "2.0.0", "1.0.0", 10)  # stable out of rotation: canary flooded
+    assert off is not None and off.p_value < 1e-6 and off.canary == 75 and off.n == 100
+    assert routing_split(_recs(100, 0), "2.0.0", "1.0.0", 100) is None  # no split to check at 100 %
+    assert routing_split(_recs(2, 8), "2.0.0", "1.0.0", 10) is None  # too few requests to say
+
+
+def test_judge_interval_fails_on_canary_errors_and_passes_a_clean_interval() -> None:
+    from clinops_lib.drills.anytime import DrillJudge
+    from clinops_lib.drills.judge import judge_interval
+
+    th = Thresholds()
+    kw = {"canary": "2.0.0", "stable": "1.0.0", "thresholds": th, "index": 0, "step": "s",
+          "start": 0.0, "end": 1e9, "weight": 10}
+    ok = judge_interval(_recs(30, 270), drill_judge=DrillJudge(), **kw)
+    assert ok.verdict == "Pass" and (ok.canary_n, ok.stable_n) == (30, 270)
+    bad = judge_interval(_recs(30, 270, failed_canary=10), drill_judge=DrillJudge(), **kw)
+    assert bad.verdict == "Fail" and "success rate" in bad.reasons[0]
+    assert (bad.canary_errors, bad.stable_errors) == (10, 0)
+    few = judge_interval(_recs(5, 95), drill_judge=DrillJudge(), **kw)
+    assert few.verdict == "Inconclusive" and "only 5 canary requests" in few.reasons[0]
+
+
+def test_interval_limits_apply_failure_and_inconclusive_limits() -> None:
+    from clinops_lib.drills.judge import IntervalLimits, IntervalVerdict
+
+    def iv(verdict: Any) -> IntervalVerdict:
+        return IntervalVerdict(0, "s", 0, 1, 10, verdict, [verdict.lower()], "2", "1")
+
+    limits = IntervalLimits(Thresholds(failure_limit=1, inconclusive_limit=1))
+    assert limits.add(iv("Fail")) is None
+    d = limits.add(iv("Fail"))
+    assert d is not None and d.outcome == "ABORTED" and "failureLimit 1" in d.reason
+    paused = IntervalLimits(Thresholds(inconclusive_limit=0))
+    assert paused.add(iv("Inconclusive")).outcome == "PAUSED"
+    aborted = IntervalLimits(Thresholds(inconclusive_limit=0), on_inconclusive="abort")
+    assert aborted.add(iv("Inconclusive")).outcome == "ABORTED"

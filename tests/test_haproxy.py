@@ -29,7 +29,8 @@ def _backend(port: int, name: str) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             body = name.encode()
-            self.send_response(200)
+            # readiness fails (as an overloaded gateway's does): HAProxy must keep routing by liveness
+            self.send_response(503 if self.path == "/readyz" else 200)
             self.send_header("X-Clinops-Version", name)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -86,6 +87,25 @@ def test_generated_config_validates_with_haproxy(tmp_path: Path) -> None:
     assert "option redispatch" in text and "prometheus-exporter" in text
     r = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_server_failing_readiness_but_alive_stays_in_rotation(proxy: Proxy) -> None:
+    """Both backends answer /readyz with 503 and /healthz with 200: they are UP and share traffic.
+    Readiness gates a track's entry (the target waits for it); taking a busy *stable* out later
+    sent all traffic to a 10 % canary (haproxy.py's docstring has the measurement)."""
+    admin, url, _ = proxy
+    assert {s.status.split()[0] for s in admin.server_stats("svc").values()} == {"UP"}
+    admin.set_weight("svc", "canary", 50)
+    try:
+        assert set(_split(url + "/v1/x", 20)) == {"v1", "v2"}
+    finally:
+        admin.set_weight("svc", "canary", 0)
+
+
+def test_checks_are_liveness_with_time_to_answer(tmp_path: Path) -> None:
+    text = render_config([HAProxyService("s", 1, 2, 3, 4)], stats_port=5, admin_socket=tmp_path / "a.sock")
+    assert "option httpchk GET /healthz" in text and "/readyz" not in text
+    assert "timeout check 3s" in text
 
 
 def test_weight_set_and_read_back(proxy: Proxy) -> None:

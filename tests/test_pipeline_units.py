@@ -147,3 +147,82 @@ def test_kafka_listens_on_loopback_and_formats_in_its_child(tmp_path: Path) -> N
         "kafka.Kafka"
     )
     assert "-Djava.net.preferIPv4Stack=true" in script
+
+
+def test_pipeline_venv_components_share_one_base_that_names_a_missing_venv(tmp_path: Path) -> None:
+    """D2: MLflow, Feast and Airflow are one kind of thing (a process from a named venv): a missing
+    venv is refused before anything starts, naming the component, the venv and how to install it."""
+    from clinops_lib.exceptions import PrerequisiteError
+    from clinops_lib.targets.local.components import Airflow, FeastServer, MLflow, VenvProcess
+
+    settings = Settings(state_dir=tmp_path / "state", project_root=tmp_path, ports=PortMap(6600))
+    for cls, venv in ((MLflow, "pipeline"), (FeastServer, "pipeline"), (Airflow, "airflow")):
+        assert issubclass(cls, VenvProcess)
+        comp = cls(settings)
+        assert comp.python() == tmp_path / f".venv-{venv}" / "bin" / "python"
+        with pytest.raises(PrerequisiteError, match=rf"{comp.name}: .*\.venv-{venv}.*scripts/setup\.sh"):
+            comp.prepare()
+    # Airflow's tasks run in the pipeline venv: with only its own venv it is still refused, naming that one
+    (tmp_path / ".venv-airflow" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv-airflow" / "bin" / "python").touch()
+    with pytest.raises(PrerequisiteError, match=r"airflow: .*\.venv-pipeline"):
+        Airflow(settings).prepare()
+
+
+def test_feast_server_applies_and_serves_in_one_process(tmp_path: Path) -> None:
+    """Feast is imported once at start: the component runs ``feature_store serve`` (apply, then the
+    feature server) instead of ``apply && feast serve``; a bad port is refused (exit 2)."""
+    from clinops_lib.pipeline import feature_store
+    from clinops_lib.targets.local.components import FeastServer
+
+    settings = Settings(state_dir=tmp_path / "state", project_root=tmp_path, ports=PortMap(6600))
+    spec = FeastServer(settings).spec()
+    assert spec.argv[1:4] == ["-m", "clinops_lib.pipeline.feature_store", "serve"]
+    assert spec.argv[spec.argv.index("--port") + 1] == str(settings.ports.feast)
+    assert spec.argv[spec.argv.index("--host") + 1] == "127.0.0.1"
+    with pytest.raises(SystemExit) as exc:
+        feature_store.main(["serve", "--port", "0"])
+    assert exc.value.code == 2
+
+
+class _FakeAlertmanager:
+    """Stands in for the Alertmanager component (the real one is exercised by the e2e drills):
+    replays a scripted list of API answers, an exception meaning "unreachable"."""
+
+    def __init__(self, answers: list[object]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    def alerts(self) -> list[dict[str, object]]:
+        from clinops_lib.exceptions import ComponentError
+
+        answer = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        if isinstance(answer, Exception):
+            raise ComponentError("alertmanager", str(answer), "alertmanager.log")
+        return answer  # type: ignore[return-value]
+
+
+def test_alert_watch_keeps_an_alert_after_alertmanager_stops_listing_it() -> None:
+    """The canary alert resolves seconds after an abort: the watch keeps it as last seen, one entry
+    per fingerprint, ignores other alert names and counts (never raises) failed reads."""
+    from clinops_lib.targets.local.components import AlertWatch
+
+    labels = {"alertname": "ClinopsCanaryHighErrorRate", "version": "2-drill"}
+    canary = {"fingerprint": "f1", "labels": labels, "status": {"state": "active"},
+              "startsAt": "2026-12-01T15:00:00Z", "annotations": {}}
+    other = {"fingerprint": "f2", "labels": {"alertname": "Watchdog"}, "status": {"state": "active"}}
+    am = _FakeAlertmanager([[other], [canary, other], RuntimeError("connection refused"), [canary], [other]])
+    watch = AlertWatch(am, "ClinopsCanaryHighErrorRate")  # type: ignore[arg-type]
+    for _ in range(5):
+        watch.poll()
+    seen = watch.seen()
+    assert [a["fingerprint"] for a in seen] == ["f1"]
+    assert seen[0]["labels"] == canary["labels"] and seen[0]["status"] == {"state": "active"}
+    assert seen[0]["seen_first"] <= seen[0]["seen_last"]  # type: ignore[operator]
+    assert watch.failed_reads == 1 and "connection refused" in watch.last_error
+    # as a context manager it polls in a thread and reads once more on exit
+    am2 = _FakeAlertmanager([[canary]])
+    with AlertWatch(am2, "ClinopsCanaryHighErrorRate", interval=0.01) as w2:  # type: ignore[arg-type]
+        pass
+    assert am2.calls >= 2 and len(w2.seen()) == 1

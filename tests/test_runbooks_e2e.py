@@ -292,6 +292,40 @@ def test_runbook_passes_with_a_verified_bundle(
     _assert_runbooks_untouched(snapshot)
 
 
+def _canary_alert_rows(run: Run) -> tuple[list[dict[str, str]], dict[str, object]]:
+    import csv
+
+    bundle = _bundle_of(run.proc)
+    table = bundle / "data" / "alertmanager-canary-alerts.csv"
+    assert table.is_file(), f"{table.name} missing from {bundle.name}: no Alertmanager evidence kept"
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return rows, json.loads((bundle / "verdict.json").read_text())
+
+
+def test_failed_canary_drill_shows_the_canary_alert_as_alertmanager_saw_it(runs: dict[str, Run]) -> None:
+    """Issue 14 (Level 6): the aborted drill (errors:5 %, the rule's threshold is 2 %) raised
+    ClinopsCanaryHighErrorRate for its canary, read back from the real Alertmanager during the drill
+    and sealed in the bundle; the runbook's own acceptance check on it passed."""
+    rows, verdict = _canary_alert_rows(runs["02-canary-aborted"])
+    assert rows, "Alertmanager held no canary alert during a drill with 5 % errors"
+    for row in rows:
+        assert row["alert"] == "ClinopsCanaryHighErrorRate", row
+        assert (row["service"], row["severity"]) == ("clinical-gateway", "critical"), row
+        assert "-drill" in row["version"], f"the alert names {row['version']!r}, not the drill's canary"
+        assert row["state"] in {"active", "suppressed"}, row
+    checks: list[dict[str, object]] = verdict["checks"]  # type: ignore[assignment]
+    held = [c for c in checks if str(c["name"]).startswith("canary alerts held by Alertmanager")]
+    assert len(held) == 1 and held[0]["passed"], checks
+
+
+def test_clean_canary_drill_raises_no_canary_alert(runs: dict[str, Run]) -> None:
+    """The control: the promoted drill (no fault) leaves the same table empty, so the table above is
+    the canary's errors, not something every drill shows."""
+    rows, _ = _canary_alert_rows(runs["02-canary-promoted"])
+    assert rows == [], rows
+
+
 def test_archive_chains_every_run(platform: Platform, runs: dict[str, Run]) -> None:
     bundles = _bundles(platform.archive)
     assert len(bundles) == len(SEQUENCE), [b.name for b in bundles]

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..clusters.debian.build import BuildCache, build_all, missing_build_prerequisites
 from ..clusters.debian.cluster import ClusterConfig, DebianCluster
+from ..clusters.debian.images import ImageBuilder, chart_references
 from ..config import Settings
 from ..exceptions import ConfigError
 
@@ -38,13 +39,22 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--provider", choices=PROVIDERS, default="debian")
     p.add_argument("--no-rollouts", action="store_true", help="do not build/run the Argo Rollouts controller")
     p.add_argument("--json", action="store_true", help="status/create: print JSON")
+    p.add_argument(
+        "--images",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="SERVICE,...",
+        help="build: also the project's service images (buildah; cached by their inputs): "
+        "all of them, or the named services/ folders",
+    )
     return p
 
 
 def config_from_settings(settings: Settings, *, rollouts: bool = True) -> ClusterConfig:
-    """One cluster per machine: its folder and ports are fixed (see ClusterPorts), not per checkout."""
-    del settings
-    return ClusterConfig(rollouts=rollouts)
+    """One cluster per machine: its folder and ports are fixed (see ClusterPorts), not per checkout;
+    the build cache is ``CLINOPS_CACHE_DIR`` (default /var/cache/clinops)."""
+    return ClusterConfig(rollouts=rollouts, cache=BuildCache(settings.cache_dir))
 
 
 def cluster_from_cli(args: argparse.Namespace, settings: Settings) -> int:
@@ -54,12 +64,26 @@ def cluster_from_cli(args: argparse.Namespace, settings: Settings) -> int:
     config = config_from_settings(settings, rollouts=rollouts)
     cluster = DebianCluster(config, progress=_progress)
     if args.action == "build":
+        references: dict[str, str] = {}
+        if args.images:  # bad input is refused before anything is built
+            references = chart_references(settings.project_root, settings.environment)
+            if args.images != "all":
+                wanted = [s.strip() for s in args.images.split(",") if s.strip()]
+                unknown = sorted(set(wanted) - set(references))
+                if unknown or not wanted:
+                    raise ConfigError(f"--images: no image for {unknown}; known: {', '.join(references)}")
+                references = {k: v for k, v in references.items() if k in wanted}
         missing = missing_build_prerequisites(rollouts=rollouts)
         if missing:
             _progress("missing: " + "; ".join(missing))
         for r in build_all(BuildCache(config.cache.root), progress=_progress, rollouts=rollouts):
             how = "cached" if r.cached else f"built in {r.seconds:.0f}s"
             print(f"{r.what} {r.version}: {how} (log {r.log_file})")
+        if references:
+            builder = ImageBuilder(settings.project_root, config.cache.root, progress=_progress)
+            for image in builder.build(references):
+                how = "cached" if image.cached else f"built in {image.seconds:.0f}s"
+                print(f"image {image.reference}: {how} ({image.archive})")
         return 0
     if args.action == "create":
         info = cluster.create()

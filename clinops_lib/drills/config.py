@@ -381,7 +381,7 @@ def drill_version(service: str, env: str, now: float | None = None) -> str:
 
 def _thresholds_from(p: Mapping[str, Any]) -> dict[str, Any]:
     return threshold_overrides(success_rate_min=p.get("success_rate_min", 0.0),
-                               p95_latency_max_ms=p.get("p95_latency_max_ms", 0), alpha=p.get("alpha", 0.05))
+                               p95_latency_max_ms=p.get("p95_latency_max_ms", 0), alpha=p.get("alpha"))
 
 
 def canary_config_from_parameters(p: Mapping[str, Any], env: str) -> CanaryConfig:

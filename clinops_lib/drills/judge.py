@@ -22,6 +22,11 @@ every verdict from the interval table:
 
 An interval with fewer than ``min_requests`` canary requests is Inconclusive: the drill
 never promotes without data.
+
+The verdict is assembled here (:func:`judge_interval`, a pure function of the interval's
+records, the drill judge and the metric runs) and the limits across intervals are applied here
+(:class:`IntervalLimits`: Argo's ``failureLimit`` / ``inconclusiveLimit`` over the drill's
+intervals); the drill session only collects records, asks, and acts on the answer.
 """
 
 from __future__ import annotations
@@ -31,19 +36,29 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from ..catalog import percentile
 from ..exceptions import MetricsError, ParameterError
+
+if TYPE_CHECKING:
+    from .anytime import DrillJudge
+    from .loadgen import RequestRecord
 
 __all__ = [
     "Condition",
+    "Decision",
+    "IntervalLimits",
     "IntervalVerdict",
     "Measurement",
     "MetricRun",
     "MetricSpec",
     "Phase",
+    "RoutingSplit",
     "Thresholds",
+    "judge_interval",
     "parse_duration",
+    "routing_split",
     "worst_phase",
 ]
 
@@ -341,12 +356,16 @@ class IntervalVerdict:
     stable_p95_s: float | None = None
     anytime: dict[str, Any] = field(default_factory=dict)  # confidence sequences at the interval's end
     prometheus: dict[str, tuple[float | None, str]] = field(default_factory=dict)
+    #: realized share of the interval's user requests the canary answered, from the complete records
+    #: after the drill (None: no split at this weight); see :func:`routing_split`
+    canary_share: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         """One flat row of the interval table (the evidence behind the verdict)."""
         row: dict[str, Any] = {
             "interval": self.index, "step": self.step, "start": self.start, "end": self.end,
-            "weight": self.weight, "verdict": self.verdict, "reasons": "; ".join(self.reasons),
+            "weight": self.weight, "canary_share": self.canary_share, "verdict": self.verdict,
+            "reasons": "; ".join(self.reasons),
             "canary_version": self.canary_version, "stable_version": self.stable_version,
             "canary_requests": self.canary_n, "stable_requests": self.stable_n,
             "canary_errors": self.canary_errors, "stable_errors": self.stable_errors,
@@ -371,3 +390,176 @@ class IntervalVerdict:
 def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 3)
 
+
+
+def judge_interval(
+    records: Sequence[RequestRecord],
+    *,
+    canary: str,
+    stable: str,
+    thresholds: Thresholds,
+    drill_judge: DrillJudge,
+    metric_runs: Sequence[MetricRun] = (),
+    query: Callable[[str], float | None] | None = None,
+    index: int,
+    step: str,
+    start: float,
+    end: float,
+    weight: int,
+) -> IntervalVerdict:
+    """The verdict of one analysis interval from the requests *sent* in ``[start, end)``.
+
+    Fail: the canary's success rate below ``success_rate_min``; the anytime-valid judge has
+    rejected; too many failures no version answered (proxy/connection); a threshold metric
+    failed. Inconclusive: fewer than ``min_requests`` canary requests, a metric without data or
+    unreadable (never a Pass). ``query`` (``target.prometheus_query``) runs each metric once;
+    None skips the metrics (a partial interval cut short by an abort).
+    """
+    th = thresholds
+    recs = [r for r in records if start <= r.sent < end]
+    canary_recs = [r for r in recs if r.version == canary]
+    stable_recs = [r for r in recs if r.version == stable]
+    unattributed = [r for r in recs if r.failed and r.version not in (canary, stable)]
+    reasons: list[str] = []
+    verdict: Verdict = "Pass"
+
+    def worse(v: Verdict, why: str) -> None:
+        nonlocal verdict
+        reasons.append(why)
+        if v == "Fail" or (v == "Inconclusive" and verdict == "Pass"):
+            verdict = v
+
+    # failed requests count as infinitely slow: a canary that turns slow requests into
+    # timeouts must not look faster (the quantiles below include them)
+    c_lat = [r.latency_s if r.ok else float("inf") for r in canary_recs]
+    s_lat = [r.latency_s if r.ok else float("inf") for r in stable_recs]
+    c_err = sum(1 for r in canary_recs if r.failed)
+    s_err = sum(1 for r in stable_recs if r.failed)
+    if len(canary_recs) < th.min_requests:
+        worse("Inconclusive", f"only {len(canary_recs)} canary requests (< {th.min_requests})")
+    elif canary_recs and c_err / len(canary_recs) > 1 - th.success_rate_min:
+        worse("Fail", f"canary success rate {1 - c_err / len(canary_recs):.3f} < {th.success_rate_min}")
+    if drill_judge.rejected:
+        j = drill_judge
+        worse("Fail", f"anytime-valid judge rejected (e={j.max_e:.1f} >= {j.threshold:.0f})")
+    total = len(recs)
+    if total and len(unattributed) / total > 1 - th.success_rate_min:
+        worse("Fail", f"{len(unattributed)} of {total} requests failed with no version (proxy/connection)")
+    prom: dict[str, tuple[float | None, str]] = {}
+    for run in metric_runs if query is not None else ():
+        m = run.measure(query, end)
+        prom[run.spec.name] = (m.value, m.phase)
+        if m.phase == "Failed":
+            worse("Fail", f"{run.spec.name} = {m.value:.4g} fails {run.spec.success_condition}")
+        elif m.phase == "Inconclusive":
+            worse("Inconclusive", f"{run.spec.name}: no data")
+        elif m.phase == "Error":
+            # metrics that could not be read are no evidence either way: never a Pass
+            worse("Inconclusive", f"{run.spec.name}: metrics could not be read ({m.message})")
+    cs = drill_judge.confidence_sequences()
+    diff = cs.get("error_rate_difference")
+    return IntervalVerdict(
+        index=index, step=step, start=start, end=end, weight=weight, verdict=verdict, reasons=reasons,
+        canary_version=canary, stable_version=stable,
+        canary_n=len(canary_recs), stable_n=len(stable_recs), canary_errors=c_err, stable_errors=s_err,
+        unattributed_failures=len(unattributed),
+        error_e_value=drill_judge.e_value, error_p_value=drill_judge.p_value,
+        error_diff=diff["estimate"] if diff else None,
+        error_diff_lo=diff["lo"] if diff else None,
+        error_diff_hi=diff["hi"] if diff else None,
+        canary_p50_s=percentile(c_lat, 0.5), canary_p95_s=percentile(c_lat, 0.95),
+        stable_p50_s=percentile(s_lat, 0.5), stable_p95_s=percentile(s_lat, 0.95),
+        anytime=cs, prometheus=prom,
+    )
+
+
+#: An interval's realized split is "off" below this binomial tail probability (two-sided). HAProxy's
+#: round robin is far tighter than a coin, so only a real disruption (a server out of rotation)
+#: gets there; a coin-routed target (kube-proxy) still passes at 1 in 10^6 per interval.
+SPLIT_P_MIN = 1e-6
+
+
+@dataclass(frozen=True)
+class RoutingSplit:
+    """Who got the user requests of one interval: ``canary`` of ``n`` at the configured weight."""
+
+    n: int
+    canary: int
+    weight: int
+    p_value: float  # two-sided binomial tail of ``canary`` under Binomial(n, weight/100)
+
+
+def routing_split(
+    records: Sequence[RequestRecord], canary: str, stable: str, weight: int
+) -> RoutingSplit | None:
+    """The realized canary share of the user requests answered by either version, against the weight.
+
+    Why: every bad event is judged against the routing share in force when it was sent; if the
+    proxy sends a different share (a server failing its health checks takes the other one all the
+    traffic) the share the judge assumes is wrong and so is its null. None when there is no split to
+    check (weight 0 or 100, fewer than 20 requests).
+
+    Only meaningful over *complete* records: a request still in flight has no version yet, so a
+    slow side would look under-served. The drill therefore computes it once the load has stopped
+    (:func:`~clinops_lib.drills.session._conclude`), as evidence beside each interval, not as a
+    verdict taken while requests are in flight.
+    """
+    if not 0 < weight < 100:
+        return None
+    versions = [r.version for r in records if r.label == "user" and r.version in (canary, stable)]
+    n = len(versions)
+    if n < 20:
+        return None
+    k = sum(1 for v in versions if v == canary)
+    from scipy.stats import binom
+
+    p = weight / 100
+    tail = 2 * min(float(binom.cdf(k, n, p)), float(binom.sf(k - 1, n, p)))
+    return RoutingSplit(n, k, weight, min(1.0, tail))
+
+
+DecisionOutcome = Literal["ABORTED", "PAUSED"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Stop advancing: abort, or pause for a human (an inconclusive drill never promotes)."""
+
+    outcome: DecisionOutcome
+    reason: str
+
+
+@dataclass
+class IntervalLimits:
+    """Argo's limits across the drill's intervals: more than ``failure_limit`` failed intervals
+    aborts, more than ``inconclusive_limit`` inconclusive ones pauses (or aborts when the drill
+    says ``on_inconclusive="abort"``); a metric run in Error aborts (metrics unavailable)."""
+
+    thresholds: Thresholds
+    on_inconclusive: Literal["pause", "abort"] = "pause"
+    failed: int = 0
+    inconclusive: int = 0
+
+    def add(self, iv: IntervalVerdict, metric_runs: Sequence[MetricRun] = ()) -> Decision | None:
+        """Count one judged interval; the decision it forces, if any."""
+        for run in metric_runs:
+            if run.phase == "Error":
+                return Decision("ABORTED", f"metrics unavailable: {run.measurements[-1].message}")
+        if iv.verdict == "Fail":
+            self.failed += 1
+        elif iv.verdict == "Inconclusive":
+            self.inconclusive += 1
+        why = "; ".join(iv.reasons)
+        if self.failed > self.thresholds.failure_limit:
+            return Decision("ABORTED", f"{self.failed} failed intervals > failureLimit "
+                                       f"{self.thresholds.failure_limit}; last: {why}")
+        if self.inconclusive > self.thresholds.inconclusive_limit:
+            limit = self.thresholds.inconclusive_limit
+            return Decision(self.no_data_outcome, f"{self.inconclusive} inconclusive intervals > "
+                                                  f"inconclusiveLimit {limit}; last: {why}")
+        return None
+
+    @property
+    def no_data_outcome(self) -> DecisionOutcome:
+        """What a drill without enough data ends in: PAUSED (a human decides) or ABORTED."""
+        return "PAUSED" if self.on_inconclusive == "pause" else "ABORTED"

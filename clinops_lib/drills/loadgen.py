@@ -278,6 +278,8 @@ class LoadGenerator:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._in_flight = 0
+        self._due_in_flight: dict[int, float] = {}  # seq -> due time of every request sent, not answered
+        self._due_lock = threading.Lock()
         self._idle: list[_Conn] = []
         self.started_at: float | None = None
         self.stopped_at: float | None = None
@@ -296,6 +298,15 @@ class LoadGenerator:
     def records(self) -> list[RequestRecord]:
         """A snapshot of all records so far (completed and dropped requests only)."""
         return self._records[:]
+
+    def settled_before(self, t: float) -> bool:
+        """Whether every request due before ``t`` (epoch seconds) has its record: none still in flight.
+
+        Why: an analysis interval judged on the requests that happened to complete by its end
+        drops exactly the slow ones; the drill waits for this before judging an interval.
+        """
+        with self._due_lock:
+            return all(due >= t for due in self._due_in_flight.values())
 
     def records_since(self, index: int) -> list[RequestRecord]:
         """Records appended after position ``index`` (for incremental readers)."""
@@ -379,6 +390,8 @@ class LoadGenerator:
                             f"dropped: {self._in_flight} requests in flight (max_in_flight)"))
                     else:
                         self._in_flight += 1
+                        with self._due_lock:
+                            self._due_in_flight[k] = sched
                         task = loop.create_task(self._one(k, sched, wall_offset))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
@@ -437,3 +450,5 @@ class LoadGenerator:
             self._in_flight -= 1
         done = clock() + wall_offset
         self._records.append(RequestRecord(seq, spec.label, sched, sent, done, status, version, error))
+        with self._due_lock:  # after the record exists: settled_before never sees neither
+            self._due_in_flight.pop(seq, None)

@@ -16,7 +16,7 @@ Outcome = Literal["PROMOTED", "ABORTED", "PAUSED", "AWAITING_APPROVAL"]
 @dataclass
 class DrillEvent:
     at: float
-    kind: str  # deploy, weight, pause, interval, decision, abort, retire, promote, switch, error
+    kind: str  # deploy, weight, pause, interval, decision, abort, retire, promote, switch, split, error
     weight: int | None
     detail: str
 

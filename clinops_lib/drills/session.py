@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from .. import catalog
-from ..catalog import percentile
 from ..exceptions import ChartError, ClinopsError, DrillError, TargetError
 from ..targets.base import Target
 from . import judge as J
@@ -69,8 +68,7 @@ class _Session:
         self._cursor: dict[int, int] = {}
         self.weight = 0
         self.first_canary_at: float | None = None
-        self.failed_intervals = 0
-        self.inconclusive_intervals = 0
+        self.limits = J.IntervalLimits(self.th, "abort" if on_inconclusive == "abort" else "pause")
         self.metric_runs = [J.MetricRun(s) for s in self._metric_specs()]
         self.step_name = "start"
         self.expect_weight: int | None = None
@@ -249,8 +247,7 @@ class _Session:
                 time.sleep(min(self.poll_s, end - now))
                 self.feed()
                 self.check_platform()
-            time.sleep(0.05)  # let requests sent just before `end` complete
-            self.feed()
+            self.settle(end)
             self.check_weight()
         except _Aborted as a:
             # keep the partial interval in the table: the numbers behind the early decision
@@ -269,112 +266,40 @@ class _Session:
         self.decide(iv)
         return iv
 
+    def settle(self, end: float) -> None:
+        """Wait until every request sent before ``end`` has its answer (at most the client timeout),
+        feeding the judge and watching the platform meanwhile. Judging an interval on the requests
+        that happened to complete by its end would drop exactly the slow ones: on a loaded machine
+        a 2 s interval then held "only 4 canary requests" and a healthy drill paused for no data."""
+        running = [g for g in self.gens if g.running]
+        deadline = time.time() + max((g.spec.timeout_s for g in running), default=0.0) + 0.5
+        while not all(g.settled_before(end) for g in running) and time.time() < deadline:
+            time.sleep(0.05)
+            self.feed()
+            self.check_platform()
+        self.feed()
+
     def judge_interval(self, start: float, end: float, query_metrics: bool = True) -> J.IntervalVerdict:
-        recs = [r for r in self.all_records() if start <= r.sent < end]
-        canary_recs = [r for r in recs if r.version == self.canary]
-        stable_recs = [r for r in recs if r.version == self.stable]
-        unattributed = [r for r in recs if r.failed and r.version not in (self.canary, self.stable)]
-        reasons: list[str] = []
-        verdict: J.Verdict = "Pass"
-
-        def worse(v: J.Verdict, why: str) -> None:
-            nonlocal verdict
-            reasons.append(why)
-            if v == "Fail" or (v == "Inconclusive" and verdict == "Pass"):
-                verdict = v
-
-        # failed requests count as infinitely slow: a canary that turns slow requests into
-        # timeouts must not look faster (the quantiles below include them)
-        c_lat = [r.latency_s if r.ok else float("inf") for r in canary_recs]
-        s_lat = [r.latency_s if r.ok else float("inf") for r in stable_recs]
-        c_err = sum(1 for r in canary_recs if r.failed)
-        s_err = sum(1 for r in stable_recs if r.failed)
-        if len(canary_recs) < self.th.min_requests:
-            worse("Inconclusive", f"only {len(canary_recs)} canary requests (< {self.th.min_requests})")
-        elif canary_recs and c_err / len(canary_recs) > 1 - self.th.success_rate_min:
-            worse(
-                "Fail", f"canary success rate {1 - c_err / len(canary_recs):.3f} < {self.th.success_rate_min}"
-            )
-        if self.judge.rejected:
-            j = self.judge
-            worse("Fail", f"anytime-valid judge rejected (e={j.max_e:.1f} >= {j.threshold:.0f})")
-        total = len(recs)
-        if total and len(unattributed) / total > 1 - self.th.success_rate_min:
-            worse(
-                "Fail", f"{len(unattributed)} of {total} requests failed with no version (proxy/connection)"
-            )
-        prom: dict[str, tuple[float | None, str]] = {}
-        for run in self.metric_runs if query_metrics else []:
-            m = run.measure(self.target.prometheus_query, end)
-            prom[run.spec.name] = (m.value, m.phase)
-            if m.phase == "Failed":
-                worse("Fail", f"{run.spec.name} = {m.value:.4g} fails {run.spec.success_condition}")
-            elif m.phase == "Inconclusive":
-                worse("Inconclusive", f"{run.spec.name}: no data")
-            elif m.phase == "Error":
-                # metrics that could not be read are no evidence either way: never a Pass
-                worse("Inconclusive", f"{run.spec.name}: metrics could not be read ({m.message})")
-        cs = self.judge.confidence_sequences()
-        diff = cs.get("error_rate_difference")
-        return J.IntervalVerdict(
-            index=len(self.intervals),
-            step=self.step_name,
-            start=start,
-            end=end,
-            weight=self.weight,
-            verdict=verdict,
-            reasons=reasons,
-            canary_version=self.canary,
-            stable_version=self.stable,
-            canary_n=len(canary_recs),
-            stable_n=len(stable_recs),
-            canary_errors=c_err,
-            stable_errors=s_err,
-            unattributed_failures=len(unattributed),
-            error_e_value=self.judge.e_value,
-            error_p_value=self.judge.p_value,
-            error_diff=diff["estimate"] if diff else None,
-            error_diff_lo=diff["lo"] if diff else None,
-            error_diff_hi=diff["hi"] if diff else None,
-            canary_p50_s=percentile(c_lat, 0.5),
-            canary_p95_s=percentile(c_lat, 0.95),
-            stable_p50_s=percentile(s_lat, 0.5),
-            stable_p95_s=percentile(s_lat, 0.95),
-            anytime=cs,
-            prometheus=prom,
+        """Ask :func:`judge.judge_interval` about the requests sent in ``[start, end)``."""
+        return J.judge_interval(
+            self.all_records(), canary=self.canary, stable=self.stable, thresholds=self.th,
+            drill_judge=self.judge, metric_runs=self.metric_runs,
+            query=self.target.prometheus_query if query_metrics else None,
+            index=len(self.intervals), step=self.step_name, start=start, end=end, weight=self.weight,
         )
 
     def decide(self, iv: J.IntervalVerdict) -> None:
-        for run in self.metric_runs:
-            if run.phase == "Error":
-                raise _Aborted("ABORTED", f"metrics unavailable: {run.measurements[-1].message}")
-        if iv.verdict == "Fail":
-            self.failed_intervals += 1
-        elif iv.verdict == "Inconclusive":
-            self.inconclusive_intervals += 1
-        if self.failed_intervals > self.th.failure_limit:
-            raise _Aborted(
-                "ABORTED",
-                f"{self.failed_intervals} failed intervals > failureLimit "
-                f"{self.th.failure_limit}; last: {'; '.join(iv.reasons)}",
-            )
-        if self.inconclusive_intervals > self.th.inconclusive_limit:
-            outcome: Outcome = "PAUSED" if self.on_inconclusive == "pause" else "ABORTED"
-            raise _Aborted(
-                outcome,
-                f"{self.inconclusive_intervals} inconclusive intervals > inconclusiveLimit "
-                f"{self.th.inconclusive_limit}; last: {'; '.join(iv.reasons)}",
-            )
+        """Apply the limits across intervals (:class:`judge.IntervalLimits`); stop when they say so."""
+        if decision := self.limits.add(iv, self.metric_runs):
+            raise _Aborted(decision.outcome, decision.reason)
 
     def until_pass(self, max_intervals: int) -> None:
         """Judge intervals until one passes (never promote on data not yet judged a Pass)."""
         for _ in range(max_intervals):
             if self.one_interval(self.plan.interval).verdict == "Pass":
                 return
-        raise _Aborted(
-            "PAUSED" if self.on_inconclusive == "pause" else "ABORTED",
-            f"no passing interval in {max_intervals} at the final weight: not promoting without data",
-        )
+        raise _Aborted(self.limits.no_data_outcome, f"no passing interval in {max_intervals} at the final "
+                       "weight: not promoting without data")
 
     def error_test_summary(self) -> dict[str, Any]:
         """The anytime-valid judge at the moment of decision, with its confidence sequences."""
@@ -488,6 +413,22 @@ def _finish_abort(s: _Session, abort_delay_s: float) -> str | None:
     return "; ".join(failures) or None
 
 
+def _record_splits(s: _Session) -> None:
+    """Each interval's realized canary share, from the complete records (the load has stopped); an
+    interval far off its weight is an event: the judge's null assumes requests reach the canary at
+    the configured weight, so a verdict drawn while the split was off is to be read with care."""
+    records = s.all_records()
+    for iv in s.intervals:
+        split = J.routing_split([r for r in records if iv.start <= r.sent < iv.end], s.canary, s.stable,
+                                iv.weight)
+        if split is None:
+            continue
+        iv.canary_share = split.canary / split.n
+        if split.p_value < J.SPLIT_P_MIN:
+            s.event("split", f"interval {iv.index}: {split.canary} of {split.n} user requests reached "
+                    f"the canary at weight {iv.weight}% (a server out of rotation?); the judge assumes it")
+
+
 def _decide(s: _Session, steps: Callable[[], None], outcome: Outcome, reason: str) -> tuple[Outcome, str]:
     """Run a drill's steps; a decision to stop (:class:`_Aborted`) becomes the outcome, and any
     other exception (a bug, Ctrl-C) first puts all traffic back on stable and stops the load."""
@@ -513,6 +454,7 @@ def _conclude(s: _Session, kind: Literal["canary", "blue-green"], cfg: CanaryCon
     time.sleep(cfg.tail_s)
     load = s.stop_load()
     _clear_stable_fault(s, outcome)
+    _record_splits(s)
     return DrillResult(
         kind=kind, service=cfg.service, stable_version=plan.stable_version, canary_version=s.canary,
         outcome=outcome, reason=reason, started_at=s.started_at, decided_at=decided, ended_at=time.time(),

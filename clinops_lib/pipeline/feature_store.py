@@ -9,6 +9,9 @@ supervised component) and every job read that same directory and registry.
 ``python -m clinops_lib.pipeline.feature_store apply|materialize`` (in ``.venv-pipeline``):
 
 * ``apply`` registers the entity, the S3 Parquet source and the feature view;
+* ``serve --host H --port P`` applies, then runs the feature server (``feast serve``'s server)
+  in the same process: Feast is imported once, not once for ``apply`` and again for the
+  ``feast`` CLI (each import is ~5 CPU-seconds, the larger part of the server's start);
 * ``materialize`` (the job the DAG runs) applies, then loads the latest value of every
   feature per subject from the offline source into Redis. It prints the number of subjects
   now served online, read back from the online store, not assumed.
@@ -27,7 +30,16 @@ from typing import Any
 from .config import PipelineConfig
 from .features import ENTITY, FEATURE_VIEW, OBJECT_KEY, SUBJECT_FEATURES, TIMESTAMP
 
-__all__ = ["PROJECT", "definitions", "feature_store", "main", "materialize", "repo_yaml", "write_repo"]
+__all__ = [
+    "PROJECT",
+    "definitions",
+    "feature_store",
+    "main",
+    "materialize",
+    "repo_yaml",
+    "serve",
+    "write_repo",
+]
 
 PROJECT = "clinops"
 #: How far back a subject's features stay valid for point-in-time joins and materialisation.
@@ -103,6 +115,23 @@ def apply(cfg: PipelineConfig) -> Any:
     return store
 
 
+def serve(cfg: PipelineConfig, host: str, port: int, registry_ttl_sec: int = 5) -> None:
+    """Apply the definitions, then serve online features over HTTP until stopped (blocks).
+
+    The same server ``feast serve --workers 1 --no-access-log`` runs (gunicorn, one uvicorn
+    worker forked from this process, so the worker shares the imports already done here).
+    """
+    store = apply(cfg)
+    store.serve(
+        host=host,
+        port=port,
+        type_="http",
+        no_access_log=True,
+        workers=1,
+        registry_ttl_sec=registry_ttl_sec,
+    )
+
+
 def materialize(cfg: PipelineConfig, now: datetime | None = None) -> dict[str, Any]:
     """Apply, load the offline table's latest values into Redis, count what is online."""
     t0 = time.monotonic()
@@ -147,9 +176,16 @@ def _offline_subjects(cfg: PipelineConfig) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clinops_lib.pipeline.feature_store", description=__doc__)
-    parser.add_argument("command", choices=("apply", "materialize", "write-repo"))
+    parser.add_argument("command", choices=("apply", "materialize", "write-repo", "serve"))
+    parser.add_argument("--host", default="127.0.0.1", help="serve: the address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="serve: the port to listen on")
     args = parser.parse_args(argv)
+    if args.command == "serve" and not 0 < args.port < 65536:
+        parser.error(f"serve needs --port between 1 and 65535, not {args.port}")
     cfg = PipelineConfig.from_env()
+    if args.command == "serve":
+        serve(cfg, args.host, args.port)  # errors end the process with their traceback in the log
+        return 0
     try:
         if args.command == "write-repo":
             write_repo(cfg)

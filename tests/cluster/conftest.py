@@ -11,6 +11,7 @@ missing: `bash scripts/setup-cluster.sh` installs them); a failing build or comp
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -18,12 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import enterable_tmpdir
+from ports import PortAllocator
 
-from clinops_lib.clusters.debian import ClusterConfig, DebianCluster
+from clinops_lib.clusters.debian import BuildCache, ClusterConfig, DebianCluster
 from clinops_lib.clusters.debian.build import missing_build_prerequisites
 from clinops_lib.clusters.debian.images import ImageBuilder, chart_references
+from clinops_lib.config import Settings
+from clinops_lib.targets.local import supervisor
+from clinops_lib.targets.local.components import Prometheus
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+#: the services/ folders whose images the tier's pods run (each image costs minutes cold)
+TIER_IMAGES = ("clinical-gateway",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,7 +48,8 @@ def _progress(message: str) -> None:
 def debian_cluster() -> Iterator[DebianCluster]:
     if os.environ.get("CLINOPS_CLUSTER_TESTS") != "1":
         pytest.skip("the cluster tier is opt-in: CLINOPS_CLUSTER_TESTS=1 (one cluster per machine)")
-    cluster = DebianCluster(ClusterConfig(), progress=_progress)
+    cache = BuildCache(Settings.from_env().cache_dir)
+    cluster = DebianCluster(ClusterConfig(cache=cache), progress=_progress)
     missing = cluster.missing_runtime()
     if not cluster.config.cache.kubernetes_ready() or not cluster.config.cache.rollouts_ready():
         missing += missing_build_prerequisites()
@@ -74,11 +83,32 @@ def kube(debian_cluster: DebianCluster) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def local_images(debian_cluster: DebianCluster) -> dict[str, str]:
-    """The project's images built with buildah (cached by input hash), imported into containerd."""
-    references = chart_references(ROOT)
-    built = ImageBuilder(ROOT, progress=_progress).build(references)
+    """The images the tier's pods run, built with buildah (cached by input hash; setup-cluster.sh
+    builds them first with progress), imported into containerd."""
+    references = {k: v for k, v in chart_references(ROOT).items() if k in TIER_IMAGES}
+    built = ImageBuilder(ROOT, debian_cluster.config.cache.root, progress=_progress).build(references)
     for image in built:
         debian_cluster.import_image(Path(image.archive))
     present = set(debian_cluster.images())
     assert set(references.values()) <= present, f"not imported: {set(references.values()) - present}"
     return references
+
+
+@pytest.fixture(scope="session")
+def host_prometheus(debian_cluster: DebianCluster, port_allocator: PortAllocator) -> Iterator[Prometheus]:
+    """The local target's Prometheus (its generated config) on a port block of the harness: the
+    Prometheus the kubeconfig target queries on this cluster (``CLINOPS_PROMETHEUS_URL``). It does
+    not scrape the pods: Debian's prometheus is built without ``kubernetes_sd_configs``."""
+    root = enterable_tmpdir("clinops-cluster-prom-")
+    block = port_allocator.block()
+    settings = Settings(state_dir=root / "state", ports=block.portmap())
+    prom = Prometheus(settings)
+    prom.prepare()
+    proc = supervisor.start(prom.spec())
+    try:
+        supervisor.wait_healthy(proc, prom.healthy, prom.timeout, "prometheus /-/ready")
+        yield prom
+    finally:
+        supervisor.stop(proc, timeout=15.0)
+        shutil.rmtree(root, ignore_errors=True)
+        port_allocator.release(block)

@@ -8,8 +8,9 @@ interrupted run resumes at the step that was cut off):
   upstream tree with ``vendor/``), built with Debian's Go 1.19 first on ``PATH``,
   ``GOPROXY=off`` and Kubernetes' own ``make`` (plain ``go build`` fails: ``make`` generates
   the openapi code). The vendored ``modern-go/reflect2`` 1.0.1 predates the Go 1.18 runtime and
-  is replaced by Debian's copy (1.0.2), and one line of the vendored go-openapi/validate is fixed
-  (``SOURCE_FIXES``: under Go >= 1.19 it took "" in custom resources for null). The pause binary is
+  is replaced by Debian's copy (1.0.2), and one line of the two vendored openapi validators
+  (kube-openapi's fork, which custom resources go through, and go-openapi's) is fixed
+  (``SOURCE_FIXES``: under Go >= 1.19 they took "" in custom resources for null). The pause binary is
   compiled from the same tree (``build/pause/linux/pause.c``, ``gcc -static``).
 * **The Argo Rollouts controller v1.8.3** from its Go module source (``go mod download`` through
   the Go module proxy, then ``go build ./cmd/rollouts-controller`` inside a *copy* of the module
@@ -57,6 +58,7 @@ __all__ = [
     "build_kubernetes",
     "build_rollouts_controller",
     "missing_build_prerequisites",
+    "prepare_tree",
 ]
 
 KUBERNETES_VERSION = "v1.20.2"
@@ -80,15 +82,19 @@ VENDOR_REPLACEMENTS = {
 #: for "" decoded from JSON, so the API server rejected every custom resource holding an empty
 #: string (an AnalysisRun's status.phase "", an AppProject's group ""). Only nil is null again,
 #: as in the binaries Kubernetes released (built with Go 1.15).
+#: The custom-resource validation of 1.20's apiextensions-apiserver uses kube-openapi's fork of
+#: the package (``k8s.io/kube-openapi/pkg/validation/validate``), which has the same line: recipe 3
+#: fixed only the go-openapi copy and the API server still rejected "" (recipe 4 fixes both).
+_ZERO_IS_NULL = (
+    "if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {"
+)
+_ONLY_NIL_IS_NULL = 'if data == nil { // clinops: Go >= 1.19 made the zero-value check match decoded ""'
 SOURCE_FIXES = (
-    (
-        "vendor/github.com/go-openapi/validate/type.go",
-        "if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {",
-        'if data == nil { // clinops: Go >= 1.19 made the zero-value check match decoded ""',
-    ),
+    ("vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go", _ZERO_IS_NULL, _ONLY_NIL_IS_NULL),
+    ("vendor/github.com/go-openapi/validate/type.go", _ZERO_IS_NULL, _ONLY_NIL_IS_NULL),
 )
 #: Bumped when the way the binaries are made changes: a cache built another way is rebuilt.
-KUBERNETES_RECIPE = 3
+KUBERNETES_RECIPE = 4
 ARGO_ROLLOUTS_MODULE = "github.com/argoproj/argo-rollouts"
 ARGO_ROLLOUTS_VERSION = "v1.8.3"
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v2"
@@ -372,6 +378,31 @@ def _vendor_replaced(tree: Path) -> bool:
     return True
 
 
+def prepare_tree(
+    tree: Path,
+    log: Path,
+    *,
+    replacements: Mapping[str, tuple[Path, str, str]] = VENDOR_REPLACEMENTS,
+    fixes: Sequence[tuple[str, str, str]] = SOURCE_FIXES,
+) -> None:
+    """Vendor replacements and source fixes, in place and each checked on its own: a tree kept
+    from an interrupted build (with make's ``_output/`` and its Go cache) only recompiles what a
+    new fix touches. A fix whose line is not found exactly once fails, naming the file."""
+    for module, (source, _, marker) in replacements.items():
+        vendored = tree / "vendor" / module
+        if not (vendored / marker).is_file() or (vendored / "go.mod").exists():
+            shutil.rmtree(vendored, ignore_errors=True)
+            shutil.copytree(source, vendored, ignore=shutil.ignore_patterns("*_test.go", "go.mod", "go.sum"))
+    for rel, before, after in fixes:
+        path = tree / rel
+        text = path.read_text()
+        if after in text:
+            continue
+        if text.count(before) != 1:
+            raise BuildError("patch source", f"{rel}: expected line not found once: {before!r}", str(log))
+        path.write_text(text.replace(before, after))
+
+
 def _kubernetes_env(cache: BuildCache) -> dict[str, str]:
     home = cache.kubernetes_src / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -425,10 +456,8 @@ def build_kubernetes(
             raise BuildError(
                 e.step, f"{e.detail} (is a deb-src line for bookworm configured? {SETUP_HINT})", str(log)
             ) from e
-    if not (tree / "Makefile").is_file() or not _vendor_replaced(tree):
-        progress(
-            "kubernetes: unpacking the source tree, replacing vendored reflect2, fixing go-openapi/validate"
-        )
+    if not (tree / "Makefile").is_file():
+        progress("kubernetes: unpacking the source tree")
         if tree.exists():
             shutil.rmtree(tree)
         _run_step(
@@ -439,16 +468,11 @@ def build_kubernetes(
             timeout=900,
             progress=progress,
         )
-        for module, (source, _, _) in VENDOR_REPLACEMENTS.items():
-            vendored = tree / "vendor" / module
-            shutil.rmtree(vendored)
-            shutil.copytree(source, vendored, ignore=shutil.ignore_patterns("*_test.go", "go.mod", "go.sum"))
-        for rel, before, after in SOURCE_FIXES:
-            path = tree / rel
-            text = path.read_text()
-            if text.count(before) != 1:
-                raise BuildError("patch source", f"{rel}: expected line not found once: {before!r}", str(log))
-            path.write_text(text.replace(before, after))
+    if not _vendor_replaced(tree):
+        # in place, each step checked on its own: a tree kept from an interrupted build (with
+        # make's _output/ and its Go cache) only recompiles what a new fix touches
+        progress("kubernetes: replacing vendored reflect2, fixing the openapi validators' zero-value check")
+        prepare_tree(tree, log)
     progress("kubernetes: make (about 10 min on 2 free cores; log: " + str(log) + ")")
     targets = " ".join(f"cmd/{b}" for b in KUBERNETES_BINARIES)
     _run_step(

@@ -46,7 +46,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,6 +95,11 @@ RUNTIME_PACKAGES = {  # what must be on the machine -> Debian package
 }
 
 Progress = Callable[[str], None]
+#: see ClusterConfig.go_memory_limits. Empty by default: with kube-apiserver at GOMEMLIMIT=256MiB
+#: (and the others at 32-64MiB) the Rollouts CRDs' install timed out at load ~30 (the garbage
+#: collector near the limit while the API server builds the CRDs' OpenAPI models), so a limit
+#: needs measuring per component before it becomes a default.
+GO_MEMORY_LIMITS: dict[str, str] = {}
 
 
 def _quiet(_: str) -> None:
@@ -193,6 +198,11 @@ class ClusterConfig:
     rollouts: bool = True  # also run the Argo Rollouts controller
     build: bool = True  # build missing binaries (else: fail naming `clinops cluster build`)
     ready_timeout: float = 180.0
+    #: Go's soft memory limit per component (GOMEMLIMIT, Go >= 1.19: every binary here): the
+    #: garbage collector works harder near it instead of letting the heap double (GOGC=100).
+    #: It must sit above the component's live heap at its busiest (a soft limit, but the collector
+    #: spends CPU near it), so it trims idle memory without slowing the component.
+    go_memory_limits: Mapping[str, str] = field(default_factory=lambda: dict(GO_MEMORY_LIMITS))
 
 
 @dataclass(frozen=True)
@@ -471,12 +481,14 @@ state = "{self.containerd_dir}/state"
         ports = c.ports
 
         def spec(name: str, argv: Sequence[str], tcp: Sequence[int] = ()) -> supervisor.ProcessSpec:
+            limit = c.go_memory_limits.get(name)
             return supervisor.ProcessSpec(
                 name=name,
                 argv=list(argv),
                 log_file=self.log_file(name),
                 pid_file=self._pid_file(name),
                 ports=list(tcp),
+                env={"GOMEMLIMIT": limit} if limit else {},
                 cwd=r,
             )
 
@@ -506,6 +518,9 @@ state = "{self.containerd_dir}/state"
                     f"clinops=http://127.0.0.1:{ports.etcd_peer}",
                     "--logger=zap",
                     "--unsafe-no-fsync",  # a throw-away cluster: speed over durability
+                    # raft entries kept in memory between snapshots (3.4's default 100000 grows
+                    # the heap of a cluster that only lives for a test run)
+                    "--snapshot-count=5000",
                 ],
                 [ports.etcd_client, ports.etcd_peer],
             ),
@@ -756,7 +771,7 @@ state = "{self.containerd_dir}/state"
         if c.rollouts:
             from .argo import install_rollouts
 
-            with self.api() as api:
+            with self.api(timeout=60.0) as api:  # the CRDs are large: slow to admit on a busy machine
                 install_rollouts(api, c.cache.rollouts_source, namespace=ROLLOUTS_NAMESPACE)
             self._start("rollouts-controller", specs, 90)
             self._phase(phases, "Argo Rollouts CRDs + RBAC installed, controller healthy", t0)

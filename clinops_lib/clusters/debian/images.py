@@ -324,6 +324,9 @@ class ImageBuilder:
                     timeout=1800,
                 )
                 tmp.replace(archive)
+                for stale in self.archives.glob(f"{service}-*.tar"):  # 0.5 GB each: older inputs
+                    if stale != archive and stale.stem.removeprefix(f"{service}-").isalnum():
+                        stale.unlink(missing_ok=True)
             out.append(BuiltImage(service, reference, str(archive), key, time.monotonic() - t0, cached))
         return out
 

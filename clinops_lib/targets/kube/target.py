@@ -534,6 +534,8 @@ class KubeTarget(Target):
 
     # -- metrics -------------------------------------------------------------------------------
     def _prometheus_query(self, promql: str) -> Mapping[str, Any]:
+        if self.settings.prometheus_endpoint:
+            return self._prometheus_direct(self.settings.prometheus_endpoint, promql)
         address = str(((self._values().get("global") or {}).get("prometheus") or {}).get("address") or "")
         u = urlparse(address)
         host_parts = (u.hostname or "").split(".")
@@ -553,6 +555,20 @@ class KubeTarget(Target):
             raise MetricsError(f"Prometheus {ns}/{svc} answered non-JSON: {body[:200]!r}") from e
         if doc.get("status") != "success":
             raise MetricsError(f"query {promql!r} failed: {doc.get('errorType')}: {doc.get('error')}")
+        return cast(Mapping[str, Any], doc.get("data") or {})
+
+    def _prometheus_direct(self, endpoint: str, promql: str) -> Mapping[str, Any]:
+        """``CLINOPS_PROMETHEUS_URL``: a Prometheus outside the cluster that scrapes its pods
+        (kubernetes_sd_configs; the Debian cluster has no in-cluster Prometheus)."""
+        import httpx
+
+        try:
+            r = httpx.get(f"{endpoint}/api/v1/query", params={"query": promql}, timeout=10.0)
+            doc = r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise MetricsError(f"Prometheus at {endpoint} unreachable for {promql!r}: {e}") from e
+        if r.status_code != 200 or doc.get("status") != "success":
+            raise MetricsError(f"query {promql!r} failed (HTTP {r.status_code}): {doc.get('error', doc)}")
         return cast(Mapping[str, Any], doc.get("data") or {})
 
     def close(self) -> None:

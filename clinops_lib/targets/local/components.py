@@ -18,6 +18,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,8 +41,10 @@ __all__ = [
     "DAG_ID",
     "PIPELINE_COMPONENTS",
     "Airflow",
+    "AlertWatch",
     "Alertmanager",
     "FeastServer",
+    "VenvProcess",
     "Kafka",
     "KafkaConsumer",
     "MLflow",
@@ -83,6 +87,7 @@ def run_coroutine(make: Callable[[], Awaitable[_T]], timeout_s: float) -> _T:
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clinops-async") as pool:
         return pool.submit(asyncio.run, bounded()).result()
+
 
 PG_USER = "postgres"  # the unprivileged system user postgres runs as when we are root
 DB_USER = "clinops"
@@ -865,6 +870,47 @@ def _create_database(settings: Settings, name: str, component: str, log_file: Pa
         raise ComponentError(component, f"could not create database {name}: {e}", str(log_file)) from e
 
 
+class VenvProcess(Component):
+    """A process run from one of the project's own virtual environments (``.venv-<venv>``).
+
+    The shared part of MLflow, Feast and Airflow: the venvs must exist before anything starts
+    (named in the error, with the command that installs them), an optional database of the local
+    PostgreSQL is created on ``prepare``, and the version is the installed distribution's, read
+    by that venv's own Python (the project's ``.venv`` does not hold these packages).
+    """
+
+    venv = "pipeline"
+    #: further venvs the process needs (Airflow's tasks run in the pipeline venv)
+    also_needs_venvs: tuple[str, ...] = ()
+    #: the distribution whose version :meth:`version` reports
+    distribution = ""
+    #: a database of the local PostgreSQL this process owns ("" for none)
+    database = ""
+
+    def python(self, venv: str | None = None) -> Path:
+        return _venv(self.settings, venv or self.venv) / "bin" / "python"
+
+    def venv_bin(self, program: str) -> Path:
+        return _venv(self.settings, self.venv) / "bin" / program
+
+    def prepare(self) -> None:
+        super().prepare()
+        for venv in (self.venv, *self.also_needs_venvs):
+            _need_venv(self.settings, venv, self.name)
+        if self.database:
+            _create_database(self.settings, self.database, self.name, self.log_file)
+
+    def version(self) -> str:
+        return _run_version(
+            (
+                str(self.python()),
+                "-c",
+                f"import importlib.metadata as m; print(m.version({self.distribution!r}))",
+            ),
+            r"(\S+)",
+        )
+
+
 # -- Kafka (Level 1) ---------------------------------------------------------------------------------
 class Kafka(Component):
     """One broker in KRaft mode (broker + controller in one JVM), jars from the Maven cache."""
@@ -1094,30 +1140,26 @@ class KafkaConsumer(Component):
 
 
 # -- MLflow (Level 4) ------------------------------------------------------------------------------
-class MLflow(Component):
+class MLflow(VenvProcess):
     """Tracking server + model registry: PostgreSQL backend store, artifacts proxied to S3."""
 
     name = "mlflow"
     timeout = 120.0
     needs = ("postgresql",)  # the artifact bucket is used per request, not at start
+    venv = "pipeline"
+    distribution = "mlflow"
     database = "mlflow"
 
     @property
     def port(self) -> int:
         return self.settings.ports.mlflow
 
-    def prepare(self) -> None:
-        super().prepare()
-        _need_venv(self.settings, "pipeline", self.name)
-        _create_database(self.settings, self.database, self.name, self.log_file)
-
     def spec(self) -> ProcessSpec:
         from ...inventory import service_resources
 
         bucket = service_resources(self.settings.environment)["CLINOPS_BUCKET_MLFLOW_ARTIFACTS"]
-        python = _venv(self.settings, "pipeline") / "bin" / "python"
         argv = [
-            str(python),
+            str(self.python()),
             "-m",
             "mlflow",
             "server",
@@ -1145,24 +1187,16 @@ class MLflow(Component):
     def healthy(self) -> bool:
         return http_ok(f"{self.endpoint()}/health")
 
-    def version(self) -> str:
-        return _run_version(
-            (
-                str(_venv(self.settings, "pipeline") / "bin" / "python"),
-                "-c",
-                "import importlib.metadata as m; print(m.version('mlflow'))",
-            ),
-            r"(\S+)",
-        )
-
 
 # -- Feast feature server (Level 3) ----------------------------------------------------------------
-class FeastServer(Component):
+class FeastServer(VenvProcess):
     """``feast serve``: online features from the Redis online store over HTTP (model-serving's source)."""
 
     name = "feast"
     timeout = 180.0  # apply + serve import all of Feast: ~40 s on 2 cores with a load of 25
     needs = ("redis",)
+    venv = "pipeline"
+    distribution = "feast"
 
     @property
     def port(self) -> int:
@@ -1172,36 +1206,20 @@ class FeastServer(Component):
     def repo(self) -> Path:
         return self.settings.state_dir / "pipeline" / "feast"
 
-    def _python(self) -> Path:
-        return _venv(self.settings, "pipeline") / "bin" / "python"
-
-    def prepare(self) -> None:
-        super().prepare()
-        _need_venv(self.settings, "pipeline", self.name)
-
     def spec(self) -> ProcessSpec:
-        """Apply the definitions (no data is read), then serve: the server starts on a complete
-        registry, and the slow Feast imports of ``apply`` run in the child, not in ``up``."""
-        import shlex
-
-        feast = _venv(self.settings, "pipeline") / "bin" / "feast"
-        apply = [str(self._python()), "-m", "clinops_lib.pipeline.feature_store", "apply"]
-        serve = [
-            str(feast),
-            "--chdir",
-            str(self.repo),
+        """Apply the definitions (no data is read), then serve, in one child process
+        (:func:`clinops_lib.pipeline.feature_store.serve`): the server starts on a complete
+        registry, and Feast is imported once, in the child, not in ``up``."""
+        argv = [
+            str(self.python()),
+            "-m",
+            "clinops_lib.pipeline.feature_store",
             "serve",
             "--host",
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--workers",
-            "1",
-            "--registry_ttl_sec",
-            "5",
-            "--no-access-log",
         ]
-        script = f"{shlex.join(apply)} && exec {shlex.join(serve)}"
         self.repo.mkdir(parents=True, exist_ok=True)
         # gunicorn (under `feast serve`) binds a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl, else
         # at one machine-wide $HOME/.gunicorn/gunicorn.ctl: two platforms' Feast servers (or a stale
@@ -1209,7 +1227,7 @@ class FeastServer(Component):
         runtime = self.dir / "run"
         runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self._proc(
-            ["/bin/sh", "-c", script],
+            argv,
             cwd=self.settings.project_root,
             env={**pipeline_env(self.settings), "XDG_RUNTIME_DIR": str(runtime)},
         )
@@ -1217,14 +1235,9 @@ class FeastServer(Component):
     def healthy(self) -> bool:
         return http_ok(f"{self.endpoint()}/health")
 
-    def version(self) -> str:
-        return _run_version(
-            (str(self._python()), "-c", "import importlib.metadata as m; print(m.version('feast'))"), r"(\S+)"
-        )
-
 
 # -- Airflow (Level 5) -----------------------------------------------------------------------------
-class Airflow(Component):
+class Airflow(VenvProcess):
     """Airflow's API server, scheduler and DAG processor on the local PostgreSQL (LocalExecutor).
 
     One supervised process tree: :mod:`clinops_lib.pipeline.airflow_launcher` migrates the
@@ -1235,14 +1248,14 @@ class Airflow(Component):
     name = "airflow"
     timeout = 300.0  # a cold start migrates the metadata database (~100 s on 2 cores with a load of 25)
     needs = ("postgresql",)
+    venv = "airflow"
+    also_needs_venvs = ("pipeline",)  # the DAG's tasks run the pipeline jobs there
+    distribution = "apache-airflow"
     database = "airflow"
 
     @property
     def port(self) -> int:
         return self.settings.ports.airflow
-
-    def _bin(self) -> Path:
-        return _venv(self.settings, "airflow") / "bin" / "airflow"
 
     def env(self) -> dict[str, str]:
         pg = self.settings.ports.postgres
@@ -1250,7 +1263,7 @@ class Airflow(Component):
             **pipeline_env(self.settings),
             "AIRFLOW_HOME": str(self.dir),
             # the launcher starts its processes as `airflow ...` found on PATH
-            "PATH": f"{self._bin().parent}{os.pathsep}{child_environment().get('PATH', '')}",
+            "PATH": f"{self.venv_bin('airflow').parent}{os.pathsep}{child_environment().get('PATH', '')}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(
                 self.settings.project_root / "clinops_lib" / "pipeline" / "dags"
             ),
@@ -1270,20 +1283,13 @@ class Airflow(Component):
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.dir / "task-logs"),
-            "CLINOPS_PIPELINE_PYTHON": str(_venv(self.settings, "pipeline") / "bin" / "python"),
+            "CLINOPS_PIPELINE_PYTHON": str(self.python("pipeline")),
             "CLINOPS_PROJECT_ROOT": str(self.settings.project_root),
         }
 
-    def prepare(self) -> None:
-        super().prepare()
-        _need_venv(self.settings, "airflow", self.name)
-        _need_venv(self.settings, "pipeline", self.name)
-        _create_database(self.settings, self.database, self.name, self.log_file)
-
     def spec(self) -> ProcessSpec:
-        python = _venv(self.settings, "airflow") / "bin" / "python"
         return self._proc(
-            [str(python), "-m", "clinops_lib.pipeline.airflow_launcher"], cwd=self.dir, env=self.env()
+            [str(self.python()), "-m", "clinops_lib.pipeline.airflow_launcher"], cwd=self.dir, env=self.env()
         )
 
     def healthy(self) -> bool:
@@ -1296,16 +1302,6 @@ class Airflow(Component):
         return r.status_code == 200 and all(
             (body.get(part) or {}).get("status") == "healthy"
             for part in ("metadatabase", "scheduler", "dag_processor")
-        )
-
-    def version(self) -> str:
-        return _run_version(
-            (
-                str(_venv(self.settings, "airflow") / "bin" / "python"),
-                "-c",
-                "import importlib.metadata as m; print(m.version('apache-airflow'))",
-            ),
-            r"(\S+)",
         )
 
 
@@ -1369,6 +1365,70 @@ class Alertmanager(Component):
 
     def version(self) -> str:
         return _run_version(("prometheus-alertmanager", "--version"), r"version (\S+)")
+
+
+class AlertWatch:
+    """Every alert of one name that Alertmanager held while watched, polled every ``interval``.
+
+    Why a watch and not one read at the end: Alertmanager's API lists *active* alerts only, and
+    a drill's canary alert resolves a few seconds after an abort retires the canary (its series
+    go stale in Prometheus). Polling while the drill runs keeps each alert as Alertmanager
+    showed it (labels, annotations, ``startsAt``, ``status``, ``fingerprint``), plus when this
+    watch first and last saw it (``seen_first``/``seen_last``, Unix seconds). Reads that fail
+    (Alertmanager down or restarting) are counted in :attr:`failed_reads`, never raised: the
+    watch must not break the drill it observes. Re-enterable: ``with watch:`` again resumes it.
+    """
+
+    def __init__(self, alertmanager: Alertmanager, alertname: str, interval: float = 0.25) -> None:
+        self.alertmanager = alertmanager
+        self.alertname = alertname
+        self.interval = interval
+        self.failed_reads = 0
+        self.last_error = ""
+        self._seen: dict[str, dict[str, object]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> None:
+        """One read of Alertmanager's alerts (also called by the thread)."""
+        try:
+            alerts = self.alertmanager.alerts()
+        except ComponentError as e:
+            self.failed_reads += 1
+            self.last_error = str(e)
+            return
+        now = time.time()
+        with self._lock:
+            for alert in alerts:
+                labels = alert.get("labels") or {}
+                if not isinstance(labels, dict) or labels.get("alertname") != self.alertname:
+                    continue
+                key = str(alert.get("fingerprint") or sorted(labels.items()))
+                first = self._seen.get(key, {}).get("seen_first", now)
+                self._seen[key] = {**alert, "seen_first": first, "seen_last": now}
+
+    def seen(self) -> list[dict[str, object]]:
+        """The alerts seen so far, each as last seen, in the order first seen."""
+        with self._lock:
+            return sorted(self._seen.values(), key=lambda a: float(a["seen_first"]))  # type: ignore[arg-type]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> AlertWatch:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"alert-watch-{self.alertname}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.poll()  # a last read: what Alertmanager holds when the watched work ended
 
 
 PIPELINE_COMPONENTS: dict[str, type[Component]] = {

@@ -822,6 +822,13 @@ class LocalTarget(Target):
         return [a for a in found
                 if alertname is None or (a.get("labels") or {}).get("alertname") == alertname]
 
+    def watch_alerts(self, alertname: str, interval: float = 0.25) -> Any:
+        """An :class:`~.components.AlertWatch`: ``with platform.watch_alerts(name) as w:`` polls the
+        local Alertmanager while the block runs (a drill), ``w.seen()`` is every alert it held."""
+        from .components import Alertmanager, AlertWatch
+
+        return AlertWatch(cast(Alertmanager, self._component("alertmanager")), alertname, interval)
+
     def _job_status(self, level: int, name: str, state: LocalState) -> ComponentStatus:
         """A batch job of the pipeline DAG: its last recorded run (``pipeline_runs``), else 'not run'."""
         run = state.pipeline_runs.get(name)
