@@ -1,8 +1,5 @@
 """End-to-end drills on the REAL local target: HAProxy, the services, Prometheus, PostgreSQL,
-<<<<<<< HEAD
-Redis and LocalStack as processes: the session's one local platform (conftest.py)."""
-=======
-Redis and LocalStack as processes, on a port block from the harness (tests/ports.py).
+Redis and LocalStack as processes: the session's one local platform (conftest.py).
 
 The gateway drills send ``RATE`` = 100 req/s (the runbook's default is 200): what a shared 2-core
 machine serves with room to spare. At 200 req/s and a load average of ~40 (other suites running)
@@ -10,7 +7,6 @@ the *stable* gateway itself answered a third of its requests with 503 (PostgreSQ
 after 5 s), and no verdict about a canary means anything on such a baseline. The outcomes asserted
 do not depend on the rate; the statistical power at 100 req/s is enough for each fault (see each
 test)."""
->>>>>>> main
 
 from __future__ import annotations
 

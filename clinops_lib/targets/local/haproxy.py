@@ -7,14 +7,13 @@ on ``/healthz`` take a killed backend out within about a second; ``option redisp
 ``retry-on conn-failure empty-response`` retries a request whose connection failed on the
 other server, so a crashed canary does not turn into user-visible errors.
 
-<<<<<<< HEAD
 Two channels, on purpose of different power: the admin socket (a UNIX socket, mode 600, the only
 way to change weights) and the read-only stats page on the stats frontend (``/stats;csv``). When
 the admin socket is gone (removed by a clumsy ``rm``, a tmp cleaner), the local target can still
 take a canary out of rotation by stopping its process -- HAProxy's own health check then marks it
 DOWN within ``fall x inter`` -- and confirm that through :func:`read_stats_page`. No second admin
 channel is opened: a TCP or abstract-namespace admin socket would let any local user move traffic.
-=======
+
 Which check: HAProxy's periodic check is *liveness* (``/healthz``: the process answers) with
 up to ``timeout check`` (3 s) to answer; readiness (``/readyz``: PostgreSQL, Redis, the model)
 gates a track's *entry* into rotation (the target waits for it before enabling the server).
@@ -28,7 +27,6 @@ looked systematically slower than stable to the drill judge, whose null assumes 
 canary at the configured weight (4 of 50 real gateway A/A drills aborted; benchmarks/false_alarms.py).
 Both tracks share PostgreSQL and Redis, so taking one out for a dependency helps no one. A killed
 server still fails its check at once (connection refused), so crash detection keeps its ~1 s.
->>>>>>> main
 """
 
 from __future__ import annotations
