@@ -24,6 +24,8 @@ from clinops_lib.targets.base import Target
 pytestmark = [pytest.mark.component, pytest.mark.slow]
 
 RATE = 100.0
+#: crash:after=N exits 0.1 s after the N-th answer (services/_common.py); headroom for a loaded machine
+CRASH_EXIT_MARGIN_S = 1.0
 
 @pytest.fixture(scope="module")
 def target(local_platform: Callable[[Iterable[int]], SharedPlatform]) -> Target:
@@ -129,8 +131,15 @@ def test_canary_killed_mid_drill_is_aborted_and_traffic_stays_on_stable(target: 
     assert "not running" in res.reason
     last_canary = max(r.done for r in res.records if r.version == "9.3.0-crash")
     assert sum(1 for r in res.records if r.version == "9.3.0-crash" and r.ok) <= 500
-    # no weight change between the canary's last answer and the decision (ordering, not timing)
-    assert not [e for e in res.events if e.kind == "weight" and last_canary < e.at < res.decided_at]
+    # The canary answers its 500th request and exits 0.1 s later (later on a loaded machine); until
+    # then it is alive, and a weight change issued in that gap is legitimate. What must not happen is
+    # a weight change once the process is gone: set_weight checks the canary just before it moves
+    # traffic and stamps the event then. The margin covers the exit delay, not a drill's poll period.
+    moved_after_death = [
+        e for e in res.events
+        if e.kind == "weight" and last_canary + CRASH_EXIT_MARGIN_S < e.at < res.decided_at
+    ]
+    assert not moved_after_death, (moved_after_death, last_canary)
     _no_canary_after_abort(res)
     assert target.canary_weight("clinical-gateway") == 0
 

@@ -82,8 +82,9 @@ class _Session:
             return []
         return self.th.metric_specs(queries)
 
-    def event(self, kind: str, detail: str, weight: int | None = None) -> None:
-        ev = DrillEvent(time.time(), kind, self.weight if weight is None else weight, detail)
+    def event(self, kind: str, detail: str, weight: int | None = None, at: float | None = None) -> None:
+        ev = DrillEvent(time.time() if at is None else at, kind, self.weight if weight is None else weight,
+                        detail)
         self.events.append(ev)
         self.log(f"[{kind}] {detail}")
 
@@ -201,6 +202,10 @@ class _Session:
             )
 
     def set_weight(self, w: int) -> None:
+        """Move traffic, only to a canary seen running just now: a canary that died at the end of a
+        step must abort the drill, not receive the next step's share. The event is stamped when the
+        change was issued (after that check), so the evidence orders it against the canary's answers."""
+        self.check_platform()
         t0 = time.time()
         try:
             self.target.set_canary_weight(self.service, w)
@@ -209,7 +214,7 @@ class _Session:
         self.judge_feed.set_share(t0, time.time(), w / 100)
         self.weight = w
         self.expect_weight = w
-        self.event("weight", f"canary weight {w}%", w)
+        self.event("weight", f"canary weight {w}%", w, at=t0)
 
     # intervals
     def run_for(self, seconds: float) -> list[J.IntervalVerdict]:
