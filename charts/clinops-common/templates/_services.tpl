@@ -39,6 +39,12 @@ metadata:
     {{- include "clinops.selectorLabels" $svc.name | nindent 4 }}
     version: {{ $svc.image.tag | toString | quote }}
     clinops.io/aws-egress: "true"
+  annotations:
+    {{- /* a Prometheus without the operator (the host's, on the Debian cluster) discovers the pods
+    by these (kubernetes_sd_configs, role pod: clinops_lib/clusters/debian/metrics.py) */}}
+    prometheus.io/scrape: "true"
+    prometheus.io/port: {{ $svc.port | toString | quote }}
+    prometheus.io/path: /metrics
 spec:
   serviceAccountName: {{ include "clinops.serviceAccountName" $svc }}
   automountServiceAccountToken: false

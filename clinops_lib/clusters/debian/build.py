@@ -780,12 +780,22 @@ def build_prometheus(
 
 
 def build_all(
-    cache: BuildCache | None = None, *, progress: Progress = _quiet, rollouts: bool = True
+    cache: BuildCache | None = None,
+    *,
+    progress: Progress = _quiet,
+    rollouts: bool = True,
+    prometheus: bool = False,
 ) -> list[BuildResult]:
-    """Everything the cluster needs, each from the cache when already built."""
+    """Everything the cluster needs, each from the cache when already built.
+
+    ``prometheus``: also the host's Prometheus with Kubernetes discovery (``clinops cluster
+    build`` builds it; ``create`` does not need it).
+    """
     cache = cache or BuildCache()
     _require(missing_build_prerequisites(rollouts=rollouts))
     results = [build_kubernetes(cache, progress=progress)]
     if rollouts:
         results.append(build_rollouts_controller(cache, progress=progress))
+    if prometheus:
+        results.append(build_prometheus(cache, progress=progress))
     return results

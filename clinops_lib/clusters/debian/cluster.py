@@ -60,6 +60,7 @@ from ...targets.local import supervisor
 from . import host
 from .api import ClusterApi
 from .build import KUBERNETES_VERSION, BuildCache, build_all
+from .metrics import PROMETHEUS_CLIENT_IDENTITY, pod_scrape_rbac
 from .oci import ImageConfig, ImageFile, write_oci_archive
 from .pki import Pki, make_pki
 
@@ -742,9 +743,10 @@ state = "{self.containerd_dir}/state"
             node_name=c.node_name,
             node_ip=self.node_ip,
             service_ip=c.service_ip,
-            extra_clients={"argo-rollouts": ("system:serviceaccounts", ROLLOUTS_IDENTITY)}
-            if c.rollouts
-            else None,
+            extra_clients={
+                **({"argo-rollouts": ("system:serviceaccounts", ROLLOUTS_IDENTITY)} if c.rollouts else {}),
+                **PROMETHEUS_CLIENT_IDENTITY,  # the host's Prometheus discovering pods (metrics.py)
+            },
         )
         self._write_configs()
         pause = self._pause_archive()
@@ -768,6 +770,9 @@ state = "{self.containerd_dir}/state"
         self._phase(phases, "node Ready", t0)
         self._wait_default_service_account(60)
         self._phase(phases, "default ServiceAccount exists", t0)
+        with self.api(timeout=30.0) as api:
+            for obj in pod_scrape_rbac():  # Prometheus' pod discovery: read-only on pods
+                api.apply(obj)
         if c.rollouts:
             from .argo import install_rollouts
 
