@@ -131,8 +131,10 @@ def test_unchanged_inputs_are_never_rebuilt_and_changed_ones_are_built_with_the_
     assert Path(first[0].archive).read_bytes() == b"archive"
 
     ran.clear()
+    monkeypatch.setattr(builder, "build_base", lambda: pytest.fail("a warm cache needs no base"))
     again = builder.build({"svc": "registry.local/svc:1.0"})
     assert ran == [] and again[0].cached and again[0].archive == first[0].archive
+    monkeypatch.setattr(builder, "build_base", lambda: ("base1", True))
 
     (root / "app.py").write_text("print('v2')\n")
     changed = builder.build({"svc": "registry.local/svc:1.0"})

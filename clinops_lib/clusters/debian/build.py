@@ -636,6 +636,9 @@ def _go_env(cache: BuildCache, go: str) -> dict[str, str]:
         "GOPATH": str(cache.root / "go" / "path"),
         "GOCACHE": str(cache.go_build_cache),
         "GOFLAGS": "-mod=mod",
+        # the module's own go.mod and go.sum decide (Prometheus ships a go.work for its
+        # developers' tools, which would forbid -mod=mod)
+        "GOWORK": "off",
         "GOTOOLCHAIN": "local",
         "CGO_ENABLED": "0",
         "GOPROXY": child_environment().get("GOPROXY") or "https://proxy.golang.org",

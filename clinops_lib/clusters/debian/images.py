@@ -398,12 +398,16 @@ class ImageBuilder:
                 raise PrerequisiteError(
                     f"no Dockerfile for {service!r} under {self.project_root / 'services'}"
                 )
-        base_key, _ = self.build_base()
-        b = self._buildah()
+        base_key = self.base_key  # the recipe's hash: known without building the base
+        keys = {service: self.service_key(service, base_key) for service in references}
+        b: list[str] = []
+        if any(not (self.archives / f"{s}-{k}.tar").is_file() for s, k in keys.items()):
+            self.build_base()  # only when an image must be built: a warm cache runs no buildah at all
+            b = self._buildah()
         out = []
         for service, reference in references.items():
             t0 = time.monotonic()
-            key = self.service_key(service, base_key)
+            key = keys[service]
             archive = self.archives / f"{service}-{key}.tar"
             cached = archive.is_file()
             if not cached:
