@@ -249,3 +249,17 @@ def test_prometheus_identity_may_only_read_pods(tmp_path: Path) -> None:
         metrics.PROMETHEUS_USER
     ]
     assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME) == []  # no group: no system:masters
+
+
+def test_the_context_walk_skips_excluded_folders_but_never_a_re_included_file(tmp_path: Path) -> None:
+    for rel in ("keep/inner/a.py", "keep/other/b.py", "junk/deep/c.py", "junk/deep/x.py", "top.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    (tmp_path / ".dockerignore").write_text("*\n!keep/inner/\n")
+    assert images.context_files(tmp_path) == [Path("keep/inner/a.py")]
+    assert images._prunable("junk", ["*", "!keep/inner/"]) and not images._prunable(
+        "keep", ["*", "!keep/inner/"]
+    )
+    # a wildcard re-include can reach any folder: nothing is skipped, the deep file is found
+    (tmp_path / ".dockerignore").write_text("*\n!keep/inner/\n!**/x.py\n")
+    assert images.context_files(tmp_path) == [Path("junk/deep/x.py"), Path("keep/inner/a.py")]

@@ -164,26 +164,56 @@ def _dockerignore_patterns(root: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
 
+def _matches(rel: str, pattern: str) -> bool:
+    p = pattern.rstrip("/")
+    hit = fnmatch.fnmatch(rel, p) or rel.startswith(p + "/") or fnmatch.fnmatch(rel, p + "/*")
+    if "**" in p:
+        hit = hit or fnmatch.fnmatch(rel, p.replace("**/", "*/"))
+    return hit
+
+
+def _included(rel: str, patterns: Sequence[str]) -> bool:
+    included = True
+    for pat in patterns:
+        neg = pat.startswith("!")
+        if _matches(rel, pat[1:] if neg else pat):
+            included = neg
+    return included
+
+
+def _prunable(rel_dir: str, patterns: Sequence[str]) -> bool:
+    """A folder excluded as a whole that no ``!`` pattern can reach into (nothing to walk there).
+
+    Only literal re-include patterns are reasoned about; any wildcard in one keeps every
+    folder walked (correct, only slower).
+    """
+    if _included(rel_dir, patterns):
+        return False
+    for pat in patterns:
+        if pat.startswith("!"):
+            target = pat[1:].rstrip("/")
+            if any(c in target for c in "*?["):
+                return False
+            if target == rel_dir or target.startswith(rel_dir + "/"):
+                return False
+    return True
+
+
 def context_files(root: Path) -> list[Path]:
     """The build context as .dockerignore leaves it (last matching pattern wins, ``!`` re-includes)."""
     patterns = _dockerignore_patterns(root)
     out = []
     for d, dirs, files in os.walk(root):
         rel_dir = os.path.relpath(d, root)
-        dirs[:] = [x for x in dirs if x not in (".git", ".venv", ".venv-localstack", "node_modules")]
+        dirs[:] = [
+            x
+            for x in dirs
+            if x not in (".git", ".venv", ".venv-localstack", "node_modules")
+            and not _prunable(os.path.normpath(os.path.join(rel_dir, x)), patterns)
+        ]
         for name in files:
             rel = os.path.normpath(os.path.join(rel_dir, name))
-            included = True
-            for pat in patterns:
-                neg = pat.startswith("!")
-                p = pat[1:] if neg else pat
-                p = p.rstrip("/")
-                hit = fnmatch.fnmatch(rel, p) or rel.startswith(p + "/") or fnmatch.fnmatch(rel, p + "/*")
-                if "**" in p:
-                    hit = hit or fnmatch.fnmatch(rel, p.replace("**/", "*/"))
-                if hit:
-                    included = neg
-            if included:
+            if _included(rel, patterns):
                 out.append(Path(rel))
     return sorted(out)
 
@@ -383,11 +413,15 @@ class ImageBuilder:
         return key, False
 
     # -- the services ----------------------------------------------------------------------------
-    def service_key(self, service: str, base_key: str) -> str:
+    def service_key(self, service: str, base_key: str, context: Sequence[Path] | None = None) -> str:
+        """Hash of the base key, the Dockerfile and every file of the build context.
+
+        ``context``: the context's files when the caller already listed them (one walk per build).
+        """
         h = hashlib.sha256(base_key.encode())
         dockerfile = self.project_root / "services" / service / "Dockerfile"
         h.update(dockerfile.read_bytes())
-        for rel in context_files(self.project_root):
+        for rel in context if context is not None else context_files(self.project_root):
             h.update(str(rel).encode() + b"\0" + (self.project_root / rel).read_bytes())
         return h.hexdigest()[:16]
 
@@ -399,7 +433,8 @@ class ImageBuilder:
                     f"no Dockerfile for {service!r} under {self.project_root / 'services'}"
                 )
         base_key = self.base_key  # the recipe's hash: known without building the base
-        keys = {service: self.service_key(service, base_key) for service in references}
+        context = context_files(self.project_root)
+        keys = {service: self.service_key(service, base_key, context) for service in references}
         b: list[str] = []
         if any(not (self.archives / f"{s}-{k}.tar").is_file() for s, k in keys.items()):
             self.build_base()  # only when an image must be built: a warm cache runs no buildah at all
