@@ -1,6 +1,6 @@
 """Building the cluster's binaries once, from source, into a cache outside the checkout.
 
-Nothing here is downloaded as a binary. Two builds, each a straight pipeline of named steps
+Nothing here is downloaded as a binary. Three builds, each a straight pipeline of named steps
 (every step idempotent: it checks its own result first, so a second run does nothing and an
 interrupted run resumes at the step that was cut off):
 
@@ -17,6 +17,14 @@ interrupted run resumes at the step that was cut off):
   folder so the module's own ``replace`` directives apply), with the newest Go on the machine.
   Its CRDs and ClusterRole are read from the same source folder at install time, so the
   manifests always match the binary.
+* **Prometheus v3.16.0** (``prometheus`` and ``promtool``) the same way from its Go module
+  (``github.com/prometheus/prometheus@v0.316.0``: upstream tags v3.x as module versions
+  v0.3xx), with upstream's build tags ``remove_all_sd,enable_kubernetes_sd``: the host's
+  Prometheus needs ``kubernetes_sd_configs`` for the cluster's pods, which Debian's 2.42 lacks.
+  The web UI's assets are not embedded (no ``builtinassets``): the HTTP API is complete.
+
+Both module builds are one function, :func:`build_go_module`, given a :class:`GoModuleBuild`
+(module, version, binaries and their packages, ldflags, tags, whether the source is kept).
 
 The cache (``/var/cache/clinops/<thing>/<version>/``) holds the binaries and a ``build.json``
 with their SHA-256; the source trees are removed after a successful build (3.4 GB for

@@ -4,24 +4,36 @@ Route (the local stand-in for the pipeline's Kaniko step):
 
 1. **Base image** made locally: ``debootstrap --variant=minbase`` of Debian bookworm with
    ``python3`` (3.11), ``python3-venv``, ``python-is-python3`` and ``ca-certificates`` into an
-   empty buildah container, committed in a *private* buildah store (``vfs`` driver, under
-   ``/var/cache/clinops/buildah``) under the name the Dockerfiles' ``FROM`` pins
+   empty buildah container, committed in a *private* buildah store (under
+   ``/var/cache/clinops/buildah/<driver>/``) under the name the Dockerfiles' ``FROM`` pins
    (``docker.io/library/python:3.11.10-slim-bookworm``). That name is a stand-in: no registry is
    reachable, so the upstream image cannot be pulled. The stand-in carries labels that say so
    (``org.clinops.base.stands-in-for``, ``org.clinops.base.made-from``), lives only in that
    private store, and builds run with ``--pull=never`` so nothing can mistake it for the
    upstream image. The Python inside is Debian's 3.11.2, not 3.11.10.
 2. **The repository's own Dockerfiles, unchanged** (``services/*/Dockerfile``, context = the
-   repository root filtered by ``.dockerignore``): ``buildah build --isolation chroot``; the
-   build stage's ``pip install --require-hashes`` reaches PyPI as usual (with this machine's CA
-   bundle bind-mounted into the RUN steps only: the egress here may inspect TLS).
+   repository root filtered by ``.dockerignore``): ``buildah build --isolation chroot --layers``;
+   the build stage's ``pip install --require-hashes`` reaches PyPI as usual (with this machine's
+   CA bundle bind-mounted into the RUN steps only: the egress here may inspect TLS). The three
+   Dockerfiles share that stage (same base, same ``services/requirements.txt``), so with
+   ``--layers`` pip runs once and the other two images reuse its layer.
 3. The result is written as a ``docker-archive`` under ``/var/cache/clinops/images/`` and
    imported into containerd's ``k8s.io`` namespace with the reference the charts pin
    (``<global.imageRegistry>/<repository>:<tag>``), so pods run it with no pull.
 
+Storage driver: buildah's **overlay** driver (the kernel's overlayfs: a step's layer is the
+diff of its upper directory) whenever the kernel lets this process mount overlayfs on the
+store's filesystem, which :func:`overlay_mount_problem` checks by doing it once; otherwise
+**vfs**, with the reason in the progress line and the build log (vfs copies the whole root
+filesystem for every step and every container: each service image took 6-12 min at load ~20-30,
+against well under a minute with overlay; ``benchmarks/results/images.json`` has both, measured).
+Each driver has its own store (a store made by one cannot be opened by the other).
+
 Caching: the base is keyed by the hash of its recipe (suite, packages, mirror); each service
 image by the hash of its Dockerfile, every file of its build context and the base key. An
-unchanged input set is never rebuilt; any change to the code copied into the image is.
+unchanged input set is never rebuilt (and then no buildah command runs at all); any change to
+the code copied into the image is. The storage driver is not part of the key: it changes how
+the layers are stored while building, not what the image contains.
 """
 
 from __future__ import annotations
