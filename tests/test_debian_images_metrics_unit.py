@@ -263,3 +263,30 @@ def test_the_context_walk_skips_excluded_folders_but_never_a_re_included_file(tm
     # a wildcard re-include can reach any folder: nothing is skipped, the deep file is found
     (tmp_path / ".dockerignore").write_text("*\n!keep/inner/\n!**/x.py\n")
     assert images.context_files(tmp_path) == [Path("junk/deep/x.py"), Path("keep/inner/a.py")]
+
+
+def test_the_local_prometheus_runs_the_given_binary_with_the_extra_jobs(tmp_path: Path) -> None:
+    from clinops_lib.config import Settings
+    from clinops_lib.targets.local.components import Prometheus
+
+    job = metrics.pod_scrape_job(_access(tmp_path))
+    default = Prometheus(Settings(state_dir=tmp_path / "a"))
+    assert default.spec().argv[0] == "prometheus" and POD_JOB_NAME not in _jobs(default)
+    fake = tmp_path / "bin" / "prometheus"
+    prom = Prometheus(Settings(state_dir=tmp_path / "b"), binary=fake, extra_scrape_configs=[job])
+    assert prom.spec().argv[0] == str(fake)
+    assert _jobs(prom)[-1] == POD_JOB_NAME and {"prometheus", "haproxy"} <= set(_jobs(prom))
+    with pytest.raises(PrerequisiteError, match="not found or not executable"):
+        prom.prepare()  # the binary is not there: refused before anything starts
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    prom.prepare()
+    assert "kubernetes_sd_configs" in (prom.dir / "prometheus.yml").read_text()
+
+
+POD_JOB_NAME = metrics.POD_JOB
+
+
+def _jobs(prom: object) -> list[str]:
+    return [j["job_name"] for j in prom.config()["scrape_configs"]]  # type: ignore[attr-defined]
