@@ -14,8 +14,10 @@ that identity may read pods and nothing else.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,8 +54,6 @@ NS = "clinops-prometheus-sd"
 @pytest.fixture(scope="session")
 def built_prometheus() -> BuildCache:
     """Prometheus and promtool from the module source (built once; seconds when cached)."""
-    import os
-
     if os.environ.get("CLINOPS_CLUSTER_TESTS") != "1":
         pytest.skip("the cluster tier is opt-in: CLINOPS_CLUSTER_TESTS=1 (its setup builds Prometheus)")
     cache = BuildCache(Settings.from_env().cache_dir)
@@ -184,10 +184,12 @@ def test_the_host_prometheus_discovers_and_scrapes_the_annotated_pods(
     ensure_namespace(core, NS)
     image = local_images["clinical-gateway"]
     notes = {"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
-    for name, pod_notes in (("scraped", notes), ("not-scraped", None)):
+    suffix = f"{os.getpid()}-{int(time.time()) % 100000}"  # a pod an interrupted run left cannot clash
+    scraped_pod, unscraped_pod = f"scraped-{suffix}", f"not-scraped-{suffix}"
+    for name, pod_notes in ((scraped_pod, notes), (unscraped_pod, None)):
         core.create_namespaced_pod(NS, _pod(name, image, pod_notes))
     try:
-        for name in ("scraped", "not-scraped"):
+        for name in (scraped_pod, unscraped_pod):
             wait_until(
                 f"pod {name} Ready",
                 lambda n=name: pod_ready(core.read_namespaced_pod(n, NS)),
@@ -221,26 +223,30 @@ def test_the_host_prometheus_discovers_and_scrapes_the_annotated_pods(
                         if t["labels"].get("job") == POD_JOB and t["health"] == "up"
                     ]
 
-                targets = wait_until("the annotated pod scraped through kubernetes_sd", scraped, timeout=120)
-                assert [t["labels"]["pod"] for t in targets] == ["scraped"]
+                targets = wait_until(
+                    "the annotated pod scraped through kubernetes_sd",
+                    lambda: [t for t in scraped() if t["labels"].get("pod") == scraped_pod],
+                    timeout=120,
+                )
                 assert targets[0]["labels"]["namespace"] == NS
                 assert targets[0]["scrapeUrl"].endswith(":8080/metrics")
+                assert unscraped_pod not in {t["labels"].get("pod") for t in scraped()}
                 samples = httpx.get(
                     f"{prom.endpoint()}/api/v1/query",
-                    params={"query": f'scrape_samples_scraped{{job="{POD_JOB}",pod="scraped"}}'},
+                    params={"query": f'scrape_samples_scraped{{job="{POD_JOB}",pod="{scraped_pod}"}}'},
                     timeout=5,
                 ).json()["data"]["result"]
                 assert samples and float(samples[0]["value"][1]) > 0
-                dropped = httpx.get(f"{prom.endpoint()}/api/v1/targets", timeout=5).json()["data"][
-                    "droppedTargets"
-                ]
+                dropped = httpx.get(
+                    f"{prom.endpoint()}/api/v1/targets", params={"state": "dropped"}, timeout=5
+                ).json()["data"]["droppedTargets"]
                 assert any(
-                    t["discoveredLabels"].get("__meta_kubernetes_pod_name") == "not-scraped" for t in dropped
+                    t["discoveredLabels"].get("__meta_kubernetes_pod_name") == unscraped_pod for t in dropped
                 ), "the unannotated pod was not even discovered"
             finally:
                 supervisor.stop(proc, timeout=15.0)
         finally:
             port_allocator.release(block)
     finally:
-        for name in ("scraped", "not-scraped"):
+        for name in (scraped_pod, unscraped_pod):
             core.delete_namespaced_pod(name, NS, grace_period_seconds=0)
