@@ -290,3 +290,13 @@ POD_JOB_NAME = metrics.POD_JOB
 
 def _jobs(prom: object) -> list[str]:
     return [j["job_name"] for j in prom.config()["scrape_configs"]]  # type: ignore[attr-defined]
+
+
+def test_a_module_build_refuses_to_start_without_a_go_as_new_as_its_go_mod(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    future = replace(build.PROMETHEUS, min_go=(9, 99))
+    with pytest.raises(PrerequisiteError, match=r"Go >= 9\.99 for the prometheus module"):
+        build.build_go_module(future, build.BuildCache(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()  # nothing downloaded or created
+    assert build.PROMETHEUS.min_go >= (1, 26)  # Prometheus v3.16's go.mod says go 1.26.7

@@ -148,6 +148,8 @@ class GoModuleBuild:
     tags: tuple[str, ...] = ()
     keep_source: bool = False
     recipe: int = 1
+    #: the Go release the module's go.mod asks for at least (major, minor)
+    min_go: tuple[int, int] = MIN_MODULE_GO
 
 
 #: The Argo Rollouts controller (issue 13, point 4).
@@ -180,6 +182,7 @@ PROMETHEUS = GoModuleBuild(
         f" -X {_PROMETHEUS_VERSION_PKG}.Branch=module"
     ),
     tags=("netgo", "remove_all_sd", "enable_kubernetes_sd"),
+    min_go=(1, 26),  # its go.mod: go 1.26.7
 )
 
 
@@ -425,12 +428,14 @@ def _go_version(go: str) -> tuple[int, int] | None:
         return None
 
 
-def module_go(which: Callable[[str], str | None] = shutil.which) -> str | None:
+def module_go(
+    which: Callable[[str], str | None] = shutil.which, minimum: tuple[int, int] = MIN_MODULE_GO
+) -> str | None:
     """The newest usable Go for module builds: /usr/local/go first, then PATH (never Debian's 1.19)."""
     for candidate in ("/usr/local/go/bin/go", which("go")):
         if candidate and os.access(candidate, os.X_OK):
             version = _go_version(candidate)
-            if version is not None and version >= MIN_MODULE_GO:
+            if version is not None and version >= minimum:
                 return candidate
     return None
 
@@ -716,9 +721,9 @@ def build_go_module(
     if cache.module_ready(build):
         record = json.loads((folder / "build.json").read_text())
         return BuildResult(build.what, build.version, 0.0, True, record["sha256"], str(log))
-    go = module_go()
+    go = module_go(minimum=build.min_go)
     if go is None:
-        wanted = ".".join(map(str, MIN_MODULE_GO))
+        wanted = ".".join(map(str, build.min_go))
         _require([f"a Go >= {wanted} for the {build.what} module (/usr/local/go or on PATH)"])
     assert go is not None
     t0 = time.monotonic()
