@@ -53,6 +53,7 @@ from .features import OBJECT_KEY
 from .spark_job import CLEAN_OBJECT_KEY
 
 __all__ = [
+    "RUN_ID_RULE",
     "SUITES",
     "SUITES_DIR",
     "ValidatedObject",
@@ -70,7 +71,7 @@ SUITES_DIR = Path(__file__).parent / "expectations"
 SUITES: Mapping[str, str] = {"clean_observations": CLEAN_OBJECT_KEY, "subject_features": OBJECT_KEY}
 #: A run id becomes a folder and an S3 key segment: Airflow's own ids (``manual__2026-...+00:00``)
 #: pass, a path (``../x``) or a control character does not.
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,249}$")
+RUN_ID_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.~:+-]{0,249}$")
 
 
 @dataclass(frozen=True)
@@ -253,9 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--suite", required=True)
     c.add_argument("file", type=Path)
     args = parser.parse_args(argv)
-    if args.command == "validate" and not _RUN_ID.match(args.run_id):
+    if args.command == "validate" and not RUN_ID_RULE.match(args.run_id):
         print(json.dumps({"event": "quality.refused", "error": f"run id {args.run_id!r} is not a safe "
-                          "path segment (letters, digits, _ . : + -)"}), flush=True)
+                          "path segment (letters, digits, _ . ~ : + -)"}), flush=True)
         return 2
     if args.command == "check" and (args.suite not in SUITES or not args.file.is_file()):
         what = (f"unknown suite {args.suite!r} (known: {', '.join(SUITES)})" if args.suite not in SUITES
