@@ -142,7 +142,8 @@ def test_the_quality_suites_use_the_gateways_bounds_and_the_jobs_columns() -> No
     between = {e["kwargs"]["column"]: {k: v for k, v in e["kwargs"].items() if k != "column"}
                for e in clean if e["type"] == "expect_column_values_to_be_between"}
     vitals = ("systolic_bp", "diastolic_bp", "heart_rate", "temperature_c", "weight_kg")
-    for model, fields in ((Vitals, vitals), (Labs, ("alt_u_l", "creatinine_mg_dl")), (Observation, ("visit",))):
+    labs = ("alt_u_l", "creatinine_mg_dl")
+    for model, fields in ((Vitals, vitals), (Labs, labs), (Observation, ("visit",))):
         for name in fields:
             got = {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
                    for k, v in between[name].items()}
