@@ -20,8 +20,8 @@ from S3 (the bytes Feast and training will read, with their version ids and sha2
 
 The suites are JSON in great-expectations' own format under ``expectations/`` (kept in the
 repository, reviewed like code; their ranges are the gateway's field bounds, a unit test checks
-that they agree). Each is run with an ephemeral context (nothing written beside the checkout,
-usage statistics off) on a pandas batch: the tables are per-visit rows of one study.
+that they agree). Each is run with an ephemeral context (nothing written beside the checkout, no
+GX Cloud; 1.24 sends no usage statistics) on a pandas batch: the tables are per-visit rows of one study.
 
 Results go where the evidence picks them up: ``<work dir>/validation/<run id>/result.json``
 (the full great-expectations validation results of both suites plus the objects they checked)
@@ -40,7 +40,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -95,17 +94,9 @@ def load_suite(name: str) -> dict[str, Any]:
     return dict(doc)
 
 
-def _gx() -> Any:
-    """great-expectations, imported with its usage statistics off (no call home from a job)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-
-    return gx
-
-
 def validate_frame(frame: Any, suite: Mapping[str, Any]) -> dict[str, Any]:
     """Run ``suite`` (a suite document) on a pandas DataFrame; great-expectations' result as JSON."""
-    gx = _gx()
+    import great_expectations as gx
     from great_expectations.core.expectation_suite import ExpectationSuite
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
