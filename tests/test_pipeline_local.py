@@ -108,6 +108,7 @@ def test_a_subject_is_scored_from_gateway_data_through_spark_feast_and_the_dags_
     assert "PASSED" in validation["summary_markdown"]
     quality = next(s for s in platform.status() if s.component == "data-quality (great-expectations)")
     assert quality.health == "healthy" and "test-data-path" in quality.detail
+    assert "44 expectations met" in quality.detail  # both suites, every expectation
 
     mlflow = f"http://127.0.0.1:{settings.ports.mlflow}"
     alias = httpx.get(
@@ -193,3 +194,4 @@ def test_a_row_written_around_the_gateway_fails_the_gate_before_training(platfor
     assert champion() == before  # no model was trained or registered from the unchecked data
     quality = next(s for s in platform.status() if s.component == "data-quality (great-expectations)")
     assert quality.health == "unhealthy" and "test-bad-row" in quality.detail
+    assert "not met: clean_observations: expect_column_values_to_be_between(temperature_c)" in quality.detail

@@ -871,9 +871,28 @@ class LocalTarget(Target):
             started_at=run.started_at,
             ready_at=run.ended_at,
             seconds_to_ready=run.duration,
-            detail=f"DAG run {run.run_id}: task {run.state}",
+            detail=f"DAG run {run.run_id}: task {run.state}" + self._job_findings(name, run),
             log_file=run.log_file,
         )
+
+    def _job_findings(self, name: str, run: PipelineRunRecord) -> str:
+        """For the data-quality gate: what its last run found (expectations met, or those not met)."""
+        if DAG_JOBS[name][0] != "data_quality":
+            return ""
+        try:
+            found = self.pipeline_validation(run.run_id)
+        except (TargetError, ValueError):  # a damaged result file: the task's state still says it
+            return "; validation result unreadable"
+        if found is None:
+            return "; no validation result written"
+        from ...pipeline.quality import failed_expectations
+
+        failed = failed_expectations(found.get("results", {}))
+        if failed:
+            return "; not met: " + ", ".join(failed)
+        results = found.get("results", {}).values()
+        met = sum(r.get("statistics", {}).get("successful_expectations", 0) for r in results)
+        return f"; {met} expectations met"
 
     def _infra_status(self, level: int, name: str, entry: ComponentRecord | None) -> ComponentStatus:
         comp = self._component(name)
