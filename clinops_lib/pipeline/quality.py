@@ -215,8 +215,10 @@ def validate_run(cfg: PipelineConfig, s3: Any, run_id: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     document = {"run_id": run_id, "objects": [o.__dict__ for o in objects], "results": results}
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"
-    (out / "result.json").write_text(text, encoding="utf-8")
+    # summary first, result.json last and by rename: a reader that finds result.json finds both whole
     (out / "summary.md").write_text(report_markdown(run_id, objects, results), encoding="utf-8")
+    (out / "result.json.partial").write_text(text, encoding="utf-8")
+    (out / "result.json.partial").replace(out / "result.json")
     key = f"validation/{run_id}/result.json"
     s3.put_object(Bucket=cfg.feature_bucket, Key=key, Body=text.encode(), ContentType="application/json")
     return _summary(run_id, objects, results, f"s3://{cfg.feature_bucket}/{key}")
