@@ -221,7 +221,8 @@ LEVELS: tuple[Level, ...] = (
                 "both suites met on the Spark job's Parquet (complete vitals, diastolic below systolic, "
                 "plausible ranges, one row per subject and visit; one row per subject, no missing feature)",
                 local="great-expectations 1.24 in .venv-pipeline: the DAG's data_quality task runs the "
-                "repository's suites (clinops_lib/pipeline/expectations/) on the Spark job's S3 Parquet; a "
+                "repository's suites (clinops_lib/pipeline/expectations/) on the Spark job's staged S3 "
+                "Parquet and publishes it for Feast and training only when every expectation is met; a "
                 "failed expectation fails the run before Feast materialize and training",
             ),
         ),

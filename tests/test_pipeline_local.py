@@ -18,6 +18,7 @@ import random
 import statistics
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import psycopg
@@ -26,8 +27,10 @@ from conftest import enterable_tmpdir
 from ports import PortAllocator
 
 from clinops_lib.config import Settings
+from clinops_lib.pipeline.features import OBJECT_KEY, staged
 from clinops_lib.services.subject_risk import SubjectRiskModel
 from clinops_lib.services.synthetic import observation_payload
+from clinops_lib.targets.local.components import AWS_ENV, pipeline_env
 from clinops_lib.targets.local.target import LocalTarget
 
 pytestmark = [pytest.mark.component, pytest.mark.slow]
@@ -48,6 +51,18 @@ def platform(port_allocator: PortAllocator) -> Iterator[LocalTarget]:
         target.down(purge=True)
         target.close()
         port_allocator.release(block)
+
+
+def _s3(platform: LocalTarget) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=platform.settings.localstack_url,
+        region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def _observations(seed: int) -> list[dict[str, object]]:
@@ -105,6 +120,8 @@ def test_a_subject_is_scored_from_gateway_data_through_spark_feast_and_the_dags_
     assert all(r["success"] for r in validation["results"].values())
     clean = next(o for o in validation["objects"] if o["suite"] == "clean_observations")
     assert clean["rows"] == len(observations)  # every posted visit survived cleaning, none twice
+    assert all(o["uri"].split("/", 3)[3].startswith("staging/") for o in validation["objects"])
+    assert all(o["published"].startswith("s3://") for o in validation["objects"])  # passed -> published
     assert "PASSED" in validation["summary_markdown"]
     quality = next(s for s in platform.status() if s.component == "data-quality (great-expectations)")
     assert quality.health == "healthy" and "test-data-path" in quality.detail
@@ -169,6 +186,9 @@ def test_a_row_written_around_the_gateway_fails_the_gate_before_training(platfor
         return r.json().get("model_version", {}).get("version") if r.status_code == 200 else r.status_code
 
     before = champion()
+    s3 = _s3(platform)
+    bucket = pipeline_env(settings)["CLINOPS_BUCKET_FEATURE_STORE"]
+    published_before = s3.head_object(Bucket=bucket, Key=OBJECT_KEY)
     dsn = f"postgresql://clinops@127.0.0.1:{settings.ports.postgres}/clinops"
     vitals = {"systolic_bp": 124, "diastolic_bp": 80, "heart_rate": 70, "temperature_c": 98.6,
               "weight_kg": 70.0}
@@ -195,6 +215,13 @@ def test_a_row_written_around_the_gateway_fails_the_gate_before_training(platfor
     assert ("clean_observations", "expect_column_values_to_be_between", "temperature_c") in failed
     assert {column for _, _, column in failed} == {"temperature_c", "temperature_c_max"}, failed
     assert champion() == before  # no model was trained or registered from the unchecked data
+    assert not any(o["published"] for o in validation["objects"])
+    published_after = s3.head_object(Bucket=bucket, Key=OBJECT_KEY)  # Feast's source: the last good table
+    assert (published_after.get("VersionId"), published_after["ETag"]) == (
+        published_before.get("VersionId"), published_before["ETag"]
+    )
+    staged_table = s3.head_object(Bucket=bucket, Key=staged(OBJECT_KEY))  # the failed run's own table
+    assert staged_table["ETag"] != published_after["ETag"]
     quality = next(s for s in platform.status() if s.component == "data-quality (great-expectations)")
     assert quality.health == "unhealthy" and "test-bad-row" in quality.detail
     assert "not met: clean_observations: expect_column_values_to_be_between(temperature_c)" in quality.detail

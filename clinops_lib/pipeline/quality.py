@@ -1,13 +1,16 @@
 """Level 2's data-quality gate: the repository's expectation suites, run by great-expectations.
 
 The DAG's ``data_quality`` task runs ``python -m clinops_lib.pipeline.quality validate --run-id
-<run>`` (in ``.venv-pipeline``) between the Spark job and Feast: a failing expectation exits 1,
-the task fails, and Airflow never starts ``feast_materialize``, ``train`` or ``register`` for that
-run, so no model is fitted on data that broke a clinical rule and the online store keeps the
-last validated features.
+<run>`` (in ``.venv-pipeline``) between the Spark job and Feast. The Spark job writes its tables
+*staged* (:func:`~.features.staged`); the gate reads those objects back from S3, runs the suites,
+and only when every expectation is met **publishes** them: it copies the exact versions it
+validated (S3 ``CopyObject`` of that version id) to the keys Feast's offline source and the
+training job read. A failing expectation publishes nothing and exits 1: the task fails, Airflow
+never starts ``feast_materialize``, ``train`` or ``register`` for that run, no model is fitted on
+data that broke a clinical rule, and the published table and the online store keep the last
+validated data.
 
-What is gated, and why there: the Spark job's two outputs in the feature-store bucket, read back
-from S3 (the bytes Feast and training will read, with their version ids and sha256 recorded):
+What is gated, and why there: the Spark job's two outputs (their version ids and sha256 recorded):
 
 * ``clean_observations`` (:data:`~.spark_job.CLEAN_OBJECT_KEY`): the rows every feature is
   computed from. Complete vitals, diastolic below systolic, plausible ranges, one row per
@@ -43,12 +46,12 @@ import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .config import PipelineConfig
-from .features import OBJECT_KEY
+from .features import OBJECT_KEY, staged
 from .spark_job import CLEAN_OBJECT_KEY
 
 __all__ = [
@@ -66,7 +69,8 @@ __all__ = [
 ]
 
 SUITES_DIR = Path(__file__).parent / "expectations"
-#: Suite name -> the object of the feature-store bucket it gates (in the order they are run).
+#: Suite name -> the published key of the feature-store bucket it gates (in the order they are run;
+#: the suite reads the staged object, :func:`~.features.staged` of the key).
 SUITES: Mapping[str, str] = {"clean_observations": CLEAN_OBJECT_KEY, "subject_features": OBJECT_KEY}
 #: A run id becomes a folder and an S3 key segment: Airflow's own ids (``manual__2026-...+00:00``)
 #: pass, a path (``../x``) or a control character does not.
@@ -82,6 +86,7 @@ class ValidatedObject:
     version_id: str
     sha256: str
     rows: int
+    published: str = ""  # the published key's URI and new version id, "" when not published
 
 
 def load_suite(name: str) -> dict[str, Any]:
@@ -165,14 +170,15 @@ def report_markdown(run_id: str, objects: Sequence[ValidatedObject],
         f"**{'PASSED' if not failed else 'FAILED'}**: "
         + ("every expectation met" if not failed else f"{len(failed)} expectation(s) not met"),
         "",
-        "| suite | object | version | sha256 | rows | expectations met |",
-        "|---|---|---|---|---|---|",
+        "| suite | object | version | sha256 | rows | expectations met | published as |",
+        "|---|---|---|---|---|---|---|",
     ]
     for obj in objects:
         stats = results.get(obj.suite, {}).get("statistics", {})
         lines.append(
             f"| {obj.suite} | {obj.uri} | {obj.version_id or '-'} | {obj.sha256[:16]}… | {obj.rows} | "
-            f"{stats.get('successful_expectations', 0)}/{stats.get('evaluated_expectations', 0)} |"
+            f"{stats.get('successful_expectations', 0)}/{stats.get('evaluated_expectations', 0)} | "
+            f"{obj.published or 'not published'} |"
         )
     if failed:
         lines += ["", "Not met:", ""] + [f"- {f}" for f in failed]
@@ -197,20 +203,33 @@ def _summary(run_id: str, objects: Sequence[ValidatedObject],
     }
 
 
+def _publish(s3: Any, bucket: str, key: str, obj: ValidatedObject) -> ValidatedObject:
+    """Copy the validated version of the staged object to ``key`` (bytes and metadata unchanged)."""
+    source = {"Bucket": bucket, "Key": staged(key)}
+    if obj.version_id:  # exactly the version that was validated, whatever was staged since
+        source["VersionId"] = obj.version_id
+    done = s3.copy_object(Bucket=bucket, Key=key, CopySource=source, MetadataDirective="COPY")
+    version = str(done.get("VersionId", ""))
+    return replace(obj, published=f"s3://{bucket}/{key}" + (f" (version {version})" if version else ""))
+
+
 def validate_run(cfg: PipelineConfig, s3: Any, run_id: str) -> dict[str, Any]:
-    """Validate the Spark job's objects for ``run_id``; write and upload the result; the summary."""
+    """Validate the Spark job's staged objects; publish them when every expectation is met; write
+    and upload the result; the summary."""
     import pandas as pd
 
     objects: list[ValidatedObject] = []
     results: dict[str, dict[str, Any]] = {}
     for suite, key in SUITES.items():
-        got = s3.get_object(Bucket=cfg.feature_bucket, Key=key)
+        got = s3.get_object(Bucket=cfg.feature_bucket, Key=staged(key))
         body = got["Body"].read()
         frame = pd.read_parquet(io.BytesIO(body))
         digest = hashlib.sha256(body).hexdigest()
-        uri = f"s3://{cfg.feature_bucket}/{key}"
+        uri = f"s3://{cfg.feature_bucket}/{staged(key)}"
         objects.append(ValidatedObject(suite, uri, str(got.get("VersionId", "")), digest, len(frame)))
         results[suite] = validate_frame(frame, load_suite(suite))
+    if not failed_expectations(results):
+        objects = [_publish(s3, cfg.feature_bucket, SUITES[o.suite], o) for o in objects]
     out = cfg.work_dir / "validation" / run_id
     out.mkdir(parents=True, exist_ok=True)
     document = {"run_id": run_id, "objects": [o.__dict__ for o in objects], "results": results}

@@ -12,9 +12,11 @@
 3. **aggregate** per subject: :data:`~clinops_lib.pipeline.features.SUBJECT_FEATURES`, the
    label and the latest observation time as Feast's event timestamp;
 4. **write** Parquet (one file each, microsecond timestamps that pyarrow and Feast read): the
-   feature table at :data:`~clinops_lib.pipeline.features.OBJECT_KEY` and the cleaned
-   observations at :data:`CLEAN_OBJECT_KEY` in the feature-store bucket. The DAG's next task,
-   the data-quality gate (:mod:`.quality`), checks both before Feast or training read them.
+   feature table and the cleaned observations, *staged* in the feature-store bucket
+   (:func:`~clinops_lib.pipeline.features.staged` of
+   :data:`~clinops_lib.pipeline.features.OBJECT_KEY` and of :data:`CLEAN_OBJECT_KEY`). The DAG's
+   next task, the data-quality gate (:mod:`.quality`), checks both and publishes them at those
+   keys (where Feast and training read) only when every expectation is met.
 
 Why the upload is boto3 and not Spark's ``s3a://``: writing to S3 from Spark needs hadoop-aws
 and the AWS SDK bundle (~500 MB of jars) for one small file; Spark writes the Parquet locally
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PipelineConfig
-from .features import ENTITY, LABEL, OBJECT_KEY, SUBJECT_FEATURES, TIMESTAMP
+from .features import ENTITY, LABEL, OBJECT_KEY, SUBJECT_FEATURES, TIMESTAMP, staged
 
 __all__ = [
     "CLEAN_OBJECT_KEY",
@@ -169,18 +171,19 @@ def run(cfg: PipelineConfig, s3: Any) -> dict[str, Any]:
         subjects = spark.read.parquet(str(out_dir)).count()
     finally:
         spark.stop()
-    clean_put = _upload(s3, cfg.feature_bucket, CLEAN_OBJECT_KEY, clean_dir, kept)
-    put = _upload(s3, cfg.feature_bucket, OBJECT_KEY, out_dir, subjects)
+    clean_put = _upload(s3, cfg.feature_bucket, staged(CLEAN_OBJECT_KEY), clean_dir, kept)
+    put = _upload(s3, cfg.feature_bucket, staged(OBJECT_KEY), out_dir, subjects)
     return {
         "event": "spark.features_written",
         "observations_read": read,
         "observations_kept": kept,
         "subjects": subjects,
-        "object": f"s3://{cfg.feature_bucket}/{OBJECT_KEY}",
+        "object": f"s3://{cfg.feature_bucket}/{staged(OBJECT_KEY)}",
         "version_id": put["version_id"],
         "sha256": put["sha256"],
-        "clean_object": f"s3://{cfg.feature_bucket}/{CLEAN_OBJECT_KEY}",
+        "clean_object": f"s3://{cfg.feature_bucket}/{staged(CLEAN_OBJECT_KEY)}",
         "clean_version_id": clean_put["version_id"],
+        "published_by": "the data-quality gate (clinops_lib.pipeline.quality), when every expectation is met",
         "seconds": round(time.monotonic() - t0, 2),
     }
 
