@@ -478,7 +478,7 @@ class ImageBuilder:
                     cwd=self.project_root,
                     timeout=3600,
                 )
-                tmp = archive.with_suffix(".tmp")
+                tmp = archive.with_suffix(f".{os.getpid()}.tmp")  # two builders never share one
                 tmp.unlink(missing_ok=True)
                 self._run(
                     f"buildah push {service}",
