@@ -48,6 +48,9 @@ spec:
     - name: {{ $svc.name }}
       image: {{ include "clinops.image" (dict "image" $svc.image "root" $root) }}
       imagePullPolicy: {{ include "clinops.imagePullPolicy" $root }}
+      # The images have no ENTRYPOINT (services/*/Dockerfile: CMD ["python", "-m", "uvicorn", ...]):
+      # args alone would replace CMD and exec "-m" (found on the first real cluster).
+      command: ["python"]
       args: ["-m", "uvicorn", {{ .app | quote }}, "--host", "0.0.0.0",
              "--port", "{{ $svc.port }}", "--no-access-log"]
       ports:

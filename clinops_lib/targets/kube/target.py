@@ -52,6 +52,7 @@ from ...exceptions import (
 from ...faults import FaultProfile
 from ..base import ComponentStatus, Health, Progress, Target, Track, TrackState
 from .client import KubeClients, api_call, kubeconfig_contexts, load_clients, raw_get, resolve_kubeconfig
+from .hostside import FACTS_NAME, FACTS_NAMESPACE, HOST_LEVELS, ClusterFacts, HostServices
 from .rollouts import POD_TEMPLATE_HASH, RolloutsDriver, RolloutState
 
 __all__ = ["KindTarget", "KubeTarget", "KubeconfigTarget", "PortForward"]
@@ -134,8 +135,12 @@ class KubeTarget(Target):
         self._sleep = sleep
         self._clock = clock
         self._helm_config = helm_config
+        self._helm_configs: dict[str, Any] = {}
         self._forwards: dict[tuple[str, str], PortForward] = {}
         self._clients: KubeClients | None = clients if clients is not None else self._connect()
+        self._facts: ClusterFacts | None | bool = False  # False: not read yet; None: no facts ConfigMap
+        self._host: HostServices | None = None
+        self._override_cache: dict[str, Any] | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
     def _connect(self) -> KubeClients | None:
@@ -148,15 +153,98 @@ class KubeTarget(Target):
                                     f"(or `clinops kind create`) first")
         return self._clients
 
+    # -- what the cluster says it is (clusters without their own data services: hostside.py) ------
+    @property
+    def facts(self) -> ClusterFacts | None:
+        """The cluster's own ``kube-public/clinops-cluster`` ConfigMap, or None (kind, any other)."""
+        if self._facts is False:
+            c = self.clients
+            try:
+                with api_call("get", "ConfigMap", FACTS_NAMESPACE, FACTS_NAME):
+                    cm = c.core.read_namespaced_config_map(FACTS_NAME, FACTS_NAMESPACE,
+                                                           _request_timeout=c.request_timeout)
+                self._facts = ClusterFacts.from_data(cm.data or {})
+            except KubernetesAPIError as e:
+                if e.status not in (403, 404):
+                    raise
+                self._facts = None
+        return self._facts if isinstance(self._facts, ClusterFacts) else None
+
+    def cluster_summary(self) -> dict[str, str]:
+        """Which cluster, Kubernetes version and traffic mode: for the evidence bundle."""
+        facts = self.facts
+        c = self.clients
+        out = {"target": self.name, "context": c.context, "server": c.host}
+        try:
+            from kubernetes import client as k8s
+
+            out["kubernetes_version"] = str(k8s.VersionApi(c.api_client).get_code().git_version)
+        except Exception as e:  # noqa: BLE001 - the summary says what it could not read
+            out["kubernetes_version"] = f"unreadable: {type(e).__name__}"
+        if facts is not None:
+            out.update(facts.summary())
+        else:
+            router = str((self._values().get("global") or {}).get("trafficRouter") or "istio")
+            out["traffic_mode"] = f"Argo Rollouts with traffic router {router}"
+        return out
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        facts = self.facts
+        return (facts.chart_profile,) if facts is not None and facts.chart_profile else ()
+
+    @property
+    def host(self) -> HostServices | None:
+        """The host's Level 0 and Prometheus, on a cluster whose facts name a host address."""
+        facts = self.facts
+        if facts is None or not facts.host_address:
+            return None
+        if self._host is None:
+            self._host = HostServices(self.settings, facts.host_address)
+        return self._host
+
+    def _overrides(self) -> dict[str, Any]:
+        """On a cluster with host services: where pods reach them (external_level0), and, with no
+        cluster DNS, LocalStack by its Service's ClusterIP once Level 0's release made it."""
+        host = self.host
+        if host is None:
+            return {}
+        if self._override_cache is not None:
+            return self._override_cache
+        out = charts.external_level0(host.host_address, self.settings.ports)
+        raw = self._raw_values().get("global") or {}
+        ip = self._cluster_ip(str((raw.get("namespaces") or {}).get("infrastructure", "")), "localstack")
+        if ip:
+            port = (raw.get("externalLocalstack") or {}).get("servicePort", 4566)
+            out["global"]["externalLocalstack"]["endpoint"] = f"http://{ip}:{port}"
+            self._override_cache = out
+        return out
+
+    def _cluster_ip(self, ns: str, name: str) -> str:
+        c = self.clients
+        try:
+            with api_call("get", "Service", ns, name):
+                svc = c.core.read_namespaced_service(name, ns, _request_timeout=c.request_timeout)
+        except KubernetesAPIError as e:
+            if e.status == 404:
+                return ""
+            raise
+        ip = svc.spec.cluster_ip if svc.spec else ""
+        return "" if not ip or ip == "None" else str(ip)
+
     def _values(self) -> dict[str, Any]:
-        return charts.env_values(self.settings.environment, self.settings.project_root)
+        return charts.env_values(self.settings.environment, self.settings.project_root, self.profiles,
+                                 self._overrides() if self.host is not None else None)
+
+    def _raw_values(self) -> dict[str, Any]:
+        return charts.env_values(self.settings.environment, self.settings.project_root, self.profiles)
 
     def namespace_of_level(self, level: str) -> str:
         """The namespace of a level subchart (``Level.chart`` of the catalog), from the chart values."""
         key = next((lv.namespace_key for lv in catalog.LEVELS if lv.chart == level), None)
         if key is None:
             raise TargetError(f"unknown level subchart {level!r}; known: {', '.join(charts.LEVELS)}")
-        namespaces = (self._values().get("global") or {}).get("namespaces") or {}
+        namespaces = (self._raw_values().get("global") or {}).get("namespaces") or {}
         ns = namespaces.get(key)
         if not ns:
             raise TargetError(f"chart values have no global.namespaces.{key}")
@@ -176,17 +264,29 @@ class KubeTarget(Target):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _up(self, levels: list[int], progress: Progress, timeout: float = 600.0, **options: Any) -> bool:
-        """One Helm release per level (``clinops-<level>``), in level order, each waited Ready."""
+        """One Helm release per level (``clinops-<level>``), in level order, each waited Ready.
+
+        On a cluster whose facts name a host address (hostside.py), a level's host components
+        (Level 0's PostgreSQL, Redis, LocalStack; Level 6's Prometheus) start first, then the
+        level's images are imported and its credentials Secrets written, then its release."""
         import helm_python as helm
 
-        cfg = self._helm()
+        host = self.host
         for lv in levels:
             level = catalog.level(lv).chart
             ns = self.namespace_of_level(level)
+            cfg = self._helm(ns)
             release = f"clinops-{level}"
-            chart = charts.level_chart(level, self.settings.project_root)  # its library chart built
-            values = charts.subchart_values(level, self.settings.environment, self.settings.project_root)
             started = time.time()
+            if host is not None:
+                host.up(lv, progress)
+                if lv > 0:
+                    self._prepare_level(lv, progress)
+            values = charts.subchart_values(level, self.settings.environment, self.settings.project_root,
+                                            self.profiles, self._overrides() or None)
+            # its library chart built; absent third-party charts it switches off dropped
+            chart = charts.installable_level_chart(level, values, self.settings.state_dir / "kube" / "charts",
+                                                   self.settings.project_root)
             progress(f"level {lv} {level}: helm release {release} -> {ns}")
             try:
                 try:
@@ -201,23 +301,91 @@ class KubeTarget(Target):
             progress(f"level {lv} {level}: ready in {time.time() - started:.0f}s")
         return True
 
+    def _prepare_level(self, number: int, progress: Progress) -> None:
+        """Images and credentials Secrets of one level on a cluster with host services."""
+        from ...clusters.debian.build import BuildCache
+        from ...clusters.debian.images import SERVICE_REPOSITORIES, chart_references
+        from .hostside import credentials, import_images, profile_references
+
+        facts, host = self.facts, self.host
+        assert facts is not None and host is not None
+        repos = {c.image for c in catalog.level(number).components if c.image}
+        folders = [f for f, repo in SERVICE_REPOSITORIES.items() if repo in repos]
+        if folders and facts.containerd_socket:
+            refs = profile_references(self._values(), chart_references(self.settings.project_root,
+                                                                       self.settings.environment))
+            done = import_images(facts.containerd_socket, BuildCache(self.settings.cache_dir).root,
+                                 self.settings.project_root, {f: refs[f] for f in folders}, progress,
+                                 environment=self.settings.environment)
+            for ref in done:
+                progress(f"level {number}: image {ref} imported into the cluster's containerd")
+        infra = self.namespace_of_level("infrastructure")
+        pg_ip, redis_ip = self._cluster_ip(infra, "postgresql"), self._cluster_ip(infra, "redis")
+        raw = self._values().get("global") or {}
+        pg = f"{pg_ip}:{(raw.get('externalPostgresql') or {}).get('servicePort', 5432)}" if pg_ip \
+            else host.address("postgresql")
+        rd = f"{redis_ip}:{(raw.get('externalRedis') or {}).get('servicePort', 6379)}" if redis_ip \
+            else host.address("redis")
+        secrets = credentials(self.settings, pg_address=pg, redis_address=rd)
+        ns = self.namespace_of_level(catalog.level(number).chart)
+        names = [name for c in catalog.level(number).components if c.image
+                 for name in (c.image, c.name) if name in secrets]
+        if names:
+            self._ensure_namespace(ns)
+        for name in dict.fromkeys(names):
+            self._put_secret(ns, f"{name}-credentials", secrets[name])
+
+    def _ensure_namespace(self, ns: str) -> None:
+        from kubernetes import client as k8s
+
+        c = self.clients
+        try:
+            with api_call("create", "Namespace", None, ns):
+                c.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)),
+                                        _request_timeout=c.request_timeout)
+        except KubernetesAPIError as e:
+            if e.status != 409:
+                raise
+
+    def _put_secret(self, ns: str, name: str, data: Mapping[str, str]) -> None:
+        from kubernetes import client as k8s
+
+        c = self.clients
+        body = k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name, namespace=ns,
+                                                      labels={"app.kubernetes.io/managed-by": "clinops"}),
+                            string_data=dict(data), type="Opaque")
+        try:
+            with api_call("create", "Secret", ns, name):
+                c.core.create_namespaced_secret(ns, body, _request_timeout=c.request_timeout)
+        except KubernetesAPIError as e:
+            if e.status != 409:
+                raise
+            with api_call("replace", "Secret", ns, name):
+                c.core.replace_namespaced_secret(name, ns, body, _request_timeout=c.request_timeout)
+
     def rollback(self, level: int, revision: int | None = None) -> None:
         """Helm rollback of one level's release (previous revision by default)."""
         import helm_python as helm
 
-        release = f"clinops-{catalog.level(level).chart}"
+        chart = catalog.level(level).chart
+        release = f"clinops-{chart}"
         try:
-            self._helm().rollback(release, version=revision)
+            self._helm(self.namespace_of_level(chart)).rollback(release, version=revision)
         except helm.HelmError as e:
             raise TargetError(f"helm rollback of {release} failed: {e}") from e
 
-    def _helm(self) -> Any:
-        if self._helm_config is None:
-            import helm_python as helm
+    def _helm(self, namespace: str | None = None) -> Any:
+        """Helm's configuration for the releases of ``namespace``: status, uninstall and rollback
+        look a release up in the configuration's namespace (its storage Secrets live there)."""
+        if self._helm_config is not None:
+            return self._helm_config
+        import helm_python as helm
 
-            self._helm_config = helm.Config(kubeconfig_path=str(self.clients.kubeconfig),
-                                            kube_context=self.clients.context)
-        return self._helm_config
+        key = namespace or ""
+        if key not in self._helm_configs:
+            self._helm_configs[key] = helm.Config(kubeconfig_path=str(self.clients.kubeconfig),
+                                                  kube_context=self.clients.context, namespace=namespace)
+        return self._helm_configs[key]
 
     def sync_gitops(self, *, timeout: float = 900.0) -> list[Any]:
         """The Argo CD path: apply the AppProject and app-of-apps, wait Synced+Healthy."""
@@ -302,13 +470,18 @@ class KubeTarget(Target):
         """Uninstall the level releases in reverse level order (the cluster itself stays)."""
         import helm_python as helm
 
+        host = self.host
         self.close()
-        cfg = self._helm()
         for level in reversed(charts.LEVELS):
             try:
+                cfg = self._helm(self.namespace_of_level(level))
                 cfg.uninstall(f"clinops-{level}", ignore_not_found=True, timeout=300)
             except helm.HelmError as e:
                 raise TargetError(f"helm uninstall clinops-{level} failed: {e}") from e
+        if host is not None:  # the host's Level 0 and Prometheus, and their relays
+            host.down()
+            if purge:
+                host.local.down(purge=True)
 
     def _observe(self) -> dict[str, ComponentStatus]:
         """The workloads of every level namespace, matched to the catalog's components.
@@ -358,6 +531,42 @@ class KubeTarget(Target):
                     out[owner] = replace(row, component=owner, detail=f"{row.endpoint}: {row.detail}")
         out["kubernetes"] = ComponentStatus(0, "kubernetes", "healthy", endpoint=self.clients.context,
                                             detail="API server answered")
+        if self.host is not None:
+            out.update(self._host_rows())
+        return out
+
+    def _host_rows(self) -> dict[str, ComponentStatus]:
+        """On a cluster with host services: those components' rows, and every component this
+        cluster does not run named "not on this cluster" with the reason (never as deployed)."""
+        facts, host = self.facts, self.host
+        assert facts is not None and host is not None
+        out: dict[str, ComponentStatus] = dict(host.status())
+        why = f"not on this cluster ({facts.provider}, Kubernetes {facts.kubernetes_version}): "
+        out["haproxy"] = ComponentStatus(
+            0, "haproxy", "not on this target",
+            detail=why + "no Istio ingress gateway (no registry for its images); users reach each "
+            "Rollout's Service, balanced per connection by kube-proxy (" + facts.traffic_mode + ")")
+        out["argo-cd"] = ComponentStatus(
+            5, "argo-cd", "not on this target",
+            detail=why + "no Argo CD images (no registry); the levels are Helm releases; its "
+            "Application/AppProject CRDs are admitted in the cluster test tier")
+        rollouts = facts.rollouts_controller
+        out["argo-rollouts"] = ComponentStatus(
+            5, "argo-rollouts", "healthy" if rollouts and rollouts != "none" else "not on this target",
+            version=rollouts.split()[1] if len(rollouts.split()) > 1 else "", endpoint="host process",
+            detail=f"{rollouts}, started by `clinops cluster create`" if rollouts != "none"
+            else why + "created with --no-rollouts")
+        hosted = {n for names in HOST_LEVELS.values() for n in names}
+        numbers = {lv.chart: lv.number for lv in catalog.LEVELS}
+        for chart, names in charts.disabled_components(self.settings.environment, self.settings.project_root,
+                                                       profiles=self.profiles).items():
+            for name in names:
+                if name in hosted:
+                    continue
+                out[f"{chart}/{name}"] = ComponentStatus(
+                    numbers[chart], f"{chart}/{name}", "not on this target",
+                    detail=why + f"switched off by the {facts.chart_profile} values profile (no image for "
+                    "it here)")
         return out
 
     # -- services and traffic --------------------------------------------------------------------
@@ -374,6 +583,13 @@ class KubeTarget(Target):
 
     def _service_url(self, service: str) -> str:
         ns, strategy, i = self._service(service)
+        if self.host is not None:
+            # no ingress gateway: the Rollout's Service through kube-proxy (the host routes to
+            # ClusterIPs), which balances per connection across the stable and canary pods
+            ip = self._cluster_ip(ns, service)
+            if not ip:
+                raise TrafficError(f"Service {ns}/{service} not found (is its level up?)")
+            return f"http://{ip}:80"
         if strategy == "canary" and self._ingress_host():
             # The VirtualService routes the ingress host through the Istio ingress gateway,
             # where the Rollout's weights apply (kind: host port 80 -> the gateway's NodePort).
@@ -536,6 +752,8 @@ class KubeTarget(Target):
     def _prometheus_query(self, promql: str) -> Mapping[str, Any]:
         if self.settings.prometheus_endpoint:
             return self._prometheus_direct(self.settings.prometheus_endpoint, promql)
+        if self.host is not None:  # the host's Prometheus (Level 6 on such a cluster)
+            return self._prometheus_direct(self.settings.prometheus_url, promql)
         address = str(((self._values().get("global") or {}).get("prometheus") or {}).get("address") or "")
         u = urlparse(address)
         host_parts = (u.hostname or "").split(".")
@@ -575,6 +793,8 @@ class KubeTarget(Target):
         for fwd in self._forwards.values():
             fwd.stop()
         self._forwards.clear()
+        if self._host is not None:
+            self._host.close()
 
 
 class KubeconfigTarget(KubeTarget):
