@@ -149,6 +149,21 @@ class Target(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    def describe(self) -> dict[str, str]:
+        """What this run ran on, for the evidence bundle (a runbook records it as the table
+        ``target``): the target, and for a cluster which one, its Kubernetes version and the
+        traffic mode."""
+        return {"target": self.name, "traffic_mode": self.traffic_mode}
+
+    #: how user traffic is split between stable and canary on this target
+    traffic_mode: str = ""
+
+    @property
+    def chart_profiles(self) -> tuple[str, ...]:
+        """The chart values profiles this target's platform is deployed with (e.g. ``local-cluster``
+        on the cluster built from Debian packages): a drill judges by the steps those values give."""
+        return ()
+
     # -- validation shared by every target -------------------------------------------------------
     @staticmethod
     def check_service(service: object) -> catalog.Service:

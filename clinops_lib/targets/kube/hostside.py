@@ -120,6 +120,16 @@ class HostServices:
         """``host:port`` where pods reach ``name``."""
         return f"{self.host_address}:{self.port(name)}"
 
+    def buckets(self) -> dict[str, str]:
+        """The chart's ``global.buckets`` as the AWS inventory names them in this environment: the
+        inventory is what 00-provision applies to the host's LocalStack (the charts' own defaults
+        name buckets that no inventory creates)."""
+        from ...inventory import service_resources
+
+        res = service_resources(self.settings.environment, endpoint=self.settings.localstack_url)
+        return {"artifacts": res["CLINOPS_BUCKET_MODEL_ARTIFACTS"],
+                "features": res["CLINOPS_BUCKET_FEATURE_STORE"], "backups": res["CLINOPS_BUCKET_BACKUPS"]}
+
     def up(self, level: int, progress: Progress) -> bool:
         """Start the local components of ``level`` (if any) and their relays; True if anything started."""
         names = HOST_LEVELS.get(level, ())
@@ -166,6 +176,29 @@ class HostServices:
         proc = sup.start(spec)
         sup.wait_healthy(proc, lambda: self._reachable(name), 15.0, f"relay {self.address(name)} -> {name}")
         progress(f"host: {name} relayed to pods at {self.address(name)}")
+        return True
+
+    def write_pod_targets(self, pods: list[dict[str, str]]) -> bool:
+        """The host Prometheus' ``kube-pods`` file_sd targets: ``pods`` as ``{"address",
+        "namespace", "pod", "service", "pod_template_hash"}`` rows (running, with an IP), the
+        scrape address the pod's IP (the host routes to the pod bridge). Written atomically
+        and only when changed; True when it changed. The services label their own series with
+        ``service`` and ``version`` (the job honours them)."""
+        import json
+
+        from ..local.components import Prometheus
+
+        path = Prometheus(self.settings.with_(target="local")).pod_targets_file
+        groups = [{"targets": [p["address"]],
+                   "labels": {k: v for k, v in p.items() if k != "address" and v}} for p in
+                  sorted(pods, key=lambda p: p["address"])]
+        text = json.dumps(groups, indent=1) + "\n"
+        if path.exists() and path.read_text() == text:
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
         return True
 
     def status(self) -> dict[str, ComponentStatus]:

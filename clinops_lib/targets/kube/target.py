@@ -170,7 +170,7 @@ class KubeTarget(Target):
                 self._facts = None
         return self._facts if isinstance(self._facts, ClusterFacts) else None
 
-    def cluster_summary(self) -> dict[str, str]:
+    def describe(self) -> dict[str, str]:
         """Which cluster, Kubernetes version and traffic mode: for the evidence bundle."""
         facts = self.facts
         c = self.clients
@@ -187,6 +187,10 @@ class KubeTarget(Target):
             router = str((self._values().get("global") or {}).get("trafficRouter") or "istio")
             out["traffic_mode"] = f"Argo Rollouts with traffic router {router}"
         return out
+
+    @property
+    def chart_profiles(self) -> tuple[str, ...]:
+        return self.profiles
 
     @property
     def profiles(self) -> tuple[str, ...]:
@@ -212,6 +216,7 @@ class KubeTarget(Target):
         if self._override_cache is not None:
             return self._override_cache
         out = charts.external_level0(host.host_address, self.settings.ports)
+        out["global"]["buckets"] = host.buckets()
         raw = self._raw_values().get("global") or {}
         ip = self._cluster_ip(str((raw.get("namespaces") or {}).get("infrastructure", "")), "localstack")
         if ip:
@@ -298,8 +303,41 @@ class KubeTarget(Target):
             except helm.HelmError as e:
                 raise TargetError(f"helm release {release} (level {lv}) into {ns} failed: {e}") from e
             self.wait_workloads_ready(ns, timeout=timeout)
+            if host is not None:
+                self.refresh_pod_targets()
             progress(f"level {lv} {level}: ready in {time.time() - started:.0f}s")
         return True
+
+    def refresh_pod_targets(self) -> None:
+        """On a cluster with host services: the online services' running pods as the host
+        Prometheus' scrape targets (file_sd; Debian's prometheus lacks kubernetes_sd_configs).
+        Called whenever pods may have changed (a level up, a deploy, a weight change) and before
+        every PromQL query, so a canary's pods are scraped from their first seconds."""
+        host = self.host
+        if host is None:
+            return
+        c = self.clients
+        pods: list[dict[str, str]] = []
+        for svc in catalog.SERVICES:
+            ns = self.namespace_of_level(catalog.level(svc.level).chart)
+            try:
+                with api_call("list", "Pod", ns):
+                    items = c.core.list_namespaced_pod(ns, _request_timeout=c.request_timeout).items
+            except KubernetesAPIError as e:
+                if e.status == 404:
+                    continue
+                raise
+            for p in items:
+                labels = p.metadata.labels or {}
+                if p.status.phase != "Running" or not p.status.pod_ip:
+                    continue
+                if labels.get("app.kubernetes.io/name", labels.get("app")) != svc.name:
+                    continue
+                port = next((cp.container_port for ctr in p.spec.containers for cp in (ctr.ports or [])
+                             if cp.name == "http"), 8080)
+                pods.append({"address": f"{p.status.pod_ip}:{port}", "namespace": ns, "pod": p.metadata.name,
+                             "service": svc.name, "pod_template_hash": labels.get(POD_TEMPLATE_HASH, "")})
+        host.write_pod_targets(pods)
 
     def _prepare_level(self, number: int, progress: Progress) -> None:
         """Images and credentials Secrets of one level on a cluster with host services."""
@@ -626,6 +664,13 @@ class KubeTarget(Target):
             raise TrafficError(f"Rollout {ns}/{service} has no containers")
         cname, image = next(iter(before.images.items()))
         new_image = f"{_repo(image)}:{version}"
+        facts = self.facts
+        if facts is not None and facts.containerd_socket and new_image != image:
+            # no registry: the new version is the stable image under the version's tag (the
+            # version a pod reports is CLINOPS_SERVICE_VERSION below; the code is the same)
+            from .hostside import tag
+
+            tag(facts.containerd_socket, image, new_image)
         env = {"CLINOPS_SERVICE_VERSION": version, "CLINOPS_FAULT": str(fault)}
         d.set_image(service, new_image, container=cname, env=env)
         if track == "stable":
@@ -704,7 +749,8 @@ class KubeTarget(Target):
     def _step_timeout(self, service: str) -> float:
         """Long enough for every pause of the chart's steps plus one minute per step."""
         try:
-            steps = charts.canary_steps(service, self.settings.environment, self.settings.project_root)
+            steps = charts.canary_steps(service, self.settings.environment, self.settings.project_root,
+                                        profiles=self.profiles)
         except Exception:  # noqa: BLE001 - the default below is safe
             return 600.0
         pauses = sum(charts.duration_seconds((s.get("pause") or {}).get("duration", 0) or 0)
@@ -753,6 +799,7 @@ class KubeTarget(Target):
         if self.settings.prometheus_endpoint:
             return self._prometheus_direct(self.settings.prometheus_endpoint, promql)
         if self.host is not None:  # the host's Prometheus (Level 6 on such a cluster)
+            self.refresh_pod_targets()
             return self._prometheus_direct(self.settings.prometheus_url, promql)
         address = str(((self._values().get("global") or {}).get("prometheus") or {}).get("address") or "")
         u = urlparse(address)
