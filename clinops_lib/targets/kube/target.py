@@ -477,13 +477,53 @@ class KubeTarget(Target):
             st = RolloutState.from_object(o)
             if st.phase not in ("Healthy", "Paused"):
                 out.append(f"Rollout {ns}/{st.name} phase={st.phase or 'unknown'} [{st.message}]")
+        for job in self._jobs(ns):
+            if self._job_state(job) != "complete":
+                out.append(f"Job {ns}/{job.metadata.name} {self._job_row(0, ns, job).detail}")
         return out
+
+    def _jobs(self, ns: str) -> list[Any]:
+        from kubernetes import client as k8s
+
+        c = self.clients
+        try:
+            with api_call("list", "Job", ns):
+                return list(k8s.BatchV1Api(c.api_client).list_namespaced_job(
+                    ns, _request_timeout=c.request_timeout).items)
+        except KubernetesAPIError as e:
+            if e.status == 404:  # an API without batch/v1 Jobs (an emulator): none
+                return []
+            raise
+
+    @staticmethod
+    def _job_state(job: Any) -> str:
+        """``complete``, ``failed`` or ``running`` from the Job's conditions."""
+        for cond in job.status.conditions or []:
+            if cond.status == "True" and cond.type in ("Complete", "Failed"):
+                return "complete" if cond.type == "Complete" else "failed"
+        return "running"
+
+    def _job_row(self, level: int, ns: str, job: Any) -> ComponentStatus:
+        state = self._job_state(job)
+        image = job.spec.template.spec.containers[0].image if job.spec.template.spec.containers else ""
+        st = job.status
+        counts = f"succeeded {st.succeeded or 0}, failed {st.failed or 0}, active {st.active or 0}"
+        detail = (f"Job {state}: {counts}"
+                  + "".join(f"; {c.reason}: {c.message}" for c in (st.conditions or []) if c.message))
+        started = st.start_time.timestamp() if st.start_time else None
+        ended = st.completion_time.timestamp() if st.completion_time else None
+        return ComponentStatus(level=level, component=job.metadata.name,
+                               health="healthy" if state == "complete" else "unhealthy", version=_tag(image),
+                               endpoint=f"{ns}/{job.metadata.name}", detail=detail, started_at=started,
+                               ready_at=ended,
+                               seconds_to_ready=(ended - started) if started and ended else None)
 
     def _broken_pods(self, ns: str) -> list[str]:
         c = self.clients
         with api_call("list", "Pod", ns):
             pods = c.core.list_namespaced_pod(ns, _request_timeout=c.request_timeout).items
-        out = []
+        out = [f"Job {ns}/{j.metadata.name} {self._job_row(0, ns, j).detail}" for j in self._jobs(ns)
+               if self._job_state(j) == "failed"]
         for p in pods:
             for cs in (p.status.container_statuses or []):
                 waiting = cs.state.waiting if cs.state else None
@@ -560,9 +600,14 @@ class KubeTarget(Target):
                 rows.append((label, ComponentStatus(level=lv.number, component=st.name, health=ro_health,
                                                     version=_tag(image), endpoint=f"{ns}/{st.name}",
                                                     detail=f"Rollout {st.phase}: {st.message}".strip(": "))))
+            for job in self._jobs(ns):
+                rows.append((str((job.metadata.labels or {}).get("app.kubernetes.io/name") or ""),
+                             self._job_row(lv.number, ns, job)))
             names = [comp.name for comp in lv.components if comp.runs_on(self.platform)]
+            images = {comp.image: comp.name for comp in lv.components if comp.image and comp.name in names}
             for label, row in rows:
-                owner = next((n for n in names if _belongs(row.component, label, n)), None)
+                owner = next((n for n in names if _belongs(row.component, label, n)), None) or next(
+                    (n for image, n in images.items() if _belongs(row.component, label, image)), None)
                 if owner is None:
                     out[row.endpoint] = row
                 elif owner not in out or _HEALTH_ORDER[row.health] > _HEALTH_ORDER[out[owner].health]:
