@@ -157,6 +157,10 @@ class Target(ABC):
 
     #: how user traffic is split between stable and canary on this target
     traffic_mode: str = ""
+    #: requests a client should send per connection (None: keep-alive). A target whose traffic
+    #: layer balances per connection (kube-proxy before a basic canary) asks for 1, so the
+    #: canary's share of requests is its share of pods (the load generator honours it).
+    requests_per_connection: int | None = None
 
     @property
     def chart_profiles(self) -> tuple[str, ...]:

@@ -53,6 +53,13 @@ spec:
       command: ["python"]
       args: ["-m", "uvicorn", {{ .app | quote }}, "--host", "0.0.0.0",
              "--port", "{{ $svc.port }}", "--no-access-log"]
+      # A terminating pod leaves the Service's endpoints a moment after it is told to stop, and
+      # kube-proxy's rules (or the mesh) later still: keep serving meanwhile, so a scale-down or a
+      # blue-green switch refuses no connection (seen on the first real cluster: ~30 per step).
+      lifecycle:
+        preStop:
+          exec:
+            command: ["python", "-c", "import time; time.sleep({{ $root.Values.global.preStopSeconds | default 5 }})"]
       ports:
         - {name: http, containerPort: {{ $svc.port }}, protocol: TCP}
       env:

@@ -87,6 +87,20 @@ def _has_hash(obj: Any, pod_hash: str) -> bool:
     return bool(labels.get(POD_TEMPLATE_HASH) == pod_hash)
 
 
+#: Helm release label: digest of the chart files and values a release was installed with
+RELEASE_DIGEST_LABEL = "clinops.io/release-digest"
+
+
+def _release_digest(chart: Path, values: Mapping[str, Any]) -> str:
+    """sha256 over a chart folder's files and the values, first 40 hex digits (a label value)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode())
+    for path in sorted(p for p in chart.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(chart)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:40]
+
+
 class PortForward:
     """``kubectl port-forward`` to one Service or pod, started once, stopped on close."""
 
@@ -141,6 +155,7 @@ class KubeTarget(Target):
         self._facts: ClusterFacts | None | bool = False  # False: not read yet; None: no facts ConfigMap
         self._host: HostServices | None = None
         self._override_cache: dict[str, Any] | None = None
+        self._canaries: dict[str, str] = {}  # service -> the version this target deployed as canary
 
     # -- plumbing ----------------------------------------------------------------------------
     def _connect(self) -> KubeClients | None:
@@ -183,14 +198,26 @@ class KubeTarget(Target):
             out["kubernetes_version"] = f"unreadable: {type(e).__name__}"
         if facts is not None:
             out.update(facts.summary())
-        else:
-            router = str((self._values().get("global") or {}).get("trafficRouter") or "istio")
-            out["traffic_mode"] = f"Argo Rollouts with traffic router {router}"
+        out["traffic_mode"] = self.traffic_mode
         return out
 
     @property
     def chart_profiles(self) -> tuple[str, ...]:
         return self.profiles
+
+    @property  # type: ignore[override]
+    def requests_per_connection(self) -> int | None:
+        """1 on a cluster without a traffic router: kube-proxy picks a pod per connection."""
+        router = str((self._values().get("global") or {}).get("trafficRouter") or "istio")
+        return 1 if router == "none" else None
+
+    @property  # type: ignore[override]
+    def traffic_mode(self) -> str:
+        facts = self.facts
+        if facts is not None:
+            return facts.traffic_mode
+        router = str((self._values().get("global") or {}).get("trafficRouter") or "istio")
+        return f"Argo Rollouts with traffic router {router}"
 
     @property
     def profiles(self) -> tuple[str, ...]:
@@ -292,14 +319,25 @@ class KubeTarget(Target):
             # its library chart built; absent third-party charts it switches off dropped
             chart = charts.installable_level_chart(level, values, self.settings.state_dir / "kube" / "charts",
                                                    self.settings.project_root)
-            progress(f"level {lv} {level}: helm release {release} -> {ns}")
+            digest = _release_digest(chart, values)
+            labels = {RELEASE_DIGEST_LABEL: digest}
             try:
                 try:
-                    cfg.status(release)
-                    cfg.upgrade(str(chart), release, values, namespace=ns, timeout=int(timeout))
+                    current = cfg.status(release) or {}
+                    if (current.get("status") == "deployed"
+                            and (current.get("labels") or {}).get(RELEASE_DIGEST_LABEL) == digest):
+                        # same chart, same values: nothing to apply (an upgrade would also undo
+                        # what a drill changed through the Rollouts API, e.g. a promoted image)
+                        progress(f"level {lv} {level}: helm release {release} already up (revision "
+                                 f"{current.get('revision')})")
+                    else:
+                        progress(f"level {lv} {level}: helm upgrade {release} -> {ns}")
+                        cfg.upgrade(str(chart), release, values, namespace=ns, timeout=int(timeout),
+                                    labels=labels)
                 except helm.HelmNotFoundError:
+                    progress(f"level {lv} {level}: helm install {release} -> {ns}")
                     cfg.install(str(chart), release, values, namespace=ns, create_namespace=True,
-                                timeout=int(timeout))
+                                timeout=int(timeout), labels=labels)
             except helm.HelmError as e:
                 raise TargetError(f"helm release {release} (level {lv}) into {ns} failed: {e}") from e
             self.wait_workloads_ready(ns, timeout=timeout)
@@ -686,6 +724,11 @@ class KubeTarget(Target):
             bg = self.driver(service).blue_green(service)
             if not bg["preview_service"]:
                 raise TrafficError(f"Rollout {ns}/{service} has no previewService")
+            if self.host is not None:  # the host routes to ClusterIPs (kube-proxy)
+                ip = self._cluster_ip(ns, bg["preview_service"])
+                if not ip:
+                    raise TrafficError(f"preview Service {ns}/{bg['preview_service']} not found")
+                return f"http://{ip}:80"
             return self._forward(ns, f"svc/{bg['preview_service']}", local, 80)
         state = self.driver(service).get(service)
         c = self.clients
@@ -698,6 +741,8 @@ class KubeTarget(Target):
             raise TrafficError(f"no running canary pod of {ns}/{service} (hash {state.current_pod_hash})")
         pod = running[0]
         ports = [p.container_port for ctr in pod.spec.containers for p in (ctr.ports or [])]
+        if self.host is not None and pod.status.pod_ip:  # the host routes to the pod bridge
+            return f"http://{pod.status.pod_ip}:{ports[0] if ports else 8080}"
         return self._forward(ns, f"pod/{pod.metadata.name}", local, ports[0] if ports else 8080)
 
     def _deploy(self, service: str, version: str, track: Track, fault: FaultProfile,
@@ -718,6 +763,8 @@ class KubeTarget(Target):
             tag(facts.containerd_socket, image, new_image)
         env = {"CLINOPS_SERVICE_VERSION": version, "CLINOPS_FAULT": str(fault)}
         d.set_image(service, new_image, container=cname, env=env)
+        if track == "canary":
+            self._canaries[service] = version
         if track == "stable":
             d.wait(service, "start the update", lambda s: s.current_pod_hash != before.current_pod_hash
                    or s.healthy and s.images.get(cname) == new_image, timeout=timeout)
@@ -727,6 +774,7 @@ class KubeTarget(Target):
             d.wait(service, f"run {version} on the canary track",
                    lambda s: bool(s.current_pod_hash) and s.current_pod_hash != before.current_pod_hash
                    and self._rs_ready(ns, s.current_pod_hash), timeout=timeout)
+        self.refresh_pod_targets()  # the new pods scraped from now on (before they take traffic)
         return self.tracks(service)[track]
 
     def _rs_ready(self, ns: str, pod_hash: str) -> bool:
@@ -782,6 +830,7 @@ class KubeTarget(Target):
                     self.abort(service)
                 return
             d.step_to_weight(service, weight, timeout=self._step_timeout(service))
+            self.refresh_pod_targets()  # a step scales the canary's pods up
             return
         if weight == 100:
             self.promote(service)
@@ -802,11 +851,21 @@ class KubeTarget(Target):
                      for s in steps if "pause" in s)
         return pauses + 60.0 * len(steps)
 
+    def _promoted_canary(self, service: str, ns: str, st: RolloutState) -> bool:
+        """The Rollout completed its last step with the canary this target deployed: that
+        version is the stable now and takes all traffic (Argo's final ``setWeight: 100``)."""
+        if not st.healthy or service not in self._canaries or not st.stable_rs:
+            return False
+        image, _ = self._rs_image(ns, st.stable_rs)
+        return bool(image) and _tag(image) == self._canaries[service]
+
     def _canary_weight(self, service: str) -> int:
-        _, strategy, _ = self._service(service)
+        ns, strategy, _ = self._service(service)
         st = self.driver(service).get(service)
         if strategy == "canary":
-            return 0 if st.healthy else st.canary_weight
+            if st.healthy:
+                return 100 if self._promoted_canary(service, ns, st) else 0
+            return st.canary_weight
         switched = st.active_selector and st.active_selector == st.current_pod_hash != st.stable_rs
         return 100 if switched else 0
 
@@ -814,6 +873,7 @@ class KubeTarget(Target):
         d = self.driver(service)
         d.promote(service, full=True)
         d.wait_healthy(service, timeout=self._step_timeout(service))
+        self._canaries.pop(service, None)  # promoted: no canary track any more
         return self.tracks(service)["stable"]
 
     def _abort(self, service: str) -> None:
@@ -835,6 +895,12 @@ class KubeTarget(Target):
             out["canary"] = TrackState(service=service, track="canary", version=_tag(image) if image else "",
                                        running=ready, endpoint=f"{ns}/{service}@{st.current_pod_hash}",
                                        extra={"phase": st.phase, "weight": str(st.canary_weight)})
+        elif self._promoted_canary(service, ns, st):
+            # the last step (setWeight 100) completed the Rollout: the canary this target deployed
+            # is the stable now and serves every request; it is still running, not gone
+            out["canary"] = TrackState(service=service, track="canary", version=_tag(stable_image),
+                                       running=stable_ready, endpoint=f"{ns}/{service}@{st.stable_rs}",
+                                       extra={"phase": st.phase, "weight": "100", "promoted": "true"})
         else:
             out["canary"] = TrackState(service=service, track="canary", version="", running=False)
         return out
