@@ -155,6 +155,13 @@ class Target(ABC):
         traffic mode."""
         return {"target": self.name, "traffic_mode": self.traffic_mode}
 
+    def analysis_decisions(self, service: str) -> list[dict[str, Any]]:
+        """What an in-platform analysis decided about ``service``'s releases (Argo Rollouts'
+        AnalysisRuns on a cluster), one row per run and metric; empty where the drill engine
+        is the only judge (the local target)."""
+        self.check_service(service)
+        return []
+
     #: how user traffic is split between stable and canary on this target
     traffic_mode: str = ""
     #: requests a client should send per connection (None: keep-alive). A target whose traffic

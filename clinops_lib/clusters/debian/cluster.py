@@ -827,6 +827,9 @@ state = "{self.containerd_dir}/state"
                 "rolloutsController": (f"argo-rollouts {ARGO_ROLLOUTS_VERSION} (host process)"
                                        if c.rollouts else "none"),
                 "trafficMode": TRAFFIC_MODE,
+                # kube-proxy's metrics: when its rules last synced (a client waits for a change
+                # of endpoints to reach the rules, e.g. traffic off an aborted canary)
+                "kubeProxyMetrics": f"http://127.0.0.1:{c.ports.proxy_metrics}/metrics",
             },
         }
 

@@ -36,7 +36,8 @@ from ...exceptions import ComponentError, PrerequisiteError
 from ..base import ComponentStatus, Progress
 from ..local import supervisor as sup
 
-__all__ = ["FACTS_NAME", "FACTS_NAMESPACE", "ClusterFacts", "HostServices", "credentials"]
+__all__ = ["FACTS_NAME", "FACTS_NAMESPACE", "ClusterFacts", "HostServices", "credentials",
+           "kube_proxy_synced_after"]
 
 FACTS_NAMESPACE, FACTS_NAME = "kube-public", "clinops-cluster"
 
@@ -63,6 +64,7 @@ class ClusterFacts:
     containerd_socket: str
     rollouts_controller: str
     traffic_mode: str
+    kube_proxy_metrics: str = ""
 
     @classmethod
     def from_data(cls, data: Mapping[str, str]) -> ClusterFacts:
@@ -75,12 +77,34 @@ class ClusterFacts:
             containerd_socket=str(data.get("containerdSocket", "")),
             rollouts_controller=str(data.get("rolloutsController", "")),
             traffic_mode=str(data.get("trafficMode", "")),
+            kube_proxy_metrics=str(data.get("kubeProxyMetrics", "")),
         )
 
     def summary(self) -> dict[str, str]:
         return {"provider": self.provider, "kubernetes_version": self.kubernetes_version, "node": self.node,
                 "chart_profile": self.chart_profile, "host_address": self.host_address,
                 "rollouts_controller": self.rollouts_controller, "traffic_mode": self.traffic_mode}
+
+
+def kube_proxy_synced_after(metrics_url: str, moment: float) -> bool:
+    """kube-proxy has applied every endpoint change it knows of, in a sync that began after
+    ``moment`` (epoch seconds): its ``kubeproxy_sync_proxy_rules_last_timestamp_seconds`` and
+    ``..._endpoint_changes_pending`` metrics. False when the metrics cannot be read."""
+    import httpx
+
+    try:
+        text = httpx.get(metrics_url, timeout=2.0).text
+    except httpx.HTTPError:
+        return False
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+                    "kubeproxy_sync_proxy_rules_endpoint_changes_pending"):
+            with contextlib.suppress(ValueError):
+                values[name] = float(value)
+    return (values.get("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == 0.0
+            and values.get("kubeproxy_sync_proxy_rules_last_timestamp_seconds", 0.0) > moment)
 
 
 def credentials(settings: Settings, *, pg_address: str, redis_address: str) -> dict[str, dict[str, str]]:

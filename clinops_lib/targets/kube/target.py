@@ -851,6 +851,25 @@ class KubeTarget(Target):
                      for s in steps if "pause" in s)
         return pauses + 60.0 * len(steps)
 
+    def analysis_decisions(self, service: str) -> list[dict[str, Any]]:
+        """The Rollout's AnalysisRuns as the controller left them (oldest first), one row per
+        metric, next to the Rollout's own status (an abort through the API says so there)."""
+        self.check_service(service)
+        d = self.driver(service)
+        rollout = d.get(service)
+        rows: list[dict[str, Any]] = []
+        for run in d.analysis_runs(service):
+            for m in run.metric_results or [{}]:
+                last = (m.get("measurements") or [{}])[-1]
+                rows.append({"analysis_run": run.name, "run_phase": run.phase, "run_message": run.message,
+                             "metric": m.get("name", ""), "metric_phase": m.get("phase", ""),
+                             "count": m.get("count", 0), "successful": m.get("successful", 0),
+                             "failed": m.get("failed", 0), "inconclusive": m.get("inconclusive", 0),
+                             "last_value": last.get("value", ""), "last_finished": last.get("finishedAt", ""),
+                             "rollout_phase": rollout.phase, "rollout_abort": rollout.abort,
+                             "rollout_message": rollout.message})
+        return rows
+
     def _promoted_canary(self, service: str, ns: str, st: RolloutState) -> bool:
         """The Rollout completed its last step with the canary this target deployed: that
         version is the stable now and takes all traffic (Argo's final ``setWeight: 100``)."""
@@ -878,8 +897,47 @@ class KubeTarget(Target):
 
     def _abort(self, service: str) -> None:
         d = self.driver(service)
+        canary = d.get(service).current_pod_hash
         d.abort(service)
         d.wait_aborted(service, timeout=120.0)
+        facts = self.facts
+        if facts is not None and facts.kube_proxy_metrics and canary:
+            self._wait_traffic_off(service, canary, facts.kube_proxy_metrics)
+
+    def _wait_traffic_off(self, service: str, pod_hash: str, proxy_metrics: str,
+                          timeout: float = 60.0) -> None:
+        """Without a traffic router the abort is done when no new connection can reach the
+        canary: its pods gone from the Service's ready endpoints, and kube-proxy's rules synced
+        after that (its metrics say when). Until then an "aborted" canary still gets requests."""
+        from .hostside import kube_proxy_synced_after
+
+        ns, _, _ = self._service(service)
+        c = self.clients
+        deadline = self._clock() + timeout
+        clean_since: float | None = None
+        last = "endpoints not read yet"
+        while True:
+            if clean_since is None:
+                with api_call("list", "Pod", ns):
+                    pods = {p.metadata.name for p in c.core.list_namespaced_pod(
+                        ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
+                        _request_timeout=c.request_timeout).items}
+                with api_call("get", "Endpoints", ns, service):
+                    ep = c.core.read_namespaced_endpoints(service, ns, _request_timeout=c.request_timeout)
+                addresses = [a for sub in (ep.subsets or []) for a in (sub.addresses or [])]
+                serving = sorted(a.target_ref.name for a in addresses
+                                 if a.target_ref is not None and a.target_ref.name in pods)
+                if serving:
+                    last = f"canary pods still in the endpoints of Service {ns}/{service}: {serving}"
+                else:
+                    clean_since = time.time()
+                    last = "kube-proxy has not synced its rules since"
+            if clean_since is not None and kube_proxy_synced_after(proxy_metrics, clean_since):
+                return
+            if self._clock() >= deadline:
+                raise WaitTimeout(f"traffic off the aborted canary of {ns}/{service} within {timeout:g}s: "
+                                  f"{last}")
+            self._sleep(min(self.poll_interval, 0.2))
 
     def _tracks(self, service: str) -> dict[Track, TrackState]:
         ns, _, _ = self._service(service)
