@@ -330,6 +330,14 @@ class RolloutsDriver:
             ops.append({"op": "add", "path": f"{base}/env", "value": current})
         return RolloutState.from_object(self._patch(name, ops, JSON_PATCH))
 
+    def set_template(self, name: str, template: dict[str, Any]) -> RolloutState:
+        """Replace the whole pod template (``kubectl argo rollouts undo`` copies a ReplicaSet's
+        template into the Rollout the same way); a JSON patch, so nothing else of the spec moves."""
+        if not isinstance(template, dict) or not (template.get("spec") or {}).get("containers"):
+            raise TrafficError(f"pod template for Rollout {self.namespace}/{name} has no containers")
+        return RolloutState.from_object(
+            self._patch(name, [{"op": "replace", "path": "/spec/template", "value": template}], JSON_PATCH))
+
     def promote(self, name: str, *, full: bool = False) -> list[tuple[str, dict[str, Any]]]:
         """Promote like ``kubectl argo rollouts promote [--full]``; returns the patches sent."""
         state = self.get(name)

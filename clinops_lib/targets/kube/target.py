@@ -784,6 +784,19 @@ class KubeTarget(Target):
                                                      _request_timeout=c.request_timeout).items
         return any((rs.status.ready_replicas or 0) > 0 for rs in rss if _has_hash(rs, pod_hash))
 
+    def _rs_template(self, ns: str, pod_hash: str) -> dict[str, Any] | None:
+        """The pod template of the ReplicaSet with ``pod_hash``, as JSON, without the hash label."""
+        c = self.clients
+        with api_call("list", "ReplicaSet", ns):
+            rss = c.apps.list_namespaced_replica_set(ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
+                                                     _request_timeout=c.request_timeout).items
+        for rs in rss:
+            if _has_hash(rs, pod_hash):
+                template: dict[str, Any] = c.api_client.sanitize_for_serialization(rs.spec.template)
+                ((template.get("metadata") or {}).get("labels") or {}).pop(POD_TEMPLATE_HASH, None)
+                return template
+        return None
+
     def _rs_image(self, ns: str, pod_hash: str) -> tuple[str, bool]:
         c = self.clients
         with api_call("list", "ReplicaSet", ns):
@@ -811,12 +824,15 @@ class KubeTarget(Target):
         if not st.abort:
             raise TrafficError(
                 f"Rollout {ns}/{service} still routes traffic to its canary; abort or promote first")
-        stable_image, _ = self._rs_image(ns, st.stable_rs)
-        if not stable_image:
+        template = self._rs_template(ns, st.stable_rs)
+        if template is None:
             raise TrafficError(f"stable ReplicaSet {st.stable_rs} of {ns}/{service} not found")
-        cname = next(iter(st.images))
-        d.set_image(service, stable_image, container=cname,
-                    env={"CLINOPS_SERVICE_VERSION": _tag(stable_image), "CLINOPS_FAULT": "none"})
+        # The stable ReplicaSet's own pod template, hash label removed: the controller matches it
+        # to that ReplicaSet (template equality), so no new revision starts (an image-only patch
+        # left other differences, e.g. the fault variable, and started one: a blue-green then
+        # waited for its pre-promotion analysis)
+        d.set_template(service, template)
+        self._canaries.pop(service, None)
         # The abort stays set until the controller sees the stable template again: not a failure.
         d.wait(service, "return to the stable template and become Healthy", lambda s: s.healthy,
                timeout=120.0, fail=lambda s: None)
@@ -833,7 +849,13 @@ class KubeTarget(Target):
             self.refresh_pod_targets()  # a step scales the canary's pods up
             return
         if weight == 100:
-            self.promote(service)
+            # the switch: the active Service to green (promote full); green stays this target's
+            # canary until the drill promotes (a post-promotion analysis still judges it)
+            d.promote(service, full=True)
+            d.wait(service, "switch the active Service to the new version",
+                   lambda s: bool(s.active_selector) and s.active_selector == s.current_pod_hash,
+                   timeout=self._step_timeout(service))
+            self.refresh_pod_targets()
         elif weight == 0:
             if not d.get(service).healthy:
                 self.abort(service)
@@ -886,7 +908,7 @@ class KubeTarget(Target):
                 return 100 if self._promoted_canary(service, ns, st) else 0
             return st.canary_weight
         switched = st.active_selector and st.active_selector == st.current_pod_hash != st.stable_rs
-        return 100 if switched else 0
+        return 100 if switched or self._promoted_canary(service, ns, st) else 0
 
     def _promote(self, service: str) -> TrackState:
         d = self.driver(service)
@@ -898,11 +920,30 @@ class KubeTarget(Target):
     def _abort(self, service: str) -> None:
         d = self.driver(service)
         canary = d.get(service).current_pod_hash
+        facts = self.facts
+        # without a traffic router: did users' connections reach the canary's pods at all? (a
+        # blue-green preview never is in the user Service's endpoints)
+        serving = bool(facts is not None and facts.kube_proxy_metrics and canary
+                       and self._serving_pods(service, canary))
         d.abort(service)
         d.wait_aborted(service, timeout=120.0)
-        facts = self.facts
-        if facts is not None and facts.kube_proxy_metrics and canary:
+        if serving:
+            assert facts is not None
             self._wait_traffic_off(service, canary, facts.kube_proxy_metrics)
+
+    def _serving_pods(self, service: str, pod_hash: str) -> list[str]:
+        """Pods with ``pod_hash`` among the ready endpoints of the Service ``service``."""
+        ns, _, _ = self._service(service)
+        c = self.clients
+        with api_call("list", "Pod", ns):
+            items = c.core.list_namespaced_pod(ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
+                                               _request_timeout=c.request_timeout).items
+        pods = {p.metadata.name for p in items}
+        with api_call("get", "Endpoints", ns, service):
+            ep = c.core.read_namespaced_endpoints(service, ns, _request_timeout=c.request_timeout)
+        addresses = [a for sub in (ep.subsets or []) for a in (sub.addresses or [])]
+        return sorted(a.target_ref.name for a in addresses
+                      if a.target_ref is not None and a.target_ref.name in pods)
 
     def _wait_traffic_off(self, service: str, pod_hash: str, proxy_metrics: str,
                           timeout: float = 60.0) -> None:
@@ -912,21 +953,12 @@ class KubeTarget(Target):
         from .hostside import kube_proxy_synced_after
 
         ns, _, _ = self._service(service)
-        c = self.clients
         deadline = self._clock() + timeout
         clean_since: float | None = None
         last = "endpoints not read yet"
         while True:
             if clean_since is None:
-                with api_call("list", "Pod", ns):
-                    pods = {p.metadata.name for p in c.core.list_namespaced_pod(
-                        ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
-                        _request_timeout=c.request_timeout).items}
-                with api_call("get", "Endpoints", ns, service):
-                    ep = c.core.read_namespaced_endpoints(service, ns, _request_timeout=c.request_timeout)
-                addresses = [a for sub in (ep.subsets or []) for a in (sub.addresses or [])]
-                serving = sorted(a.target_ref.name for a in addresses
-                                 if a.target_ref is not None and a.target_ref.name in pods)
+                serving = self._serving_pods(service, pod_hash)
                 if serving:
                     last = f"canary pods still in the endpoints of Service {ns}/{service}: {serving}"
                 else:
