@@ -156,3 +156,45 @@ def test_deploy_levels_installs_a_release_per_level_and_reports_what_is_not_on_t
     off = [r for r in rows.values() if r["why not here"].startswith("not on this cluster")]
     assert {"data-ingestion/kafka", "ml-pipeline/mlflow", "orchestration/airflow"} <= {r["component"] for r in off}
     assert all(r["health"] == "not on this target" for r in off)
+
+
+def _deployed(runs: Runs) -> None:
+    _passed_bundle(runs, _run(runs, "00", "00-provision.ipynb"))
+    _passed_bundle(runs, _run(runs, "01", "01-deploy-levels.ipynb"))
+
+
+def _events(bundle: Path) -> list[dict[str, str]]:
+    return _table(bundle, "drill-events")
+
+
+def test_a_clean_canary_is_promoted_with_the_replica_shares_measured(runs: Runs) -> None:
+    _deployed(runs)
+    bundle = _passed_bundle(runs, _run(runs, "02-clean", "02-canary-drill.ipynb"))
+    assert any(e["kind"] == "decision" and e["detail"].startswith("PROMOTED") for e in _events(bundle))
+    # kube-proxy balances per connection, the load generator opens one per request: the realised
+    # canary share of each judged interval is the replica share within sampling error
+    for iv in _table(bundle, "analysis-intervals"):
+        weight, share, n = int(iv["weight"]), iv["canary_share"], int(iv["canary_requests"]) + int(
+            iv["stable_requests"])
+        if share and 0 < weight < 100 and n >= 100:
+            p = weight / 100
+            assert abs(float(share) - p) <= 4 * (p * (1 - p) / n) ** 0.5, iv
+
+
+def test_a_canary_with_5_percent_errors_is_aborted_by_the_judge_through_the_rollouts_api(runs: Runs) -> None:
+    _deployed(runs)
+    _passed_bundle(runs, _run(runs, "02-clean", "02-canary-drill.ipynb"))
+    bundle = _passed_bundle(runs, _run(runs, "02-errors", "02-canary-drill.ipynb", ("fault", "errors:5%"),
+                                       ("expect", "aborted")))
+    events = _events(bundle)
+    assert any(e["kind"] == "decision" and "anytime-valid judge" in e["detail"] for e in events), events
+    # the in-cluster analysis is in the bundle too: the Rollout's AnalysisRuns as the controller left them
+    runs_table = _table(bundle, "in-cluster-analysis")
+    assert runs_table and {"analysis_run", "run_phase", "metric_phase"} <= set(runs_table[0])
+
+
+def test_a_blue_green_switch_loses_no_request(runs: Runs) -> None:
+    _deployed(runs)
+    bundle = _passed_bundle(runs, _run(runs, "03", "03-blue-green-drill.ipynb", ("rollback_drill", "false")))
+    (switch,) = _table(bundle, "switches")
+    assert switch["switch"] == "promotion" and switch["failed around switch"] == "0", switch
