@@ -154,7 +154,8 @@ def test_deploy_levels_installs_a_release_per_level_and_reports_what_is_not_on_t
     assert rows["model-serving"]["health"] == "healthy", rows["model-serving"]
     assert rows["training-job"]["health"] == "healthy", rows["training-job"]
     off = [r for r in rows.values() if r["why not here"].startswith("not on this cluster")]
-    assert {"data-ingestion/kafka", "ml-pipeline/mlflow", "orchestration/airflow"} <= {r["component"] for r in off}
+    named = {r["component"] for r in off}
+    assert {"data-ingestion/kafka", "ml-pipeline/mlflow", "orchestration/airflow"} <= named
     assert all(r["health"] == "not on this target" for r in off)
 
 
