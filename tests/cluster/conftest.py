@@ -23,15 +23,19 @@ from conftest import enterable_tmpdir
 from ports import PortAllocator
 
 from clinops_lib.clusters.debian import BuildCache, ClusterConfig, DebianCluster
-from clinops_lib.clusters.debian.build import missing_build_prerequisites
+from clinops_lib.clusters.debian.build import build_prometheus, missing_build_prerequisites
 from clinops_lib.clusters.debian.images import ImageBuilder, chart_references
+from clinops_lib.clusters.debian.metrics import ApiAccess, pod_scrape_job
 from clinops_lib.config import Settings
 from clinops_lib.targets.local import supervisor
 from clinops_lib.targets.local.components import Prometheus
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-#: the services/ folders whose images the tier's pods run (each image costs minutes cold)
-TIER_IMAGES = ("clinical-gateway",)
+#: the services/ folders whose images the tier's pods run: the gateway in the node, Rollouts and
+#: Prometheus tests, all three in the runbook tests (01-deploy-levels). Built once here, cached by
+#: input hash: with buildah's overlay driver the base and all three take ~100 s cold
+#: (benchmarks/results/images.json), seconds when cached.
+TIER_IMAGES = ("clinical-gateway", "model-serving", "model-training")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -96,13 +100,17 @@ def local_images(debian_cluster: DebianCluster) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def host_prometheus(debian_cluster: DebianCluster, port_allocator: PortAllocator) -> Iterator[Prometheus]:
-    """The local target's Prometheus (its generated config) on a port block of the harness: the
-    Prometheus the kubeconfig target queries on this cluster (``CLINOPS_PROMETHEUS_URL``). It does
-    not scrape the pods: Debian's prometheus is built without ``kubernetes_sd_configs``."""
+    """The host Prometheus the kubeconfig target queries on this cluster (``CLINOPS_PROMETHEUS_URL``),
+    on a port block of the harness, as the target runs it (``HostServices.prometheus_options``):
+    the local target's generated config, the binary built from the Prometheus Go module, and the
+    pod job discovering this cluster's pods through ``kubernetes_sd_configs``."""
+    cache = debian_cluster.config.cache
+    build_prometheus(cache, progress=_progress)  # cached: seconds
     root = enterable_tmpdir("clinops-cluster-prom-")
     block = port_allocator.block()
     settings = Settings(state_dir=root / "state", ports=block.portmap())
-    prom = Prometheus(settings)
+    access = ApiAccess.from_pki(debian_cluster.pki, debian_cluster.server)
+    prom = Prometheus(settings, binary=cache.prometheus, extra_scrape_configs=[pod_scrape_job(access)])
     prom.prepare()
     proc = supervisor.start(prom.spec())
     try:

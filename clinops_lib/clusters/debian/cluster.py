@@ -60,7 +60,7 @@ from ...targets.local import supervisor
 from . import host
 from .api import ClusterApi
 from .build import ARGO_ROLLOUTS_VERSION, KUBERNETES_VERSION, BuildCache, build_all
-from .metrics import PROMETHEUS_CLIENT_IDENTITY, pod_scrape_rbac
+from .metrics import PROMETHEUS_CLIENT_IDENTITY, ApiAccess, pod_scrape_rbac, prometheus_access_facts
 from .oci import ImageConfig, ImageFile, write_oci_archive
 from .pki import Pki, make_pki
 
@@ -815,7 +815,8 @@ state = "{self.containerd_dir}/state"
         this cluster is and lacks, read from the cluster itself rather than guessed from a
         kubeconfig's name: provider, Kubernetes version, the chart values profile written for it,
         the address pods reach the host at (Level 0 lives there), where its containerd imports
-        images, and the traffic mode (no traffic router: Argo Rollouts' basic canary)."""
+        images, the traffic mode (no traffic router: Argo Rollouts' basic canary) and how the host's
+        Prometheus reaches the API server to discover the pods (``clinops-prometheus``'s files)."""
         c = self.config
         return {
             "apiVersion": "v1",
@@ -835,6 +836,9 @@ state = "{self.containerd_dir}/state"
                 # kube-proxy's metrics: when its rules last synced (a client waits for a change
                 # of endpoints to reach the rules, e.g. traffic off an aborted canary)
                 "kubeProxyMetrics": f"http://127.0.0.1:{c.ports.proxy_metrics}/metrics",
+                # how the host's Prometheus discovers the pods (kubernetes_sd_configs, metrics.py):
+                # the API server and its own read-pods-only identity, files on this host
+                **prometheus_access_facts(ApiAccess.from_pki(self.pki, self.server)),
             },
         }
 

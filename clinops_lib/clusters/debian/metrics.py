@@ -13,8 +13,13 @@ charts set (``clinops.servicePodTemplate``)::
 Only ``Running`` pods are kept (a pending pod has no address yet; a finished Job's has no
 server). The pod's own ``service``/``version`` labels win (``honor_labels``), as on the local
 target, so the charts' AnalysisTemplate queries (``http_requests_total{service=..,version=..}``)
-read the same series on both paths; ``namespace``, ``pod`` and the Rollouts pod-template hash
-are added for telling the stable pods from the canary ones.
+read the same series on both paths; ``namespace``, ``pod``, ``service`` (the pod's
+``app.kubernetes.io/name``) and ``pod_template_hash`` (the Rollouts pod-template hash) are
+added for telling the stable pods from the canary ones.
+
+This job is the only way the kubeconfig target's host Prometheus sees the pods
+(:class:`clinops_lib.targets.kube.hostside.HostServices` runs it); Prometheus watches the API
+server, so a canary's pods are scraped from their first seconds without the target listing them.
 
 Identity: a client certificate of its own (``clinops-prometheus``, minted with the cluster's
 PKI like the Rollouts controller's) bound to a ClusterRole that may only ``get/list/watch``
@@ -29,7 +34,7 @@ module by :func:`clinops_lib.clusters.debian.build.build_prometheus` (``promtool
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +49,11 @@ __all__ = [
     "PROMETHEUS_USER",
     "SCRAPE_ANNOTATIONS",
     "ApiAccess",
+    "access_from_facts",
     "check_config",
     "pod_scrape_job",
     "pod_scrape_rbac",
+    "prometheus_access_facts",
 ]
 
 #: the certificate's file stem in the cluster's PKI folder, and the user it names
@@ -79,6 +86,22 @@ class ApiAccess:
 
     def missing(self) -> list[str]:
         return [str(p) for p in (self.ca_file, self.cert_file, self.key_file) if not p.is_file()]
+
+
+def prometheus_access_facts(access: ApiAccess) -> dict[str, str]:
+    """``access`` as the cluster facts ConfigMap's keys (file paths on the host, no key material)."""
+    return {"apiServer": access.server, "prometheusCaFile": str(access.ca_file),
+            "prometheusCertFile": str(access.cert_file), "prometheusKeyFile": str(access.key_file)}
+
+
+def access_from_facts(data: Mapping[str, str]) -> ApiAccess | None:
+    """The inverse of :func:`prometheus_access_facts`; None when the cluster's facts lack it (a
+    cluster created by older code)."""
+    keys = ("apiServer", "prometheusCaFile", "prometheusCertFile", "prometheusKeyFile")
+    if not all(data.get(k) for k in keys):
+        return None
+    server, ca, cert, key = (str(data[k]) for k in keys)
+    return ApiAccess(server, Path(ca), Path(cert), Path(key))
 
 
 def pod_scrape_job(
@@ -130,9 +153,16 @@ def pod_scrape_job(
             {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
             {
+                # the service the pod belongs to (its series carry `service` themselves; this
+                # names the target too, so `up` and the scrape series say it)
+                "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+                "regex": "(.+)",
+                "target_label": "service",
+            },
+            {
                 "source_labels": ["__meta_kubernetes_pod_label_rollouts_pod_template_hash"],
                 "regex": "(.+)",
-                "target_label": "rollouts_pod_template_hash",
+                "target_label": "pod_template_hash",
             },
         ],
     }

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...clusters.debian.metrics import POD_JOB, ApiAccess, access_from_facts, pod_scrape_job
 from ...config import PortMap, Settings
 from ...exceptions import ComponentError, PrerequisiteError
 from ..base import ComponentStatus, Progress
@@ -65,6 +66,8 @@ class ClusterFacts:
     rollouts_controller: str
     traffic_mode: str
     kube_proxy_metrics: str = ""
+    #: how the host's Prometheus discovers the pods (None: a cluster created by older code)
+    prometheus_access: ApiAccess | None = None
 
     @classmethod
     def from_data(cls, data: Mapping[str, str]) -> ClusterFacts:
@@ -78,6 +81,7 @@ class ClusterFacts:
             rollouts_controller=str(data.get("rolloutsController", "")),
             traffic_mode=str(data.get("trafficMode", "")),
             kube_proxy_metrics=str(data.get("kubeProxyMetrics", "")),
+            prometheus_access=access_from_facts(data),
         )
 
     def summary(self) -> dict[str, str]:
@@ -129,13 +133,72 @@ def credentials(settings: Settings, *, pg_address: str, redis_address: str) -> d
 class HostServices:
     """The local target's Level 0 and Prometheus for a cluster that has none, relayed to pods."""
 
-    def __init__(self, settings: Settings, host_address: str) -> None:
+    def __init__(self, settings: Settings, host_address: str, prometheus_access: ApiAccess | None = None,
+                 progress: Progress | None = None) -> None:
         from ..local.target import LocalTarget
 
         self.settings = settings
         self.host_address = host_address
-        self.local = LocalTarget(settings.with_(target="local"))
+        self.prometheus_access = prometheus_access
+        self._progress = progress
+        self.local = LocalTarget(settings.with_(target="local"),
+                                 component_options={"prometheus": self._prometheus_options})
         self.run_dir = settings.state_dir / "kube"
+
+    @property
+    def _prometheus_options(self) -> _LazyPrometheusOptions:
+        return _LazyPrometheusOptions(self)
+
+    def prometheus_options(self) -> dict[str, Any]:
+        """The host Prometheus as the cluster needs it: the binary built from the Prometheus Go
+        module (built here when not cached yet: Debian's has no ``kubernetes_sd_configs``) with
+        the pod job of :func:`~clinops_lib.clusters.debian.metrics.pod_scrape_job` against this
+        cluster's API server, its only view of the pods."""
+        from ...clusters.debian.build import BuildCache, build_prometheus
+
+        access = self.prometheus_access
+        if access is None:
+            raise PrerequisiteError(
+                "the cluster's facts (kube-public/clinops-cluster) do not say how Prometheus reaches its "
+                "API server (a cluster created by older code): `clinops cluster delete` and create it again")
+        missing = access.missing()
+        if missing:
+            raise PrerequisiteError("the cluster's Prometheus identity files are missing: "
+                                    f"{', '.join(missing)} (this host is not the cluster's; "
+                                    "`clinops cluster create` writes them)")
+        cache = BuildCache(self.settings.cache_dir)
+        if not cache.prometheus_ready():
+            build_prometheus(cache, progress=self._progress or (lambda m: None))
+        return {"binary": cache.prometheus, "extra_scrape_configs": [pod_scrape_job(access)]}
+
+    def scraped_pods(self, namespace: str) -> set[str]:
+        """The pods of ``namespace`` the host Prometheus scrapes successfully (health up)."""
+        import httpx
+
+        try:
+            data = httpx.get(f"{self.settings.prometheus_url}/api/v1/targets", params={"state": "active"},
+                             timeout=5.0).json()["data"]["activeTargets"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return set()
+        return {str(t["labels"].get("pod")) for t in data
+                if t.get("health") == "up" and t.get("labels", {}).get("job") == POD_JOB
+                and t["labels"].get("namespace") == namespace}
+
+    def metrics_source(self) -> str:
+        """How the host Prometheus sees the pods, for the evidence: the job, its discovery and
+        how many pods it scrapes right now (asked from Prometheus itself)."""
+        import httpx
+
+        base = f"kubernetes_sd_configs (role pod, job {POD_JOB}) of the host Prometheus against "
+        base += self.prometheus_access.server if self.prometheus_access else "(no API access in the facts)"
+        try:
+            data = httpx.get(f"{self.settings.prometheus_url}/api/v1/targets", params={"state": "active"},
+                             timeout=5.0).json()["data"]["activeTargets"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+            return f"{base}; targets unreadable: {type(e).__name__}"
+        pods = [t for t in data if (t.get("labels") or {}).get("job") == POD_JOB]
+        up = sum(1 for t in pods if t.get("health") == "up")
+        return f"{base}; {up}/{len(pods)} discovered pods up"
 
     def port(self, name: str) -> int:
         return RELAYED[name](self.settings.ports)
@@ -202,29 +265,6 @@ class HostServices:
         progress(f"host: {name} relayed to pods at {self.address(name)}")
         return True
 
-    def write_pod_targets(self, pods: list[dict[str, str]]) -> bool:
-        """The host Prometheus' ``kube-pods`` file_sd targets: ``pods`` as ``{"address",
-        "namespace", "pod", "service", "pod_template_hash"}`` rows (running, with an IP), the
-        scrape address the pod's IP (the host routes to the pod bridge). Written atomically
-        and only when changed; True when it changed. The services label their own series with
-        ``service`` and ``version`` (the job honours them)."""
-        import json
-
-        from ..local.components import Prometheus
-
-        path = Prometheus(self.settings.with_(target="local")).pod_targets_file
-        groups = [{"targets": [p["address"]],
-                   "labels": {k: v for k, v in p.items() if k != "address" and v}} for p in
-                  sorted(pods, key=lambda p: p["address"])]
-        text = json.dumps(groups, indent=1) + "\n"
-        if path.exists() and path.read_text() == text:
-            return False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        return True
-
     def status(self) -> dict[str, ComponentStatus]:
         """The local target's rows of the host components, with where pods reach them."""
         rows = self.local._observe()
@@ -255,6 +295,29 @@ class HostServices:
 
     def close(self) -> None:
         self.local.close()
+
+
+class _LazyPrometheusOptions(Mapping[str, Any]):
+    """The Prometheus constructor's options, resolved when the local target first builds the
+    component (the build and the facts check happen only when Prometheus is really needed)."""
+
+    def __init__(self, host: HostServices) -> None:
+        self._host = host
+        self._resolved: dict[str, Any] | None = None
+
+    def _options(self) -> dict[str, Any]:
+        if self._resolved is None:
+            self._resolved = self._host.prometheus_options()
+        return self._resolved
+
+    def __getitem__(self, key: str) -> Any:
+        return self._options()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._options())
+
+    def __len__(self) -> int:
+        return len(self._options())
 
 
 def import_images(socket_path: str, cache_root: Path, project_root: Path, references: Mapping[str, str],

@@ -576,11 +576,6 @@ class Prometheus(Component):
             {"job_name": "haproxy", "static_configs": [{"targets": [f"127.0.0.1:{ports.haproxy_stats}"]}]}
         )
         jobs.append({"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}]})
-        # Pods of a cluster whose Level 6 is this Prometheus (the kubeconfig target on the cluster
-        # built from Debian packages): Debian's prometheus 2.42 has no kubernetes_sd_configs, so the
-        # kube target writes the pods it lists from the API into this file (file_sd, re-read on change).
-        jobs.append({"job_name": "kube-pods", "honor_labels": True,
-                     "file_sd_configs": [{"files": [str(self.pod_targets_file)], "refresh_interval": "5s"}]})
         jobs.extend(self.extra_scrape_configs)
         cfg: dict[str, object] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
@@ -602,17 +597,10 @@ class Prometheus(Component):
             )
         return cfg
 
-    @property
-    def pod_targets_file(self) -> Path:
-        """file_sd targets of cluster pods (``[{"targets": [...], "labels": {...}}]``)."""
-        return self.dir / "kube-pods.json"
-
     def prepare(self) -> None:
         import yaml
 
         super().prepare()
-        if not self.pod_targets_file.exists():
-            self.pod_targets_file.write_text("[]\n")
         if self.binary is not None:
             if not os.access(self.binary, os.X_OK):
                 raise PrerequisiteError(f"prometheus: binary {self.binary} not found or not executable")

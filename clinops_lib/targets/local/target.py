@@ -100,7 +100,9 @@ class LocalTarget(Target):
 
     ``timeouts`` overrides per-component health timeouts (seconds), ``services`` the workload
     wiring (ASGI apps, bucket, topic) and ``transport`` the httpx transport of Prometheus
-    queries, so tests can exercise every path.
+    queries, so tests can exercise every path. ``component_options`` are keyword arguments of
+    an infrastructure component's constructor (the kubeconfig target on the Debian cluster runs
+    ``prometheus`` as the module-built binary with the cluster's pod scrape job).
     """
 
     name = "local"
@@ -115,9 +117,11 @@ class LocalTarget(Target):
         services: Services | None = None,
         transport: httpx.BaseTransport | None = None,
         training_module: str = "clinops_lib.services.training",
+        component_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__(settings)
         self.timeouts = dict(timeouts or {})
+        self.component_options = dict(component_options or {})  # values may resolve lazily
         self.services = services or Services.from_inventory(settings)
         self.training_module = training_module
         self._http = httpx.Client(transport=transport, timeout=10.0)
@@ -142,7 +146,7 @@ class LocalTarget(Target):
             weights = {k: (w.stable, w.canary) for k, w in (state or self.state()).weights.items()}
             comp: Component = HAProxy(self.settings, weights)
         else:
-            comp = cls(self.settings)
+            comp = cls(self.settings, **self.component_options.get(name, {}))
         if name in self.timeouts:
             comp.timeout = self.timeouts[name]
         return comp
