@@ -300,3 +300,56 @@ def test_a_module_build_refuses_to_start_without_a_go_as_new_as_its_go_mod(tmp_p
         build.build_go_module(future, build.BuildCache(tmp_path / "cache"))
     assert not (tmp_path / "cache").exists()  # nothing downloaded or created
     assert build.PROMETHEUS.min_go >= (1, 26)  # Prometheus v3.16's go.mod says go 1.26.7
+
+
+def test_the_pod_job_names_each_target_as_the_file_sd_bridge_did(tmp_path: Path) -> None:
+    """The labels the drills and the charts' PromQL read: namespace, pod, service, pod_template_hash
+    (the series labels of the removed file_sd bridge), each from the pod's own metadata."""
+    rules = metrics.pod_scrape_job(_access(tmp_path))["relabel_configs"]
+    sources = {r["target_label"]: r["source_labels"] for r in rules if "target_label" in r}
+    assert sources["namespace"] == ["__meta_kubernetes_namespace"]
+    assert sources["pod"] == ["__meta_kubernetes_pod_name"]
+    assert sources["service"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+    assert sources["pod_template_hash"] == ["__meta_kubernetes_pod_label_rollouts_pod_template_hash"]
+
+
+def test_the_cluster_facts_carry_the_prometheus_access_and_older_facts_say_they_lack_it(
+    tmp_path: Path,
+) -> None:
+    from clinops_lib.targets.kube.hostside import ClusterFacts
+
+    access = _access(tmp_path)
+    data = {"provider": "debian", "hostAddress": "10.88.0.1", **metrics.prometheus_access_facts(access)}
+    assert ClusterFacts.from_data(data).prometheus_access == access
+    older = {k: v for k, v in data.items() if k != "prometheusKeyFile"}
+    assert ClusterFacts.from_data(older).prometheus_access is None
+
+
+def test_the_host_prometheus_has_no_file_sd_bridge_and_takes_the_options_the_kube_target_gives(
+    tmp_path: Path,
+) -> None:
+    from clinops_lib.config import Settings
+    from clinops_lib.targets.local.target import LocalTarget
+
+    settings = Settings(state_dir=tmp_path / "s")
+    plain = LocalTarget(settings)._component("prometheus")
+    assert not any("file_sd_configs" in j for j in plain.config()["scrape_configs"])  # type: ignore[attr-defined]
+    fake = tmp_path / "prometheus"
+    job = metrics.pod_scrape_job(_access(tmp_path))
+    target = LocalTarget(
+        settings, component_options={"prometheus": {"binary": fake, "extra_scrape_configs": [job]}}
+    )
+    prom = target._component("prometheus")
+    assert prom.spec().argv[0] == str(fake) and _jobs(prom)[-1] == POD_JOB_NAME
+
+
+def test_the_kube_target_refuses_a_cluster_whose_facts_lack_the_prometheus_access(tmp_path: Path) -> None:
+    from clinops_lib.config import Settings
+    from clinops_lib.targets.kube.hostside import HostServices
+
+    host = HostServices(Settings(state_dir=tmp_path / "s"), "10.88.0.1", None)
+    with pytest.raises(PrerequisiteError, match="delete` and create it again"):
+        host.prometheus_options()
+    host = HostServices(Settings(state_dir=tmp_path / "s"), "10.88.0.1", _access(tmp_path))
+    with pytest.raises(PrerequisiteError, match="identity files are missing"):
+        host.prometheus_options()
