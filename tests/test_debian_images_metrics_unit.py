@@ -347,9 +347,14 @@ def test_the_kube_target_refuses_a_cluster_whose_facts_lack_the_prometheus_acces
     from clinops_lib.config import Settings
     from clinops_lib.targets.kube.hostside import HostServices
 
+    def say(message: str) -> None:
+        raise AssertionError(f"nothing may start or build: {message}")
+
     host = HostServices(Settings(state_dir=tmp_path / "s"), "10.88.0.1", None)
+    assert host.prometheus_options() == {}  # status still works; starting Prometheus is refused
     with pytest.raises(PrerequisiteError, match="delete` and create it again"):
-        host.prometheus_options()
+        host.up(6, say)
     host = HostServices(Settings(state_dir=tmp_path / "s"), "10.88.0.1", _access(tmp_path))
+    assert host.prometheus_options()["extra_scrape_configs"][0]["job_name"] == POD_JOB_NAME
     with pytest.raises(PrerequisiteError, match="identity files are missing"):
-        host.prometheus_options()
+        host.up(6, say)

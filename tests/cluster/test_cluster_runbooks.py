@@ -127,7 +127,18 @@ def _passed_bundle(runs: Runs, proc: subprocess.CompletedProcess[str]) -> Path:
         (row,) = list(csv.DictReader(f))
     assert (row["target"], row["provider"], row["kubernetes_version"]) == ("kubeconfig", "debian", "v1.20.2")
     assert row["chart_profile"] == "local-cluster" and "basic canary" in row["traffic_mode"]
+    # the metrics came through the host Prometheus' kubernetes_sd job (the only way it sees pods)
+    assert "kubernetes_sd_configs (role pod, job kubernetes-pods)" in row["metrics"], row["metrics"]
     return bundle
+
+
+def _pods_scraped(bundle: Path) -> tuple[int, int]:
+    """(up, discovered) pods of the kubernetes_sd job, as the bundle's target row says."""
+    with open(bundle / "data" / "target.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    found = re.search(r"(\d+)/(\d+) discovered pods up", row["metrics"])
+    assert found, row["metrics"]
+    return int(found.group(1)), int(found.group(2))
 
 
 def _table(bundle: Path, name: str) -> list[dict[str, str]]:
@@ -172,6 +183,8 @@ def test_a_clean_canary_is_promoted_with_the_replica_shares_measured(runs: Runs)
     _deployed(runs)
     bundle = _passed_bundle(runs, _run(runs, "02-clean", "02-canary-drill.ipynb"))
     assert any(e["kind"] == "decision" and e["detail"].startswith("PROMOTED") for e in _events(bundle))
+    up, _ = _pods_scraped(bundle)
+    assert up >= 2, "the host Prometheus scraped fewer pods than the two online services have"
     # kube-proxy balances per connection, the load generator opens one per request: the realised
     # canary share of each judged interval is the replica share within sampling error
     for iv in _table(bundle, "analysis-intervals"):

@@ -17,7 +17,11 @@ such a cluster the ``kubeconfig`` target
   and tags a drill's new version from the stable image (the version is the
   ``CLINOPS_SERVICE_VERSION`` the pod template carries; the code is the same);
 * writes the ``<component>-credentials`` Secrets the charts read when there is no External
-  Secrets operator (keys in charts/README.md), from the local target's connection settings.
+  Secrets operator (keys in charts/README.md), from the local target's connection settings;
+* runs that Prometheus as the binary built from the Prometheus Go module with the cluster's pod
+  job (:func:`clinops_lib.clusters.debian.metrics.pod_scrape_job`): it discovers and scrapes the
+  pods through ``kubernetes_sd_configs`` against the API server named in the facts, with the
+  cluster's read-pods-only ``clinops-prometheus`` identity. That is its only view of the pods.
 """
 
 from __future__ import annotations
@@ -133,27 +137,33 @@ def credentials(settings: Settings, *, pg_address: str, redis_address: str) -> d
 class HostServices:
     """The local target's Level 0 and Prometheus for a cluster that has none, relayed to pods."""
 
-    def __init__(self, settings: Settings, host_address: str, prometheus_access: ApiAccess | None = None,
-                 progress: Progress | None = None) -> None:
+    def __init__(self, settings: Settings, host_address: str,
+                 prometheus_access: ApiAccess | None = None) -> None:
         from ..local.target import LocalTarget
 
         self.settings = settings
         self.host_address = host_address
         self.prometheus_access = prometheus_access
-        self._progress = progress
         self.local = LocalTarget(settings.with_(target="local"),
-                                 component_options={"prometheus": self._prometheus_options})
+                                 component_options={"prometheus": self.prometheus_options()})
         self.run_dir = settings.state_dir / "kube"
-
-    @property
-    def _prometheus_options(self) -> _LazyPrometheusOptions:
-        return _LazyPrometheusOptions(self)
 
     def prometheus_options(self) -> dict[str, Any]:
         """The host Prometheus as the cluster needs it: the binary built from the Prometheus Go
-        module (built here when not cached yet: Debian's has no ``kubernetes_sd_configs``) with
-        the pod job of :func:`~clinops_lib.clusters.debian.metrics.pod_scrape_job` against this
-        cluster's API server, its only view of the pods."""
+        module (Debian's has no ``kubernetes_sd_configs``) with the pod job of
+        :func:`~clinops_lib.clusters.debian.metrics.pod_scrape_job` against this cluster's API
+        server, its only view of the pods. Nothing is checked or built here (a status call
+        constructs this too): :meth:`ensure_prometheus` does that before Prometheus starts."""
+        from ...clusters.debian.build import BuildCache
+
+        if self.prometheus_access is None:
+            return {}
+        return {"binary": BuildCache(self.settings.cache_dir).prometheus,
+                "extra_scrape_configs": [pod_scrape_job(self.prometheus_access)]}
+
+    def ensure_prometheus(self, progress: Progress) -> None:
+        """Refuse a cluster whose facts or files do not let Prometheus discover its pods; build the
+        module's Prometheus when it is not cached yet (``clinops cluster build`` builds it first)."""
         from ...clusters.debian.build import BuildCache, build_prometheus
 
         access = self.prometheus_access
@@ -168,21 +178,8 @@ class HostServices:
                                     "`clinops cluster create` writes them)")
         cache = BuildCache(self.settings.cache_dir)
         if not cache.prometheus_ready():
-            build_prometheus(cache, progress=self._progress or (lambda m: None))
-        return {"binary": cache.prometheus, "extra_scrape_configs": [pod_scrape_job(access)]}
-
-    def scraped_pods(self, namespace: str) -> set[str]:
-        """The pods of ``namespace`` the host Prometheus scrapes successfully (health up)."""
-        import httpx
-
-        try:
-            data = httpx.get(f"{self.settings.prometheus_url}/api/v1/targets", params={"state": "active"},
-                             timeout=5.0).json()["data"]["activeTargets"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            return set()
-        return {str(t["labels"].get("pod")) for t in data
-                if t.get("health") == "up" and t.get("labels", {}).get("job") == POD_JOB
-                and t["labels"].get("namespace") == namespace}
+            progress("host: building Prometheus with Kubernetes discovery from its Go module (once, cached)")
+            build_prometheus(cache, progress=lambda m: progress(f"host: {m}"))
 
     def metrics_source(self) -> str:
         """How the host Prometheus sees the pods, for the evidence: the job, its discovery and
@@ -222,6 +219,8 @@ class HostServices:
         names = HOST_LEVELS.get(level, ())
         if not names:
             return False
+        if "prometheus" in names:
+            self.ensure_prometheus(progress)
         rows = self.local.up([level], progress=lambda m: progress(f"host: {m}"))
         mine = [r for r in rows if r.component in names]
         changed = any(r.health == "healthy" and r.detail != "already up" for r in mine)
@@ -295,29 +294,6 @@ class HostServices:
 
     def close(self) -> None:
         self.local.close()
-
-
-class _LazyPrometheusOptions(Mapping[str, Any]):
-    """The Prometheus constructor's options, resolved when the local target first builds the
-    component (the build and the facts check happen only when Prometheus is really needed)."""
-
-    def __init__(self, host: HostServices) -> None:
-        self._host = host
-        self._resolved: dict[str, Any] | None = None
-
-    def _options(self) -> dict[str, Any]:
-        if self._resolved is None:
-            self._resolved = self._host.prometheus_options()
-        return self._resolved
-
-    def __getitem__(self, key: str) -> Any:
-        return self._options()[key]
-
-    def __iter__(self) -> Any:
-        return iter(self._options())
-
-    def __len__(self) -> int:
-        return len(self._options())
 
 
 def import_images(socket_path: str, cache_root: Path, project_root: Path, references: Mapping[str, str],
