@@ -181,6 +181,19 @@ class HostServices:
             progress("host: building Prometheus with Kubernetes discovery from its Go module (once, cached)")
             build_prometheus(cache, progress=lambda m: progress(f"host: {m}"))
 
+    def scraped_pods(self, namespace: str) -> set[str]:
+        """The pods of ``namespace`` the host Prometheus scrapes successfully (health up)."""
+        import httpx
+
+        try:
+            data = httpx.get(f"{self.settings.prometheus_url}/api/v1/targets", params={"state": "active"},
+                             timeout=5.0).json()["data"]["activeTargets"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return set()
+        return {str(t["labels"].get("pod")) for t in data
+                if t.get("health") == "up" and t.get("labels", {}).get("job") == POD_JOB
+                and t["labels"].get("namespace") == namespace}
+
     def metrics_source(self) -> str:
         """How the host Prometheus sees the pods, for the evidence: the job, its discovery and
         how many pods it scrapes right now (asked from Prometheus itself)."""
