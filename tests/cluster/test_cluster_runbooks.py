@@ -129,6 +129,7 @@ def _passed_bundle(runs: Runs, proc: subprocess.CompletedProcess[str]) -> Path:
     assert row["chart_profile"] == "local-cluster" and "basic canary" in row["traffic_mode"]
     # the metrics came through the host Prometheus' kubernetes_sd job (the only way it sees pods)
     assert "kubernetes_sd_configs (role pod, job kubernetes-pods)" in row["metrics"], row["metrics"]
+    print(f"[cluster runbooks] {bundle.parent.name} metrics: {row['metrics']}", file=sys.stderr)
     return bundle
 
 
