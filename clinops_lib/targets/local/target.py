@@ -26,6 +26,7 @@ from typing import Any, cast
 import httpx
 
 from ...catalog import LEVELS
+from ...catalog import component as catalog_component
 from ...config import Settings, child_environment
 from ...exceptions import (
     ClinopsError,
@@ -58,6 +59,7 @@ from .components import (
     service_spec,
 )
 from .haproxy import AdminSocket, read_stats_page
+from .kafka_connect import DebeziumConnect
 from .state import (
     STATE_FILE,
     ComponentRecord,
@@ -83,9 +85,11 @@ INFRA: dict[str, type[Component]] = {
     "haproxy": HAProxy,
     "prometheus": Prometheus,
     **PIPELINE_COMPONENTS,  # issue 14: kafka, kafka-consumer, feast, mlflow, airflow, alertmanager
+    "debezium-cdc": DebeziumConnect,  # opt-in (catalog): Kafka Connect + Debezium, see kafka_connect.py
 }
 #: Stop order of ``down``: consumers of a component before it.
-STOP_ORDER: tuple[str, ...] = ("airflow", "feast", "mlflow", "kafka-consumer", "kafka", "alertmanager",
+STOP_ORDER: tuple[str, ...] = ("airflow", "feast", "mlflow", "debezium-cdc", "kafka-consumer", "kafka",
+                               "alertmanager",
                                "prometheus", "haproxy", "localstack", "redis", "postgresql")
 #: Workloads whose *process* may start before their level is due, once these components are
 #: healthy. The gateway's connection pool and Redis client need PostgreSQL and Redis only, so
@@ -153,11 +157,12 @@ class LocalTarget(Target):
     # -- lifecycle -------------------------------------------------------------------------------
     def _up(self, levels: list[int], progress: Progress, **options: Any) -> bool:
         say, wanted = progress, levels
+        opt_in = set(options.get("opt_in") or ())
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] = []
         with self._locked() as state:
-            self._preflight(state, wanted)
+            self._preflight(state, wanted, opt_in)
             try:
-                changed = self._up_levels(state, wanted, started, say)
+                changed = self._up_levels(state, wanted, started, say, opt_in)
             except BaseException:
                 for name, proc, spec in reversed(started):
                     sup.stop(proc, stop_signal=spec.stop_signal, signal_group=spec.signal_group)
@@ -179,6 +184,7 @@ class LocalTarget(Target):
         wanted: list[int],
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
         say: Progress,
+        opt_in: set[str] | frozenset[str] = frozenset(),
     ) -> bool:
         """Start what is missing; True when anything was started (or the model restored/trained).
 
@@ -195,7 +201,7 @@ class LocalTarget(Target):
         """
         changed = False
         plan = [(lv.number, c.name) for lv in LEVELS if lv.number in wanted
-                for c in lv.components if c.runs_on("local")]
+                for c in lv.components if c.runs_on("local") and (not c.opt_in or c.name in opt_in)]
         healthy: set[str] = set()
         infra_waits: dict[str, Callable[[], None]] = {}
         deferred: dict[str, int] = {}  # components whose process waits for its needs to be healthy
@@ -264,12 +270,14 @@ class LocalTarget(Target):
             wait()
         return changed
 
-    def _preflight(self, state: LocalState, wanted: list[int]) -> None:
+    def _preflight(self, state: LocalState, wanted: list[int], opt_in: set[str]) -> None:
         """Every port a component *to be started* needs must be free, before anything starts."""
         for level in LEVELS:
             if level.number not in wanted:
                 continue
             for comp in level.components:
+                if comp.opt_in and comp.name not in opt_in:
+                    continue
                 if comp.name in INFRA and not self._alive(state.components.get(comp.name)):
                     c = self._component(comp.name, state)
                     ports = c.ports() if hasattr(c, "ports") else [c.port]  # type: ignore[attr-defined]
@@ -858,7 +866,14 @@ class LocalTarget(Target):
         comp = self._component(name)
         row = ComponentStatus(level, name, "stopped", endpoint=comp.endpoint(), log_file=str(comp.log_file))
         if entry:
+            problem = getattr(comp, "problem", None)  # a component that can say why it is unhealthy
             self._judge(row, entry, comp.healthy, "health check failed")
+            if row.health == "unhealthy" and problem is not None and entry.alive():
+                row.detail = f"{problem()} (log: {comp.log_file})"
+            elif row.health == "unhealthy":
+                row.detail = f"{row.detail} (log: {comp.log_file})"
+        elif catalog_component(name).opt_in:
+            row.detail = f"opt-in, not started: `clinops up` of every level or `clinops up --with {name}`"
         return row
 
     def _service_status(self, level: int, service: str, state: LocalState) -> ComponentStatus:
