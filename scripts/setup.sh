@@ -111,8 +111,9 @@ connect_cache="${CLINOPS_CACHE_DIR:-/var/cache/clinops}/kafka-connect/$connect_k
 for part in runtime:libs/connect-runtime-$connect_kafka.jar \
             debezium-postgres:plugins/debezium-connector-postgres/debezium-connector-postgres-$debezium_version.jar; do
   profile=${part%%:*} sentinel=${part#*:} exclude=none
-  # slf4j stays the worker's: Connect shares it with every plugin, a plugin's own copy is never loaded
-  [ "$profile" = runtime ] || exclude=slf4j-api
+  # slf4j and Jackson stay the worker's (same versions): Connect shares slf4j with every plugin, and
+  # Debezium's converters call the worker's JsonConverter with Jackson types, which must be the same classes
+  [ "$profile" = runtime ] || exclude=slf4j-api,jackson-core,jackson-databind,jackson-annotations
   dest=$(dirname "$connect_cache/$sentinel")
   if ! [ -f "$connect_cache/$sentinel" ]; then
     log "Kafka Connect $connect_kafka / Debezium $debezium_version ($profile) from Maven Central into $dest"

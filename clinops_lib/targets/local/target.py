@@ -160,6 +160,9 @@ class LocalTarget(Target):
         opt_in = set(options.get("opt_in") or ())
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] = []
         with self._locked() as state:
+            # an opt-in component this platform already runs (or ran) stays part of it: a partial
+            # `up` restarts it when it died instead of leaving it down
+            opt_in |= {name for name in state.components if catalog_component(name).opt_in}
             self._preflight(state, wanted, opt_in)
             try:
                 changed = self._up_levels(state, wanted, started, say, opt_in)
