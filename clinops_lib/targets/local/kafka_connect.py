@@ -48,6 +48,7 @@ import secrets
 import shutil
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -228,6 +229,18 @@ class DebeziumConnect(Component):
                                     (CDC_PUBLICATION,)).fetchone() is None:
                         conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
                             sql.Identifier(CDC_PUBLICATION), sql.Identifier(OBSERVATIONS_TABLE)))
+                # Connect was down while more than max_slot_wal_keep_size of WAL was written: the
+                # slot lost the WAL it held, so the stream cannot resume. Start over (slot and
+                # offsets dropped: Debezium snapshots the table again) and say so in the log.
+                lost = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND "
+                                    "wal_status = 'lost' AND NOT active", (CDC_SLOT,)).fetchone()
+                if lost is not None:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (CDC_SLOT,))
+                    (self.dir / "offsets.dat").unlink(missing_ok=True)
+                    self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                    with self.log_file.open("a") as log:
+                        log.write(f"clinops: replication slot {CDC_SLOT} had lost its WAL (Connect down too "
+                                  "long); dropped it and the offsets: the table is snapshotted again\n")
         except PrerequisiteError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure names the component and its log
@@ -315,7 +328,7 @@ class DebeziumConnect(Component):
         return ProcessSpec(self.name, argv, self.log_file, self.pid_file, ports=[self.port], cwd=self.dir)
 
     # -- health ----------------------------------------------------------------------------------
-    def connector_status(self) -> dict[str, object]:
+    def connector_status(self) -> dict[str, Any]:
         """Connect's ``GET /connectors/<name>/status``; :class:`ComponentError` naming the log otherwise."""
         try:
             r = httpx.get(f"{self.endpoint()}/status", timeout=3)
@@ -330,14 +343,14 @@ class DebeziumConnect(Component):
             status = self.connector_status()
         except ComponentError as e:
             return str(e)
-        connector = status.get("connector") or {}
-        tasks = status.get("tasks") or []
-        states = [str(connector.get("state", "?"))] + [str(t.get("state", "?")) for t in tasks]  # type: ignore[union-attr]
+        connector: dict[str, Any] = status.get("connector") or {}
+        tasks: list[dict[str, Any]] = status.get("tasks") or []
+        states = [str(connector.get("state", "?"))] + [str(t.get("state", "?")) for t in tasks]
         if not tasks:
             return f"connector {states[0]}, no task yet"
         if all(s == "RUNNING" for s in states):
             return ""
-        traces = [str(t.get("trace", "")).splitlines()[0] for t in tasks if t.get("trace")]  # type: ignore[union-attr]
+        traces = [str(t.get("trace", "")).splitlines()[0] for t in tasks if t.get("trace")]
         return f"connector {states[0]}, tasks {', '.join(states[1:])}" + (f": {traces[0]}" if traces else "")
 
     def healthy(self) -> bool:
