@@ -199,7 +199,8 @@ class Settings:
 
     Of the machine: ``pg_bin`` holds PostgreSQL's ``postgres``/``initdb`` (``CLINOPS_PG_BIN``),
     ``cache_dir`` the caches of slow downloads (``CLINOPS_CACHE_DIR``; Kafka's jars under
-    ``kafka/<version>/``), ``python_no_bytecode`` whether ``PYTHONDONTWRITEBYTECODE`` is set (the
+    ``kafka/<version>/``, Kafka Connect's and Debezium's under ``kafka-connect/<kafka>-debezium-<version>/``),
+    ``python_no_bytecode`` whether ``PYTHONDONTWRITEBYTECODE`` is set (the
     local target then gives its Python processes a bytecode cache under the state dir). These
     three follow the environment also when ``Settings`` is built directly (tests do).
     """

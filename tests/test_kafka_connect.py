@@ -85,6 +85,16 @@ def test_scram_verifier_has_postgres_form_and_hides_the_password() -> None:
     assert verifier != scram_verifier(password)  # a fresh salt each time by default
 
 
+@pytest.mark.unit
+def test_missing_jars_are_refused_before_the_database_is_touched(tmp_path: Path) -> None:
+    from clinops_lib.exceptions import PrerequisiteError
+
+    settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", ports=PortMap(26800))
+    with pytest.raises(PrerequisiteError, match=r"debezium-cdc: connect-runtime-.*scripts/setup\.sh"):
+        DebeziumConnect(settings).prepare()  # no PostgreSQL listens on 26800: it was never asked
+    assert not (tmp_path / "state" / "debezium-cdc" / "secrets.properties").exists()
+
+
 # -- component -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def platform(port_allocator: PortAllocator) -> Iterator[object]:
@@ -192,3 +202,10 @@ def test_cdc_streams_the_observations_table_and_a_killed_connect_names_its_log(p
     subject2 = f"CDC-{uuid.uuid4().hex[:10]}"
     row2 = _insert_observation(settings.ports.postgres, subject2)
     assert _change_event(f"127.0.0.1:{settings.ports.kafka}", subject2, timeout=120)[0] == {"id": row2}
+
+    # `down` stops it: no process, the REST port free
+    from clinops_lib.targets.local import supervisor as sup
+
+    record = target.state().components["debezium-cdc"]
+    target.down()
+    assert not record.alive() and not sup.port_in_use(connect.port)
