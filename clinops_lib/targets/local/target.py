@@ -8,6 +8,10 @@ loopback ports from one :class:`~clinops_lib.config.PortMap`. Everything the tar
 ``clinops status``/``down`` in another process see the same platform. Traffic between a service's
 ``stable`` and ``canary`` tracks is split by HAProxy server weights set at run time through
 its admin socket; percent is used directly as HAProxy weight.
+
+Opt-in components (the catalog's ``Component.opt_in``: Level 1's Debezium on Kafka Connect,
+:mod:`.kafka_connect`) start only when the ``up`` asks for them (every level, or named); once
+started they are part of this platform, so a later partial ``up`` restarts one that died.
 """
 
 from __future__ import annotations
@@ -89,8 +93,7 @@ INFRA: dict[str, type[Component]] = {
 }
 #: Stop order of ``down``: consumers of a component before it.
 STOP_ORDER: tuple[str, ...] = ("airflow", "feast", "mlflow", "debezium-cdc", "kafka-consumer", "kafka",
-                               "alertmanager",
-                               "prometheus", "haproxy", "localstack", "redis", "postgresql")
+                               "alertmanager", "prometheus", "haproxy", "localstack", "redis", "postgresql")
 #: Workloads whose *process* may start before their level is due, once these components are
 #: healthy. The gateway's connection pool and Redis client need PostgreSQL and Redis only, so
 #: its imports and start-up overlap LocalStack's boot; its readiness is still awaited after the
