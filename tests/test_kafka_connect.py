@@ -127,6 +127,32 @@ def _insert_observation(port: int, subject: str) -> int:
     return int(found[0])
 
 
+def _post_through_gateway(target, n: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Post ``n`` synthetic observations through the gateway; their ids, once the consumer group
+    has persisted each one's event (``observation_events``), within 120 s."""
+    import random
+
+    import httpx
+
+    from clinops_lib.services.synthetic import observation_payload
+
+    rng = random.Random(1414)
+    with httpx.Client(base_url=target.service_url("clinical-gateway"), timeout=10) as gateway:
+        answers = [gateway.post("/v1/observations", json=observation_payload(rng)) for _ in range(n)]
+    assert [a.status_code for a in answers] == [201] * n, [a.text for a in answers]
+    ids = [int(a.json()["id"]) for a in answers]
+    port = target.settings.ports.postgres
+    deadline = time.monotonic() + 120
+    with psycopg.connect(host="127.0.0.1", port=port, user="clinops", dbname="clinops", autocommit=True) as c:
+        while time.monotonic() < deadline:
+            found = c.execute("SELECT count(DISTINCT observation_id) FROM observation_events "
+                              "WHERE observation_id = ANY(%s)", (ids,)).fetchone()
+            if found is not None and found[0] == n:
+                return ids
+            time.sleep(0.5)
+    raise AssertionError(f"the consumer group did not persist the events of {ids} within 120 s")
+
+
 def _change_event(bootstrap: str, subject: str, timeout: float) -> tuple[dict, dict]:
     """The first change event on the CDC topic whose row has ``subject`` (key, value)."""
     from aiokafka import AIOKafkaConsumer
@@ -176,6 +202,15 @@ def test_cdc_streams_the_observations_table_and_a_killed_connect_names_its_log(p
     assert event["after"]["id"] == row_id and event["after"]["study_id"] == "STUDY-CDC"
     assert event["source"]["table"] == "clinical_observations"
     assert event["source"]["connector"] == "postgresql"
+
+    # the audit the changelog makes possible: every stored row is in it; a row written past the
+    # gateway (this test's INSERT) has no gateway event, and the audit says so, while the rows
+    # posted through the gateway have theirs (once the consumer group persisted them)
+    posted = _post_through_gateway(target, 5)
+    report = target.cdc_audit(timeout=120)
+    assert report.complete and report.missing_from_changelog == [], report
+    assert report.rows_in_table == 1 + len(posted) and report.operations.get("c") == 1 + len(posted)
+    assert report.without_gateway_event == [row_id], report
 
     # the replication role's password is in the 0600 secrets file only
     password = connect.secrets_file.read_text().split("password=", 1)[1].strip()

@@ -814,6 +814,19 @@ class LocalTarget(Target):
                     )
         return run
 
+    def cdc_audit(self, *, timeout: float = 60.0) -> Any:
+        """The observations table against its Debezium changelog and the gateway's persisted events
+        (:func:`clinops_lib.pipeline.cdc_audit.audit`); needs ``debezium-cdc`` running."""
+        from ...pipeline.cdc_audit import audit
+        from .components import pg_dsn
+        from .kafka_connect import cdc_topic
+
+        if not self._alive(self.state().components.get("debezium-cdc")):
+            raise TargetError("debezium-cdc is not running on the local target; run "
+                              "`clinops up --with debezium-cdc` first")
+        return audit(f"127.0.0.1:{self.settings.ports.kafka}", cdc_topic(), pg_dsn(self.settings),
+                     timeout=timeout)
+
     def _up_spark_runtime(self, state: LocalState, say: Progress) -> bool:
         """Level 2 is a batch job (run by the DAG): deploying it = checking its runtime is complete."""
         if "spark" in state.jobs:
