@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 __all__ = ["CdcAudit", "audit"]
@@ -71,13 +72,17 @@ async def _read_changelog(
                 if op in ("c", "r", "u") and isinstance(row.get("id"), int):
                     seen.add(row["id"])
 
-    # subscribed without a group: every partition is this consumer's, read from the beginning
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
-        if not wanted and topic not in await consumer.topics():
-            return seen, ops, events  # an empty table that never changed: no changelog yet
+        # Connect creates the topic with the first change: wait for it while rows are expected
+        while topic not in await consumer.topics():
+            if not wanted or time.monotonic() >= deadline:
+                return seen, ops, events  # no changelog (yet): an empty table, or reported missing
+            await asyncio.sleep(0.5)
+        # subscribed without a group: every partition is this consumer's, read from the beginning
+        consumer.subscribe([topic])
         while time.monotonic() < deadline and (not consumer.assignment() or not wanted <= seen):
             take(await consumer.getmany(timeout_ms=500, max_records=1000))
         # then to the end offsets of this moment, so the counts cover the whole changelog so far
@@ -105,7 +110,10 @@ def audit(bootstrap: str, topic: str, pg_dsn: str, *, timeout: float = 60.0, sho
         if has_events and has_events[0] is not None:
             event_ids = {int(r[0]) for r in conn.execute(
                 f"SELECT DISTINCT observation_id FROM {EVENTS_TABLE} WHERE observation_id IS NOT NULL")}  # noqa: S608
-    seen, ops, events = asyncio.run(_read_changelog(bootstrap, topic, table_ids, t0 + timeout))
+    # on a private thread with its own loop: a runbook cell already runs inside an event loop
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clinops-cdc-audit") as pool:
+        read = _read_changelog(bootstrap, topic, table_ids, t0 + timeout)
+        seen, ops, events = pool.submit(asyncio.run, read).result()
     missing = sorted(table_ids - seen)
     without = sorted((table_ids & seen) - event_ids)
     return CdcAudit(
