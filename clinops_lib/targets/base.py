@@ -13,7 +13,7 @@ does its shared work around ``execute_managed_notebook``. So every target:
 
 * rejects bad input the same way, before anything changes: an unknown service, a version
   outside the version rule, a track other than stable/canary, a weight that is not an integer
-  percent 0..100, an unknown level — all
+  percent 0..100, an unknown level or opt-in component — all
   :class:`~clinops_lib.exceptions.ParameterError` (exit 2, naming the parameter). Why this
   behaviour won over the Kubernetes target's former ``TrafficError`` (exit 1): these are the
   caller's mistakes, detectable without the platform, and the project's rule is "bad input ->
