@@ -18,7 +18,9 @@ update and delete, in commit order, read from the write-ahead log after the fact
 database committed is missing from it, whoever wrote it, and a Connect restart resumes from the
 last flushed log position (the slot keeps the WAL until then). The two are kept side by side:
 the event path stays the low-latency one the platform's consumers use; the CDC topic is what an
-audit reads to prove completeness. Nothing consumes the CDC topic on this target yet.
+audit reads to prove completeness (:mod:`clinops_lib.pipeline.cdc_audit`, ``LocalTarget.cdc_audit``,
+shown by ``01-deploy-levels``: every stored row in the changelog, and which rows lack a gateway
+event). No long-running consumer group reads it yet.
 
 Why opt-in (``Component.opt_in`` in the catalog): a drill or a component test brings Level 1 up
 for the gateway and must not wait for a second JVM to start, load Debezium and snapshot the
