@@ -202,7 +202,7 @@ LEVELS: tuple[Level, ...] = (
             _c(
                 "debezium-cdc",
                 1,
-                "Connect REST API: connector and its task RUNNING",
+                "Connect REST API: connector and its task RUNNING; PostgreSQL: replication slot streaming",
                 local="Kafka Connect 3.8 (standalone) + Debezium PostgreSQL connector: the observations "
                 "table's changes (pgoutput, wal_level=logical) to the clinops-cdc.* topic; opt-in",
                 opt_in=True,

@@ -4,8 +4,10 @@ Unit tier: versions agree with the chart (Connect at the broker's version), the 
 CLI refusing an unknown ``--with`` before anything runs, the SCRAM verifier. Component tier (real
 PostgreSQL, broker and Connect; nothing mocked): a partial ``up`` leaves Connect out, naming it
 starts it; a row inserted into the observations table arrives as a Debezium change event on the
-CDC topic; the role's password is in no log, config or state file; a killed Connect shows as
-unhealthy naming its log, and the next ``up`` restarts it.
+CDC topic; the CDC audit finds every row and names the one without a gateway event; the role's
+password is in no log, config or state file; a killed Connect shows as unhealthy naming its log,
+and the next ``up`` restarts it; PostgreSQL killed under Connect shows as a slot not streaming
+until ``up`` restarts it and the stream resumes; ``down`` stops Connect.
 
 Ports: a block from the harness (tests/ports.py), state under /tmp.
 """
@@ -237,6 +239,23 @@ def test_cdc_streams_the_observations_table_and_a_killed_connect_names_its_log(p
     subject2 = f"CDC-{uuid.uuid4().hex[:10]}"
     row2 = _insert_observation(settings.ports.postgres, subject2)
     assert _change_event(f"127.0.0.1:{settings.ports.kafka}", subject2, timeout=120)[0] == {"id": row2}
+
+    # PostgreSQL killed under it: Connect still says RUNNING (Debezium retries), the status does not:
+    # the slot is not streaming; `up` restarts PostgreSQL and waits for the stream, which resumes
+    pg_pid = target.state().components["postgresql"].pid
+    os.kill(pg_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _row(target, "debezium-cdc").health != "unhealthy":
+        time.sleep(0.2)
+    broken = _row(target, "debezium-cdc")
+    assert broken.health == "unhealthy" and "slot" in broken.detail and str(connect.log_file) in broken.detail
+    messages: list[str] = []
+    rows = target.up([0, 1], progress=messages.append)
+    assert any("debezium-cdc: running, waiting for it to stream again" in m for m in messages), messages
+    assert next(r for r in rows if r.component == "debezium-cdc").health == "healthy"
+    subject3 = f"CDC-{uuid.uuid4().hex[:10]}"
+    row3 = _insert_observation(settings.ports.postgres, subject3)
+    assert _change_event(f"127.0.0.1:{settings.ports.kafka}", subject3, timeout=120)[0] == {"id": row3}
 
     # `down` stops it: no process, the REST port free
     from clinops_lib.targets.local import supervisor as sup

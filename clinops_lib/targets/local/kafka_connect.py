@@ -35,7 +35,9 @@ an SQL statement, so never in a server log) and to the connector through Connect
 ``${file:...}`` placeholder, never the value). The local PostgreSQL trusts loopback connections
 (``initdb --auth=trust``), so the password is not checked here; against a real database it is.
 
-Health: the Connect REST API reports the connector **and** its task ``RUNNING``. Memory: one JVM
+Health: the Connect REST API reports the connector **and** its task ``RUNNING`` and PostgreSQL
+shows the replication slot active (Debezium keeps its task RUNNING while it retries a lost
+database connection, so RUNNING alone does not mean changes flow). Memory: one JVM
 with ``-Xmx256m``, serial GC and the C1 compiler only, like the broker's and Spark's JVMs.
 """
 
@@ -351,9 +353,31 @@ class DebeziumConnect(Component):
         if not tasks:
             return f"connector {states[0]}, no task yet"
         if all(s == "RUNNING" for s in states):
-            return ""
+            return self._slot_problem()
         traces = [str(t.get("trace", "")).splitlines()[0] for t in tasks if t.get("trace")]
         return f"connector {states[0]}, tasks {', '.join(states[1:])}" + (f": {traces[0]}" if traces else "")
+
+    def _slot_problem(self) -> str:
+        """'' when PostgreSQL shows the connector's replication slot in use (the stream is connected).
+
+        Why not trust Connect's RUNNING alone: when PostgreSQL goes away, Debezium keeps its task
+        RUNNING and retries every 10 s; only the slot says whether changes flow right now.
+        """
+        import psycopg
+
+        from .components import DB_NAME, DB_USER
+
+        running = "connector and task RUNNING"
+        try:
+            with psycopg.connect(host="127.0.0.1", port=self.settings.ports.postgres, user=DB_USER,
+                                 dbname=DB_NAME, connect_timeout=2, autocommit=True) as conn:
+                row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                                   (CDC_SLOT,)).fetchone()
+        except Exception as e:  # noqa: BLE001 - any failure is "not streaming"
+            return f"{running}, but PostgreSQL cannot be asked about the slot: {type(e).__name__}"
+        if row is None:
+            return f"{running}, but replication slot {CDC_SLOT} does not exist yet"
+        return "" if row[0] else f"{running}, but replication slot {CDC_SLOT} is not streaming"
 
     def healthy(self) -> bool:
         return self.problem() == ""

@@ -326,6 +326,17 @@ class LocalTarget(Target):
                 comp.reload()
                 say("prometheus: alert rules loaded (rule file appeared since the last start)")
                 return None
+            if isinstance(comp, DebeziumConnect) and entry is not None and not comp.healthy():
+                # alive but not streaming (PostgreSQL or Kafka was restarted under it): Debezium
+                # reconnects by itself within ~10 s; wait for that instead of reporting it unhealthy
+                say(f"{name}: running, waiting for it to stream again ({comp.problem()})")
+                running = entry.process()
+
+                def wait_stream() -> None:
+                    sup.wait_healthy(running, comp.healthy, comp.timeout, "replication stream")
+                    say(f"{name}: streaming again")
+
+                return wait_stream
             say(f"{name}: already up")
             return None
         say(f"{name}: starting")
