@@ -16,7 +16,9 @@ group persists them to ``observation_events``). That event is a *notification*: 
 by anything but the gateway. The CDC topic is the table's *changelog*: every committed insert,
 update and delete, in commit order, read from the write-ahead log after the fact, so nothing the
 database committed is missing from it, whoever wrote it, and a Connect restart resumes from the
-last flushed log position (the slot keeps the WAL until then). The two are kept side by side:
+last flushed log position (the slot keeps the WAL until then, at most PostgreSQL's
+``max_slot_wal_keep_size``, 256 MB; a slot that lost its WAL is dropped on the next start and the
+table snapshotted again, which the log says). The two are kept side by side:
 the event path stays the low-latency one the platform's consumers use; the CDC topic is what an
 audit reads to prove completeness (:mod:`clinops_lib.pipeline.cdc_audit`, ``LocalTarget.cdc_audit``,
 shown by ``01-deploy-levels``: every stored row in the changelog, and which rows lack a gateway
