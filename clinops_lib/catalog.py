@@ -5,7 +5,9 @@
   subchart names and namespaces are derived from it). One table drives ``clinops up``,
   ``clinops status`` (on every target) and the runbooks' component tables, so a component that a
   target does not run (Grafana on the local target, say) is still listed — as "not on this
-  target" — and never shown as deployed.
+  target" — and never shown as deployed. An *opt-in* component (``Component.opt_in``: Debezium
+  on Kafka Connect) is started by an ``up`` of every level or when named, not by a partial one
+  (:func:`opt_in_components`), so a drill does not wait for it.
 * **Services**: the online services with their level, chart values key, rollout strategy and the
   request path load is sent to. Their order is their index (ports on the local target).
 * **Environments**: ``dev``, ``staging``, ``prod``.
