@@ -227,9 +227,13 @@ LEVELS: tuple[Level, ...] = (
             _c(
                 "data-quality (great-expectations)",
                 2,
-                why_not_local="not built yet, though it could run here: great-expectations 1.24.1 resolves "
-                "with the pipeline's lock (10 more packages); today the Spark job's own cleaning rules "
-                "(latest resubmission wins, complete vitals, diastolic below systolic) are the checks",
+                "last pipeline run's data_quality task succeeded (Airflow's record): every expectation of "
+                "both suites met on the Spark job's Parquet (complete vitals, diastolic below systolic, "
+                "plausible ranges, one row per subject and visit; one row per subject, no missing feature)",
+                local="great-expectations 1.24 in .venv-pipeline: the DAG's data_quality task runs the "
+                "repository's suites (clinops_lib/pipeline/expectations/) on the Spark job's staged S3 "
+                "Parquet and publishes it for Feast and training only when every expectation is met; a "
+                "failed expectation fails the run before Feast materialize and training",
             ),
         ),
         requires=(0,),

@@ -28,8 +28,9 @@ def test_levels_zero_to_six_in_order() -> None:
 def test_what_runs_locally() -> None:
     local = {c.name for c in catalog.components() if c.runs_on("local")}
     assert local == {"postgresql", "redis", "localstack", "haproxy", "clinical-gateway", "kafka",
-                     "kafka-consumer", "debezium-cdc", "spark", "feast", "training-job", "model-serving",
-                     "mlflow", "airflow", "prometheus", "alertmanager"}
+                     "kafka-consumer", "debezium-cdc", "spark", "data-quality (great-expectations)", "feast",
+                     "training-job", "model-serving", "mlflow", "airflow",
+                     "prometheus", "alertmanager"}
     for name in ("grafana", "opensearch", "argo-cd"):
         c = catalog.component(name)
         assert not c.runs_on("local") and c.what_on("local").startswith("not on this target: ")
@@ -66,6 +67,7 @@ def test_status_lists_every_component_without_processes(
     by_name = {r.component: r for r in rows}
     assert by_name["grafana"].health == "not on this target"
     assert by_name["spark"].health == "stopped"  # a batch job is not "deployed" before `up`
+    assert by_name["data-quality (great-expectations)"].health == "stopped"
     assert by_name["postgresql"].health == "stopped"  # nothing was started: never shown as deployed
     assert not any(r.health == "healthy" for r in rows)
     table = format_table(rows)

@@ -1,10 +1,12 @@
 """Issue 14's data path end to end on real components (component tier, slow):
 
 gateway -> PostgreSQL + one Kafka event per observation (persisted by the consumer group) ->
-the Airflow DAG run (Spark -> S3 Parquet, Feast materialize -> Redis, train -> MLflow run,
-register -> registry alias) -> model-serving scores a subject with its online features and the
-version the alias points at. Expected values are computed here from the posted payloads and the
-registered artifact, independently of the code under test.
+the Airflow DAG run (Spark -> S3 Parquet, data-quality gate (great-expectations), Feast materialize
+-> Redis, train -> MLflow run, register -> registry alias) -> model-serving scores a subject with
+its online features and the version the alias points at. Expected values are computed here from
+the posted payloads and the registered artifact, independently of the code under test. Then the
+gate's other side: a row written around the gateway's validation (°F in the °C column) fails the
+next run at ``data_quality``, before Feast and training, and the registry alias does not move.
 
 Ports: a block from the harness (tests/ports.py), state under /tmp.
 """
@@ -16,6 +18,7 @@ import random
 import statistics
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import psycopg
@@ -24,8 +27,10 @@ from conftest import enterable_tmpdir
 from ports import PortAllocator
 
 from clinops_lib.config import Settings
+from clinops_lib.pipeline.features import OBJECT_KEY, staged
 from clinops_lib.services.subject_risk import SubjectRiskModel
 from clinops_lib.services.synthetic import observation_payload
+from clinops_lib.targets.local.components import AWS_ENV, pipeline_env
 from clinops_lib.targets.local.target import LocalTarget
 
 pytestmark = [pytest.mark.component, pytest.mark.slow]
@@ -46,6 +51,18 @@ def platform(port_allocator: PortAllocator) -> Iterator[LocalTarget]:
         target.down(purge=True)
         target.close()
         port_allocator.release(block)
+
+
+def _s3(platform: LocalTarget) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=platform.settings.localstack_url,
+        region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def _observations(seed: int) -> list[dict[str, object]]:
@@ -93,8 +110,25 @@ def test_a_subject_is_scored_from_gateway_data_through_spark_feast_and_the_dags_
     # Levels 2-5: one DAG run
     run = platform.run_pipeline("test-data-path", timeout=1500)
     assert run.state == "success", [(t.task_id, t.state) for t in run.tasks]
-    assert [t.task_id for t in run.tasks] == ["spark_features", "feast_materialize", "train", "register"]
+    assert [t.task_id for t in run.tasks] == [
+        "spark_features", "data_quality", "feast_materialize", "train", "register"
+    ]
     assert all(t.state == "success" for t in run.tasks)
+    validation = platform.pipeline_validation("test-data-path")
+    assert validation is not None
+    assert set(validation["results"]) == {"clean_observations", "subject_features"}
+    assert all(r["success"] for r in validation["results"].values())
+    clean = next(o for o in validation["objects"] if o["suite"] == "clean_observations")
+    assert clean["rows"] == len(observations)  # every posted visit survived cleaning, none twice
+    assert all(o["uri"].split("/", 3)[3].startswith("staging/") for o in validation["objects"])
+    assert all(o["published"].startswith("s3://") for o in validation["objects"])  # passed -> published
+    assert "PASSED" in validation["summary_markdown"]
+    quality = next(s for s in platform.status() if s.component == "data-quality (great-expectations)")
+    assert quality.health == "healthy" and "test-data-path" in quality.detail
+    from clinops_lib.pipeline.quality import SUITES, load_suite
+
+    every = sum(len(load_suite(suite)["expectations"]) for suite in SUITES)
+    assert f"; {every} expectations met" in quality.detail  # both suites, every expectation
 
     mlflow = f"http://127.0.0.1:{settings.ports.mlflow}"
     alias = httpx.get(
@@ -140,3 +174,54 @@ def test_a_subject_is_scored_from_gateway_data_through_spark_feast_and_the_dags_
             }
         )
     )
+
+
+def test_a_row_written_around_the_gateway_fails_the_gate_before_training(platform: LocalTarget) -> None:
+    settings = platform.settings
+    mlflow = f"http://127.0.0.1:{settings.ports.mlflow}"
+
+    def champion() -> object:
+        r = httpx.get(f"{mlflow}/api/2.0/mlflow/registered-models/alias",
+                      params={"name": "clinops-subject-risk", "alias": "champion"}, timeout=10)
+        return r.json().get("model_version", {}).get("version") if r.status_code == 200 else r.status_code
+
+    before = champion()
+    s3 = _s3(platform)
+    bucket = pipeline_env(settings)["CLINOPS_BUCKET_FEATURE_STORE"]
+    published_before = s3.head_object(Bucket=bucket, Key=OBJECT_KEY)
+    dsn = f"postgresql://clinops@127.0.0.1:{settings.ports.postgres}/clinops"
+    vitals = {"systolic_bp": 124, "diastolic_bp": 80, "heart_rate": 70, "temperature_c": 98.6,
+              "weight_kg": 70.0}
+    with psycopg.connect(dsn) as conn:  # a bulk load that skipped the gateway: °F in the °C column
+        conn.execute(
+            "INSERT INTO clinical_observations (study_id, site_id, subject_id, visit, observed_at,"
+            " adverse_event, vitals, labs, gateway_version)"
+            " VALUES ('CT-BULK', 'S99', 'S99-BULK-0001', 1, now(), false, %s, NULL, 'bulk-load')",
+            (json.dumps(vitals),),
+        )
+    run = platform.run_pipeline("test-bad-row", timeout=1500)
+    states = {t.task_id: t.state for t in run.tasks}
+    assert run.state == "failed", states
+    assert states["spark_features"] == "success" and states["data_quality"] == "failed"
+    assert {states[t] for t in ("feast_materialize", "train", "register")} == {"upstream_failed"}
+    validation = platform.pipeline_validation("test-bad-row")
+    assert validation is not None and "FAILED" in validation["summary_markdown"]
+    failed = [
+        (suite, r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column"))
+        for suite, result in validation["results"].items()
+        for r in result["results"]
+        if not r["success"]
+    ]
+    assert ("clean_observations", "expect_column_values_to_be_between", "temperature_c") in failed
+    assert {column for _, _, column in failed} == {"temperature_c", "temperature_c_max"}, failed
+    assert champion() == before  # no model was trained or registered from the unchecked data
+    assert not any(o["published"] for o in validation["objects"])
+    published_after = s3.head_object(Bucket=bucket, Key=OBJECT_KEY)  # Feast's source: the last good table
+    assert (published_after.get("VersionId"), published_after["ETag"]) == (
+        published_before.get("VersionId"), published_before["ETag"]
+    )
+    staged_table = s3.head_object(Bucket=bucket, Key=staged(OBJECT_KEY))  # the failed run's own table
+    assert staged_table["ETag"] != published_after["ETag"]
+    quality = next(s for s in platform.status() if s.component == "data-quality (great-expectations)")
+    assert quality.health == "unhealthy" and "test-bad-row" in quality.detail
+    assert "not met: clean_observations: expect_column_values_to_be_between(temperature_c)" in quality.detail

@@ -94,7 +94,7 @@ def test_subject_model_scores_by_name_and_refuses_bad_artifacts() -> None:
             SubjectRiskModel.from_artifact(bad)
 
 
-def test_the_dag_runs_spark_then_materialize_then_train_then_register() -> None:
+def test_the_dag_runs_spark_then_the_quality_gate_then_materialize_train_register() -> None:
     python = REPO / ".venv-airflow" / "bin" / "python"
     if not python.exists():
         pytest.fail(f"{python} missing: run `bash scripts/setup.sh`")
@@ -113,11 +113,65 @@ def test_the_dag_runs_spark_then_materialize_then_train_then_register() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     graph = json.loads(out.stdout.strip().splitlines()[-1])
     assert graph == {
-        "spark_features": ["feast_materialize"],
+        "spark_features": ["data_quality"],
+        "data_quality": ["feast_materialize"],  # the gate: nothing reaches Feast or training unchecked
         "feast_materialize": ["train"],
         "train": ["register"],
         "register": [],
     }
+
+
+def _bounds(model: type, field: str) -> dict[str, object]:
+    """A pydantic field's numeric bounds as expect_column_values_to_be_between's keyword arguments."""
+    out: dict[str, object] = {}
+    for m in model.model_fields[field].metadata:  # type: ignore[attr-defined]
+        for attr, key in (("ge", "min_value"), ("gt", "min_value"), ("le", "max_value"), ("lt", "max_value")):
+            if getattr(m, attr, None) is not None:
+                out[key] = float(getattr(m, attr))
+                if attr in ("gt", "lt"):
+                    out["strict_min" if attr == "gt" else "strict_max"] = True
+    return out
+
+
+def test_the_quality_suites_use_the_gateways_bounds_and_the_jobs_columns() -> None:
+    from clinops_lib.pipeline.quality import SUITES, load_suite
+    from clinops_lib.pipeline.spark_job import OBSERVATIONS_QUERY
+    from clinops_lib.services.gateway import Labs, Observation, Vitals
+
+    clean = load_suite("clean_observations")["expectations"]
+    between = {e["kwargs"]["column"]: {k: v for k, v in e["kwargs"].items() if k != "column"}
+               for e in clean if e["type"] == "expect_column_values_to_be_between"}
+    vitals = ("systolic_bp", "diastolic_bp", "heart_rate", "temperature_c", "weight_kg")
+    labs = ("alt_u_l", "creatinine_mg_dl")
+    for model, fields in ((Vitals, vitals), (Labs, labs), (Observation, ("visit",))):
+        for name in fields:
+            got = {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                   for k, v in between[name].items()}
+            assert got == _bounds(model, name), name
+    not_null = {e["kwargs"]["column"] for e in clean if e["type"] == "expect_column_values_to_not_be_null"}
+    assert set(Vitals.model_fields) <= not_null  # complete vitals
+    match_set = "expect_table_columns_to_match_set"
+    columns = next(e["kwargs"]["column_set"] for e in clean if e["type"] == match_set)
+    select = OBSERVATIONS_QUERY.split("SELECT", 1)[1].split("FROM", 1)[0]
+    query_columns = {item.split()[-1] for item in select.split(",")}  # a column, or "expression AS name"
+    assert set(columns) == query_columns  # what the Spark job reads (and keeps) is what the gate expects
+    feats = load_suite("subject_features")["expectations"]
+    columns = next(e["kwargs"]["column_set"] for e in feats if e["type"] == match_set)
+    from clinops_lib.pipeline.features import ENTITY, LABEL, TIMESTAMP
+
+    assert columns == [ENTITY, *SUBJECT_FEATURES, LABEL, TIMESTAMP]
+    with pytest.raises(ValueError, match="unknown expectation suite"):
+        load_suite("../clean_observations")
+    assert list(SUITES) == ["clean_observations", "subject_features"]
+
+
+def test_the_data_quality_component_runs_on_the_local_target_and_names_what_it_checks() -> None:
+    from clinops_lib.catalog import component
+
+    row = component("data-quality (great-expectations)")
+    assert row.runs_on("local") and row.level == 2
+    assert "data_quality task succeeded" in row.health
+    assert "not on this target" not in row.what_on("local")
 
 
 def test_prometheus_sends_alerts_to_the_local_alertmanager(tmp_path: Path) -> None:

@@ -292,6 +292,30 @@ def test_runbook_passes_with_a_verified_bundle(
     _assert_runbooks_untouched(snapshot)
 
 
+def test_deploy_levels_keeps_the_data_quality_validation_of_its_dag_run(runs: dict[str, Run]) -> None:
+    """Issue 14 (Level 2): runbook 01's DAG run went through the data-quality gate; its bundle keeps
+    great-expectations' validation result whole and one row per expectation, every one met, and the
+    component table shows the gate deployed (healthy), not "not on this target"."""
+    import csv
+
+    bundle = _bundle_of(runs["01-deploy-levels"].proc)
+    doc = json.loads((bundle / "data" / "data-quality-validation.json").read_text())
+    assert set(doc["results"]) == {"clean_observations", "subject_features"}
+    results = doc["results"].values()
+    assert all(r["success"] and r["statistics"]["unsuccessful_expectations"] == 0 for r in results)
+    assert all(o["sha256"] and o["rows"] > 0 for o in doc["objects"]), doc["objects"]
+    with (bundle / "data" / "data-quality-expectations.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    evaluated = sum(r["statistics"]["evaluated_expectations"] for r in doc["results"].values())
+    assert len(rows) == evaluated and all(r["success"] == "True" for r in rows)
+    with (bundle / "data" / "components.csv").open(newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["component"] == "data-quality (great-expectations)")
+    assert row["health"] == "healthy", row
+    with (bundle / "data" / "dag-run-tasks.csv").open(newline="") as f:
+        tasks = {r["task"]: r["state"] for r in csv.DictReader(f)}
+    assert tasks.get("data_quality") == "success", tasks
+
+
 def _canary_alert_rows(run: Run) -> tuple[list[dict[str, str]], dict[str, object]]:
     import csv
 

@@ -285,6 +285,10 @@ def test_gateway_stores_observation_and_publishes_event(stack: Stack, start_app:
     assert _sample("http_requests_total", text, code="201", **labels) == 1
     assert _sample("http_request_duration_seconds_count", text, **labels) == 1
     assert _sample("clinops_events_published_total", text) >= 1
+    # probes and scrapes are not users: counted, they diluted the canary alert's error ratio
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert _sample("http_requests_total", text, path=path) == 0
+        assert _sample("http_request_duration_seconds_count", text, path=path) == 0
     # logs are JSON lines and never carry the payload
     events = gw.log_events()
     assert any(e["event"] == "request" and e["code"] == 201 for e in events)

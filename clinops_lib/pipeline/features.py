@@ -14,7 +14,9 @@ __all__ = [
     "OBJECT_KEY",
     "SUBJECT_FEATURES",
     "TIMESTAMP",
+    "STAGING_PREFIX",
     "feature_refs",
+    "staged",
 ]
 
 ENTITY = "subject_id"
@@ -23,6 +25,10 @@ FEATURE_VIEW = "subject_vitals"
 #: Where the Spark job puts the table in the feature-store bucket. One object, overwritten per
 #: run: the bucket is versioned, so every run's table is kept (GxP) and Feast reads the latest.
 OBJECT_KEY = "offline/subject_vitals/subject_vitals.parquet"
+#: The Spark job writes every table under this prefix first; the data-quality gate copies the exact
+#: version it validated to the published key (Feast's source, the training data) only when every
+#: expectation is met, so nothing downstream ever reads a table the gate did not pass.
+STAGING_PREFIX = "staging/"
 
 #: Model features in coefficient order (all float64 in the table).
 SUBJECT_FEATURES: tuple[str, ...] = (
@@ -37,6 +43,11 @@ SUBJECT_FEATURES: tuple[str, ...] = (
 )
 #: Label column (kept in the table, not in the feature view): any adverse event reported.
 LABEL = "adverse_events"
+
+
+def staged(key: str) -> str:
+    """Where the Spark job puts ``key``'s table before the data-quality gate publishes it."""
+    return STAGING_PREFIX + key
 
 
 def feature_refs() -> list[str]:

@@ -11,8 +11,12 @@
    reach a model);
 3. **aggregate** per subject: :data:`~clinops_lib.pipeline.features.SUBJECT_FEATURES`, the
    label and the latest observation time as Feast's event timestamp;
-4. **write** Parquet (one file, microsecond timestamps that pyarrow and Feast read) and put it
-   at :data:`~clinops_lib.pipeline.features.OBJECT_KEY` in the feature-store bucket.
+4. **write** Parquet (one file each, microsecond timestamps that pyarrow and Feast read): the
+   feature table and the cleaned observations, *staged* in the feature-store bucket
+   (:func:`~clinops_lib.pipeline.features.staged` of
+   :data:`~clinops_lib.pipeline.features.OBJECT_KEY` and of :data:`CLEAN_OBJECT_KEY`). The DAG's
+   next task, the data-quality gate (:mod:`.quality`), checks both and publishes them at those
+   keys (where Feast and training read) only when every expectation is met.
 
 Why the upload is boto3 and not Spark's ``s3a://``: writing to S3 from Spark needs hadoop-aws
 and the AWS SDK bundle (~500 MB of jars) for one small file; Spark writes the Parquet locally
@@ -35,11 +39,24 @@ from pathlib import Path
 from typing import Any
 
 from .config import PipelineConfig
-from .features import ENTITY, LABEL, OBJECT_KEY, SUBJECT_FEATURES, TIMESTAMP
+from .features import ENTITY, LABEL, OBJECT_KEY, SUBJECT_FEATURES, TIMESTAMP, staged
 
-__all__ = ["JDBC_JAR", "JVM_FLAGS", "OBSERVATIONS_QUERY", "build_features", "main", "run"]
+__all__ = [
+    "CLEAN_OBJECT_KEY",
+    "JDBC_JAR",
+    "JVM_FLAGS",
+    "OBSERVATIONS_QUERY",
+    "build_features",
+    "clean_observations",
+    "main",
+    "run",
+    "subject_features",
+]
 
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+#: Where the cleaned observations (the rows the features are computed from) go in the feature-store
+#: bucket, so the data-quality gate (:mod:`.quality`) checks exactly what was aggregated.
+CLEAN_OBJECT_KEY = "offline/clean_observations/clean_observations.parquet"
 #: The driver JVM's flags for a short local run (the Kafka broker uses the same two).
 JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
@@ -78,8 +95,8 @@ def spark_session(app: str = "clinops-subject-features") -> Any:
     )
 
 
-def build_features(observations: Any) -> Any:
-    """Clean observations and aggregate them per subject (a Spark DataFrame in, one out)."""
+def clean_observations(observations: Any) -> Any:
+    """One row per (study, subject, visit), the latest received; complete vitals; diastolic below systolic."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -87,13 +104,20 @@ def build_features(observations: Any) -> Any:
         F.col("received_at").desc(), F.col("id").desc()
     )
     vitals = ["systolic_bp", "diastolic_bp", "heart_rate", "temperature_c", "weight_kg"]
-    clean = (
+    return (
         observations.withColumn("_rank", F.row_number().over(latest))
         .where(F.col("_rank") == 1)
         .drop("_rank")
         .dropna(subset=vitals)
         .where(F.col("diastolic_bp") < F.col("systolic_bp"))
     )
+
+
+def subject_features(clean: Any) -> Any:
+    """Aggregate cleaned observations per subject (the feature table Feast and training read)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     by_time = Window.partitionBy("subject_id").orderBy(F.col("observed_at").desc())
     clean = clean.withColumn("_newest", F.row_number().over(by_time))
     out = clean.groupBy("subject_id").agg(
@@ -111,6 +135,11 @@ def build_features(observations: Any) -> Any:
     return out.withColumnRenamed("subject_id", ENTITY).select(ENTITY, *SUBJECT_FEATURES, LABEL, TIMESTAMP)
 
 
+def build_features(observations: Any) -> Any:
+    """Clean observations and aggregate them per subject (a Spark DataFrame in, one out)."""
+    return subject_features(clean_observations(observations))
+
+
 def run(cfg: PipelineConfig, s3: Any) -> dict[str, Any]:
     """Read, clean, aggregate, write, upload; returns the summary printed by :func:`main`."""
     t0 = time.monotonic()
@@ -119,7 +148,9 @@ def run(cfg: PipelineConfig, s3: Any) -> dict[str, Any]:
             f"{JDBC_JAR} not found; install Debian's libpostgresql-jdbc-java (scripts/setup.sh does)"
         )
     out_dir = cfg.work_dir / "spark" / "subject_vitals"
-    shutil.rmtree(out_dir, ignore_errors=True)
+    clean_dir = cfg.work_dir / "spark" / "clean_observations"
+    for folder in (out_dir, clean_dir):
+        shutil.rmtree(folder, ignore_errors=True)
     spark = spark_session()
     try:
         observations = (
@@ -132,32 +163,46 @@ def run(cfg: PipelineConfig, s3: Any) -> dict[str, Any]:
             .cache()
         )
         read = observations.count()
-        features = build_features(observations)
+        clean = clean_observations(observations).cache()
+        clean.coalesce(1).write.mode("overwrite").parquet(str(clean_dir))
+        features = subject_features(clean)
         features.coalesce(1).write.mode("overwrite").parquet(str(out_dir))
+        kept = spark.read.parquet(str(clean_dir)).count()
         subjects = spark.read.parquet(str(out_dir)).count()
     finally:
         spark.stop()
-    parts = sorted(out_dir.glob("part-*.parquet"))
-    if len(parts) != 1:
-        raise RuntimeError(f"expected one Parquet part file in {out_dir}, found {len(parts)}")
-    body = parts[0].read_bytes()
-    digest = hashlib.sha256(body).hexdigest()
-    put = s3.put_object(
-        Bucket=cfg.feature_bucket,
-        Key=OBJECT_KEY,
-        Body=body,
-        ContentType="application/vnd.apache.parquet",
-        Metadata={"sha256": digest, "rows": str(subjects)},
-    )
+    clean_put = _upload(s3, cfg.feature_bucket, staged(CLEAN_OBJECT_KEY), clean_dir, kept)
+    put = _upload(s3, cfg.feature_bucket, staged(OBJECT_KEY), out_dir, subjects)
     return {
         "event": "spark.features_written",
         "observations_read": read,
+        "observations_kept": kept,
         "subjects": subjects,
-        "object": f"s3://{cfg.feature_bucket}/{OBJECT_KEY}",
-        "version_id": put.get("VersionId", ""),
-        "sha256": digest,
+        "object": f"s3://{cfg.feature_bucket}/{staged(OBJECT_KEY)}",
+        "version_id": put["version_id"],
+        "sha256": put["sha256"],
+        "clean_object": f"s3://{cfg.feature_bucket}/{staged(CLEAN_OBJECT_KEY)}",
+        "clean_version_id": clean_put["version_id"],
+        "published_by": "the data-quality gate (clinops_lib.pipeline.quality), when every expectation is met",
         "seconds": round(time.monotonic() - t0, 2),
     }
+
+
+def _upload(s3: Any, bucket: str, key: str, folder: Path, rows: int) -> dict[str, str]:
+    """Put the one Parquet part file Spark wrote in ``folder`` at ``key`` (sha256 as metadata)."""
+    parts = sorted(folder.glob("part-*.parquet"))
+    if len(parts) != 1:
+        raise RuntimeError(f"expected one Parquet part file in {folder}, found {len(parts)}")
+    body = parts[0].read_bytes()
+    digest = hashlib.sha256(body).hexdigest()
+    put = s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        ContentType="application/vnd.apache.parquet",
+        Metadata={"sha256": digest, "rows": str(rows)},
+    )
+    return {"version_id": str(put.get("VersionId", "")), "sha256": digest}
 
 
 def s3_client(cfg: PipelineConfig) -> Any:

@@ -11,6 +11,7 @@ Files written (read back by :mod:`clinops_lib.evidence` when sealing)::
     secrets.jsonl     values the run learned that must never be kept: read by the secret
                       gate, never copied into the bundle; the scratch dir is deleted after sealing
     data/<name>.csv   tables         data/<name>.html   figures (plotly, loading ../assets/)
+    data/<name>.json  documents a tool produced, kept whole (a data-quality validation result)
     assets/plotly-<version>.min.js   the one copy of plotly.js every page of the bundle uses
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "awaiting_approval",
     "check",
     "checks",
+    "document",
     "figure",
     "require_all_checks",
     "secret",
@@ -113,6 +115,15 @@ def table(name: str, df: Any) -> Path:
     out = artifact_dir() / "data" / f"{_safe_name(name)}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
+    return out
+
+
+def document(name: str, doc: Any) -> Path:
+    """Keep a JSON-serialisable document whole as ``data/<name>.json`` (sorted keys, indented), for
+    results whose own format an auditor's tools read (great-expectations' validation result)."""
+    out = artifact_dir() / "data" / f"{_safe_name(name)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
     return out
 
 

@@ -11,6 +11,14 @@ The request pipeline (:class:`ServiceMiddleware`, outermost, plain ASGI for spee
     request -> [business path? apply fault: crash gate, latency, injected 500]
             -> app -> response + X-Clinops-Version -> metrics + one JSON log line
 
+The request metrics count what users asked for, not the platform's own probes and scrapes
+(``OPS_PATHS``: liveness, readiness, ``/metrics``, the OpenAPI document). A load balancer's
+health check every half second is as many requests as a light user load; counted, it diluted
+every ratio read from these metrics (the canary alert's error ratio, the AnalysisTemplates'
+success rate and p95): on one aborted drill's canary 3 of 104 user requests failed (2.9 %, over
+the alert's 2 %) but Prometheus counted 3 of 171 (1.75 %), and the alert never fired. Whether a
+probe answers is Prometheus' ``up`` and the prober's business.
+
 Unhandled exceptions are turned into a 500 here so even those carry the version header and
 are counted; the log line names the exception type only (a message might echo PHI).
 """
@@ -261,6 +269,9 @@ class ServiceMetrics:
         return Gauge(name, doc, ["service", "version"], registry=self.registry)
 
     def observe(self, path: str, code: int, seconds: float) -> None:
+        """Count one request to ``path`` (a route label); the ops paths are not counted (module doc)."""
+        if path in OPS_PATHS:
+            return
         self.requests.labels(self.service, self.version, str(code), path).inc()
         self.duration.labels(self.service, self.version, path).observe(seconds)
 

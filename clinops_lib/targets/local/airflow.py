@@ -18,9 +18,11 @@ import httpx
 
 from ...exceptions import ComponentError, WaitTimeout
 
-__all__ = ["DagRun", "TaskRun", "trigger_and_wait"]
+__all__ = ["DAG_TASKS", "DagRun", "TaskRun", "trigger_and_wait"]
 
 TERMINAL = frozenset({"success", "failed"})
+#: The pipeline DAG's tasks in run order (``clinops_lib/pipeline/dags/clinops_pipeline.py``).
+DAG_TASKS = ("spark_features", "data_quality", "feast_materialize", "train", "register")
 
 
 @dataclass
@@ -73,7 +75,7 @@ def read_run(client: httpx.Client, dag_id: str, run_id: str) -> DagRun:
         )
         for t in tis
     ]
-    order = {t: i for i, t in enumerate(("spark_features", "feast_materialize", "train", "register"))}
+    order = {t: i for i, t in enumerate(DAG_TASKS)}
     tasks.sort(key=lambda t: (order.get(t.task_id, 99), t.task_id))
     return DagRun(
         dag_id,

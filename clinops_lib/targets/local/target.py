@@ -267,8 +267,8 @@ class LocalTarget(Target):
                 launch_early()
             elif name == "training-job":
                 changed |= self._up_training(state, say)
-            elif name == "spark":
-                changed |= self._up_spark_runtime(state, say)
+            elif name in DAG_JOBS:
+                changed |= self._up_job_runtime(state, name, say)
             elif name in SERVICES and name not in launched:
                 launch(name)
         # readiness of the services, side by side, once every level below them is healthy
@@ -775,7 +775,7 @@ class LocalTarget(Target):
                     out[comp.name] = self._infra_status(level.number, comp.name, entry)
                 elif comp.name in SERVICES:
                     out[comp.name] = self._service_status(level.number, comp.name, state)
-                elif comp.name == "spark":
+                elif comp.name in DAG_JOBS:
                     out[comp.name] = self._job_status(level.number, comp.name, state)
                 elif comp.name == "training-job":
                     out[comp.name] = self._training_status(level.number, state.training)
@@ -802,7 +802,7 @@ class LocalTarget(Target):
         """Trigger one run of the pipeline DAG on the local Airflow and wait for it (issue 14).
 
         The outcome of each batch job is recorded in the state file, so ``status`` shows the
-        Spark job's last run next to the long-running components.
+        Spark job's and the data-quality gate's last run next to the long-running components.
         """
         from .airflow import trigger_and_wait
         from .components import DAG_ID
@@ -815,13 +815,14 @@ class LocalTarget(Target):
         url = self._component("airflow").endpoint()
         run = trigger_and_wait(url, DAG_ID, run_id, timeout=timeout, progress=progress)
         log_dir = self.settings.state_dir / "airflow" / "task-logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+        tasks = {task_id: name for name, (task_id, _) in DAG_JOBS.items()}
         with self._locked() as state:
             for task in run.tasks:
-                if task.task_id == "spark_features":
-                    state.pipeline_runs["spark"] = PipelineRunRecord(
+                if task.task_id in tasks:
+                    state.pipeline_runs[tasks[task.task_id]] = PipelineRunRecord(
                         run_id=run_id, state=task.state, started_at=task.started_at,
                         ended_at=task.ended_at, duration=task.duration,
-                        log_file=str(log_dir / "task_id=spark_features" / "attempt=1.log"),
+                        log_file=str(log_dir / f"task_id={task.task_id}" / "attempt=1.log"),
                     )
         return run
 
@@ -838,17 +839,36 @@ class LocalTarget(Target):
         return audit(f"127.0.0.1:{self.settings.ports.kafka}", cdc_topic(), pg_dsn(self.settings),
                      timeout=timeout)
 
-    def _up_spark_runtime(self, state: LocalState, say: Progress) -> bool:
-        """Level 2 is a batch job (run by the DAG): deploying it = checking its runtime is complete."""
-        if "spark" in state.jobs:
-            say("spark: runtime already checked")
+    def pipeline_validation(self, run_id: str) -> dict[str, Any] | None:
+        """The data-quality gate's result of DAG run ``run_id`` as its task wrote it (None when the
+        task did not get that far): the objects checked and great-expectations' validation results
+        of every suite (``<state>/pipeline/validation/<run id>/result.json``; its ``summary.md``,
+        the human-readable form, is returned as ``summary_markdown``)."""
+        import json
+
+        from ...pipeline.quality import RUN_ID_RULE
+
+        if not RUN_ID_RULE.match(run_id):
+            raise TargetError(f"run id {run_id!r} is not a DAG run id (letters, digits, _ . ~ : + -)")
+        folder = self.settings.state_dir / "pipeline" / "validation" / run_id
+        try:
+            doc = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+            summary = (folder / "summary.md").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return {**doc, "summary_markdown": summary}
+
+    def _up_job_runtime(self, state: LocalState, name: str, say: Progress) -> bool:
+        """Level 2 is batch jobs (run by the DAG): deploying one = checking its runtime is complete."""
+        if name in state.jobs:
+            say(f"{name}: runtime already checked")
             return False
         t0 = time.time()
-        missing = _spark_runtime_missing(self.settings)
+        missing = _job_runtime_missing(self.settings, name)
         if missing:
-            raise PrerequisiteError(f"spark: {missing}")
-        state.jobs["spark"] = JobRecord(started_at=t0, ready_at=time.time())
-        say(f"spark: runtime ready ({_spark_version(self.settings)}, Java, JDBC); the DAG runs the job")
+            raise PrerequisiteError(f"{name}: {missing}")
+        state.jobs[name] = JobRecord(started_at=t0, ready_at=time.time())
+        say(f"{name}: runtime ready ({_job_runtime(self.settings, name)}); the DAG runs the job")
         return True
 
     def alerts(self, alertname: str | None = None) -> list[dict[str, Any]]:
@@ -874,23 +894,43 @@ class LocalTarget(Target):
             ready = state.jobs.get(name)
             if ready is None:
                 return ComponentStatus(level, name, "stopped", detail="batch job of the DAG: not deployed")
-            missing = _spark_runtime_missing(self.settings)
+            missing = _job_runtime_missing(self.settings, name)
             return ComponentStatus(
-                level, name, "unhealthy" if missing else "healthy", version=_spark_version(self.settings),
+                level, name, "unhealthy" if missing else "healthy", version=_job_version(self.settings, name),
                 started_at=ready.started_at, ready_at=ready.ready_at,
                 seconds_to_ready=ready.ready_at - ready.started_at,
                 detail=f"batch job cannot run: {missing}" if missing else
-                "batch job of the pipeline DAG, not run yet; runtime ready (pyspark, Java, JDBC driver)",
+                "batch job of the pipeline DAG, not run yet; runtime ready "
+                f"({_job_runtime(self.settings, name)})",
             )
         return ComponentStatus(
             level, name, "healthy" if run.state == "success" else "unhealthy",
-            version=_spark_version(self.settings),
+            version=_job_version(self.settings, name),
             started_at=run.started_at,
             ready_at=run.ended_at,
             seconds_to_ready=run.duration,
-            detail=f"DAG run {run.run_id}: task {run.state}",
+            detail=f"DAG run {run.run_id}: task {run.state}" + self._job_findings(name, run),
             log_file=run.log_file,
         )
+
+    def _job_findings(self, name: str, run: PipelineRunRecord) -> str:
+        """For the data-quality gate: what its last run found (expectations met, or those not met)."""
+        if DAG_JOBS[name][0] != "data_quality":
+            return ""
+        try:
+            found = self.pipeline_validation(run.run_id)
+        except (TargetError, ValueError):  # a damaged result file: the task's state still says it
+            return "; validation result unreadable"
+        if found is None:
+            return "; no validation result written"
+        from ...pipeline.quality import failed_expectations
+
+        failed = failed_expectations(found.get("results", {}))
+        if failed:
+            return "; not met: " + ", ".join(failed)
+        results = found.get("results", {}).values()
+        met = sum(r.get("statistics", {}).get("successful_expectations", 0) for r in results)
+        return f"; {met} expectations met"
 
     def _infra_status(self, level: int, name: str, entry: ComponentRecord | None) -> ComponentStatus:
         comp = self._component(name)
@@ -971,22 +1011,51 @@ class LocalTarget(Target):
             cast(HAProxy, haproxy).admin_path.unlink(missing_ok=True)
 
 
-def _spark_version(settings: Settings) -> str:
+#: The pipeline DAG's batch jobs that are catalog components (Level 2): component -> (its DAG task,
+#: the distribution in ``.venv-pipeline`` whose version the component reports).
+DAG_JOBS: dict[str, tuple[str, str]] = {
+    "spark": ("spark_features", "pyspark"),
+    "data-quality (great-expectations)": ("data_quality", "great_expectations"),
+}
+
+
+def _job_version(settings: Settings, name: str) -> str:
+    dist = DAG_JOBS[name][1]
     venv = settings.project_root / ".venv-pipeline"
-    found = sorted(venv.glob("lib/python3*/site-packages/pyspark-*.dist-info"))
-    return found[0].name.removeprefix("pyspark-").removesuffix(".dist-info") if found else ""
+    found = sorted(venv.glob(f"lib/python3*/site-packages/{dist}-*.dist-info"))
+    return found[0].name.removeprefix(f"{dist}-").removesuffix(".dist-info") if found else ""
 
 
-def _spark_runtime_missing(settings: Settings) -> str:
-    """What the Spark job lacks on this machine ('' when it can run)."""
+def _job_runtime(settings: Settings, name: str) -> str:
+    """What the job runs with, in words (for ``up`` and ``status``)."""
+    version = _job_version(settings, name)
+    if name == "spark":
+        return f"pyspark {version}, Java, JDBC driver"
+    from ...pipeline.quality import SUITES
+
+    return f"great-expectations {version}, suites {', '.join(SUITES)}"
+
+
+def _job_runtime_missing(settings: Settings, name: str) -> str:
+    """What a batch job of the DAG lacks on this machine ('' when it can run)."""
+    from ...pipeline.quality import load_suite
     from ...pipeline.spark_job import JDBC_JAR
 
-    if not _spark_version(settings):
-        return "pyspark not in .venv-pipeline (run scripts/setup.sh)"
-    if shutil.which("java") is None:
-        return "no 'java' (Debian openjdk-17-jre-headless)"
-    if not JDBC_JAR.exists():
-        return f"{JDBC_JAR} missing (Debian libpostgresql-jdbc-java)"
+    if not _job_version(settings, name):
+        return f"{DAG_JOBS[name][1]} not in .venv-pipeline (run scripts/setup.sh)"
+    if name == "spark":
+        if shutil.which("java") is None:
+            return "no 'java' (Debian openjdk-17-jre-headless)"
+        if not JDBC_JAR.exists():
+            return f"{JDBC_JAR} missing (Debian libpostgresql-jdbc-java)"
+        return ""
+    from ...pipeline.quality import SUITES
+
+    for suite in SUITES:  # the gate must not fail on its own suite file
+        try:
+            load_suite(suite)
+        except (OSError, ValueError) as e:
+            return f"expectation suite {suite}: {e}"
     return ""
 
 
