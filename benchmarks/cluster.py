@@ -4,8 +4,9 @@
   took from an empty cache, as it recorded them in ``build.json`` next to the binaries; with
   ``--cold-build-root DIR`` everything the cluster tier builds is built here from nothing into
   ``DIR`` (what a CI machine with an empty /var/cache/clinops does: the Debian source package,
-  Kubernetes ``make``, the Go modules and the Rollouts controller, the debootstrap base image and
-  the three service images), each step timed with the load average, then ``DIR`` is removed;
+  Kubernetes ``make``, the Go modules and the Rollouts controller, Prometheus with Kubernetes
+  discovery, the debootstrap base image and the three service images), each step timed with
+  the load average, then ``DIR`` is removed;
   ``--cold-only`` stops there and writes ``benchmarks/results/cluster_cold_build.json``.
 * create-to-Ready (binaries cached): ``DebianCluster.create()`` from nothing (fresh PKI, etcd,
   containerd state) until the node reports Ready, and until the Argo Rollouts controller is
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from clinops_lib.clusters.debian import BuildCache, ClusterConfig, DebianCluster  # noqa: E402
 from clinops_lib.clusters.debian.build import (  # noqa: E402
     build_kubernetes,
+    build_prometheus,
     build_rollouts_controller,
 )
 from clinops_lib.clusters.debian.images import ImageBuilder, chart_references  # noqa: E402
@@ -96,6 +98,10 @@ def _cold_build(root: Path) -> dict[str, object]:
         timed(
             "argo-rollouts controller (go mod download, go build)",
             lambda: build_rollouts_controller(cache, progress=say),
+        )
+        timed(
+            "prometheus with kubernetes_sd (go mod download, go build)",
+            lambda: build_prometheus(cache, progress=say),
         )
         timed(
             "images (debootstrap base, buildah build x3)",

@@ -584,8 +584,9 @@ class RecordingHelm:
         namespace: str | None = None,
         create_namespace: bool = False,
         timeout: int | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
-        assert create_namespace
+        assert create_namespace and labels
         self._act("install", chart, name, values, namespace)
 
     def upgrade(
@@ -596,7 +597,9 @@ class RecordingHelm:
         *,
         namespace: str | None = None,
         timeout: int | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
+        assert labels
         self._act("upgrade", chart, name, values, namespace)
 
 

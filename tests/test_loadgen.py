@@ -27,6 +27,7 @@ class TinyServer:
         self.delay_s = delay_s
         self.error_every = error_every
         self.served = 0
+        self.connections = 0  # accepted so far
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._ready = threading.Event()
@@ -59,6 +60,7 @@ class TinyServer:
             pass
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -148,8 +150,21 @@ def test_stop_ends_an_open_ended_run(port_block: PortBlock) -> None:
     assert summary.sent > 0
 
 
+def test_one_request_per_connection_when_asked(port_block: PortBlock) -> None:
+    """kube-proxy picks a pod per *connection*: with ``requests_per_connection=1`` every request
+    gets its own (its own balancing decision); by default connections are kept alive and reused."""
+    with TinyServer(port_block.port()) as kept, TinyServer(port_block.port()) as fresh:
+        a = LoadGenerator(LoadSpec(kept.url, rate=100, duration_s=1.0)).start()
+        b = LoadGenerator(LoadSpec(fresh.url, rate=100, duration_s=1.0, requests_per_connection=1)).start()
+        sa, sb = a.wait(30), b.wait(30)
+    assert sa.failed == 0 and sb.failed == 0
+    assert fresh.connections == fresh.served == sb.sent
+    assert kept.connections <= 10 < kept.served
+
+
 @pytest.mark.parametrize(("field", "kwargs"), [
     ("url", {"url": "127.0.0.1:80"}),
+    ("requests_per_connection", {"requests_per_connection": 0}),
     ("rate", {"rate": 0}),
     ("rate", {"rate": -5}),
     ("max_in_flight", {"max_in_flight": 0}),

@@ -24,7 +24,7 @@ from kube_emulator import (
 from clinops_lib.config import Settings
 from clinops_lib.exceptions import KubernetesAPIError, TrafficError, WaitFailed, WaitTimeout
 from clinops_lib.targets.kube.client import load_clients
-from clinops_lib.targets.kube.rollouts import MERGE_PATCH, RolloutsDriver
+from clinops_lib.targets.kube.rollouts import MERGE_PATCH, RolloutsDriver, RolloutState
 
 pytestmark = pytest.mark.unit
 
@@ -235,3 +235,50 @@ def test_api_timeout_is_a_clear_error(emulator: Emulator) -> None:
     d = RolloutsDriver(clients.custom, clients.core, NS, request_timeout=0.3)
     with pytest.raises(KubernetesAPIError, match=rf"get Rollout {NS}/model-serving failed: .*timed out"):
         d.get("model-serving")
+
+
+def _stale(generation: int, observed: str, **status: object) -> dict[str, object]:
+    """A Rollout whose status the controller wrote for ``observed`` (a decimal string, as v1.8.3
+    writes it) while the spec is at ``generation``."""
+    obj = rollout("analysed", NS)
+    obj["metadata"]["generation"] = generation
+    obj["status"] = {"phase": "Healthy", "currentPodHash": "aaa", "stableRS": "aaa",
+                     "observedGeneration": observed, **status}
+    return obj
+
+
+def test_a_status_written_for_an_older_generation_is_progressing_not_healthy() -> None:
+    """Right after ``set_image`` the status still says Healthy for the old revision; a wait
+    for Healthy returned at once on the real controller (the cluster tier's AnalysisRun test)."""
+    stale = RolloutState.from_object(_stale(3, "2"))
+    assert (stale.phase, stale.healthy) == ("Progressing", False)
+    assert stale.message == "waiting for rollout spec update to be observed"
+    assert RolloutState.from_object(_stale(3, "3")).healthy
+    # not numeric (v0.9 and older wrote a hash) or absent: taken as observed, as the controller's helper does
+    assert RolloutState.from_object(_stale(3, "5d4f8c")).healthy
+    assert RolloutState.from_object(_stale(3, "")).healthy
+
+
+def test_a_promotion_not_yet_seen_by_the_controller_is_progressing() -> None:
+    unpausing = RolloutState.from_object(_stale(2, "2", controllerPause=True, pauseConditions=None))
+    assert (unpausing.phase, unpausing.healthy) == ("Progressing", False)
+    paused = RolloutState.from_object(_stale(2, "2", phase="Paused", controllerPause=True,
+                                             pauseConditions=[{"reason": "CanaryPauseStep"}]))
+    assert paused.phase == "Paused" and paused.paused
+
+
+def test_wait_healthy_after_a_spec_change_waits_for_the_controller(emulator: Emulator) -> None:
+    emulator.put(ROLLOUTS, NS, "analysed", _stale(3, "2"))
+    seen: list[str] = []
+
+    def controller_catches_up() -> None:
+        obj = emulator.obj(ROLLOUTS, NS, "analysed")
+        seen.append(obj["status"]["observedGeneration"])
+        obj["status"].update(observedGeneration="3", abort=True, phase="Degraded", message="RolloutAborted")
+        emulator.put(ROLLOUTS, NS, "analysed", obj)
+
+    d = driver_for(emulator)
+    d._sleep = lambda _s: controller_catches_up()
+    with pytest.raises(WaitFailed, match="rollout aborted"):
+        d.wait_healthy("analysed", timeout=30)
+    assert seen == ["2"]

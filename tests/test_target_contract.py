@@ -197,9 +197,12 @@ def test_status_lists_the_level_catalog_in_order(contract: Contract) -> None:
     expected = [(lv.number, c.name) for lv in catalog.LEVELS for c in lv.components]
     assert [(r.level, r.component) for r in rows[: len(expected)]] == expected
     for r, c in zip(rows, catalog.components(), strict=False):
-        assert (r.health == "not on this target") == (not c.runs_on(t.platform)), r
         if not c.runs_on(t.platform):
-            assert r.detail == c.what_on(t.platform)
+            assert r.health == "not on this target" and r.detail == c.what_on(t.platform), r
+        elif r.health == "not on this target":
+            # a cluster that lacks what the catalog's column assumes (the cluster built from Debian
+            # packages: no Istio, no Argo CD images) says so, with the reason, never "deployed"
+            assert r.detail.startswith("not on this cluster"), r
 
 
 def test_up_adds_the_levels_the_requested_ones_need(contract: Contract) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,7 @@ from .values import (
 
 __all__ = [
     "build_dependencies",
+    "installable_level_chart",
     "level_chart",
     "lint",
     "render",
@@ -213,6 +215,36 @@ def level_chart(level: str, root: Path | None = None) -> Path:
     return chart_dir(root) / "charts" / level
 
 
+
+
+def installable_level_chart(level: str, values: Mapping[str, Any], dest: Path,
+                            root: Path | None = None) -> Path:
+    """A copy of a level subchart under ``dest`` that ``helm install`` accepts with ``values``.
+
+    Helm's install refuses a chart whose Chart.yaml declares a dependency missing from its
+    ``charts/`` folder, even one its ``condition`` switches off (the render path switches absent
+    ones off instead, :func:`_render_values`). The third-party charts are pinned, never vendored,
+    so the copy's Chart.yaml drops each absent dependency that ``values`` disables; an absent one
+    that ``values`` *enables* stays, and Helm's install names it.
+    """
+    src = level_chart(level, root)
+    absent = set()
+    for dep in (d for d in missing_dependencies(root) if d["level"] == level):
+        cond = str(dep.get("condition") or f"{dep['name']}.enabled").split(",")[0].strip()
+        node: Any = values
+        for part in cond.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is False:
+            absent.add(dep["name"])
+    out = dest / level
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(src, out)
+    chart = yaml.safe_load((out / "Chart.yaml").read_text())
+    chart["dependencies"] = [d for d in chart.get("dependencies") or [] if d.get("name") not in absent]
+    (out / "Chart.yaml").write_text(yaml.safe_dump(chart, sort_keys=False))
+    (out / "Chart.lock").unlink(missing_ok=True)
+    return out
 
 
 def _gitops_values(env: str, root: Path | None) -> dict[str, Any]:

@@ -76,7 +76,10 @@ def cluster_from_cli(args: argparse.Namespace, settings: Settings) -> int:
         missing = missing_build_prerequisites(rollouts=rollouts)
         if missing:
             _progress("missing: " + "; ".join(missing))
-        for r in build_all(BuildCache(config.cache.root), progress=_progress, rollouts=rollouts):
+        built = build_all(
+            BuildCache(config.cache.root), progress=_progress, rollouts=rollouts, prometheus=True
+        )
+        for r in built:
             how = "cached" if r.cached else f"built in {r.seconds:.0f}s"
             print(f"{r.what} {r.version}: {how} (log {r.log_file})")
         if references:

@@ -158,14 +158,16 @@ def scaled_interval(th: J.Thresholds, pause_scale: float) -> float:
 
 
 def normalize_steps(
-    steps: Sequence[Any], service: str, env: str, default_pause: str = "30s"
+    steps: Sequence[Any], service: str, env: str, default_pause: str = "30s",
+    profiles: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """Argo step dicts from the parameter (dicts, a list of weights, or empty = the chart's)."""
+    """Argo step dicts from the parameter (dicts, a list of weights, or empty = the chart's, with
+    the values ``profiles`` the target's cluster is deployed with: its Rollout carries those)."""
     from .. import charts
 
     if not steps:
         try:
-            return charts.canary_steps(service, env)
+            return charts.canary_steps(service, env, profiles=profiles)
         except ChartError:
             return [dict(s) for s in DEFAULT_STEPS]
     if all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
@@ -313,7 +315,8 @@ def validate_canary(cfg: CanaryConfig, target: Target | None = None) -> _Plan:
     if cfg.stable_version:
         catalog.check_version(cfg.stable_version, "stable_version")
     th, interval = _judge_timing(cfg)
-    steps = normalize_steps(cfg.steps, cfg.service, cfg.env, cfg.default_pause)
+    profiles = target.chart_profiles if target is not None else ()
+    steps = normalize_steps(cfg.steps, cfg.service, cfg.env, cfg.default_pause, profiles)
     _validate_steps(steps, cfg.pause_scale, interval)
     stable = cfg.stable_version
     if target is not None:

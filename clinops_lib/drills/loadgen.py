@@ -108,6 +108,11 @@ class LoadSpec:
     label: str = "user"
     payloads: Sequence[bytes] = field(default_factory=tuple)
     seed: int = 0
+    #: requests sent on one connection before it is closed (None: keep it as long as the server
+    #: does). A traffic layer that balances per *connection* (kube-proxy in front of a basic
+    #: canary) gives each pod its replica share only over many connections: 1 = a new connection,
+    #: so a new balancing decision, for every request.
+    requests_per_connection: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`ParameterError` naming the bad field (before anything is sent)."""
@@ -126,6 +131,10 @@ class LoadSpec:
             raise ParameterError("timeout_s", f"{self.timeout_s!r} must be > 0")
         if self.method not in ("GET", "POST"):
             raise ParameterError("method", f"{self.method!r} must be GET or POST")
+        if self.requests_per_connection is not None and not (
+                isinstance(self.requests_per_connection, int) and self.requests_per_connection >= 1):
+            raise ParameterError("requests_per_connection",
+                                 f"{self.requests_per_connection!r} must be an integer >= 1 or None")
 
 
 @dataclass(frozen=True)
@@ -201,11 +210,12 @@ class _HTTPError(Exception):
 
 
 class _Conn:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("reader", "used", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.used = 0  # requests answered on this connection
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -437,7 +447,9 @@ class LoadGenerator:
                         if conn is not None:
                             conn.close()
                         raise
-                    if keep_alive:
+                    conn.used += 1
+                    limit = spec.requests_per_connection
+                    if keep_alive and (limit is None or conn.used < limit):
                         self._idle.append(conn)
                     else:
                         conn.close()

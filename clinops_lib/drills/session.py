@@ -98,6 +98,7 @@ class _Session:
                 label=label,
                 payloads=self.payloads,
                 max_in_flight=max(64, int(rate)),
+                requests_per_connection=self.target.requests_per_connection,
             )
         )
         self.judge_feed.open(label)

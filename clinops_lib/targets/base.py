@@ -149,6 +149,32 @@ class Target(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    def describe(self) -> dict[str, str]:
+        """What this run ran on, for the evidence bundle (a runbook records it as the table
+        ``target``): the target, and for a cluster which one, its Kubernetes version and the
+        traffic mode."""
+        return {"target": self.name, "traffic_mode": self.traffic_mode}
+
+    def analysis_decisions(self, service: str) -> list[dict[str, Any]]:
+        """What an in-platform analysis decided about ``service``'s releases (Argo Rollouts'
+        AnalysisRuns on a cluster), one row per run and metric; empty where the drill engine
+        is the only judge (the local target)."""
+        self.check_service(service)
+        return []
+
+    #: how user traffic is split between stable and canary on this target
+    traffic_mode: str = ""
+    #: requests a client should send per connection (None: keep-alive). A target whose traffic
+    #: layer balances per connection (kube-proxy before a basic canary) asks for 1, so the
+    #: canary's share of requests is its share of pods (the load generator honours it).
+    requests_per_connection: int | None = None
+
+    @property
+    def chart_profiles(self) -> tuple[str, ...]:
+        """The chart values profiles this target's platform is deployed with (e.g. ``local-cluster``
+        on the cluster built from Debian packages): a drill judges by the steps those values give."""
+        return ()
+
     # -- validation shared by every target -------------------------------------------------------
     @staticmethod
     def check_service(service: object) -> catalog.Service:

@@ -53,8 +53,11 @@ def pod_story(core: Any, namespace: str, selector: str) -> str:
     return " | ".join(rows)
 
 
-def ensure_namespace(core: Any, name: str) -> None:
-    """Create a namespace; one left by an earlier run on a reused cluster is fine."""
+def ensure_namespace(core: Any, name: str, *, timeout: float = 60.0) -> None:
+    """Create a namespace (one left by an earlier run on a reused cluster is fine) and wait until
+    its ``default`` ServiceAccount has its token: Kubernetes 1.20's admission refuses a pod with
+    "No API token found for service account" until the token controller has caught up with a
+    namespace created a moment ago (a pod created directly is not retried, unlike a controller's)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -63,3 +66,9 @@ def ensure_namespace(core: Any, name: str) -> None:
     except ApiException as e:
         if e.status != 409:
             raise
+
+    def token() -> bool:
+        account = core.read_namespaced_service_account("default", name)
+        return bool(account.secrets)
+
+    wait_until(f"the token of ServiceAccount {name}/default", token, timeout=timeout)

@@ -150,8 +150,10 @@ def test_every_rendered_object_is_admitted_or_listed_as_not_on_1_20(
 
 
 def test_service_accounts_get_exactly_what_their_roles_grant(
-    debian_cluster: DebianCluster, kube: Any
+    debian_cluster: DebianCluster, kube: Any, request: pytest.FixtureRequest
 ) -> None:
+    """The objects it creates (not the namespaces) are deleted afterwards: later tests install the
+    same charts with Helm, which refuses to adopt objects it did not create."""
     dyn = dynamic.DynamicClient(kube)
     objects = charts.render("dev")
     for obj in objects:
@@ -168,6 +170,13 @@ def test_service_accounts_get_exactly_what_their_roles_grant(
                 res.create(body=obj, namespace=obj["metadata"].get("namespace"))
             except ApiException as e:
                 assert e.status == 409, e.body
+            else:
+                if obj["kind"] != "Namespace":
+                    request.addfinalizer(
+                        lambda res=res, obj=obj: res.delete(
+                            name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace")
+                        )
+                    )
     accounts = [
         (o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "ServiceAccount"
     ]

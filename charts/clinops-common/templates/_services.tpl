@@ -39,6 +39,12 @@ metadata:
     {{- include "clinops.selectorLabels" $svc.name | nindent 4 }}
     version: {{ $svc.image.tag | toString | quote }}
     clinops.io/aws-egress: "true"
+  annotations:
+    {{- /* a Prometheus without the operator (the host's, on the Debian cluster) discovers the pods
+    by these (kubernetes_sd_configs, role pod: clinops_lib/clusters/debian/metrics.py) */}}
+    prometheus.io/scrape: "true"
+    prometheus.io/port: {{ $svc.port | toString | quote }}
+    prometheus.io/path: /metrics
 spec:
   serviceAccountName: {{ include "clinops.serviceAccountName" $svc }}
   automountServiceAccountToken: false
@@ -48,8 +54,18 @@ spec:
     - name: {{ $svc.name }}
       image: {{ include "clinops.image" (dict "image" $svc.image "root" $root) }}
       imagePullPolicy: {{ include "clinops.imagePullPolicy" $root }}
+      # The images have no ENTRYPOINT (services/*/Dockerfile: CMD ["python", "-m", "uvicorn", ...]):
+      # args alone would replace CMD and exec "-m" (found on the first real cluster).
+      command: ["python"]
       args: ["-m", "uvicorn", {{ .app | quote }}, "--host", "0.0.0.0",
              "--port", "{{ $svc.port }}", "--no-access-log"]
+      # A terminating pod leaves the Service's endpoints a moment after it is told to stop, and
+      # kube-proxy's rules (or the mesh) later still: keep serving meanwhile, so a scale-down or a
+      # blue-green switch refuses no connection (seen on the first real cluster: ~30 per step).
+      lifecycle:
+        preStop:
+          exec:
+            command: ["python", "-c", "import time; time.sleep({{ $root.Values.global.preStopSeconds | default 5 }})"]
       ports:
         - {name: http, containerPort: {{ $svc.port }}, protocol: TCP}
       env:

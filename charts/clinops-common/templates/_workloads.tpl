@@ -172,12 +172,14 @@ spec:
 
 {{/* AWS environment of a container: the region, and with global.externalLocalstack enabled the
 LocalStack endpoint (through its selector-less Service) and LocalStack's credentials from the
-component's Secret. Args: root, name. */}}
+component's Secret. ``externalLocalstack.endpoint`` replaces the Service's DNS name on a cluster
+without cluster DNS (the Debian cluster: the kubeconfig target sets the Service's ClusterIP).
+Args: root, name. */}}
 {{- define "clinops.awsEnv" -}}
 {{- $g := .root.Values.global -}}
 - {name: AWS_DEFAULT_REGION, value: {{ $g.aws.region }}}
 {{- if $g.externalLocalstack.enabled }}
-- {name: AWS_ENDPOINT_URL, value: {{ printf "http://localstack.%s.svc:%v" $g.namespaces.infrastructure $g.externalLocalstack.servicePort | quote }}}
+- {name: AWS_ENDPOINT_URL, value: {{ $g.externalLocalstack.endpoint | default (printf "http://localstack.%s.svc:%v" $g.namespaces.infrastructure $g.externalLocalstack.servicePort) | quote }}}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef: {name: {{ .name }}-credentials, key: aws-access-key-id}

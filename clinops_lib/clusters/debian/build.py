@@ -1,6 +1,6 @@
 """Building the cluster's binaries once, from source, into a cache outside the checkout.
 
-Nothing here is downloaded as a binary. Two builds, each a straight pipeline of named steps
+Nothing here is downloaded as a binary. Three builds, each a straight pipeline of named steps
 (every step idempotent: it checks its own result first, so a second run does nothing and an
 interrupted run resumes at the step that was cut off):
 
@@ -17,6 +17,14 @@ interrupted run resumes at the step that was cut off):
   folder so the module's own ``replace`` directives apply), with the newest Go on the machine.
   Its CRDs and ClusterRole are read from the same source folder at install time, so the
   manifests always match the binary.
+* **Prometheus v3.16.0** (``prometheus`` and ``promtool``) the same way from its Go module
+  (``github.com/prometheus/prometheus@v0.316.0``: upstream tags v3.x as module versions
+  v0.3xx), with upstream's build tags ``remove_all_sd,enable_kubernetes_sd``: the host's
+  Prometheus needs ``kubernetes_sd_configs`` for the cluster's pods, which Debian's 2.42 lacks.
+  The web UI's assets are not embedded (no ``builtinassets``): the HTTP API is complete.
+
+Both module builds are one function, :func:`build_go_module`, given a :class:`GoModuleBuild`
+(module, version, binaries and their packages, ldflags, tags, whether the source is kept).
 
 The cache (``/var/cache/clinops/<thing>/<version>/``) holds the binaries and a ``build.json``
 with their SHA-256; the source trees are removed after a successful build (3.4 GB for
@@ -50,12 +58,18 @@ __all__ = [
     "DEBIAN_SOURCE_VERSION",
     "KUBERNETES_BINARIES",
     "KUBERNETES_VERSION",
+    "PROMETHEUS",
+    "PROMETHEUS_VERSION",
+    "ROLLOUTS_CONTROLLER",
     "BuildCache",
+    "GoModuleBuild",
     "argocd_crds",
     "download_module",
     "BuildResult",
     "build_all",
+    "build_go_module",
     "build_kubernetes",
+    "build_prometheus",
     "build_rollouts_controller",
     "missing_build_prerequisites",
     "prepare_tree",
@@ -97,6 +111,10 @@ SOURCE_FIXES = (
 KUBERNETES_RECIPE = 4
 ARGO_ROLLOUTS_MODULE = "github.com/argoproj/argo-rollouts"
 ARGO_ROLLOUTS_VERSION = "v1.8.3"
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+#: Prometheus v3.16.0: its Go module numbers releases v0.<major*100+minor>.<patch> (go.mod: go 1.26.7).
+PROMETHEUS_MODULE_VERSION = "v0.316.0"
+PROMETHEUS_VERSION = "v3.16.0"
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v2"
 ARGOCD_VERSION = "v2.13.2"
 #: Go release the Argo Rollouts module needs at least (its go.mod says ``go 1.23.4``).
@@ -109,6 +127,63 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     return None
+
+
+@dataclass(frozen=True)
+class GoModuleBuild:
+    """A program built from a Go module's source: what, from which module version, how.
+
+    ``binaries`` maps each binary's name to its package inside the module. ``keep_source``
+    keeps the copied module folder next to the binaries (the Rollouts controller's CRDs and
+    RBAC are read from it); otherwise it is removed once the binaries exist. ``recipe`` is
+    bumped when the way of building changes, so a cache built another way is rebuilt.
+    """
+
+    what: str
+    version: str
+    module: str
+    module_version: str
+    binaries: Mapping[str, str]
+    ldflags: str = "-s -w"
+    tags: tuple[str, ...] = ()
+    keep_source: bool = False
+    recipe: int = 1
+    #: the Go release the module's go.mod asks for at least (major, minor)
+    min_go: tuple[int, int] = MIN_MODULE_GO
+
+
+#: The Argo Rollouts controller (issue 13, point 4).
+ROLLOUTS_CONTROLLER = GoModuleBuild(
+    what="argo-rollouts",
+    version=ARGO_ROLLOUTS_VERSION,
+    module=ARGO_ROLLOUTS_MODULE,
+    module_version=ARGO_ROLLOUTS_VERSION,
+    binaries={"rollouts-controller": "./cmd/rollouts-controller"},
+    ldflags="-s -w -X github.com/argoproj/argo-rollouts/utils/version.version="
+    + ARGO_ROLLOUTS_VERSION.removeprefix("v"),
+    keep_source=True,
+)
+_PROMETHEUS_VERSION_PKG = "github.com/prometheus/common/version"
+#: Prometheus with ``kubernetes_sd_configs`` (Debian's 2.42 is built without it; issue 13, point 5).
+#: Upstream's own build tags choose the service discoveries: ``remove_all_sd`` drops the cloud
+#: ones (AWS, Azure, GCE, ... and their SDKs: most of the compile time), ``enable_kubernetes_sd``
+#: keeps Kubernetes; file, http and static discovery are always in. ``netgo`` as upstream builds.
+#: Without ``builtinassets`` the web UI's files are not embedded: the UI pages are absent, the
+#: HTTP API (``/api/v1/*``, ``/-/ready``, ``/-/reload``) is all there.
+PROMETHEUS = GoModuleBuild(
+    what="prometheus",
+    version=PROMETHEUS_VERSION,
+    module=PROMETHEUS_MODULE,
+    module_version=PROMETHEUS_MODULE_VERSION,
+    binaries={"prometheus": "./cmd/prometheus", "promtool": "./cmd/promtool"},
+    ldflags=(
+        f"-s -w -X {_PROMETHEUS_VERSION_PKG}.Version={PROMETHEUS_VERSION.removeprefix('v')}"
+        f" -X {_PROMETHEUS_VERSION_PKG}.Revision=module-{PROMETHEUS_MODULE_VERSION}"
+        f" -X {_PROMETHEUS_VERSION_PKG}.Branch=module"
+    ),
+    tags=("netgo", "remove_all_sd", "enable_kubernetes_sd"),
+    min_go=(1, 26),  # its go.mod: go 1.26.7
+)
 
 
 @dataclass(frozen=True)
@@ -137,22 +212,51 @@ class BuildCache:
     def kubernetes_tree(self) -> Path:
         return self.kubernetes_src / "kubernetes-1.20.2"
 
+    def module_folder(self, build: GoModuleBuild) -> Path:
+        """``<root>/<what>/<version>/``: the binaries, ``build.json``, ``build.log`` (and ``src``)."""
+        return self.root / build.what / build.version
+
+    def module_binary(self, build: GoModuleBuild, name: str) -> Path:
+        return self.module_folder(build) / name
+
+    def module_source(self, build: GoModuleBuild) -> Path:
+        return self.module_folder(build) / "src"
+
+    def module_log(self, build: GoModuleBuild) -> Path:
+        return self.module_folder(build) / "build.log"
+
+    def module_ready(self, build: GoModuleBuild) -> bool:
+        folder = self.module_folder(build)
+        return (
+            _manifest_ok(folder, list(build.binaries), ".")
+            and _recipe(folder) == build.recipe
+            and (not build.keep_source or (self.module_source(build) / "go.mod").is_file())
+        )
+
     @property
     def rollouts(self) -> Path:
-        return self.root / "argo-rollouts" / ARGO_ROLLOUTS_VERSION
+        return self.module_folder(ROLLOUTS_CONTROLLER)
 
     @property
     def rollouts_controller(self) -> Path:
-        return self.rollouts / "rollouts-controller"
+        return self.module_binary(ROLLOUTS_CONTROLLER, "rollouts-controller")
 
     @property
     def rollouts_source(self) -> Path:
         """The module's source (kept: the CRDs and RBAC are read from ``manifests/``)."""
-        return self.rollouts / "src"
+        return self.module_source(ROLLOUTS_CONTROLLER)
 
     @property
     def rollouts_log(self) -> Path:
-        return self.rollouts / "build.log"
+        return self.module_log(ROLLOUTS_CONTROLLER)
+
+    @property
+    def prometheus(self) -> Path:
+        return self.module_binary(PROMETHEUS, "prometheus")
+
+    @property
+    def promtool(self) -> Path:
+        return self.module_binary(PROMETHEUS, "promtool")
 
     @property
     def go_modules(self) -> Path:
@@ -177,9 +281,11 @@ class BuildCache:
 
     def rollouts_ready(self) -> bool:
         return (
-            _manifest_ok(self.rollouts, ["rollouts-controller"], ".")
-            and (self.rollouts_source / "manifests" / "crds").is_dir()
+            self.module_ready(ROLLOUTS_CONTROLLER) and (self.rollouts_source / "manifests" / "crds").is_dir()
         )
+
+    def prometheus_ready(self) -> bool:
+        return self.module_ready(PROMETHEUS)
 
 
 @dataclass(frozen=True)
@@ -322,12 +428,14 @@ def _go_version(go: str) -> tuple[int, int] | None:
         return None
 
 
-def module_go(which: Callable[[str], str | None] = shutil.which) -> str | None:
+def module_go(
+    which: Callable[[str], str | None] = shutil.which, minimum: tuple[int, int] = MIN_MODULE_GO
+) -> str | None:
     """The newest usable Go for module builds: /usr/local/go first, then PATH (never Debian's 1.19)."""
     for candidate in ("/usr/local/go/bin/go", which("go")):
         if candidate and os.access(candidate, os.X_OK):
             version = _go_version(candidate)
-            if version is not None and version >= MIN_MODULE_GO:
+            if version is not None and version >= minimum:
                 return candidate
     return None
 
@@ -541,6 +649,9 @@ def _go_env(cache: BuildCache, go: str) -> dict[str, str]:
         "GOPATH": str(cache.root / "go" / "path"),
         "GOCACHE": str(cache.go_build_cache),
         "GOFLAGS": "-mod=mod",
+        # the module's own go.mod and go.sum decide (Prometheus ships a go.work for its
+        # developers' tools, which would forbid -mod=mod)
+        "GOWORK": "off",
         "GOTOOLCHAIN": "local",
         "CGO_ENABLED": "0",
         "GOPROXY": child_environment().get("GOPROXY") or "https://proxy.golang.org",
@@ -591,80 +702,116 @@ def argocd_crds(cache: BuildCache | None = None) -> list[Path]:
     return crds
 
 
-def build_rollouts_controller(
-    cache: BuildCache | None = None, *, progress: Progress = _quiet, timeout: float = 3600.0
+def build_go_module(
+    build: GoModuleBuild,
+    cache: BuildCache | None = None,
+    *,
+    progress: Progress = _quiet,
+    timeout: float = 3600.0,
 ) -> BuildResult:
-    """``rollouts-controller`` v1.8.3 from its module source (Go module proxy), built once."""
+    """Build ``build``'s binaries from its module source (Go module proxy), once.
+
+    ``go mod download`` gives the module's folder (read-only, in the shared module cache); the
+    build runs inside a writable *copy* of it so the module's own ``replace`` directives and
+    ``go.sum`` apply. Each binary is written next to ``build.json`` (sizes, SHA-256, seconds).
+    """
     cache = cache or BuildCache()
-    log = cache.rollouts_log
-    if cache.rollouts_ready():
-        record = json.loads((cache.rollouts / "build.json").read_text())
-        return BuildResult("argo-rollouts", ARGO_ROLLOUTS_VERSION, 0.0, True, record["sha256"], str(log))
-    go = module_go()
+    folder = cache.module_folder(build)
+    log = cache.module_log(build)
+    if cache.module_ready(build):
+        record = json.loads((folder / "build.json").read_text())
+        return BuildResult(build.what, build.version, 0.0, True, record["sha256"], str(log))
+    go = module_go(minimum=build.min_go)
     if go is None:
-        _require(["a Go >= 1.23 for the Argo Rollouts module (/usr/local/go or on PATH)"])
+        wanted = ".".join(map(str, build.min_go))
+        _require([f"a Go >= {wanted} for the {build.what} module (/usr/local/go or on PATH)"])
     assert go is not None
     t0 = time.monotonic()
-    cache.rollouts.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     env = _go_env(cache, go)
-    source = cache.rollouts_source
+    source = cache.module_source(build)
+    module = f"{build.module}@{build.module_version}"
     if not (source / "go.mod").is_file() or not (source / ".clinops-copied").is_file():
-        module = f"{ARGO_ROLLOUTS_MODULE}@{ARGO_ROLLOUTS_VERSION}"
-        progress(f"argo-rollouts: go mod download {module}")
-        folder = download_module(cache, go, ARGO_ROLLOUTS_MODULE, ARGO_ROLLOUTS_VERSION, log)
+        progress(f"{build.what}: go mod download {module}")
+        downloaded = download_module(cache, go, build.module, build.module_version, log)
         if source.exists():
             shutil.rmtree(source)
-        shutil.copytree(folder, source)
+        shutil.copytree(downloaded, source)
         for d, _, files in os.walk(source):  # the module cache is read-only; the copy must not be
             os.chmod(d, os.stat(d).st_mode | 0o200)
             for name in files:
                 path = os.path.join(d, name)
                 os.chmod(path, os.stat(path).st_mode | 0o200)
         (source / ".clinops-copied").write_text(module + "\n")
-    progress("argo-rollouts: go build ./cmd/rollouts-controller (log: " + str(log) + ")")
-    tmp = cache.rollouts / "rollouts-controller.new"
-    _run_step(
-        "go build rollouts-controller",
-        [
-            go,
-            "build",
-            "-trimpath",
-            "-ldflags",
-            "-s -w -X github.com/argoproj/argo-rollouts/utils/version.version="
-            + ARGO_ROLLOUTS_VERSION.removeprefix("v"),
-            "-o",
-            str(tmp),
-            "./cmd/rollouts-controller",
-        ],
-        log,
-        env=env,
-        cwd=source,
-        timeout=timeout,
-        progress=progress,
-    )
-    tmp.replace(cache.rollouts_controller)
+    built: dict[str, Path] = {}
+    for name, package in build.binaries.items():
+        progress(f"{build.what}: go build {package} (log: {log})")
+        tmp = folder / f"{name}.new"
+        argv = [go, "build", "-trimpath", "-ldflags", build.ldflags]
+        if build.tags:
+            argv += ["-tags", ",".join(build.tags)]
+        _run_step(
+            f"go build {name}",
+            [*argv, "-o", str(tmp), package],
+            log,
+            env=env,
+            cwd=source,
+            timeout=timeout,
+            progress=progress,
+        )
+        tmp.replace(cache.module_binary(build, name))
+        built[name] = cache.module_binary(build, name)
     seconds = time.monotonic() - t0
     digests = _write_manifest(
-        cache.rollouts,
-        {"rollouts-controller": cache.rollouts_controller},
+        folder,
+        built,
         {
-            "version": ARGO_ROLLOUTS_VERSION,
-            "module": ARGO_ROLLOUTS_MODULE,
+            "version": build.version,
+            "module": build.module,
+            "module_version": build.module_version,
+            "tags": list(build.tags),
+            "recipe": build.recipe,
             "go": env["PATH"].split(":")[0],
             "build_seconds": round(seconds, 1),
         },
     )
-    progress(f"argo-rollouts: built in {seconds:.0f}s -> {cache.rollouts_controller}")
-    return BuildResult("argo-rollouts", ARGO_ROLLOUTS_VERSION, seconds, False, digests, str(log))
+    if not build.keep_source:
+        shutil.rmtree(source, ignore_errors=True)
+    progress(f"{build.what}: built in {seconds:.0f}s -> {folder}")
+    return BuildResult(build.what, build.version, seconds, False, digests, str(log))
+
+
+def build_rollouts_controller(
+    cache: BuildCache | None = None, *, progress: Progress = _quiet, timeout: float = 3600.0
+) -> BuildResult:
+    """``rollouts-controller`` v1.8.3 from its module source (Go module proxy), built once."""
+    return build_go_module(ROLLOUTS_CONTROLLER, cache, progress=progress, timeout=timeout)
+
+
+def build_prometheus(
+    cache: BuildCache | None = None, *, progress: Progress = _quiet, timeout: float = 3600.0
+) -> BuildResult:
+    """``prometheus`` and ``promtool`` with Kubernetes service discovery, from the module source."""
+    return build_go_module(PROMETHEUS, cache, progress=progress, timeout=timeout)
 
 
 def build_all(
-    cache: BuildCache | None = None, *, progress: Progress = _quiet, rollouts: bool = True
+    cache: BuildCache | None = None,
+    *,
+    progress: Progress = _quiet,
+    rollouts: bool = True,
+    prometheus: bool = False,
 ) -> list[BuildResult]:
-    """Everything the cluster needs, each from the cache when already built."""
+    """Everything the cluster needs, each from the cache when already built.
+
+    ``prometheus``: also the host's Prometheus with Kubernetes discovery (``clinops cluster
+    build`` builds it; ``create`` does not need it).
+    """
     cache = cache or BuildCache()
     _require(missing_build_prerequisites(rollouts=rollouts))
     results = [build_kubernetes(cache, progress=progress)]
     if rollouts:
         results.append(build_rollouts_controller(cache, progress=progress))
+    if prometheus:
+        results.append(build_prometheus(cache, progress=progress))
     return results

@@ -59,12 +59,16 @@ from ...exceptions import ComponentError, KubernetesAPIError, PrerequisiteError,
 from ...targets.local import supervisor
 from . import host
 from .api import ClusterApi
-from .build import KUBERNETES_VERSION, BuildCache, build_all
+from .build import ARGO_ROLLOUTS_VERSION, KUBERNETES_VERSION, BuildCache, build_all
+from .metrics import PROMETHEUS_CLIENT_IDENTITY, pod_scrape_rbac
 from .oci import ImageConfig, ImageFile, write_oci_archive
 from .pki import Pki, make_pki
 
 __all__ = [
+    "CHART_PROFILE",
     "CONTEXT",
+    "FACTS_NAME",
+    "FACTS_NAMESPACE",
     "PAUSE_IMAGE",
     "ClusterConfig",
     "ClusterInfo",
@@ -76,6 +80,13 @@ __all__ = [
 CONTEXT = "clinops-debian"
 PAUSE_IMAGE = "registry.local/pause:3.2"
 ROLLOUTS_NAMESPACE = "argo-rollouts"
+#: where ``create`` writes what the cluster is (``DebianCluster.facts``)
+FACTS_NAMESPACE, FACTS_NAME = "kube-public", "clinops-cluster"
+#: the umbrella chart's values profile for this cluster (charts/clinical-mlops/values-local-cluster.yaml)
+CHART_PROFILE = "local-cluster"
+TRAFFIC_MODE = ("Argo Rollouts without a traffic router: basic canary (the weight is the canary's share "
+                "of replicas behind one Service, balanced per connection by kube-proxy); blue-green by "
+                "the active/preview Services' selectors")
 ROLLOUTS_IDENTITY = f"system:serviceaccount:{ROLLOUTS_NAMESPACE}:argo-rollouts"
 DEFAULT_ROOT = Path("/var/lib/clinops/debian-cluster")
 RUNTIME_PACKAGES = {  # what must be on the machine -> Debian package
@@ -742,13 +753,15 @@ state = "{self.containerd_dir}/state"
             node_name=c.node_name,
             node_ip=self.node_ip,
             service_ip=c.service_ip,
-            extra_clients={"argo-rollouts": ("system:serviceaccounts", ROLLOUTS_IDENTITY)}
-            if c.rollouts
-            else None,
+            extra_clients={
+                **({"argo-rollouts": ("system:serviceaccounts", ROLLOUTS_IDENTITY)} if c.rollouts else {}),
+                **PROMETHEUS_CLIENT_IDENTITY,  # the host's Prometheus discovering pods (metrics.py)
+            },
         )
         self._write_configs()
         pause = self._pause_archive()
         host.set_sysctls()
+        host.ensure_bridge(c.pod_gateway, int(c.pod_cidr.rsplit("/", 1)[1]))
         self._phase(phases, "pki, configs and pause image", t0)
         specs = self._specs()
         self._start("containerd", specs, 60)
@@ -768,6 +781,9 @@ state = "{self.containerd_dir}/state"
         self._phase(phases, "node Ready", t0)
         self._wait_default_service_account(60)
         self._phase(phases, "default ServiceAccount exists", t0)
+        with self.api(timeout=30.0) as api:
+            for obj in pod_scrape_rbac():  # Prometheus' pod discovery: read-only on pods
+                api.apply(obj)
         if c.rollouts:
             from .argo import install_rollouts
 
@@ -775,6 +791,9 @@ state = "{self.containerd_dir}/state"
                 install_rollouts(api, c.cache.rollouts_source, namespace=ROLLOUTS_NAMESPACE)
             self._start("rollouts-controller", specs, 90)
             self._phase(phases, "Argo Rollouts CRDs + RBAC installed, controller healthy", t0)
+        with self.api(timeout=30.0) as api:
+            api.apply(self.facts())
+        self._phase(phases, f"cluster facts in {FACTS_NAMESPACE}/{FACTS_NAME}", t0)
         info = ClusterInfo(
             kubeconfig=str(self.kubeconfig),
             context=CONTEXT,
@@ -790,6 +809,34 @@ state = "{self.containerd_dir}/state"
         )
         self.state_file.write_text(json.dumps(info.to_json(), indent=2))
         return info
+
+    def facts(self) -> dict[str, Any]:
+        """The ConfigMap that tells a client (the ``kubeconfig`` target, an evidence bundle) what
+        this cluster is and lacks, read from the cluster itself rather than guessed from a
+        kubeconfig's name: provider, Kubernetes version, the chart values profile written for it,
+        the address pods reach the host at (Level 0 lives there), where its containerd imports
+        images, and the traffic mode (no traffic router: Argo Rollouts' basic canary)."""
+        c = self.config
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": FACTS_NAME, "namespace": FACTS_NAMESPACE,
+                         "labels": {"app.kubernetes.io/managed-by": "clinops"}},
+            "data": {
+                "provider": "debian",
+                "kubernetesVersion": KUBERNETES_VERSION,
+                "node": c.node_name,
+                "chartProfile": CHART_PROFILE,
+                "hostAddress": c.pod_gateway,
+                "containerdSocket": str(self.socket),
+                "rolloutsController": (f"argo-rollouts {ARGO_ROLLOUTS_VERSION} (host process)"
+                                       if c.rollouts else "none"),
+                "trafficMode": TRAFFIC_MODE,
+                # kube-proxy's metrics: when its rules last synced (a client waits for a change
+                # of endpoints to reach the rules, e.g. traffic off an aborted canary)
+                "kubeProxyMetrics": f"http://127.0.0.1:{c.ports.proxy_metrics}/metrics",
+            },
+        }
 
     def _wait_node_ready(self, timeout: float) -> None:
         name = self.config.node_name

@@ -27,6 +27,7 @@ from pathlib import Path
 __all__ = [
     "HOST_DIRS",
     "clean",
+    "ensure_bridge",
     "leftovers",
     "our_processes",
     "set_sysctls",
@@ -138,6 +139,23 @@ def set_sysctls() -> None:
         path = Path("/proc/sys") / key
         if path.exists():
             path.write_text(value)
+
+
+def ensure_bridge(gateway: str, prefix_length: int) -> None:
+    """Create the pod bridge with its gateway address now, as the CNI bridge plugin would at the
+    first pod: the host's services are relayed onto that address for pods (the cluster's
+    ``hostAddress`` fact), which must be bindable before any pod has run. The plugin adopts an
+    existing bridge; ``clean`` removes it with the rest."""
+    if not Path(f"/sys/class/net/{BRIDGE}").exists():
+        out = _run(["ip", "link", "add", "name", BRIDGE, "type", "bridge"])
+        if out.returncode != 0 and "File exists" not in out.stderr:
+            raise OSError(f"ip link add {BRIDGE}: {out.stderr.strip()}")
+    addresses = _run(["ip", "-4", "-o", "addr", "show", "dev", BRIDGE]).stdout
+    if f" {gateway}/" not in addresses:
+        out = _run(["ip", "addr", "add", f"{gateway}/{prefix_length}", "dev", BRIDGE])
+        if out.returncode != 0 and "File exists" not in out.stderr:
+            raise OSError(f"ip addr add {gateway}/{prefix_length} dev {BRIDGE}: {out.stderr.strip()}")
+    _run(["ip", "link", "set", BRIDGE, "up"])
 
 
 def _kill_all(pids: Iterable[int]) -> None:

@@ -54,6 +54,28 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+def _client_phase(meta: dict[str, Any], status: dict[str, Any]) -> tuple[str, str]:
+    """The phase a client may act on, as the controller's own client helper computes it
+    (``utils/rollout/rolloututil.go`` ``GetRolloutPhase`` in v1.8.3).
+
+    ``status.phase`` describes the spec the controller last *observed*: right after a spec
+    change (a new image) it still says ``Healthy`` for the old revision until the controller
+    has reconciled, so a wait for Healthy would return at once on a stale status. The
+    controller writes ``status.observedGeneration`` as a decimal string; while it differs from
+    ``metadata.generation`` the rollout is Progressing. Likewise after a promotion cleared
+    ``status.pauseConditions`` while ``status.controllerPause`` is still true (the controller has
+    not yet unpaused). A non-numeric or absent ``observedGeneration`` (rollouts before v0.10)
+    counts as observed, as there.
+    """
+    observed = str(status.get("observedGeneration") or "")
+    generation = _int(meta.get("generation"), -1)
+    if observed.isdigit() and generation >= 0 and int(observed) < generation:
+        return "Progressing", "waiting for rollout spec update to be observed"
+    if status.get("controllerPause") and not status.get("pauseConditions"):
+        return "Progressing", "waiting for rollout to unpause"
+    return str(status.get("phase") or ""), str(status.get("message") or "")
+
+
 @dataclass(frozen=True)
 class RolloutState:
     """What a Rollout says about itself, flattened for waits, tables and evidence."""
@@ -101,12 +123,13 @@ class RolloutState:
             canary_weight = next((_int(s["setWeight"]) for s in reversed(done)
                                   if isinstance(s, dict) and "setWeight" in s), 0)
             stable_weight = 100 - canary_weight
+        phase, message = _client_phase(meta, status)
         return cls(
             name=str(meta.get("name", "")),
             namespace=str(meta.get("namespace", "")),
             strategy=strategy,
-            phase=str(status.get("phase") or ""),
-            message=str(status.get("message") or ""),
+            phase=phase,
+            message=message,
             current_step_index=None if idx is None else _int(idx),
             steps=steps,
             canary_weight=canary_weight,
@@ -306,6 +329,14 @@ class RolloutsDriver:
             current += [{"name": k, "value": v} for k, v in sorted(env.items())]
             ops.append({"op": "add", "path": f"{base}/env", "value": current})
         return RolloutState.from_object(self._patch(name, ops, JSON_PATCH))
+
+    def set_template(self, name: str, template: dict[str, Any]) -> RolloutState:
+        """Replace the whole pod template (``kubectl argo rollouts undo`` copies a ReplicaSet's
+        template into the Rollout the same way); a JSON patch, so nothing else of the spec moves."""
+        if not isinstance(template, dict) or not (template.get("spec") or {}).get("containers"):
+            raise TrafficError(f"pod template for Rollout {self.namespace}/{name} has no containers")
+        return RolloutState.from_object(
+            self._patch(name, [{"op": "replace", "path": "/spec/template", "value": template}], JSON_PATCH))
 
     def promote(self, name: str, *, full: bool = False) -> list[tuple[str, dict[str, Any]]]:
         """Promote like ``kubectl argo rollouts promote [--full]``; returns the patches sent."""

@@ -52,6 +52,7 @@ from ...exceptions import (
 from ...faults import FaultProfile
 from ..base import ComponentStatus, Health, Progress, Target, Track, TrackState
 from .client import KubeClients, api_call, kubeconfig_contexts, load_clients, raw_get, resolve_kubeconfig
+from .hostside import FACTS_NAME, FACTS_NAMESPACE, HOST_LEVELS, ClusterFacts, HostServices
 from .rollouts import POD_TEMPLATE_HASH, RolloutsDriver, RolloutState
 
 __all__ = ["KindTarget", "KubeTarget", "KubeconfigTarget", "PortForward"]
@@ -84,6 +85,20 @@ def _has_hash(obj: Any, pod_hash: str) -> bool:
     """Selectors are applied server-side; this re-checks so a proxy that ignores them is harmless."""
     labels = (obj.metadata.labels or {}) if obj.metadata else {}
     return bool(labels.get(POD_TEMPLATE_HASH) == pod_hash)
+
+
+#: Helm release label: digest of the chart files and values a release was installed with
+RELEASE_DIGEST_LABEL = "clinops.io/release-digest"
+
+
+def _release_digest(chart: Path, values: Mapping[str, Any]) -> str:
+    """sha256 over a chart folder's files and the values, first 40 hex digits (a label value)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode())
+    for path in sorted(p for p in chart.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(chart)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:40]
 
 
 class PortForward:
@@ -134,8 +149,13 @@ class KubeTarget(Target):
         self._sleep = sleep
         self._clock = clock
         self._helm_config = helm_config
+        self._helm_configs: dict[str, Any] = {}
         self._forwards: dict[tuple[str, str], PortForward] = {}
         self._clients: KubeClients | None = clients if clients is not None else self._connect()
+        self._facts: ClusterFacts | None | bool = False  # False: not read yet; None: no facts ConfigMap
+        self._host: HostServices | None = None
+        self._override_cache: dict[str, Any] | None = None
+        self._canaries: dict[str, str] = {}  # service -> the version this target deployed as canary
 
     # -- plumbing ----------------------------------------------------------------------------
     def _connect(self) -> KubeClients | None:
@@ -148,15 +168,115 @@ class KubeTarget(Target):
                                     f"(or `clinops kind create`) first")
         return self._clients
 
+    # -- what the cluster says it is (clusters without their own data services: hostside.py) ------
+    @property
+    def facts(self) -> ClusterFacts | None:
+        """The cluster's own ``kube-public/clinops-cluster`` ConfigMap, or None (kind, any other)."""
+        if self._facts is False:
+            c = self.clients
+            try:
+                with api_call("get", "ConfigMap", FACTS_NAMESPACE, FACTS_NAME):
+                    cm = c.core.read_namespaced_config_map(FACTS_NAME, FACTS_NAMESPACE,
+                                                           _request_timeout=c.request_timeout)
+                self._facts = ClusterFacts.from_data(cm.data or {})
+            except KubernetesAPIError as e:
+                if e.status not in (403, 404):
+                    raise
+                self._facts = None
+        return self._facts if isinstance(self._facts, ClusterFacts) else None
+
+    def describe(self) -> dict[str, str]:
+        """Which cluster, Kubernetes version and traffic mode: for the evidence bundle."""
+        facts = self.facts
+        c = self.clients
+        out = {"target": self.name, "context": c.context, "server": c.host}
+        try:
+            from kubernetes import client as k8s
+
+            out["kubernetes_version"] = str(k8s.VersionApi(c.api_client).get_code().git_version)
+        except Exception as e:  # noqa: BLE001 - the summary says what it could not read
+            out["kubernetes_version"] = f"unreadable: {type(e).__name__}"
+        if facts is not None:
+            out.update(facts.summary())
+        out["traffic_mode"] = self.traffic_mode
+        return out
+
+    @property
+    def chart_profiles(self) -> tuple[str, ...]:
+        return self.profiles
+
+    @property  # type: ignore[override]
+    def requests_per_connection(self) -> int | None:
+        """1 on a cluster without a traffic router: kube-proxy picks a pod per connection."""
+        router = str((self._values().get("global") or {}).get("trafficRouter") or "istio")
+        return 1 if router == "none" else None
+
+    @property  # type: ignore[override]
+    def traffic_mode(self) -> str:
+        facts = self.facts
+        if facts is not None:
+            return facts.traffic_mode
+        router = str((self._values().get("global") or {}).get("trafficRouter") or "istio")
+        return f"Argo Rollouts with traffic router {router}"
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        facts = self.facts
+        return (facts.chart_profile,) if facts is not None and facts.chart_profile else ()
+
+    @property
+    def host(self) -> HostServices | None:
+        """The host's Level 0 and Prometheus, on a cluster whose facts name a host address."""
+        facts = self.facts
+        if facts is None or not facts.host_address:
+            return None
+        if self._host is None:
+            self._host = HostServices(self.settings, facts.host_address)
+        return self._host
+
+    def _overrides(self) -> dict[str, Any]:
+        """On a cluster with host services: where pods reach them (external_level0), and, with no
+        cluster DNS, LocalStack by its Service's ClusterIP once Level 0's release made it."""
+        host = self.host
+        if host is None:
+            return {}
+        if self._override_cache is not None:
+            return self._override_cache
+        out = charts.external_level0(host.host_address, self.settings.ports)
+        out["global"]["buckets"] = host.buckets()
+        raw = self._raw_values().get("global") or {}
+        ip = self._cluster_ip(str((raw.get("namespaces") or {}).get("infrastructure", "")), "localstack")
+        if ip:
+            port = (raw.get("externalLocalstack") or {}).get("servicePort", 4566)
+            out["global"]["externalLocalstack"]["endpoint"] = f"http://{ip}:{port}"
+            self._override_cache = out
+        return out
+
+    def _cluster_ip(self, ns: str, name: str) -> str:
+        c = self.clients
+        try:
+            with api_call("get", "Service", ns, name):
+                svc = c.core.read_namespaced_service(name, ns, _request_timeout=c.request_timeout)
+        except KubernetesAPIError as e:
+            if e.status == 404:
+                return ""
+            raise
+        ip = svc.spec.cluster_ip if svc.spec else ""
+        return "" if not ip or ip == "None" else str(ip)
+
     def _values(self) -> dict[str, Any]:
-        return charts.env_values(self.settings.environment, self.settings.project_root)
+        return charts.env_values(self.settings.environment, self.settings.project_root, self.profiles,
+                                 self._overrides() if self.host is not None else None)
+
+    def _raw_values(self) -> dict[str, Any]:
+        return charts.env_values(self.settings.environment, self.settings.project_root, self.profiles)
 
     def namespace_of_level(self, level: str) -> str:
         """The namespace of a level subchart (``Level.chart`` of the catalog), from the chart values."""
         key = next((lv.namespace_key for lv in catalog.LEVELS if lv.chart == level), None)
         if key is None:
             raise TargetError(f"unknown level subchart {level!r}; known: {', '.join(charts.LEVELS)}")
-        namespaces = (self._values().get("global") or {}).get("namespaces") or {}
+        namespaces = (self._raw_values().get("global") or {}).get("namespaces") or {}
         ns = namespaces.get(key)
         if not ns:
             raise TargetError(f"chart values have no global.namespaces.{key}")
@@ -176,48 +296,172 @@ class KubeTarget(Target):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _up(self, levels: list[int], progress: Progress, timeout: float = 600.0, **options: Any) -> bool:
-        """One Helm release per level (``clinops-<level>``), in level order, each waited Ready."""
+        """One Helm release per level (``clinops-<level>``), in level order, each waited Ready.
+
+        On a cluster whose facts name a host address (hostside.py), a level's host components
+        (Level 0's PostgreSQL, Redis, LocalStack; Level 6's Prometheus) start first, then the
+        level's images are imported and its credentials Secrets written, then its release."""
         import helm_python as helm
 
-        cfg = self._helm()
+        host = self.host
         for lv in levels:
             level = catalog.level(lv).chart
             ns = self.namespace_of_level(level)
+            cfg = self._helm(ns)
             release = f"clinops-{level}"
-            chart = charts.level_chart(level, self.settings.project_root)  # its library chart built
-            values = charts.subchart_values(level, self.settings.environment, self.settings.project_root)
             started = time.time()
-            progress(f"level {lv} {level}: helm release {release} -> {ns}")
+            if host is not None:
+                host.up(lv, progress)
+                if lv > 0:
+                    self._prepare_level(lv, progress)
+            values = charts.subchart_values(level, self.settings.environment, self.settings.project_root,
+                                            self.profiles, self._overrides() or None)
+            # its library chart built; absent third-party charts it switches off dropped
+            chart = charts.installable_level_chart(level, values, self.settings.state_dir / "kube" / "charts",
+                                                   self.settings.project_root)
+            digest = _release_digest(chart, values)
+            labels = {RELEASE_DIGEST_LABEL: digest}
             try:
                 try:
-                    cfg.status(release)
-                    cfg.upgrade(str(chart), release, values, namespace=ns, timeout=int(timeout))
+                    current = cfg.status(release) or {}
+                    if (current.get("status") == "deployed"
+                            and (current.get("labels") or {}).get(RELEASE_DIGEST_LABEL) == digest):
+                        # same chart, same values: nothing to apply (an upgrade would also undo
+                        # what a drill changed through the Rollouts API, e.g. a promoted image)
+                        progress(f"level {lv} {level}: helm release {release} already up (revision "
+                                 f"{current.get('revision')})")
+                    else:
+                        progress(f"level {lv} {level}: helm upgrade {release} -> {ns}")
+                        cfg.upgrade(str(chart), release, values, namespace=ns, timeout=int(timeout),
+                                    labels=labels)
                 except helm.HelmNotFoundError:
+                    progress(f"level {lv} {level}: helm install {release} -> {ns}")
                     cfg.install(str(chart), release, values, namespace=ns, create_namespace=True,
-                                timeout=int(timeout))
+                                timeout=int(timeout), labels=labels)
             except helm.HelmError as e:
                 raise TargetError(f"helm release {release} (level {lv}) into {ns} failed: {e}") from e
             self.wait_workloads_ready(ns, timeout=timeout)
+            if host is not None:
+                self.refresh_pod_targets()
             progress(f"level {lv} {level}: ready in {time.time() - started:.0f}s")
         return True
+
+    def refresh_pod_targets(self) -> None:
+        """On a cluster with host services: the online services' running pods as the host
+        Prometheus' scrape targets (file_sd; Debian's prometheus lacks kubernetes_sd_configs).
+        Called whenever pods may have changed (a level up, a deploy, a weight change) and before
+        every PromQL query, so a canary's pods are scraped from their first seconds."""
+        host = self.host
+        if host is None:
+            return
+        c = self.clients
+        pods: list[dict[str, str]] = []
+        for svc in catalog.SERVICES:
+            ns = self.namespace_of_level(catalog.level(svc.level).chart)
+            try:
+                with api_call("list", "Pod", ns):
+                    items = c.core.list_namespaced_pod(ns, _request_timeout=c.request_timeout).items
+            except KubernetesAPIError as e:
+                if e.status == 404:
+                    continue
+                raise
+            for p in items:
+                labels = p.metadata.labels or {}
+                if p.status.phase != "Running" or not p.status.pod_ip:
+                    continue
+                if labels.get("app.kubernetes.io/name", labels.get("app")) != svc.name:
+                    continue
+                port = next((cp.container_port for ctr in p.spec.containers for cp in (ctr.ports or [])
+                             if cp.name == "http"), 8080)
+                pods.append({"address": f"{p.status.pod_ip}:{port}", "namespace": ns, "pod": p.metadata.name,
+                             "service": svc.name, "pod_template_hash": labels.get(POD_TEMPLATE_HASH, "")})
+        host.write_pod_targets(pods)
+
+    def _prepare_level(self, number: int, progress: Progress) -> None:
+        """Images and credentials Secrets of one level on a cluster with host services."""
+        from ...clusters.debian.build import BuildCache
+        from ...clusters.debian.images import SERVICE_REPOSITORIES, chart_references
+        from .hostside import credentials, import_images, profile_references
+
+        facts, host = self.facts, self.host
+        assert facts is not None and host is not None
+        repos = {c.image for c in catalog.level(number).components if c.image}
+        folders = [f for f, repo in SERVICE_REPOSITORIES.items() if repo in repos]
+        if folders and facts.containerd_socket:
+            refs = profile_references(self._values(), chart_references(self.settings.project_root,
+                                                                       self.settings.environment))
+            done = import_images(facts.containerd_socket, BuildCache(self.settings.cache_dir).root,
+                                 self.settings.project_root, {f: refs[f] for f in folders}, progress,
+                                 environment=self.settings.environment)
+            for ref in done:
+                progress(f"level {number}: image {ref} imported into the cluster's containerd")
+        infra = self.namespace_of_level("infrastructure")
+        pg_ip, redis_ip = self._cluster_ip(infra, "postgresql"), self._cluster_ip(infra, "redis")
+        raw = self._values().get("global") or {}
+        pg = f"{pg_ip}:{(raw.get('externalPostgresql') or {}).get('servicePort', 5432)}" if pg_ip \
+            else host.address("postgresql")
+        rd = f"{redis_ip}:{(raw.get('externalRedis') or {}).get('servicePort', 6379)}" if redis_ip \
+            else host.address("redis")
+        secrets = credentials(self.settings, pg_address=pg, redis_address=rd)
+        ns = self.namespace_of_level(catalog.level(number).chart)
+        names = [name for c in catalog.level(number).components if c.image
+                 for name in (c.image, c.name) if name in secrets]
+        if names:
+            self._ensure_namespace(ns)
+        for name in dict.fromkeys(names):
+            self._put_secret(ns, f"{name}-credentials", secrets[name])
+
+    def _ensure_namespace(self, ns: str) -> None:
+        from kubernetes import client as k8s
+
+        c = self.clients
+        try:
+            with api_call("create", "Namespace", None, ns):
+                c.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)),
+                                        _request_timeout=c.request_timeout)
+        except KubernetesAPIError as e:
+            if e.status != 409:
+                raise
+
+    def _put_secret(self, ns: str, name: str, data: Mapping[str, str]) -> None:
+        from kubernetes import client as k8s
+
+        c = self.clients
+        body = k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name, namespace=ns,
+                                                      labels={"app.kubernetes.io/managed-by": "clinops"}),
+                            string_data=dict(data), type="Opaque")
+        try:
+            with api_call("create", "Secret", ns, name):
+                c.core.create_namespaced_secret(ns, body, _request_timeout=c.request_timeout)
+        except KubernetesAPIError as e:
+            if e.status != 409:
+                raise
+            with api_call("replace", "Secret", ns, name):
+                c.core.replace_namespaced_secret(name, ns, body, _request_timeout=c.request_timeout)
 
     def rollback(self, level: int, revision: int | None = None) -> None:
         """Helm rollback of one level's release (previous revision by default)."""
         import helm_python as helm
 
-        release = f"clinops-{catalog.level(level).chart}"
+        chart = catalog.level(level).chart
+        release = f"clinops-{chart}"
         try:
-            self._helm().rollback(release, version=revision)
+            self._helm(self.namespace_of_level(chart)).rollback(release, version=revision)
         except helm.HelmError as e:
             raise TargetError(f"helm rollback of {release} failed: {e}") from e
 
-    def _helm(self) -> Any:
-        if self._helm_config is None:
-            import helm_python as helm
+    def _helm(self, namespace: str | None = None) -> Any:
+        """Helm's configuration for the releases of ``namespace``: status, uninstall and rollback
+        look a release up in the configuration's namespace (its storage Secrets live there)."""
+        if self._helm_config is not None:
+            return self._helm_config
+        import helm_python as helm
 
-            self._helm_config = helm.Config(kubeconfig_path=str(self.clients.kubeconfig),
-                                            kube_context=self.clients.context)
-        return self._helm_config
+        key = namespace or ""
+        if key not in self._helm_configs:
+            self._helm_configs[key] = helm.Config(kubeconfig_path=str(self.clients.kubeconfig),
+                                                  kube_context=self.clients.context, namespace=namespace)
+        return self._helm_configs[key]
 
     def sync_gitops(self, *, timeout: float = 900.0) -> list[Any]:
         """The Argo CD path: apply the AppProject and app-of-apps, wait Synced+Healthy."""
@@ -271,13 +515,53 @@ class KubeTarget(Target):
             st = RolloutState.from_object(o)
             if st.phase not in ("Healthy", "Paused"):
                 out.append(f"Rollout {ns}/{st.name} phase={st.phase or 'unknown'} [{st.message}]")
+        for job in self._jobs(ns):
+            if self._job_state(job) != "complete":
+                out.append(f"Job {ns}/{job.metadata.name} {self._job_row(0, ns, job).detail}")
         return out
+
+    def _jobs(self, ns: str) -> list[Any]:
+        from kubernetes import client as k8s
+
+        c = self.clients
+        try:
+            with api_call("list", "Job", ns):
+                return list(k8s.BatchV1Api(c.api_client).list_namespaced_job(
+                    ns, _request_timeout=c.request_timeout).items)
+        except KubernetesAPIError as e:
+            if e.status == 404:  # an API without batch/v1 Jobs (an emulator): none
+                return []
+            raise
+
+    @staticmethod
+    def _job_state(job: Any) -> str:
+        """``complete``, ``failed`` or ``running`` from the Job's conditions."""
+        for cond in job.status.conditions or []:
+            if cond.status == "True" and cond.type in ("Complete", "Failed"):
+                return "complete" if cond.type == "Complete" else "failed"
+        return "running"
+
+    def _job_row(self, level: int, ns: str, job: Any) -> ComponentStatus:
+        state = self._job_state(job)
+        image = job.spec.template.spec.containers[0].image if job.spec.template.spec.containers else ""
+        st = job.status
+        counts = f"succeeded {st.succeeded or 0}, failed {st.failed or 0}, active {st.active or 0}"
+        detail = (f"Job {state}: {counts}"
+                  + "".join(f"; {c.reason}: {c.message}" for c in (st.conditions or []) if c.message))
+        started = st.start_time.timestamp() if st.start_time else None
+        ended = st.completion_time.timestamp() if st.completion_time else None
+        return ComponentStatus(level=level, component=job.metadata.name,
+                               health="healthy" if state == "complete" else "unhealthy", version=_tag(image),
+                               endpoint=f"{ns}/{job.metadata.name}", detail=detail, started_at=started,
+                               ready_at=ended,
+                               seconds_to_ready=(ended - started) if started and ended else None)
 
     def _broken_pods(self, ns: str) -> list[str]:
         c = self.clients
         with api_call("list", "Pod", ns):
             pods = c.core.list_namespaced_pod(ns, _request_timeout=c.request_timeout).items
-        out = []
+        out = [f"Job {ns}/{j.metadata.name} {self._job_row(0, ns, j).detail}" for j in self._jobs(ns)
+               if self._job_state(j) == "failed"]
         for p in pods:
             for cs in (p.status.container_statuses or []):
                 waiting = cs.state.waiting if cs.state else None
@@ -302,13 +586,18 @@ class KubeTarget(Target):
         """Uninstall the level releases in reverse level order (the cluster itself stays)."""
         import helm_python as helm
 
+        host = self.host
         self.close()
-        cfg = self._helm()
         for level in reversed(charts.LEVELS):
             try:
+                cfg = self._helm(self.namespace_of_level(level))
                 cfg.uninstall(f"clinops-{level}", ignore_not_found=True, timeout=300)
             except helm.HelmError as e:
                 raise TargetError(f"helm uninstall clinops-{level} failed: {e}") from e
+        if host is not None:  # the host's Level 0 and Prometheus, and their relays
+            host.down()
+            if purge:
+                host.local.down(purge=True)
 
     def _observe(self) -> dict[str, ComponentStatus]:
         """The workloads of every level namespace, matched to the catalog's components.
@@ -349,15 +638,56 @@ class KubeTarget(Target):
                 rows.append((label, ComponentStatus(level=lv.number, component=st.name, health=ro_health,
                                                     version=_tag(image), endpoint=f"{ns}/{st.name}",
                                                     detail=f"Rollout {st.phase}: {st.message}".strip(": "))))
+            for job in self._jobs(ns):
+                rows.append((str((job.metadata.labels or {}).get("app.kubernetes.io/name") or ""),
+                             self._job_row(lv.number, ns, job)))
             names = [comp.name for comp in lv.components if comp.runs_on(self.platform)]
+            images = {comp.image: comp.name for comp in lv.components if comp.image and comp.name in names}
             for label, row in rows:
-                owner = next((n for n in names if _belongs(row.component, label, n)), None)
+                owner = next((n for n in names if _belongs(row.component, label, n)), None) or next(
+                    (n for image, n in images.items() if _belongs(row.component, label, image)), None)
                 if owner is None:
                     out[row.endpoint] = row
                 elif owner not in out or _HEALTH_ORDER[row.health] > _HEALTH_ORDER[out[owner].health]:
                     out[owner] = replace(row, component=owner, detail=f"{row.endpoint}: {row.detail}")
         out["kubernetes"] = ComponentStatus(0, "kubernetes", "healthy", endpoint=self.clients.context,
                                             detail="API server answered")
+        if self.host is not None:
+            out.update(self._host_rows())
+        return out
+
+    def _host_rows(self) -> dict[str, ComponentStatus]:
+        """On a cluster with host services: those components' rows, and every component this
+        cluster does not run named "not on this cluster" with the reason (never as deployed)."""
+        facts, host = self.facts, self.host
+        assert facts is not None and host is not None
+        out: dict[str, ComponentStatus] = dict(host.status())
+        why = f"not on this cluster ({facts.provider}, Kubernetes {facts.kubernetes_version}): "
+        out["haproxy"] = ComponentStatus(
+            0, "haproxy", "not on this target",
+            detail=why + "no Istio ingress gateway (no registry for its images); users reach each "
+            "Rollout's Service, balanced per connection by kube-proxy (" + facts.traffic_mode + ")")
+        out["argo-cd"] = ComponentStatus(
+            5, "argo-cd", "not on this target",
+            detail=why + "no Argo CD images (no registry); the levels are Helm releases; its "
+            "Application/AppProject CRDs are admitted in the cluster test tier")
+        rollouts = facts.rollouts_controller
+        out["argo-rollouts"] = ComponentStatus(
+            5, "argo-rollouts", "healthy" if rollouts and rollouts != "none" else "not on this target",
+            version=rollouts.split()[1] if len(rollouts.split()) > 1 else "", endpoint="host process",
+            detail=f"{rollouts}, started by `clinops cluster create`" if rollouts != "none"
+            else why + "created with --no-rollouts")
+        hosted = {n for names in HOST_LEVELS.values() for n in names}
+        numbers = {lv.chart: lv.number for lv in catalog.LEVELS}
+        for chart, names in charts.disabled_components(self.settings.environment, self.settings.project_root,
+                                                       profiles=self.profiles).items():
+            for name in names:
+                if name in hosted:
+                    continue
+                out[f"{chart}/{name}"] = ComponentStatus(
+                    numbers[chart], f"{chart}/{name}", "not on this target",
+                    detail=why + f"switched off by the {facts.chart_profile} values profile (no image for "
+                    "it here)")
         return out
 
     # -- services and traffic --------------------------------------------------------------------
@@ -374,6 +704,13 @@ class KubeTarget(Target):
 
     def _service_url(self, service: str) -> str:
         ns, strategy, i = self._service(service)
+        if self.host is not None:
+            # no ingress gateway: the Rollout's Service through kube-proxy (the host routes to
+            # ClusterIPs), which balances per connection across the stable and canary pods
+            ip = self._cluster_ip(ns, service)
+            if not ip:
+                raise TrafficError(f"Service {ns}/{service} not found (is its level up?)")
+            return f"http://{ip}:80"
         if strategy == "canary" and self._ingress_host():
             # The VirtualService routes the ingress host through the Istio ingress gateway,
             # where the Rollout's weights apply (kind: host port 80 -> the gateway's NodePort).
@@ -387,6 +724,11 @@ class KubeTarget(Target):
             bg = self.driver(service).blue_green(service)
             if not bg["preview_service"]:
                 raise TrafficError(f"Rollout {ns}/{service} has no previewService")
+            if self.host is not None:  # the host routes to ClusterIPs (kube-proxy)
+                ip = self._cluster_ip(ns, bg["preview_service"])
+                if not ip:
+                    raise TrafficError(f"preview Service {ns}/{bg['preview_service']} not found")
+                return f"http://{ip}:80"
             return self._forward(ns, f"svc/{bg['preview_service']}", local, 80)
         state = self.driver(service).get(service)
         c = self.clients
@@ -399,6 +741,8 @@ class KubeTarget(Target):
             raise TrafficError(f"no running canary pod of {ns}/{service} (hash {state.current_pod_hash})")
         pod = running[0]
         ports = [p.container_port for ctr in pod.spec.containers for p in (ctr.ports or [])]
+        if self.host is not None and pod.status.pod_ip:  # the host routes to the pod bridge
+            return f"http://{pod.status.pod_ip}:{ports[0] if ports else 8080}"
         return self._forward(ns, f"pod/{pod.metadata.name}", local, ports[0] if ports else 8080)
 
     def _deploy(self, service: str, version: str, track: Track, fault: FaultProfile,
@@ -410,8 +754,17 @@ class KubeTarget(Target):
             raise TrafficError(f"Rollout {ns}/{service} has no containers")
         cname, image = next(iter(before.images.items()))
         new_image = f"{_repo(image)}:{version}"
+        facts = self.facts
+        if facts is not None and facts.containerd_socket and new_image != image:
+            # no registry: the new version is the stable image under the version's tag (the
+            # version a pod reports is CLINOPS_SERVICE_VERSION below; the code is the same)
+            from .hostside import tag
+
+            tag(facts.containerd_socket, image, new_image)
         env = {"CLINOPS_SERVICE_VERSION": version, "CLINOPS_FAULT": str(fault)}
         d.set_image(service, new_image, container=cname, env=env)
+        if track == "canary":
+            self._canaries[service] = version
         if track == "stable":
             d.wait(service, "start the update", lambda s: s.current_pod_hash != before.current_pod_hash
                    or s.healthy and s.images.get(cname) == new_image, timeout=timeout)
@@ -421,6 +774,7 @@ class KubeTarget(Target):
             d.wait(service, f"run {version} on the canary track",
                    lambda s: bool(s.current_pod_hash) and s.current_pod_hash != before.current_pod_hash
                    and self._rs_ready(ns, s.current_pod_hash), timeout=timeout)
+        self.refresh_pod_targets()  # the new pods scraped from now on (before they take traffic)
         return self.tracks(service)[track]
 
     def _rs_ready(self, ns: str, pod_hash: str) -> bool:
@@ -429,6 +783,19 @@ class KubeTarget(Target):
             rss = c.apps.list_namespaced_replica_set(ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
                                                      _request_timeout=c.request_timeout).items
         return any((rs.status.ready_replicas or 0) > 0 for rs in rss if _has_hash(rs, pod_hash))
+
+    def _rs_template(self, ns: str, pod_hash: str) -> dict[str, Any] | None:
+        """The pod template of the ReplicaSet with ``pod_hash``, as JSON, without the hash label."""
+        c = self.clients
+        with api_call("list", "ReplicaSet", ns):
+            rss = c.apps.list_namespaced_replica_set(ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
+                                                     _request_timeout=c.request_timeout).items
+        for rs in rss:
+            if _has_hash(rs, pod_hash):
+                template: dict[str, Any] = c.api_client.sanitize_for_serialization(rs.spec.template)
+                ((template.get("metadata") or {}).get("labels") or {}).pop(POD_TEMPLATE_HASH, None)
+                return template
+        return None
 
     def _rs_image(self, ns: str, pod_hash: str) -> tuple[str, bool]:
         c = self.clients
@@ -457,12 +824,15 @@ class KubeTarget(Target):
         if not st.abort:
             raise TrafficError(
                 f"Rollout {ns}/{service} still routes traffic to its canary; abort or promote first")
-        stable_image, _ = self._rs_image(ns, st.stable_rs)
-        if not stable_image:
+        template = self._rs_template(ns, st.stable_rs)
+        if template is None:
             raise TrafficError(f"stable ReplicaSet {st.stable_rs} of {ns}/{service} not found")
-        cname = next(iter(st.images))
-        d.set_image(service, stable_image, container=cname,
-                    env={"CLINOPS_SERVICE_VERSION": _tag(stable_image), "CLINOPS_FAULT": "none"})
+        # The stable ReplicaSet's own pod template, hash label removed: the controller matches it
+        # to that ReplicaSet (template equality), so no new revision starts (an image-only patch
+        # left other differences, e.g. the fault variable, and started one: a blue-green then
+        # waited for its pre-promotion analysis)
+        d.set_template(service, template)
+        self._canaries.pop(service, None)
         # The abort stays set until the controller sees the stable template again: not a failure.
         d.wait(service, "return to the stable template and become Healthy", lambda s: s.healthy,
                timeout=120.0, fail=lambda s: None)
@@ -476,9 +846,16 @@ class KubeTarget(Target):
                     self.abort(service)
                 return
             d.step_to_weight(service, weight, timeout=self._step_timeout(service))
+            self.refresh_pod_targets()  # a step scales the canary's pods up
             return
         if weight == 100:
-            self.promote(service)
+            # the switch: the active Service to green (promote full); green stays this target's
+            # canary until the drill promotes (a post-promotion analysis still judges it)
+            d.promote(service, full=True)
+            d.wait(service, "switch the active Service to the new version",
+                   lambda s: bool(s.active_selector) and s.active_selector == s.current_pod_hash,
+                   timeout=self._step_timeout(service))
+            self.refresh_pod_targets()
         elif weight == 0:
             if not d.get(service).healthy:
                 self.abort(service)
@@ -488,31 +865,111 @@ class KubeTarget(Target):
     def _step_timeout(self, service: str) -> float:
         """Long enough for every pause of the chart's steps plus one minute per step."""
         try:
-            steps = charts.canary_steps(service, self.settings.environment, self.settings.project_root)
+            steps = charts.canary_steps(service, self.settings.environment, self.settings.project_root,
+                                        profiles=self.profiles)
         except Exception:  # noqa: BLE001 - the default below is safe
             return 600.0
         pauses = sum(charts.duration_seconds((s.get("pause") or {}).get("duration", 0) or 0)
                      for s in steps if "pause" in s)
         return pauses + 60.0 * len(steps)
 
+    def analysis_decisions(self, service: str) -> list[dict[str, Any]]:
+        """The Rollout's AnalysisRuns as the controller left them (oldest first), one row per
+        metric, next to the Rollout's own status (an abort through the API says so there)."""
+        self.check_service(service)
+        d = self.driver(service)
+        rollout = d.get(service)
+        rows: list[dict[str, Any]] = []
+        for run in d.analysis_runs(service):
+            for m in run.metric_results or [{}]:
+                last = (m.get("measurements") or [{}])[-1]
+                rows.append({"analysis_run": run.name, "run_phase": run.phase, "run_message": run.message,
+                             "metric": m.get("name", ""), "metric_phase": m.get("phase", ""),
+                             "count": m.get("count", 0), "successful": m.get("successful", 0),
+                             "failed": m.get("failed", 0), "inconclusive": m.get("inconclusive", 0),
+                             "last_value": last.get("value", ""), "last_finished": last.get("finishedAt", ""),
+                             "rollout_phase": rollout.phase, "rollout_abort": rollout.abort,
+                             "rollout_message": rollout.message})
+        return rows
+
+    def _promoted_canary(self, service: str, ns: str, st: RolloutState) -> bool:
+        """The Rollout completed its last step with the canary this target deployed: that
+        version is the stable now and takes all traffic (Argo's final ``setWeight: 100``)."""
+        if not st.healthy or service not in self._canaries or not st.stable_rs:
+            return False
+        image, _ = self._rs_image(ns, st.stable_rs)
+        return bool(image) and _tag(image) == self._canaries[service]
+
     def _canary_weight(self, service: str) -> int:
-        _, strategy, _ = self._service(service)
+        ns, strategy, _ = self._service(service)
         st = self.driver(service).get(service)
         if strategy == "canary":
-            return 0 if st.healthy else st.canary_weight
+            if st.healthy:
+                return 100 if self._promoted_canary(service, ns, st) else 0
+            return st.canary_weight
         switched = st.active_selector and st.active_selector == st.current_pod_hash != st.stable_rs
-        return 100 if switched else 0
+        return 100 if switched or self._promoted_canary(service, ns, st) else 0
 
     def _promote(self, service: str) -> TrackState:
         d = self.driver(service)
         d.promote(service, full=True)
         d.wait_healthy(service, timeout=self._step_timeout(service))
+        self._canaries.pop(service, None)  # promoted: no canary track any more
         return self.tracks(service)["stable"]
 
     def _abort(self, service: str) -> None:
         d = self.driver(service)
+        canary = d.get(service).current_pod_hash
+        facts = self.facts
+        # without a traffic router: did users' connections reach the canary's pods at all? (a
+        # blue-green preview never is in the user Service's endpoints)
+        serving = bool(facts is not None and facts.kube_proxy_metrics and canary
+                       and self._serving_pods(service, canary))
         d.abort(service)
         d.wait_aborted(service, timeout=120.0)
+        if serving:
+            assert facts is not None
+            self._wait_traffic_off(service, canary, facts.kube_proxy_metrics)
+
+    def _serving_pods(self, service: str, pod_hash: str) -> list[str]:
+        """Pods with ``pod_hash`` among the ready endpoints of the Service ``service``."""
+        ns, _, _ = self._service(service)
+        c = self.clients
+        with api_call("list", "Pod", ns):
+            items = c.core.list_namespaced_pod(ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
+                                               _request_timeout=c.request_timeout).items
+        pods = {p.metadata.name for p in items}
+        with api_call("get", "Endpoints", ns, service):
+            ep = c.core.read_namespaced_endpoints(service, ns, _request_timeout=c.request_timeout)
+        addresses = [a for sub in (ep.subsets or []) for a in (sub.addresses or [])]
+        return sorted(a.target_ref.name for a in addresses
+                      if a.target_ref is not None and a.target_ref.name in pods)
+
+    def _wait_traffic_off(self, service: str, pod_hash: str, proxy_metrics: str,
+                          timeout: float = 60.0) -> None:
+        """Without a traffic router the abort is done when no new connection can reach the
+        canary: its pods gone from the Service's ready endpoints, and kube-proxy's rules synced
+        after that (its metrics say when). Until then an "aborted" canary still gets requests."""
+        from .hostside import kube_proxy_synced_after
+
+        ns, _, _ = self._service(service)
+        deadline = self._clock() + timeout
+        clean_since: float | None = None
+        last = "endpoints not read yet"
+        while True:
+            if clean_since is None:
+                serving = self._serving_pods(service, pod_hash)
+                if serving:
+                    last = f"canary pods still in the endpoints of Service {ns}/{service}: {serving}"
+                else:
+                    clean_since = time.time()
+                    last = "kube-proxy has not synced its rules since"
+            if clean_since is not None and kube_proxy_synced_after(proxy_metrics, clean_since):
+                return
+            if self._clock() >= deadline:
+                raise WaitTimeout(f"traffic off the aborted canary of {ns}/{service} within {timeout:g}s: "
+                                  f"{last}")
+            self._sleep(min(self.poll_interval, 0.2))
 
     def _tracks(self, service: str) -> dict[Track, TrackState]:
         ns, _, _ = self._service(service)
@@ -528,6 +985,12 @@ class KubeTarget(Target):
             out["canary"] = TrackState(service=service, track="canary", version=_tag(image) if image else "",
                                        running=ready, endpoint=f"{ns}/{service}@{st.current_pod_hash}",
                                        extra={"phase": st.phase, "weight": str(st.canary_weight)})
+        elif self._promoted_canary(service, ns, st):
+            # the last step (setWeight 100) completed the Rollout: the canary this target deployed
+            # is the stable now and serves every request; it is still running, not gone
+            out["canary"] = TrackState(service=service, track="canary", version=_tag(stable_image),
+                                       running=stable_ready, endpoint=f"{ns}/{service}@{st.stable_rs}",
+                                       extra={"phase": st.phase, "weight": "100", "promoted": "true"})
         else:
             out["canary"] = TrackState(service=service, track="canary", version="", running=False)
         return out
@@ -536,6 +999,9 @@ class KubeTarget(Target):
     def _prometheus_query(self, promql: str) -> Mapping[str, Any]:
         if self.settings.prometheus_endpoint:
             return self._prometheus_direct(self.settings.prometheus_endpoint, promql)
+        if self.host is not None:  # the host's Prometheus (Level 6 on such a cluster)
+            self.refresh_pod_targets()
+            return self._prometheus_direct(self.settings.prometheus_url, promql)
         address = str(((self._values().get("global") or {}).get("prometheus") or {}).get("address") or "")
         u = urlparse(address)
         host_parts = (u.hostname or "").split(".")
@@ -575,6 +1041,8 @@ class KubeTarget(Target):
         for fwd in self._forwards.values():
             fwd.stop()
         self._forwards.clear()
+        if self._host is not None:
+            self._host.close()
 
 
 class KubeconfigTarget(KubeTarget):

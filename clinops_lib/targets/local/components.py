@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -532,8 +532,31 @@ class LocalStack(Component):
 
 # -- Prometheus -----------------------------------------------------------------------------------
 class Prometheus(Component):
+    """The platform's Prometheus: Debian's ``prometheus`` on PATH by default.
+
+    ``binary`` runs another build instead (the one from the Prometheus Go module, which has
+    ``kubernetes_sd_configs``: ``clinops_lib.clusters.debian.build.build_prometheus``), and
+    ``extra_scrape_configs`` are appended to the generated jobs (the Debian cluster's pod job,
+    ``clinops_lib.clusters.debian.metrics.pod_scrape_job``).
+    """
+
     name = "prometheus"
     timeout = 60.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        binary: Path | None = None,
+        extra_scrape_configs: Sequence[Mapping[str, object]] = (),
+    ) -> None:
+        super().__init__(settings)
+        self.binary = binary
+        self.extra_scrape_configs = [dict(job) for job in extra_scrape_configs]
+
+    @property
+    def executable(self) -> str:
+        return str(self.binary) if self.binary is not None else "prometheus"
 
     @property
     def port(self) -> int:
@@ -560,6 +583,12 @@ class Prometheus(Component):
             {"job_name": "haproxy", "static_configs": [{"targets": [f"127.0.0.1:{ports.haproxy_stats}"]}]}
         )
         jobs.append({"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}]})
+        # Pods of a cluster whose Level 6 is this Prometheus (the kubeconfig target on the cluster
+        # built from Debian packages): Debian's prometheus 2.42 has no kubernetes_sd_configs, so the
+        # kube target writes the pods it lists from the API into this file (file_sd, re-read on change).
+        jobs.append({"job_name": "kube-pods", "honor_labels": True,
+                     "file_sd_configs": [{"files": [str(self.pod_targets_file)], "refresh_interval": "5s"}]})
+        jobs.extend(self.extra_scrape_configs)
         cfg: dict[str, object] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
             "scrape_configs": jobs,
@@ -580,11 +609,21 @@ class Prometheus(Component):
             )
         return cfg
 
+    @property
+    def pod_targets_file(self) -> Path:
+        """file_sd targets of cluster pods (``[{"targets": [...], "labels": {...}}]``)."""
+        return self.dir / "kube-pods.json"
+
     def prepare(self) -> None:
         import yaml
 
         super().prepare()
-        if not shutil.which("prometheus"):
+        if not self.pod_targets_file.exists():
+            self.pod_targets_file.write_text("[]\n")
+        if self.binary is not None:
+            if not os.access(self.binary, os.X_OK):
+                raise PrerequisiteError(f"prometheus: binary {self.binary} not found or not executable")
+        elif not shutil.which("prometheus"):
             raise PrerequisiteError(
                 "prometheus: binary 'prometheus' not found; install the Debian package prometheus"
             )
@@ -593,7 +632,7 @@ class Prometheus(Component):
     def spec(self) -> ProcessSpec:
         return self._proc(
             [
-                "prometheus",
+                self.executable,
                 f"--config.file={self.dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
@@ -632,7 +671,7 @@ class Prometheus(Component):
                                  str(self.log_file))
 
     def version(self) -> str:
-        return _run_version(("prometheus", "--version"), r"version (\S+)")
+        return _run_version((self.executable, "--version"), r"version (\S+)")
 
 
 # -- HAProxy ---------------------------------------------------------------------------------------

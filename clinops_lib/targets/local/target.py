@@ -112,6 +112,7 @@ class LocalTarget(Target):
 
     name = "local"
     platform = "local"
+    traffic_mode = "HAProxy: weighted stable/canary backends per service, on loopback"
 
     def __init__(
         self,
