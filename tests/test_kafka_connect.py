@@ -7,7 +7,8 @@ starts it; a row inserted into the observations table arrives as a Debezium chan
 CDC topic; the CDC audit finds every row and names the one without a gateway event; the role's
 password is in no log, config or state file; a killed Connect shows as unhealthy naming its log,
 and the next ``up`` restarts it; PostgreSQL killed under Connect shows as a slot not streaming
-until ``up`` restarts it and the stream resumes; ``down`` stops Connect.
+until ``up`` restarts it and the stream resumes; ``down`` stops Connect; a connector task that
+FAILS ends ``up``'s wait at once, naming the failure and the log.
 
 Ports: a block from the harness (tests/ports.py), state under /tmp.
 """
@@ -263,3 +264,35 @@ def test_cdc_streams_the_observations_table_and_a_killed_connect_names_its_log(p
     record = target.state().components["debezium-cdc"]
     target.down()
     assert not record.alive() and not sup.port_in_use(connect.port)
+
+
+@pytest.mark.component
+def test_a_failed_connector_task_ends_the_wait_at_once_naming_the_log(platform, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A connector whose task FAILS keeps Connect's JVM up: `up` must say so when Connect reports
+    it, not after the whole health timeout. Fault: the connector is pointed at a publication that
+    does not exist (written after the platform's own prepare, which would otherwise create it)."""
+    from clinops_lib.exceptions import ComponentError
+    from clinops_lib.targets.local import kafka_connect
+
+    target = platform
+    target.up([0, 1])  # this module's platform, without Connect
+    prepare = kafka_connect.DebeziumConnect.prepare
+
+    def prepare_then_break(self):  # type: ignore[no-untyped-def]
+        prepare(self)
+        props = self.dir / "connector.properties"
+        props.write_text(props.read_text().replace(
+            f"publication.name={kafka_connect.CDC_PUBLICATION}", "publication.name=no_such_publication"))
+
+    monkeypatch.setattr(kafka_connect.DebeziumConnect, "prepare", prepare_then_break)
+    connect = DebeziumConnect(target.settings)
+    with pytest.raises(ComponentError) as failed:
+        target.up([1], opt_in=["debezium-cdc"])
+    message = str(failed.value)
+    # ended by the FAILED state ("will not become healthy"), not by the timeout ("not healthy within")
+    assert "debezium-cdc" in message and "will not become healthy" in message and "FAILED" in message
+    assert str(connect.log_file) in message
+    assert "debezium-cdc" not in target.state().components  # the failed start was rolled back
+    from clinops_lib.targets.local import supervisor as sup
+
+    assert not sup.port_in_use(connect.port)

@@ -381,5 +381,18 @@ class DebeziumConnect(Component):
             return f"{running}, but replication slot {CDC_SLOT} does not exist yet"
         return "" if row[0] else f"{running}, but replication slot {CDC_SLOT} is not streaming"
 
+    def gave_up(self) -> str | None:
+        """Why Connect will not become healthy by waiting: the connector or its task FAILED (its
+        JVM stays up, so ``up`` would otherwise wait for the whole timeout); None otherwise."""
+        try:
+            status = self.connector_status()
+        except ComponentError:
+            return None  # not answering yet: still starting
+        connector: dict[str, Any] = status.get("connector") or {}
+        tasks: list[dict[str, Any]] = status.get("tasks") or []
+        if connector.get("state") == "FAILED" or any(t.get("state") == "FAILED" for t in tasks):
+            return self.problem()
+        return None
+
     def healthy(self) -> bool:
         return self.problem() == ""

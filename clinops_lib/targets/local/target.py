@@ -357,7 +357,8 @@ class LocalTarget(Target):
         record = state.components[name] = make_record(ComponentRecord, proc, level=level, started_at=t0)
 
         def wait() -> None:
-            sup.wait_healthy(proc, comp.healthy, comp.timeout, f"health check at {comp.endpoint()}")
+            sup.wait_healthy(proc, comp.healthy, comp.timeout, f"health check at {comp.endpoint()}",
+                             gave_up=getattr(comp, "gave_up", None))
             comp.after_start()
             if name == "localstack":
                 self._ensure_aws()
