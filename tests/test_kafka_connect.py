@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,6 +112,7 @@ def platform(port_allocator: PortAllocator) -> Iterator[object]:
     finally:
         target.down(purge=True)
         target.close()
+        shutil.rmtree(root, ignore_errors=True)
         port_allocator.release(block)
 
 
