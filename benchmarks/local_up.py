@@ -19,7 +19,8 @@
   one run of the pipeline DAG (Spark -> Feast materialize -> train -> register) is timed from
   trigger to its end state (Airflow's start/end of each task are kept too).
 
-Since issue 14 "all levels" includes Kafka, Feast, MLflow, Airflow and Alertmanager. Targets
+Since issue 14 "all levels" includes Kafka, Debezium on Kafka Connect (an opt-in component: `clinops up`
+of every level starts it), Feast, MLflow, Airflow and Alertmanager. Targets
 (issue 14): warm < 20 s, cold < 120 s, memory < 3 GiB (every component's process tree, DAG task
 processes included, as they are Airflow's children), DAG < 180 s. Each ``clinops up`` runs as a separate
 process (as a user would run it). The warm start is repeated (``--warm-runs``) and judged by

@@ -5,7 +5,9 @@
   subchart names and namespaces are derived from it). One table drives ``clinops up``,
   ``clinops status`` (on every target) and the runbooks' component tables, so a component that a
   target does not run (Grafana on the local target, say) is still listed — as "not on this
-  target" — and never shown as deployed.
+  target" — and never shown as deployed. An *opt-in* component (``Component.opt_in``: Debezium
+  on Kafka Connect) is started by an ``up`` of every level or when named, not by a partial one
+  (:func:`opt_in_components`), so a drill does not wait for it.
 * **Services**: the online services with their level, chart values key, rollout strategy and the
   request path load is sent to. Their order is their index (ports on the local target).
 * **Environments**: ``dev``, ``staging``, ``prod``.
@@ -45,6 +47,7 @@ __all__ = [
     "components",
     "level",
     "level_names",
+    "opt_in_components",
     "parse_levels",
     "percentile",
     "register_target",
@@ -69,6 +72,10 @@ class Component:
     health check proves, for the runbook table and the auditor. ``image`` is the image repository
     the charts pin for a workload the project builds itself (from ``services/<name>/Dockerfile``;
     the Debian cluster builds and imports it under that name), empty for everything else.
+
+    ``opt_in`` marks an add-on of its level that a partial ``up`` leaves out unless named
+    (:func:`opt_in_components`): a drill or a test that needs Level 1 for the gateway must not wait
+    for Kafka Connect's JVM. ``up`` of every level starts it, as does naming it.
     """
 
     name: str
@@ -77,6 +84,7 @@ class Component:
     health: str = ""
     image: str = ""
     why_not: dict[str, str] = field(default_factory=dict)
+    opt_in: bool = False
 
     def runs_on(self, target: str) -> bool:
         return _kind(target) in self.on
@@ -121,10 +129,11 @@ def _kind(target: str) -> str:
 
 
 def _c(
-    name: str, level: int, health: str = "", *, image: str = "", why_not_local: str = "", **on: str
+    name: str, level: int, health: str = "", *, image: str = "", why_not_local: str = "",
+    opt_in: bool = False, **on: str
 ) -> Component:
     why_not = {"local": why_not_local} if why_not_local else {}
-    return Component(name, level, dict(on), health, image, why_not)
+    return Component(name, level, dict(on), health, image, why_not, opt_in)
 
 
 # Order inside a level is start order on the local target.
@@ -195,9 +204,10 @@ LEVELS: tuple[Level, ...] = (
             _c(
                 "debezium-cdc",
                 1,
-                why_not_local="not built yet, though it could run here: Kafka Connect (connect-runtime) "
-                "and debezium-connector-postgres are on Maven Central and the local PostgreSQL could run "
-                "with wal_level=logical; today the gateway produces each stored observation to Kafka itself",
+                "Connect REST API: connector and its task RUNNING; PostgreSQL: replication slot streaming",
+                local="Kafka Connect 3.8 (standalone) + Debezium PostgreSQL connector: the observations "
+                "table's changes (pgoutput, wal_level=logical) to the clinops-cdc.* topic; opt-in",
+                opt_in=True,
             ),
         ),
         requires=(0,),
@@ -468,6 +478,27 @@ def parse_levels(text: str | Iterable[int] | None) -> list[int]:
             raise ParameterError("levels", f"level {n} does not exist (known: 0..6)")
         out.add(n)
     return sorted(out)
+
+
+def opt_in_components(levels: Sequence[int], named: Iterable[str] | None = None) -> list[str]:
+    """The opt-in components (``Component.opt_in``) an ``up`` of ``levels`` starts.
+
+    ``named`` None: all of them when ``levels`` is every level (the whole platform), none for a
+    partial ``up`` (a drill's 0,1,4,6). ``named`` given: exactly those (each must be an opt-in
+    component; its level is then part of the ``up``), :class:`ParameterError` otherwise.
+    """
+    everything = [c for lv in LEVELS for c in lv.components if c.opt_in]
+    if named is None:
+        full = set(levels) >= {lv.number for lv in LEVELS}
+        return [c.name for c in everything] if full else []
+    names = [named] if isinstance(named, str) else list(named)
+    known = {c.name for c in everything}
+    for n in names:
+        if n not in known:
+            raise ParameterError(
+                "with", f"{n!r} is not an opt-in component (known: {', '.join(sorted(known))})"
+            )
+    return sorted(set(names))
 
 
 def resolve_levels(levels: Sequence[int]) -> list[int]:

@@ -159,6 +159,11 @@ class PortMap:
         """Airflow's API server (UI and REST API)."""
         return self.base + 40
 
+    @property
+    def kafka_connect(self) -> int:
+        """Kafka Connect's REST API (Debezium change data capture, Level 1)."""
+        return self.base + 41
+
     def service_frontend(self, index: int) -> int:
         """User-facing HAProxy frontend of the index-th service (10, 11, ...)."""
         return self.base + 10 + index
@@ -175,7 +180,7 @@ class PortMap:
         """Every port the local target listens on with ``services`` services (for leak checks)."""
         return [self.postgres, self.redis, self.localstack, self.prometheus, self.haproxy_stats,
                 self.kafka, self.kafka_controller, self.mlflow, self.feast, self.alertmanager,
-                self.airflow] + [
+                self.airflow, self.kafka_connect] + [
             p for i in range(services)
             for p in (self.service_frontend(i), self.service_preview(i),
                       self.service_backend(i, 0), self.service_backend(i, 1))
@@ -194,7 +199,8 @@ class Settings:
 
     Of the machine: ``pg_bin`` holds PostgreSQL's ``postgres``/``initdb`` (``CLINOPS_PG_BIN``),
     ``cache_dir`` the caches of slow downloads (``CLINOPS_CACHE_DIR``; Kafka's jars under
-    ``kafka/<version>/``), ``python_no_bytecode`` whether ``PYTHONDONTWRITEBYTECODE`` is set (the
+    ``kafka/<version>/``, Kafka Connect's and Debezium's under ``kafka-connect/<kafka>-debezium-<version>/``),
+    ``python_no_bytecode`` whether ``PYTHONDONTWRITEBYTECODE`` is set (the
     local target then gives its Python processes a bytecode cache under the state dir). These
     three follow the environment also when ``Settings`` is built directly (tests do).
     """

@@ -102,6 +102,30 @@ if ! [ -f "$kafka_cache/libs/kafka_2.13-$kafka_version.jar" ]; then
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kafka_cache/libs.partial"
   mv "$kafka_cache/libs.partial" "$kafka_cache/libs"
 fi
+#    Kafka Connect (the worker, at the broker's version) and Debezium's PostgreSQL connector (a plugin
+#    directory of its own), same route: tools/kafka-connect/pom.xml, one profile each.
+connect_pom=tools/kafka-connect/pom.xml
+connect_kafka=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$connect_pom")
+debezium_version=$(sed -n 's:.*<debezium.version>\(.*\)</debezium.version>.*:\1:p' "$connect_pom")
+connect_cache="${CLINOPS_CACHE_DIR:-/var/cache/clinops}/kafka-connect/$connect_kafka-debezium-$debezium_version"
+for part in runtime:libs/connect-runtime-$connect_kafka.jar \
+            debezium-postgres:plugins/debezium-connector-postgres/debezium-connector-postgres-$debezium_version.jar; do
+  profile=${part%%:*} sentinel=${part#*:} exclude=none
+  # slf4j and Jackson stay the worker's (same versions): Connect shares slf4j with every plugin, and
+  # Debezium's converters call the worker's JsonConverter with Jackson types, which must be the same classes
+  [ "$profile" = runtime ] || exclude=slf4j-api,jackson-core,jackson-databind,jackson-annotations
+  dest=$(dirname "$connect_cache/$sentinel")
+  if ! [ -f "$connect_cache/$sentinel" ]; then
+    log "Kafka Connect $connect_kafka / Debezium $debezium_version ($profile) from Maven Central into $dest"
+    $SUDO mkdir -p "$(dirname "$dest")"
+    rm -rf "$dest.partial"
+    mvn -B -q -f "$connect_pom" -P "$profile" -Dmaven.repo.local="${CLINOPS_CACHE_DIR:-/var/cache/clinops}/maven" \
+      dependency:copy-dependencies -DincludeScope=runtime -DexcludeArtifactIds="$exclude" \
+      -DoutputDirectory="$dest.partial"
+    rm -rf "$dest"
+    mv "$dest.partial" "$dest"
+  fi
+done
 for env in pipeline airflow; do
   lock="tools/$env/requirements.lock"
   lock_sum=$(sha256sum "$lock" | cut -d' ' -f1)

@@ -28,10 +28,10 @@ def test_levels_zero_to_six_in_order() -> None:
 def test_what_runs_locally() -> None:
     local = {c.name for c in catalog.components() if c.runs_on("local")}
     assert local == {"postgresql", "redis", "localstack", "haproxy", "clinical-gateway", "kafka",
-                     "kafka-consumer", "spark", "data-quality (great-expectations)", "feast", "training-job",
-                     "model-serving", "mlflow", "airflow",
+                     "kafka-consumer", "debezium-cdc", "spark", "data-quality (great-expectations)", "feast",
+                     "training-job", "model-serving", "mlflow", "airflow",
                      "prometheus", "alertmanager"}
-    for name in ("grafana", "opensearch", "debezium-cdc", "argo-cd"):
+    for name in ("grafana", "opensearch", "argo-cd"):
         c = catalog.component(name)
         assert not c.runs_on("local") and c.what_on("local").startswith("not on this target: ")
     # every component the local target does not run says why (the runbook's row shows it)

@@ -160,6 +160,8 @@ BAD_CALLS: list[tuple[str, Callable[[Target], Any]]] = [
     ("weight", lambda t: t.set_canary_weight(GW, 12.5)),  # type: ignore[arg-type]
     ("levels", lambda t: t.up("9")),
     ("levels", lambda t: t.up("one")),
+    ("with", lambda t: t.up("1", opt_in=["kafka"])),  # not an opt-in component
+    ("with", lambda t: t.up("1", opt_in=["nope"])),
 ]
 
 

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="bring the platform's levels up on the target")
     up.add_argument("--levels", help="comma-separated level numbers, e.g. 0,1,4,6 (default: all)")
+    up.add_argument("--with", dest="opt_in", metavar="NAMES",
+                    help="comma-separated opt-in components to start too, e.g. debezium-cdc (default: all "
+                    "of them when every level is brought up, none otherwise)")
     up.add_argument("--target", choices=catalog.target_names())
     up.set_defaults(func=_cmd_up)
     status = sub.add_parser("status", help="every component with its health, every track with its weight")

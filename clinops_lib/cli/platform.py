@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from ..catalog import level_names, parse_levels
+from ..catalog import level_names, opt_in_components, parse_levels
 from ..config import Settings
 from ..drills.abort import TrackRow, abort_release, services_of, stray_canaries, track_rows
 from ..exceptions import ParameterError
@@ -84,9 +84,13 @@ def _unhealthy(statuses: Sequence[ComponentStatus]) -> list[ComponentStatus]:
 
 def up_from_cli(args: argparse.Namespace, settings: Settings) -> int:
     levels = parse_levels(getattr(args, "levels", None))  # bad input: ParameterError, exit 2
+    named = getattr(args, "opt_in", None)
+    opt_in = None if named is None else [n.strip() for n in named.split(",") if n.strip()]
+    opt_in_components(levels, opt_in)  # bad input: ParameterError naming --with, exit 2, before anything
     target = get_target(settings)
     try:
-        statuses = target.up(levels, progress=lambda m: print(m, file=sys.stderr, flush=True))
+        statuses = target.up(levels, opt_in=opt_in,
+                             progress=lambda m: print(m, file=sys.stderr, flush=True))
         rows = track_rows(target)
     finally:
         target.close()

@@ -63,6 +63,8 @@ from .synthetic import REFERENCE_STUDIES
 __all__ = [
     "CLOCK_SKEW",
     "EARLIEST_OBSERVATION",
+    "OBSERVATIONS_SCHEMA",
+    "OBSERVATIONS_SCHEMA_LOCK",
     "OBSERVATIONS_TABLE",
     "EventPublisher",
     "Gateway",
@@ -80,9 +82,10 @@ OBSERVATIONS_PATH = "/v1/observations"
 OBSERVATIONS_TABLE = "clinical_observations"
 _REF_STUDIES = "clinops:reference:studies"
 _REF_SITES = "clinops:reference:study:{}:sites"
-_SCHEMA_LOCK = 724_001  # pg advisory lock id: two gateway tracks starting together create the table once
+#: pg advisory lock id: two gateway tracks (or the gateway and the CDC set-up) create the table once
+OBSERVATIONS_SCHEMA_LOCK = 724_001
 
-_SCHEMA = f"""
+OBSERVATIONS_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {OBSERVATIONS_TABLE} (
     id              BIGSERIAL PRIMARY KEY,
     study_id        TEXT NOT NULL,
@@ -395,8 +398,8 @@ class Gateway:
 
     async def _create_schema(self) -> None:
         async with self.pool.connection(timeout=3.0) as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            await conn.execute(_SCHEMA)
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (OBSERVATIONS_SCHEMA_LOCK,))
+            await conn.execute(OBSERVATIONS_SCHEMA)
 
     async def readiness(self) -> dict[str, str]:
         """Ask PostgreSQL and Redis now (1 s each); a stale 'ok' would route traffic to a dead gateway."""

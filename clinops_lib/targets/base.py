@@ -13,7 +13,7 @@ does its shared work around ``execute_managed_notebook``. So every target:
 
 * rejects bad input the same way, before anything changes: an unknown service, a version
   outside the version rule, a track other than stable/canary, a weight that is not an integer
-  percent 0..100, an unknown level — all
+  percent 0..100, an unknown level or opt-in component — all
   :class:`~clinops_lib.exceptions.ParameterError` (exit 2, naming the parameter). Why this
   behaviour won over the Kubernetes target's former ``TrafficError`` (exit 1): these are the
   caller's mistakes, detectable without the platform, and the project's rule is "bad input ->
@@ -194,15 +194,22 @@ class Target(ABC):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def up(self, levels: str | Iterable[int] | None = None, *, progress: Progress | None = None,
-           **options: Any) -> list[ComponentStatus]:
+           opt_in: Iterable[str] | None = None, **options: Any) -> list[ComponentStatus]:
         """Bring the given levels (default: all) and the levels they need up and healthy; idempotent.
 
-        Returns the status rows of those levels; a healthy row says ``already up`` when the
+        ``opt_in`` names the opt-in components to start (:func:`~clinops_lib.catalog.opt_in_components`:
+        by default all of them when every level is wanted, none for a partial ``up``); the hook
+        gets the resolved list as ``opt_in``. Returns the status rows of those levels (an opt-in
+        component left out and not running has none); a healthy row says ``already up`` when the
         target had nothing to start.
         """
         wanted = catalog.resolve_levels(catalog.parse_levels(levels))
-        changed = self._up(wanted, progress or _noop, **options)
-        rows = [s for s in self.status() if s.level in wanted]
+        chosen = catalog.opt_in_components(wanted, opt_in)
+        wanted = catalog.resolve_levels(sorted({*wanted, *(catalog.component(n).level for n in chosen)}))
+        changed = self._up(wanted, progress or _noop, opt_in=chosen, **options)
+        left_out = {c.name for c in catalog.components() if c.opt_in and c.name not in chosen}
+        rows = [s for s in self.status() if s.level in wanted
+                and not (s.component in left_out and s.health == "stopped")]
         if not changed:
             for s in rows:
                 if s.health == "healthy":

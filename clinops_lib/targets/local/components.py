@@ -340,6 +340,13 @@ class PostgreSQL(Component):
             "max_connections=60",
             "-c",
             "logging_collector=off",
+            # logical decoding for Debezium (Level 1's debezium-cdc); the slot it keeps holds WAL
+            # only while Connect is down, at most max_slot_wal_keep_size (then the slot is lost
+            # and Connect's next start says so, instead of the disk filling up)
+            "-c",
+            "wal_level=logical",
+            "-c",
+            "max_slot_wal_keep_size=256MB",
         ]
         # SIGINT = "fast" shutdown of the postmaster alone; it stops its backends itself.
         return self._proc(

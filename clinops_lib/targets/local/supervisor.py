@@ -200,12 +200,21 @@ def wait_for(
         time.sleep(interval)
 
 
-def wait_healthy(proc: RunningProcess, check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Wait for a started component's health check; errors name the component and its log."""
+def wait_healthy(proc: RunningProcess, check: Callable[[], bool], timeout: float, what: str,
+                 *, gave_up: Callable[[], str | None] | None = None) -> float:
+    """Wait for a started component's health check; errors name the component and its log.
+
+    ``gave_up`` (optional) says why a *running* component will never become healthy (Kafka
+    Connect with a FAILED task keeps its JVM up): the wait ends at once instead of at ``timeout``.
+    """
+    given_up: list[str] = []
 
     def exited() -> str | None:
         if is_alive(proc.pid, proc.start_ticks):
-            return None
+            reason = gave_up() if gave_up is not None else None
+            if reason:
+                given_up.append(reason)
+            return reason
         child = _CHILDREN.get(proc.pid)
         code = child.returncode if child is not None else None
         return f"process {proc.pid} exited" + (f" with status {code}" if code is not None else "")
@@ -213,6 +222,8 @@ def wait_healthy(proc: RunningProcess, check: Callable[[], bool], timeout: float
     try:
         return wait_for(f"{proc.name} {what}", check, failed=exited, timeout=timeout, interval=0.1)
     except WaitFailed as e:
+        if given_up:
+            raise ComponentError(proc.name, f"will not become healthy: {given_up[0]}", proc.log_file) from e
         raise ComponentError(proc.name, f"exited before it was healthy ({e})", proc.log_file) from e
     except WaitTimeout as e:
         raise ComponentError(proc.name, f"not healthy within {timeout:g}s ({e})", proc.log_file) from e

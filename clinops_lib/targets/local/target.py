@@ -8,6 +8,10 @@ loopback ports from one :class:`~clinops_lib.config.PortMap`. Everything the tar
 ``clinops status``/``down`` in another process see the same platform. Traffic between a service's
 ``stable`` and ``canary`` tracks is split by HAProxy server weights set at run time through
 its admin socket; percent is used directly as HAProxy weight.
+
+Opt-in components (the catalog's ``Component.opt_in``: Level 1's Debezium on Kafka Connect,
+:mod:`.kafka_connect`) start only when the ``up`` asks for them (every level, or named); once
+started they are part of this platform, so a later partial ``up`` restarts one that died.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, cast
 import httpx
 
 from ...catalog import LEVELS
+from ...catalog import component as catalog_component
 from ...config import Settings, child_environment
 from ...exceptions import (
     ClinopsError,
@@ -58,6 +63,7 @@ from .components import (
     service_spec,
 )
 from .haproxy import AdminSocket, read_stats_page
+from .kafka_connect import DebeziumConnect
 from .state import (
     STATE_FILE,
     ComponentRecord,
@@ -83,10 +89,11 @@ INFRA: dict[str, type[Component]] = {
     "haproxy": HAProxy,
     "prometheus": Prometheus,
     **PIPELINE_COMPONENTS,  # issue 14: kafka, kafka-consumer, feast, mlflow, airflow, alertmanager
+    "debezium-cdc": DebeziumConnect,  # opt-in (catalog): Kafka Connect + Debezium, see kafka_connect.py
 }
 #: Stop order of ``down``: consumers of a component before it.
-STOP_ORDER: tuple[str, ...] = ("airflow", "feast", "mlflow", "kafka-consumer", "kafka", "alertmanager",
-                               "prometheus", "haproxy", "localstack", "redis", "postgresql")
+STOP_ORDER: tuple[str, ...] = ("airflow", "feast", "mlflow", "debezium-cdc", "kafka-consumer", "kafka",
+                               "alertmanager", "prometheus", "haproxy", "localstack", "redis", "postgresql")
 #: Workloads whose *process* may start before their level is due, once these components are
 #: healthy. The gateway's connection pool and Redis client need PostgreSQL and Redis only, so
 #: its imports and start-up overlap LocalStack's boot; its readiness is still awaited after the
@@ -158,11 +165,15 @@ class LocalTarget(Target):
     # -- lifecycle -------------------------------------------------------------------------------
     def _up(self, levels: list[int], progress: Progress, **options: Any) -> bool:
         say, wanted = progress, levels
+        opt_in = set(options.get("opt_in") or ())
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]] = []
         with self._locked() as state:
-            self._preflight(state, wanted)
+            # an opt-in component this platform already runs (or ran) stays part of it: a partial
+            # `up` restarts it when it died instead of leaving it down
+            opt_in |= {name for name in state.components if catalog_component(name).opt_in}
+            self._preflight(state, wanted, opt_in)
             try:
-                changed = self._up_levels(state, wanted, started, say)
+                changed = self._up_levels(state, wanted, started, say, opt_in)
             except BaseException:
                 for name, proc, spec in reversed(started):
                     sup.stop(proc, stop_signal=spec.stop_signal, signal_group=spec.signal_group)
@@ -184,6 +195,7 @@ class LocalTarget(Target):
         wanted: list[int],
         started: list[tuple[str, sup.RunningProcess, sup.ProcessSpec]],
         say: Progress,
+        opt_in: set[str] | frozenset[str] = frozenset(),
     ) -> bool:
         """Start what is missing; True when anything was started (or the model restored/trained).
 
@@ -200,7 +212,7 @@ class LocalTarget(Target):
         """
         changed = False
         plan = [(lv.number, c.name) for lv in LEVELS if lv.number in wanted
-                for c in lv.components if c.runs_on("local")]
+                for c in lv.components if c.runs_on("local") and (not c.opt_in or c.name in opt_in)]
         healthy: set[str] = set()
         infra_waits: dict[str, Callable[[], None]] = {}
         deferred: dict[str, int] = {}  # components whose process waits for its needs to be healthy
@@ -269,12 +281,14 @@ class LocalTarget(Target):
             wait()
         return changed
 
-    def _preflight(self, state: LocalState, wanted: list[int]) -> None:
+    def _preflight(self, state: LocalState, wanted: list[int], opt_in: set[str]) -> None:
         """Every port a component *to be started* needs must be free, before anything starts."""
         for level in LEVELS:
             if level.number not in wanted:
                 continue
             for comp in level.components:
+                if comp.opt_in and comp.name not in opt_in:
+                    continue
                 if comp.name in INFRA and not self._alive(state.components.get(comp.name)):
                     c = self._component(comp.name, state)
                     ports = c.ports() if hasattr(c, "ports") else [c.port]  # type: ignore[attr-defined]
@@ -317,6 +331,17 @@ class LocalTarget(Target):
                 comp.reload()
                 say("prometheus: alert rules loaded (rule file appeared since the last start)")
                 return None
+            if isinstance(comp, DebeziumConnect) and entry is not None and not comp.healthy():
+                # alive but not streaming (PostgreSQL or Kafka was restarted under it): Debezium
+                # reconnects by itself within ~10 s; wait for that instead of reporting it unhealthy
+                say(f"{name}: running, waiting for it to stream again ({comp.problem()})")
+                running = entry.process()
+
+                def wait_stream() -> None:
+                    sup.wait_healthy(running, comp.healthy, comp.timeout, "replication stream")
+                    say(f"{name}: streaming again")
+
+                return wait_stream
             say(f"{name}: already up")
             return None
         say(f"{name}: starting")
@@ -336,7 +361,8 @@ class LocalTarget(Target):
         record = state.components[name] = make_record(ComponentRecord, proc, level=level, started_at=t0)
 
         def wait() -> None:
-            sup.wait_healthy(proc, comp.healthy, comp.timeout, f"health check at {comp.endpoint()}")
+            sup.wait_healthy(proc, comp.healthy, comp.timeout, f"health check at {comp.endpoint()}",
+                             gave_up=getattr(comp, "gave_up", None))
             comp.after_start()
             if name == "localstack":
                 self._ensure_aws()
@@ -806,6 +832,19 @@ class LocalTarget(Target):
                     )
         return run
 
+    def cdc_audit(self, *, timeout: float = 60.0) -> Any:
+        """The observations table against its Debezium changelog and the gateway's persisted events
+        (:func:`clinops_lib.pipeline.cdc_audit.audit`); needs ``debezium-cdc`` running."""
+        from ...pipeline.cdc_audit import audit
+        from .components import pg_dsn
+        from .kafka_connect import cdc_topic
+
+        if not self._alive(self.state().components.get("debezium-cdc")):
+            raise TargetError("debezium-cdc is not running on the local target; run "
+                              "`clinops up --with debezium-cdc` first")
+        return audit(f"127.0.0.1:{self.settings.ports.kafka}", cdc_topic(), pg_dsn(self.settings),
+                     timeout=timeout)
+
     def pipeline_validation(self, run_id: str) -> dict[str, Any] | None:
         """The data-quality gate's result of DAG run ``run_id`` as its task wrote it (None when the
         task did not get that far): the objects checked and great-expectations' validation results
@@ -903,7 +942,14 @@ class LocalTarget(Target):
         comp = self._component(name)
         row = ComponentStatus(level, name, "stopped", endpoint=comp.endpoint(), log_file=str(comp.log_file))
         if entry:
+            problem = getattr(comp, "problem", None)  # a component that can say why it is unhealthy
             self._judge(row, entry, comp.healthy, "health check failed")
+            if row.health == "unhealthy" and problem is not None and entry.alive():
+                row.detail = f"{problem()} (log: {comp.log_file})"
+            elif row.health == "unhealthy":
+                row.detail = f"{row.detail} (log: {comp.log_file})"
+        elif catalog_component(name).opt_in:
+            row.detail = f"opt-in, not started: `clinops up` of every level or `clinops up --with {name}`"
         return row
 
     def _service_status(self, level: int, service: str, state: LocalState) -> ComponentStatus:
