@@ -653,3 +653,13 @@ def test_kind_cluster_has_three_ready_nodes_and_the_rollouts_api() -> None:
     target.clients.custom.list_cluster_custom_object(  # type: ignore[attr-defined]
         "argoproj.io", "v1alpha1", "rollouts"
     )
+
+
+def test_a_slow_kubelet_secret_cache_is_waited_for_but_a_missing_secret_is_broken() -> None:
+    from clinops_lib.targets.kube.target import waiting_is_broken
+
+    slow = "failed to sync secret cache: timed out waiting for the condition"
+    assert not waiting_is_broken("CreateContainerConfigError", slow)
+    assert waiting_is_broken("CreateContainerConfigError", 'secret "model-training-credentials" not found')
+    assert waiting_is_broken("CrashLoopBackOff", "back-off 10s restarting failed container")
+    assert not waiting_is_broken("ContainerCreating", None)

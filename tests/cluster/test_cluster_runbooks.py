@@ -96,7 +96,8 @@ def runs(debian_cluster: DebianCluster, port_allocator: PortAllocator) -> Iterat
         left = _processes_of(r.state_dir)
         port_allocator.release(block)
         print(f"\n[cluster runbooks] seconds: {r.seconds}", file=sys.stderr)
-        if down.returncode == 0 and not left:
+        failed = [k for k, p in r.results.items() if p.returncode != 0]
+        if down.returncode == 0 and not left and not failed:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"[cluster runbooks] state, logs and evidence kept in {tmp}", file=sys.stderr)

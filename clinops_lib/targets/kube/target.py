@@ -62,6 +62,16 @@ __all__ = ["KindTarget", "KubeTarget", "KubeconfigTarget", "PortForward"]
 
 _BAD_WAITING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
                 "InvalidImageName")
+#: a waiting reason of _BAD_WAITING whose message says the kubelet is only slow, not that the pod
+#: is wrong: its Secret/ConfigMap watch had not synced in time ("failed to sync secret cache: timed
+#: out waiting for the condition", seen on the Debian cluster at load ~6); the kubelet retries
+_TRANSIENT_WAITING = ("failed to sync secret cache", "failed to sync configmap cache")
+
+
+def waiting_is_broken(reason: str | None, message: str | None) -> bool:
+    """A container waiting for ``reason`` will not start without a change (a missing Secret, a bad
+    image, a crash loop), as opposed to a kubelet that is only slow (:data:`_TRANSIENT_WAITING`)."""
+    return reason in _BAD_WAITING and not any(t in (message or "") for t in _TRANSIENT_WAITING)
 
 
 _HEALTH_ORDER = {"healthy": 0, "not on this target": 0, "stopped": 1, "unhealthy": 2}
@@ -540,7 +550,7 @@ class KubeTarget(Target):
         for p in pods:
             for cs in (p.status.container_statuses or []):
                 waiting = cs.state.waiting if cs.state else None
-                if waiting is not None and waiting.reason in _BAD_WAITING:
+                if waiting is not None and waiting_is_broken(waiting.reason, waiting.message):
                     out.append(f"Pod {ns}/{p.metadata.name} container {cs.name} {waiting.reason}: "
                                f"{waiting.message or ''}".strip())
         return out
