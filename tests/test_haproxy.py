@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -46,11 +45,11 @@ def _backend(port: int, name: str) -> ThreadingHTTPServer:
 
 
 @pytest.fixture(scope="module")
-def proxy(port_allocator: PortAllocator) -> Iterator[Proxy]:
+def proxy(port_allocator: PortAllocator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     PORTS = port_allocator.block().portmap()  # noqa: N806 - reads as the constant it was
     if not sup._which("haproxy"):
         pytest.fail("haproxy is not on PATH: scripts/setup.sh installs Debian's haproxy; run it first")
-    state = Path(tempfile.mkdtemp(prefix="clinops-haproxy-test-"))
+    state = tmp_path_factory.mktemp("haproxy")  # pytest removes it (a mkdtemp was left in /tmp per run)
     svc = HAProxyService("svc", PORTS.service_frontend(0), PORTS.service_preview(0),
                          PORTS.service_backend(0, 0), PORTS.service_backend(0, 1), 100, 0)
     backends = {"stable": _backend(svc.stable_port, "v1"), "canary": _backend(svc.canary_port, "v2")}
