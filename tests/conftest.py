@@ -99,6 +99,32 @@ def enterable_tmpdir(prefix: str) -> Path:
     return path
 
 
+def processes_of(state_dir: Path) -> list[str]:
+    """Live processes (other than this one) started for the platform whose state dir is ``state_dir``.
+
+    Every component inherits the environment of the ``clinops`` process that started it, so
+    ``CLINOPS_STATE_DIR=<our state dir>`` in /proc/<pid>/environ identifies them whatever they
+    run as (PostgreSQL runs as ``postgres``).
+    """
+    marker = f"CLINOPS_STATE_DIR={state_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            if marker not in environ.split(b"\0"):
+                continue
+            stat = (entry / "stat").read_text()
+            if stat[stat.rindex(")") + 2] == "Z":
+                continue  # a zombie holds no port and no resources; its parent reaps it
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError):
+            continue
+        found.append(f"{entry.name}: {cmd[:200]}")
+    return found
+
+
 def write_notebook(
     path: Path, cells: Sequence[str], parameters: str | None = None, markdown: str = "# Test runbook"
 ) -> Path:

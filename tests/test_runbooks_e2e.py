@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import enterable_tmpdir
+from conftest import enterable_tmpdir, processes_of
 from ports import PortAllocator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -125,32 +125,6 @@ def _block_listeners(block: range) -> list[int]:
     return sorted(p for p in _listening_ports() if p in block)
 
 
-def _processes_of(state_dir: Path) -> list[str]:
-    """Live processes (other than this one) started for this module's platform.
-
-    Every component inherits the environment of the ``clinops`` process that started it, so
-    ``CLINOPS_STATE_DIR=<our state dir>`` in /proc/<pid>/environ identifies them whatever they
-    run as (PostgreSQL runs as ``postgres``).
-    """
-    marker = f"CLINOPS_STATE_DIR={state_dir}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            if marker not in environ.split(b"\0"):
-                continue
-            stat = (entry / "stat").read_text()
-            if stat[stat.rindex(")") + 2] == "Z":
-                continue  # a zombie holds no port and no resources; its parent reaps it
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, ValueError):
-            continue
-        found.append(f"{entry.name}: {cmd[:200]}")
-    return found
-
-
 def _down(platform: Platform) -> subprocess.CompletedProcess[str]:
     return _clinops(platform, "down", "--target", "local", label="down")
 
@@ -177,7 +151,7 @@ def platform(port_allocator: PortAllocator, request: pytest.FixtureRequest) -> I
     finally:
         # runs even when a test failed half-way: nothing may outlive the module
         proc = _down(p)
-        leftovers = _processes_of(p.state_dir)
+        leftovers = processes_of(p.state_dir)
         listeners = _block_listeners(p.ports)
         port_allocator.release(block)
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in p.timings.items())
@@ -229,13 +203,13 @@ def snapshot() -> Snapshot:
 # -- bad input: nothing runs, nothing is written --------------------------------------------------------
 def test_bad_parameter_exits_2_naming_it_with_nothing_run(platform: Platform) -> None:
     _require("02-canary-drill.ipynb")
-    before, processes = _bundles(platform.archive), _processes_of(platform.state_dir)
+    before, processes = _bundles(platform.archive), processes_of(platform.state_dir)
     proc = _clinops(platform, "run", "runbooks/02-canary-drill.ipynb", "-p", "steps", "[50, 10]")
     assert proc.returncode == 2, _explain(proc)
     assert "steps" in proc.stderr, _explain(proc)
     assert "verdict:" not in proc.stdout, _explain(proc)
     assert _bundles(platform.archive) == before, "a rejected run must not write a bundle"
-    assert _processes_of(platform.state_dir) == processes, "a rejected run must not start anything"
+    assert processes_of(platform.state_dir) == processes, "a rejected run must not start anything"
 
 
 # -- the sequence ------------------------------------------------------------------------------------
@@ -392,8 +366,8 @@ def test_kubernetes_target_without_a_cluster_fails_with_evidence(platform: Platf
 
 # -- down: nothing left ----------------------------------------------------------------------------------
 def test_down_leaves_no_process_and_no_listener(platform: Platform, runs: dict[str, Run]) -> None:
-    assert _processes_of(platform.state_dir), "the runs left the platform up (their runbooks bring it up)"
+    assert processes_of(platform.state_dir), "the runs left the platform up (their runbooks bring it up)"
     proc = _down(platform)
     assert proc.returncode == 0, _explain(proc)
-    assert _processes_of(platform.state_dir) == []
+    assert processes_of(platform.state_dir) == []
     assert _block_listeners(platform.ports) == []

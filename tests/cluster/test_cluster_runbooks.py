@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import enterable_tmpdir
+from conftest import enterable_tmpdir, processes_of
 from ports import PortAllocator
 
 from clinops_lib.clusters.debian import DebianCluster
@@ -59,25 +59,6 @@ def _explain(proc: subprocess.CompletedProcess[str]) -> str:
     return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-4000:]}"
 
 
-def _processes_of(state_dir: Path) -> list[str]:
-    marker = f"CLINOPS_STATE_DIR={state_dir}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            stat = (entry / "stat").read_text()
-            if stat[stat.rindex(")") + 2] == "Z":
-                continue
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        found.append(f"{entry.name}: {cmd[:160]}")
-    return found
-
-
 @pytest.fixture(scope="module")
 def runs(debian_cluster: DebianCluster, port_allocator: PortAllocator) -> Iterator[Runs]:
     block = port_allocator.block()
@@ -93,7 +74,7 @@ def runs(debian_cluster: DebianCluster, port_allocator: PortAllocator) -> Iterat
         yield r
     finally:
         down = _clinops(r, "down", "--target", "kubeconfig")
-        left = _processes_of(r.state_dir)
+        left = processes_of(r.state_dir)
         port_allocator.release(block)
         print(f"\n[cluster runbooks] seconds: {r.seconds}", file=sys.stderr)
         failed = [k for k, p in r.results.items() if p.returncode != 0]
