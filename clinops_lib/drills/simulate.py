@@ -95,8 +95,8 @@ def _noise(rng: np.random.Generator, seconds: int) -> NDArray[np.float64]:
         level[i] = x
     burst = rng.random(seconds) < 0.03
     burst_mult = np.ones(seconds)
-    for i in np.flatnonzero(burst):
-        burst_mult[i : i + 3] = np.maximum(burst_mult[i : i + 3], rng.uniform(1.5, 4.0))
+    for start in np.flatnonzero(burst):
+        burst_mult[start : start + 3] = np.maximum(burst_mult[start : start + 3], rng.uniform(1.5, 4.0))
     return np.asarray(np.exp(level) * burst_mult, dtype=float)
 
 

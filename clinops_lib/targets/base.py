@@ -162,12 +162,17 @@ class Target(ABC):
         self.check_service(service)
         return []
 
-    #: how user traffic is split between stable and canary on this target
-    traffic_mode: str = ""
-    #: requests a client should send per connection (None: keep-alive). A target whose traffic
-    #: layer balances per connection (kube-proxy before a basic canary) asks for 1, so the
-    #: canary's share of requests is its share of pods (the load generator honours it).
-    requests_per_connection: int | None = None
+    @property
+    def traffic_mode(self) -> str:
+        """How user traffic is split between stable and canary on this target."""
+        return ""
+
+    @property
+    def requests_per_connection(self) -> int | None:
+        """Requests a client should send per connection (None: keep-alive). A target whose traffic
+        layer balances per connection (kube-proxy before a basic canary) asks for 1, so the
+        canary's share of requests is its share of pods (the load generator honours it)."""
+        return None
 
     @property
     def chart_profiles(self) -> tuple[str, ...]:
@@ -235,7 +240,7 @@ class Target(ABC):
                     rows.append(ComponentStatus(lv.number, comp.name, "not on this target", detail=what))
                     continue
                 missing = ComponentStatus(lv.number, comp.name, "stopped", detail=f"{what}: not found")
-                rows.append(observed.pop(comp.name, None) or missing)
+                rows.append(observed.pop(comp.name, missing))
         rows.extend(observed.values())
         return rows
 

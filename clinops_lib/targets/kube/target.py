@@ -169,6 +169,9 @@ class KubeTarget(Target):
         self._host: HostServices | None = None
         self._override_cache: dict[str, Any] | None = None
         self._canaries: dict[str, str] = {}  # service -> the version this target deployed as canary
+        # blue-green service -> (blue, green) pod hashes of the switch this target made: the
+        # rollback drill moves users between the two while both run
+        self._blue_green: dict[str, tuple[str, str]] = {}
 
     # -- plumbing ----------------------------------------------------------------------------
     def _connect(self) -> KubeClients | None:
@@ -223,13 +226,13 @@ class KubeTarget(Target):
     def chart_profiles(self) -> tuple[str, ...]:
         return self.profiles
 
-    @property  # type: ignore[override]
+    @property
     def requests_per_connection(self) -> int | None:
         """1 on a cluster without a traffic router: kube-proxy picks a pod per connection."""
         router = str((self._values().get("global") or {}).get("trafficRouter") or "istio")
         return 1 if router == "none" else None
 
-    @property  # type: ignore[override]
+    @property
     def traffic_mode(self) -> str:
         facts = self.facts
         if facts is not None:
@@ -859,18 +862,63 @@ class KubeTarget(Target):
             # the step's new canary pods scraped before they count
             self._await_scraped(self._service(service)[0], d.get(service).current_pod_hash)
             return
+        st = d.get(service)
+        pair = self._blue_green.get(service)
         if weight == 100:
+            if pair is not None and st.active_selector == pair[0]:
+                # the rollback drill's roll-forward: green's ReplicaSet is still up (its
+                # scale-down delay), so this is the same instant switch as the rollback
+                self._switch_blue_green(service, to_hash=pair[1], from_hash=pair[0])
+                return
             # the switch: the active Service to green (promote full); green stays this target's
             # canary until the drill promotes (a post-promotion analysis still judges it)
+            if st.current_pod_hash and st.stable_rs and st.current_pod_hash != st.stable_rs:
+                self._blue_green[service] = (st.stable_rs, st.current_pod_hash)
             d.promote(service, full=True)
-            d.wait(service, "switch the active Service to the new version",
-                   lambda s: bool(s.active_selector) and s.active_selector == s.current_pod_hash,
-                   timeout=self._step_timeout(service))
+            done = d.wait(service, "switch the active Service to the new version",
+                          lambda s: bool(s.active_selector) and s.active_selector == s.current_pod_hash,
+                          timeout=self._step_timeout(service))
+            if st.active_selector and st.active_selector != done.active_selector:
+                self._await_users_off(service, st.active_selector)
         elif weight == 0:
-            if not d.get(service).healthy:
+            if pair is not None and st.active_selector == pair[1]:
+                # the rollback drill after the switch: users back to blue while it still runs
+                self._switch_blue_green(service, to_hash=pair[0], from_hash=pair[1])
+            elif not st.healthy:
                 self.abort(service)
         else:
             raise TrafficError(f"{service} is rolled out blue-green: traffic is 0 or 100 %, not {weight}")
+
+    def _switch_blue_green(self, service: str, *, to_hash: str, from_hash: str) -> None:
+        """Move users between two ReplicaSets that both still run, the way Argo Rollouts does an
+        instant blue-green rollback: the Rollout's template set back to the ReplicaSet's own
+        (``kubectl argo rollouts undo``), then a full promotion. The controller reuses the
+        ReplicaSet (template equality) and, while that ReplicaSet is inside its
+        ``scaleDownDelaySeconds``, switches the active Service without a pause or an analysis
+        (v1.8.3 ``isBlueGreenFastTracked``). Done when no new connection can reach ``from_hash``."""
+        ns, _, _ = self._service(service)
+        d = self.driver(service)
+        template = self._rs_template(ns, to_hash)
+        if template is None or not self._rs_ready(ns, to_hash):
+            raise TrafficError(
+                f"ReplicaSet {to_hash} of {ns}/{service} no longer runs (past its scale-down delay?): "
+                "no instant switch back to it")
+        timeout = self._step_timeout(service)
+        d.set_template(service, template)
+        # promoteFull only after the controller took the template (a template change resets it)
+        d.wait(service, f"take ReplicaSet {to_hash} as its current one",
+               lambda s: s.current_pod_hash == to_hash, timeout=timeout, fail=lambda s: None)
+        d.promote(service, full=True)
+        d.wait(service, f"switch the active Service to ReplicaSet {to_hash}",
+               lambda s: s.active_selector == to_hash and s.stable_rs == to_hash, timeout=timeout)
+        self._await_users_off(service, from_hash)
+
+    def _await_users_off(self, service: str, pod_hash: str) -> None:
+        """Without a traffic router a selector switch is done for users when kube-proxy has
+        rewritten its rules without ``pod_hash``'s pods; before that new connections still reach them."""
+        facts = self.facts
+        if facts is not None and facts.kube_proxy_metrics:
+            self._wait_traffic_off(service, pod_hash, facts.kube_proxy_metrics)
 
     def _step_timeout(self, service: str) -> float:
         """Long enough for every pause of the chart's steps plus one minute per step."""
@@ -925,6 +973,7 @@ class KubeTarget(Target):
         d.promote(service, full=True)
         d.wait_healthy(service, timeout=self._step_timeout(service))
         self._canaries.pop(service, None)  # promoted: no canary track any more
+        self._blue_green.pop(service, None)
         return self.tracks(service)["stable"]
 
     def _abort(self, service: str) -> None:

@@ -114,7 +114,10 @@ class LocalTarget(Target):
 
     name = "local"
     platform = "local"
-    traffic_mode = "HAProxy: weighted stable/canary backends per service, on loopback"
+
+    @property
+    def traffic_mode(self) -> str:
+        return "HAProxy: weighted stable/canary backends per service, on loopback"
 
     def __init__(
         self,
