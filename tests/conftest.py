@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,18 +37,27 @@ _PORTS = PortAllocator()
 TIERS = ("unit", "component", "e2e", "cluster")
 
 
-#: nodeid -> its tier (the heaviest of its markers), and seconds spent per tier in this session
-#: (setup + call + teardown of each test; a module fixture's start counts for the test that needed it).
-_TIER_OF: dict[str, str] = {}
+#: seconds spent per tier in this session (setup + call + teardown of each test, the heaviest of
+#: its tier markers; a module fixture's start counts for the test that needed it). Read from the
+#: reports, so the pytest-xdist controller, which collects nothing itself, sums its workers' tests.
 _TIER_SECONDS: dict[str, float] = {}
 
+#: The cluster tier's folder: its tests form one pytest-xdist group (one cluster per machine).
+CLUSTER_TESTS = Path(__file__).resolve().parent / "cluster"
 
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse to run a suite in which a test has no tier: ``-m unit`` would silently skip it."""
-    for item in items:
-        tiers = [t for t in TIERS if item.get_closest_marker(t)]
-        if tiers:
-            _TIER_OF[item.nodeid] = tiers[-1]
+    """Refuse to run a suite in which a test has no tier: ``-m unit`` would silently skip it.
+
+    Then the pytest-xdist groups (``scripts/test.sh`` runs ``--dist loadgroup``): a module is one
+    group, so its module fixtures (a platform, a runbook sequence) start once in one worker; the
+    whole cluster tier is one group, since only one cluster can run per machine and its session
+    fixtures (the cluster, its images, its Prometheus) must live in one worker. Heaviest tier first
+    (``--no-loadscope-reorder`` keeps this order): the cluster group, whose worker builds the
+    binaries on a cold machine while the other runs the rest, then e2e, component, unit, so the
+    short tests fill the end instead of one long module running alone.
+    """
     untiered = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
     if untiered:
         shown = "\n  ".join(untiered[:20])
@@ -56,9 +65,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"{len(untiered)} test(s) without a tier marker ({', '.join(TIERS)}):\n  {shown}\n"
             "mark the module (pytestmark = pytest.mark.<tier>) or the test"
         )
+    for item in items:
+        in_cluster_tier = CLUSTER_TESTS in item.path.parents
+        item.add_marker(pytest.mark.xdist_group("cluster" if in_cluster_tier else item.path.stem))
+    heaviest_first = {tier: rank for rank, tier in enumerate(reversed(TIERS))}
+    module_rank: dict[Path, int] = {}
+    for item in items:  # a module ranks by its heaviest test, so it stays in one piece
+        rank = 0 if CLUSTER_TESTS in item.path.parents else heaviest_first[_tier(item.keywords) or TIERS[0]]
+        module_rank[item.path] = min(rank, module_rank.get(item.path, rank))
+    items.sort(key=lambda item: module_rank[item.path])  # stable: collection order within a rank
+
+
+def _tier(keywords: Mapping[str, object]) -> str | None:
+    tiers = [t for t in TIERS if t in keywords]
+    return tiers[-1] if tiers else None
+
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    tier = _TIER_OF.get(report.nodeid)
+    tier = _tier(report.keywords)
     if tier is not None:
         _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
 

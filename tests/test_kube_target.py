@@ -646,7 +646,8 @@ def test_up_reports_the_failing_release_and_rejects_unknown_levels(emulator: Emu
 
 
 @pytest.mark.cluster
-@pytest.mark.skipif(os.environ.get("CLINOPS_CLUSTER_TESTS") != "1", reason="needs a kind cluster")
+@pytest.mark.skipif(os.environ.get("CLINOPS_KIND_TESTS") != "1",
+                    reason="needs a kind cluster (a Docker engine): CLINOPS_KIND_TESTS=1 where one runs")
 def test_kind_cluster_has_three_ready_nodes_and_the_rollouts_api() -> None:
     target = get_target(Settings.from_env(target="kind"))
     assert len(wait_nodes_ready(target.clients, timeout=300)) == 3  # type: ignore[attr-defined]

@@ -1,9 +1,11 @@
 """The ``cluster`` tier: one real single-node Kubernetes (clinops_lib/clusters/debian) per test run.
 
-Opt-in with ``CLINOPS_CLUSTER_TESTS=1``: only one cluster can run per machine (``cni0``,
-iptables chains, ``/var/lib/kubelet`` are host-wide), and a cold machine first builds the
-binaries (Kubernetes from Debian's source package, the Argo Rollouts controller from its Go
-module: 15-30 min on 2 shared cores; seconds once cached under /var/cache/clinops).
+Runs when ``CLINOPS_CLUSTER_TESTS=1`` (the README's test command, ``scripts/test.sh``, sets it;
+a plain ``pytest`` does not, since only one cluster can run per machine: ``cni0``, iptables
+chains and ``/var/lib/kubelet`` are host-wide). A cold machine first builds the binaries
+(Kubernetes from Debian's source package, the Argo Rollouts controller and Prometheus from their
+Go modules, the images: 15-30 min on 2 shared cores; seconds once cached under
+/var/cache/clinops), in this tier's pytest-xdist worker while the other runs the rest.
 The tier skips with the reason only when the cluster cannot run here at all (not root, packages
 missing: `bash scripts/setup-cluster.sh` installs them); a failing build or component fails.
 """
@@ -51,7 +53,8 @@ def _progress(message: str) -> None:
 @pytest.fixture(scope="session")
 def debian_cluster() -> Iterator[DebianCluster]:
     if os.environ.get("CLINOPS_CLUSTER_TESTS") != "1":
-        pytest.skip("the cluster tier is opt-in: CLINOPS_CLUSTER_TESTS=1 (one cluster per machine)")
+        pytest.skip("CLINOPS_CLUSTER_TESTS is not 1: the cluster tier runs from scripts/test.sh "
+                    "(one cluster per machine)")
     cache = BuildCache(Settings.from_env().cache_dir)
     cluster = DebianCluster(ClusterConfig(cache=cache), progress=_progress)
     missing = cluster.missing_runtime()

@@ -55,7 +55,8 @@ NS = "clinops-prometheus-sd"
 def built_prometheus() -> BuildCache:
     """Prometheus and promtool from the module source (built once; seconds when cached)."""
     if os.environ.get("CLINOPS_CLUSTER_TESTS") != "1":
-        pytest.skip("the cluster tier is opt-in: CLINOPS_CLUSTER_TESTS=1 (its setup builds Prometheus)")
+        pytest.skip("CLINOPS_CLUSTER_TESTS is not 1: the cluster tier runs from scripts/test.sh "
+                    "(its setup builds Prometheus)")
     cache = BuildCache(Settings.from_env().cache_dir)
     build_prometheus(cache)
     return cache

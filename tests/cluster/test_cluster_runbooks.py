@@ -190,8 +190,13 @@ def test_a_canary_with_5_percent_errors_is_aborted_by_the_judge_through_the_roll
     assert runs_table and {"analysis_run", "run_phase", "metric_phase"} <= set(runs_table[0])
 
 
-def test_a_blue_green_switch_loses_no_request(runs: Runs) -> None:
+def test_blue_green_switches_and_the_rollback_drill_lose_no_request(runs: Runs) -> None:
+    """Promotion, then the rollback drill on the real controller: back to blue while its ReplicaSet
+    is inside scaleDownDelaySeconds (fast-tracked: no pause, no analysis) and forward again; every
+    switch done only once kube-proxy's rules no longer reach the old pods."""
     _deployed(runs)
-    bundle = _passed_bundle(runs, _run(runs, "03", "03-blue-green-drill.ipynb", ("rollback_drill", "false")))
-    (switch,) = _table(bundle, "switches")
-    assert switch["switch"] == "promotion" and switch["failed around switch"] == "0", switch
+    bundle = _passed_bundle(runs, _run(runs, "03", "03-blue-green-drill.ipynb"))
+    switches = {row["switch"]: row for row in _table(bundle, "switches")}
+    assert list(switches) == ["promotion", "rollback", "roll-forward"], switches
+    for row in switches.values():
+        assert row["failed around switch"] == "0" and int(row["requests around switch"]) > 0, row

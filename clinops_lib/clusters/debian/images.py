@@ -53,6 +53,7 @@ from pathlib import Path
 from ...catalog import built_images
 from ...config import child_environment
 from ...exceptions import BuildError, PrerequisiteError
+from .build import lower_priority
 
 __all__ = [
     "BASE_PACKAGES",
@@ -311,6 +312,7 @@ class ImageBuilder:
                     env=env,
                     timeout=timeout,
                     check=False,
+                    preexec_fn=lower_priority,
                 )
             except subprocess.TimeoutExpired as e:
                 raise BuildError(step, f"did not finish within {timeout:g}s", str(self.log)) from e

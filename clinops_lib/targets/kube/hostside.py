@@ -27,6 +27,7 @@ such a cluster the ``kubeconfig`` target
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import time
@@ -42,7 +43,7 @@ from ..base import ComponentStatus, Progress
 from ..local import supervisor as sup
 
 __all__ = ["FACTS_NAME", "FACTS_NAMESPACE", "ClusterFacts", "HostServices", "credentials",
-           "kube_proxy_synced_after"]
+           "kube_proxy_destinations", "kube_proxy_synced_after"]
 
 FACTS_NAMESPACE, FACTS_NAME = "kube-public", "clinops-cluster"
 
@@ -113,6 +114,33 @@ def kube_proxy_synced_after(metrics_url: str, moment: float) -> bool:
                 values[name] = float(value)
     return (values.get("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == 0.0
             and values.get("kubeproxy_sync_proxy_rules_last_timestamp_seconds", 0.0) > moment)
+
+
+def kube_proxy_destinations(namespace: str, service: str) -> set[str] | None:
+    """The pod IPs new connections to Service ``namespace/service`` can be sent to now: the DNAT
+    targets of kube-proxy's ``KUBE-SEP`` rules for that Service (iptables mode, comment
+    ``"<ns>/<service>:<port>"``), read with ``iptables-save -t nat`` on this host, where the
+    cluster's node runs. None when the rules cannot be read (not root, no iptables).
+
+    This is the ground truth of "no new connection reaches a pod" after a selector switch or an
+    abort. kube-proxy's metrics cannot say it: a rules sync updates
+    ``kubeproxy_sync_proxy_rules_last_timestamp_seconds`` only when something changed (measured on
+    v1.20.2: no update for minutes when idle), so "synced after I saw the endpoints change" never
+    comes when kube-proxy was quicker than the observer."""
+    try:
+        out = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    comment = re.compile(r'--comment "?' + re.escape(f"{namespace}/{service}") + r'(:[^" ]*)?"? ')
+    found: set[str] = set()
+    for line in out.stdout.splitlines():
+        if line.startswith("-A KUBE-SEP-") and comment.search(line):
+            dnat = re.search(r"--to-destination (\d+\.\d+\.\d+\.\d+):\d+", line)
+            if dnat:
+                found.add(dnat.group(1))
+    return found
 
 
 def credentials(settings: Settings, *, pg_address: str, redis_address: str) -> dict[str, dict[str, str]]:

@@ -833,6 +833,8 @@ class KubeTarget(Target):
         d = self.driver(service)
         st = d.get(service)
         if st.healthy:
+            # after a blue-green rollback green's ReplicaSet scales down at its deadline by itself
+            self._blue_green.pop(service, None)
             return
         if not st.abort:
             raise TrafficError(
@@ -874,12 +876,13 @@ class KubeTarget(Target):
             # canary until the drill promotes (a post-promotion analysis still judges it)
             if st.current_pod_hash and st.stable_rs and st.current_pod_hash != st.stable_rs:
                 self._blue_green[service] = (st.stable_rs, st.current_pod_hash)
+            asked = time.time()
             d.promote(service, full=True)
             done = d.wait(service, "switch the active Service to the new version",
                           lambda s: bool(s.active_selector) and s.active_selector == s.current_pod_hash,
                           timeout=self._step_timeout(service))
             if st.active_selector and st.active_selector != done.active_selector:
-                self._await_users_off(service, st.active_selector)
+                self._await_users_off(service, st.active_selector, asked)
         elif weight == 0:
             if pair is not None and st.active_selector == pair[1]:
                 # the rollback drill after the switch: users back to blue while it still runs
@@ -904,6 +907,7 @@ class KubeTarget(Target):
                 f"ReplicaSet {to_hash} of {ns}/{service} no longer runs (past its scale-down delay?): "
                 "no instant switch back to it")
         timeout = self._step_timeout(service)
+        asked = time.time()
         d.set_template(service, template)
         # promoteFull only after the controller took the template (a template change resets it)
         d.wait(service, f"take ReplicaSet {to_hash} as its current one",
@@ -911,14 +915,14 @@ class KubeTarget(Target):
         d.promote(service, full=True)
         d.wait(service, f"switch the active Service to ReplicaSet {to_hash}",
                lambda s: s.active_selector == to_hash and s.stable_rs == to_hash, timeout=timeout)
-        self._await_users_off(service, from_hash)
+        self._await_users_off(service, from_hash, asked)
 
-    def _await_users_off(self, service: str, pod_hash: str) -> None:
+    def _await_users_off(self, service: str, pod_hash: str, asked: float) -> None:
         """Without a traffic router a selector switch is done for users when kube-proxy has
         rewritten its rules without ``pod_hash``'s pods; before that new connections still reach them."""
         facts = self.facts
         if facts is not None and facts.kube_proxy_metrics:
-            self._wait_traffic_off(service, pod_hash, facts.kube_proxy_metrics)
+            self._wait_traffic_off(service, pod_hash, facts.kube_proxy_metrics, asked)
 
     def _step_timeout(self, service: str) -> float:
         """Long enough for every pause of the chart's steps plus one minute per step."""
@@ -978,17 +982,25 @@ class KubeTarget(Target):
 
     def _abort(self, service: str) -> None:
         d = self.driver(service)
+        pair = self._blue_green.get(service)
+        if pair is not None:
+            # a blue-green switch this target made: Argo's abort no longer applies once green is
+            # the stable (full promotion); users go back to blue while it still runs instead
+            if d.get(service).active_selector == pair[1]:
+                self._switch_blue_green(service, to_hash=pair[0], from_hash=pair[1])
+            return
         canary = d.get(service).current_pod_hash
         facts = self.facts
         # without a traffic router: did users' connections reach the canary's pods at all? (a
         # blue-green preview never is in the user Service's endpoints)
         serving = bool(facts is not None and facts.kube_proxy_metrics and canary
                        and self._serving_pods(service, canary))
+        asked = time.time()
         d.abort(service)
         d.wait_aborted(service, timeout=120.0)
         if serving:
             assert facts is not None
-            self._wait_traffic_off(service, canary, facts.kube_proxy_metrics)
+            self._wait_traffic_off(service, canary, facts.kube_proxy_metrics, asked)
 
     def _serving_pods(self, service: str, pod_hash: str) -> list[str]:
         """Pods with ``pod_hash`` among the ready endpoints of the Service ``service``."""
@@ -1004,30 +1016,39 @@ class KubeTarget(Target):
         return sorted(a.target_ref.name for a in addresses
                       if a.target_ref is not None and a.target_ref.name in pods)
 
-    def _wait_traffic_off(self, service: str, pod_hash: str, proxy_metrics: str,
+    def _wait_traffic_off(self, service: str, pod_hash: str, proxy_metrics: str, since: float,
                           timeout: float = 60.0) -> None:
-        """Without a traffic router the abort is done when no new connection can reach the
-        canary: its pods gone from the Service's ready endpoints, and kube-proxy's rules synced
-        after that (its metrics say when). Until then an "aborted" canary still gets requests."""
-        from .hostside import kube_proxy_synced_after
+        """Without a traffic router a switch or an abort is done when no new connection can reach
+        ``pod_hash``'s pods: gone from the Service's ready endpoints, and from kube-proxy's rules
+        on the node (:func:`~.hostside.kube_proxy_destinations`, the iptables rules themselves).
+        Until then users still reach them. Where the rules cannot be read, kube-proxy's metrics
+        stand in: a rules sync after ``since`` (epoch seconds, when the change was asked for) with
+        no endpoint change pending."""
+        from .hostside import kube_proxy_destinations, kube_proxy_synced_after
 
         ns, _, _ = self._service(service)
+        c = self.clients
+        with api_call("list", "Pod", ns):
+            pods = c.core.list_namespaced_pod(ns, label_selector=f"{POD_TEMPLATE_HASH}={pod_hash}",
+                                              _request_timeout=c.request_timeout).items
+        ips = {p.status.pod_ip for p in pods if p.status.pod_ip}
         deadline = self._clock() + timeout
-        clean_since: float | None = None
-        last = "endpoints not read yet"
         while True:
-            if clean_since is None:
-                serving = self._serving_pods(service, pod_hash)
-                if serving:
-                    last = f"canary pods still in the endpoints of Service {ns}/{service}: {serving}"
+            serving = self._serving_pods(service, pod_hash)
+            if serving:
+                last = f"pods of {pod_hash} still in the endpoints of Service {ns}/{service}: {serving}"
+            else:
+                routed = kube_proxy_destinations(ns, service)
+                if routed is None:
+                    if kube_proxy_synced_after(proxy_metrics, since):
+                        return
+                    last = "kube-proxy has not synced its rules since the change (iptables unreadable)"
+                elif not routed & ips:
+                    return
                 else:
-                    clean_since = time.time()
-                    last = "kube-proxy has not synced its rules since"
-            if clean_since is not None and kube_proxy_synced_after(proxy_metrics, clean_since):
-                return
+                    last = f"kube-proxy's rules for {ns}/{service} still send to {sorted(routed & ips)}"
             if self._clock() >= deadline:
-                raise WaitTimeout(f"traffic off the aborted canary of {ns}/{service} within {timeout:g}s: "
-                                  f"{last}")
+                raise WaitTimeout(f"traffic off {pod_hash} of {ns}/{service} within {timeout:g}s: {last}")
             self._sleep(min(self.poll_interval, 0.2))
 
     def _tracks(self, service: str) -> dict[Track, TrackState]:
@@ -1044,6 +1065,13 @@ class KubeTarget(Target):
             out["canary"] = TrackState(service=service, track="canary", version=_tag(image) if image else "",
                                        running=ready, endpoint=f"{ns}/{service}@{st.current_pod_hash}",
                                        extra={"phase": st.phase, "weight": str(st.canary_weight)})
+        elif (pair := self._blue_green.get(service)) is not None and st.current_pod_hash == pair[0]:
+            # the rollback drill moved users back to blue; green still runs (its scale-down
+            # delay) as the canary track at weight 0, ready for the roll-forward
+            image, ready = self._rs_image(ns, pair[1])
+            out["canary"] = TrackState(service=service, track="canary", version=_tag(image) if image else "",
+                                       running=ready, endpoint=f"{ns}/{service}@{pair[1]}",
+                                       extra={"phase": st.phase, "weight": "0", "rolled_back": "true"})
         elif self._promoted_canary(service, ns, st):
             # the last step (setWeight 100) completed the Rollout: the canary this target deployed
             # is the stable now and serves every request; it is still running, not gone
