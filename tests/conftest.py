@@ -14,6 +14,7 @@ shared platform.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -74,6 +75,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         rank = 0 if CLUSTER_TESTS in item.path.parents else heaviest_first[_tier(item.keywords) or TIERS[0]]
         module_rank[item.path] = min(rank, module_rank.get(item.path, rank))
     items.sort(key=lambda item: module_rank[item.path])  # stable: collection order within a rank
+
+
+#: Tests marked ``drills`` run real drills whose judge measures latency on real services. Never two
+#: at once on this machine, in whichever pytest-xdist worker or test session: beside another drill a
+#: clean canary measured the other drill's load (two-worker runs at load 6-7 aborted clean canaries
+#: on their p99 events and missed a 5 % tail). Other tests still run beside a drill.
+DRILLS_LOCK = Path(tempfile.gettempdir()) / "clinops-test-drills.lock"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Hold :data:`DRILLS_LOCK` (an exclusive ``flock``: the kernel drops it if the process dies)
+    through the setup, call and teardown of a ``drills`` test, so its module's platform starts and
+    stops under it too."""
+    if item.get_closest_marker("drills") is None:
+        yield
+        return
+    with open(DRILLS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _tier(keywords: Mapping[str, object]) -> str | None:

@@ -21,7 +21,7 @@ from conftest import SharedPlatform
 from clinops_lib.drills import BlueGreenConfig, CanaryConfig, DrillResult, run_blue_green, run_canary
 from clinops_lib.targets.base import Target
 
-pytestmark = [pytest.mark.component, pytest.mark.slow]
+pytestmark = [pytest.mark.component, pytest.mark.slow, pytest.mark.drills]
 
 RATE = 100.0
 #: crash:after=N exits 0.1 s after the N-th answer (services/_common.py); headroom for a loaded machine

@@ -30,7 +30,7 @@ from ports import PortAllocator
 from clinops_lib import evidence
 from clinops_lib.evidence import approvals as A
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.drills]
 
 ROOT = Path(__file__).resolve().parent.parent
 CLINOPS = [sys.executable, "-m", "clinops_lib.cli"]

@@ -33,7 +33,7 @@ import pytest
 from conftest import enterable_tmpdir, processes_of
 from ports import PortAllocator
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.drills]
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "runbooks"

@@ -32,7 +32,7 @@ from ports import PortAllocator
 
 from clinops_lib.clusters.debian import DebianCluster
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.drills]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CLINOPS = [sys.executable, "-m", "clinops_lib.cli"]
