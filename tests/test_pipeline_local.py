@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import statistics
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ def platform(port_allocator: PortAllocator) -> Iterator[LocalTarget]:
         target.down(purge=True)
         target.close()
         port_allocator.release(block)
+        shutil.rmtree(root, ignore_errors=True)  # down(purge) empties the state dir, not its parent
 
 
 def _s3(platform: LocalTarget) -> Any:
