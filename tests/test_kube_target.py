@@ -664,3 +664,28 @@ def test_a_slow_kubelet_secret_cache_is_waited_for_but_a_missing_secret_is_broke
     assert waiting_is_broken("CreateContainerConfigError", 'secret "model-training-credentials" not found')
     assert waiting_is_broken("CrashLoopBackOff", "back-off 10s restarting failed container")
     assert not waiting_is_broken("ContainerCreating", None)
+
+
+def test_kube_proxy_destinations_are_read_per_service_from_an_iptables_dump() -> None:
+    """The end of a switch without a traffic router is read from kube-proxy's own rules: only the
+    DNAT targets of this Service's KUBE-SEP chains count (a Service whose name extends it does
+    not), with or without a port name and quotes, as v1.20.2 writes them."""
+    from clinops_lib.targets.kube.hostside import sep_destinations
+
+    dump = "\n".join([
+        ":KUBE-SEP-AAA - [0:0]",
+        '-A KUBE-SEP-AAA -s 10.88.0.12/32 -m comment --comment "clinops-ml/model-serving:http" '
+        "-j KUBE-MARK-MASQ",
+        '-A KUBE-SEP-AAA -p tcp -m comment --comment "clinops-ml/model-serving:http" -m tcp -j DNAT '
+        "--to-destination 10.88.0.12:8080",
+        "-A KUBE-SEP-BBB -p tcp -m comment --comment clinops-ml/model-serving -m tcp -j DNAT "
+        "--to-destination 10.88.0.13:8080",
+        '-A KUBE-SEP-CCC -p tcp -m comment --comment "clinops-ml/model-serving-preview:http" -m tcp -j DNAT '
+        "--to-destination 10.88.0.14:8080",
+        '-A KUBE-SEP-DDD -p tcp -m comment --comment "other/model-serving:http" -m tcp -j DNAT '
+        "--to-destination 10.88.0.15:8080",
+        '-A KUBE-SVC-XYZ -m comment --comment "clinops-ml/model-serving:http" -j KUBE-SEP-AAA',
+    ])
+    assert sep_destinations(dump, "clinops-ml", "model-serving") == {"10.88.0.12", "10.88.0.13"}
+    assert sep_destinations(dump, "clinops-ml", "model-serving-preview") == {"10.88.0.14"}
+    assert sep_destinations(dump, "clinops-ml", "absent") == set()

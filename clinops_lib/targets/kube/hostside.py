@@ -43,7 +43,7 @@ from ..base import ComponentStatus, Progress
 from ..local import supervisor as sup
 
 __all__ = ["FACTS_NAME", "FACTS_NAMESPACE", "ClusterFacts", "HostServices", "credentials",
-           "kube_proxy_destinations", "kube_proxy_synced_after"]
+           "kube_proxy_destinations", "kube_proxy_synced_after", "sep_destinations"]
 
 FACTS_NAMESPACE, FACTS_NAME = "kube-public", "clinops-cluster"
 
@@ -133,9 +133,16 @@ def kube_proxy_destinations(namespace: str, service: str) -> set[str] | None:
         return None
     if out.returncode != 0:
         return None
+    return sep_destinations(out.stdout, namespace, service)
+
+
+def sep_destinations(rules: str, namespace: str, service: str) -> set[str]:
+    """The DNAT targets of the ``KUBE-SEP`` rules for Service ``namespace/service`` in an
+    ``iptables-save -t nat`` dump (comment ``"<ns>/<service>:<port name>"``, or without the port
+    name, quoted or not); rules of other Services, even with a longer name, are not counted."""
     comment = re.compile(r'--comment "?' + re.escape(f"{namespace}/{service}") + r'(:[^" ]*)?"? ')
     found: set[str] = set()
-    for line in out.stdout.splitlines():
+    for line in rules.splitlines():
         if line.startswith("-A KUBE-SEP-") and comment.search(line):
             dnat = re.search(r"--to-destination (\d+\.\d+\.\d+\.\d+):\d+", line)
             if dnat:
