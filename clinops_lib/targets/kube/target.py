@@ -982,14 +982,18 @@ class KubeTarget(Target):
 
     def _abort(self, service: str) -> None:
         d = self.driver(service)
+        st = d.get(service)
         pair = self._blue_green.get(service)
         if pair is not None:
             # a blue-green switch this target made: Argo's abort no longer applies once green is
             # the stable (full promotion); users go back to blue while it still runs instead
-            if d.get(service).active_selector == pair[1]:
+            if st.active_selector == pair[1]:
                 self._switch_blue_green(service, to_hash=pair[0], from_hash=pair[1])
-            return
-        canary = d.get(service).current_pod_hash
+                return
+            if st.healthy:  # users already on blue (the rollback drill's state): nothing to move
+                return
+            # else a switch still in flight: Argo's abort keeps the active Service on blue
+        canary = st.current_pod_hash
         facts = self.facts
         # without a traffic router: did users' connections reach the canary's pods at all? (a
         # blue-green preview never is in the user Service's endpoints)
