@@ -66,13 +66,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"{len(untiered)} test(s) without a tier marker ({', '.join(TIERS)}):\n  {shown}\n"
             "mark the module (pytestmark = pytest.mark.<tier>) or the test"
         )
+    heaviest_first = {tier: rank for rank, tier in enumerate(reversed(TIERS))}
+    module_rank: dict[Path, int] = {}  # a module ranks by its heaviest test, so it stays in one piece
     for item in items:
         in_cluster_tier = CLUSTER_TESTS in item.path.parents
         item.add_marker(pytest.mark.xdist_group("cluster" if in_cluster_tier else item.path.stem))
-    heaviest_first = {tier: rank for rank, tier in enumerate(reversed(TIERS))}
-    module_rank: dict[Path, int] = {}
-    for item in items:  # a module ranks by its heaviest test, so it stays in one piece
-        rank = 0 if CLUSTER_TESTS in item.path.parents else heaviest_first[_tier(item.keywords) or TIERS[0]]
+        rank = 0 if in_cluster_tier else heaviest_first[_tier(item.keywords) or TIERS[0]]
         module_rank[item.path] = min(rank, module_rank.get(item.path, rank))
     items.sort(key=lambda item: module_rank[item.path])  # stable: collection order within a rank
 
