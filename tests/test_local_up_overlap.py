@@ -201,3 +201,80 @@ def test_failure_after_an_early_start_stops_everything(
     finally:
         target.down(purge=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- creating a database on a loaded machine ------------------------------------------------------
+class _RecordingConnection:
+    """Stands in for a psycopg connection once the server takes one: records the SQL it is sent."""
+
+    def __init__(self, statements: list[str]) -> None:
+        self.statements = statements
+
+    def __enter__(self) -> _RecordingConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> _RecordingConnection:
+        self.statements.append(sql)
+        return self
+
+    def fetchone(self) -> None:
+        return None  # "no such database yet"
+
+
+def test_create_database_waits_out_connect_timeouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI saw PostgreSQL answer its health check and then miss the next 2-second connect while the
+    machine built Kubernetes; creating the database retries such connection failures."""
+    import psycopg
+
+    attempts: list[float] = []
+    statements: list[str] = []
+
+    def connect(**kwargs: object) -> _RecordingConnection:
+        attempts.append(float(kwargs["connect_timeout"]))  # type: ignore[arg-type]
+        if len(attempts) < 3:
+            raise psycopg.errors.ConnectionTimeout("connection timeout expired")
+        return _RecordingConnection(statements)
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    monkeypatch.setattr(components.time, "sleep", lambda _s: None)
+    settings = Settings(state_dir=tmp_path / "state", evidence_dir=tmp_path / "ev")
+    components._create_database(settings, "clinops", "postgresql", tmp_path / "pg.log")
+    assert len(attempts) == 3
+    assert any(s.startswith('CREATE DATABASE "clinops"') for s in statements), statements
+
+
+def test_create_database_names_the_deadline_and_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    def connect(**_kwargs: object) -> None:
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    settings = Settings(state_dir=tmp_path / "state", evidence_dir=tmp_path / "ev")
+    with pytest.raises(ComponentError) as caught:
+        components._create_database(settings, "mlflow", "mlflow", tmp_path / "m.log", deadline_seconds=0.0)
+    message = str(caught.value)
+    assert "could not create database mlflow" in message and "within 0 s" in message
+    assert str(tmp_path / "m.log") in message
+
+
+def test_create_database_does_not_retry_an_sql_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal by the server (here: no privilege) fails the same way every time: no retries."""
+    import psycopg
+
+    calls: list[int] = []
+
+    def connect(**_kwargs: object) -> None:
+        calls.append(1)
+        raise psycopg.errors.InsufficientPrivilege("permission denied to create database")
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    settings = Settings(state_dir=tmp_path / "state", evidence_dir=tmp_path / "ev")
+    with pytest.raises(ComponentError, match="permission denied"):
+        components._create_database(settings, "clinops", "postgresql", tmp_path / "pg.log")
+    assert calls == [1]

@@ -37,6 +37,8 @@ from ...exceptions import ComponentError, PrerequisiteError
 from .haproxy import AdminSocket, HAProxyService, render_config
 from .supervisor import ProcessSpec
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "DAG_ID",
     "PIPELINE_COMPONENTS",
@@ -373,17 +375,7 @@ class PostgreSQL(Component):
             return False
 
     def after_start(self) -> None:
-        try:
-            with self._connect() as conn:
-                if (
-                    conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
-                    is None
-                ):
-                    conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-        except Exception as e:
-            raise ComponentError(
-                self.name, f"could not create database {DB_NAME}: {e}", str(self.log_file)
-            ) from e
+        _create_database(self.settings, DB_NAME, self.name, self.log_file)
 
     def version(self) -> str:
         return _run_version((str(self.settings.pg_bin / "postgres"), "--version"), r"\(PostgreSQL\) (\S+)")
@@ -886,22 +878,50 @@ def pipeline_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def _create_database(settings: Settings, name: str, component: str, log_file: Path) -> None:
+#: How long creating a database may wait for PostgreSQL to take a connection. A server that has
+#: just answered its health check can still miss a 2-second connect on a machine busy building
+#: Kubernetes (CI saw exactly that), so connection failures are retried until this deadline;
+#: an SQL error (permissions, a bad name) is not, it would fail the same way again.
+CREATE_DATABASE_DEADLINE_SECONDS = 60.0
+
+
+def _create_database(
+    settings: Settings,
+    name: str,
+    component: str,
+    log_file: Path,
+    *,
+    deadline_seconds: float = CREATE_DATABASE_DEADLINE_SECONDS,
+) -> None:
     import psycopg
 
-    try:
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=settings.ports.postgres,
-            user="clinops",
-            dbname="postgres",
-            connect_timeout=5,
-            autocommit=True,
-        ) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-                conn.execute(f'CREATE DATABASE "{name}"')
-    except Exception as e:  # noqa: BLE001 - any failure names the component and its log
-        raise ComponentError(component, f"could not create database {name}: {e}", str(log_file)) from e
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=settings.ports.postgres,
+                user=DB_USER,
+                dbname="postgres",
+                connect_timeout=10,
+                autocommit=True,
+            ) as conn:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+            return
+        except psycopg.OperationalError as e:
+            if time.monotonic() < deadline:
+                log.info("%s: PostgreSQL not taking connections yet (%s); retrying", component, e)
+                time.sleep(1.0)
+                continue
+            raise ComponentError(
+                component,
+                f"could not create database {name}: PostgreSQL took no connection "
+                f"within {deadline_seconds:.0f} s: {e}",
+                str(log_file),
+            ) from e
+        except Exception as e:  # noqa: BLE001 - any failure names the component and its log
+            raise ComponentError(component, f"could not create database {name}: {e}", str(log_file)) from e
 
 
 class VenvProcess(Component):
