@@ -15,6 +15,7 @@ shared platform.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -104,10 +105,23 @@ def _tier(keywords: Mapping[str, object]) -> str | None:
     return tiers[-1] if tiers else None
 
 
+#: ``CLINOPS_TEST_TIMELINE=<file>`` appends one JSON line per test phase (node id, phase, start,
+#: stop, worker): where a two-worker run's wall time went, which the per-tier sums cannot show.
+TIMELINE_VARIABLE = "CLINOPS_TEST_TIMELINE"
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     tier = _tier(report.keywords)
     if tier is not None:
         _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+    timeline = os.environ.get(TIMELINE_VARIABLE)
+    if timeline and "PYTEST_XDIST_WORKER" not in os.environ:  # the controller writes its workers' lines
+        node = getattr(report, "node", None)  # set by pytest-xdist on the controller
+        worker = node.gateway.id if node is not None else "main"
+        phase = {"nodeid": report.nodeid, "when": report.when, "start": report.start,
+                 "stop": report.stop, "worker": worker, "outcome": report.outcome}
+        with open(timeline, "a") as out:
+            out.write(json.dumps(phase) + "\n")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
