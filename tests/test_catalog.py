@@ -10,7 +10,7 @@ import pytest
 from clinops_lib import catalog, charts
 from clinops_lib.drills import CanaryConfig, validate_canary
 from clinops_lib.drills.loadgen import RequestRecord, summarize
-from clinops_lib.drills.plots import version_summary_frame
+from clinops_lib.drills.plots import failed_requests_frame, version_summary_frame
 from clinops_lib.drills.result import DrillResult
 from clinops_lib.exceptions import ConfigError, ParameterError
 from clinops_lib.services._common import ServiceConfig
@@ -41,6 +41,25 @@ def test_one_p95_for_the_same_requests_in_load_summary_and_evidence_table() -> N
     table = version_summary_frame(res)
     assert load.p95_s == catalog.percentile(lat, 0.95)
     assert table["p95_ms"].iloc[0] == pytest.approx(load.p95_s * 1000)
+
+
+def test_failed_requests_table_lists_each_failure_with_its_error_and_counts_match() -> None:
+    """The evidence table behind "failed user requests" checks: one row per failure (no answer or
+    a 5xx), in send order, with the client's error text; dropped requests are not failures."""
+    records = [RequestRecord(seq=i, label="user", scheduled=10 + i, sent=10 + i, done=10.1 + i, status=200,
+                             version="2.1.0") for i in range(5)]
+    records[3] = RequestRecord(3, "user", 13, 13, 18, 0, "", "timeout after 5.0s")
+    records[1] = RequestRecord(1, "user", 11, 11, 11.2, 503, "2.1.0", "")
+    records.append(RequestRecord(5, "user", 15, 15, 15, -1, "", "dropped: 512 requests in flight"))
+    res = DrillResult("blue-green", "model-serving", "2.1.0", "2.2.0", "PROMOTED", "", 10.0, 16.0, 16.0, None,
+                      [], [], records, {}, [], 1.0)
+    table = failed_requests_frame(res)
+    assert table["seq"].tolist() == [1, 3]
+    assert table["status"].tolist() == [503, 0]
+    assert table["error"].tolist() == ["", "timeout after 5.0s"]
+    assert table["sent_s"].tolist() == [1.0, 3.0] and table["seconds"].tolist() == [0.2, 5.0]
+    assert len(table) == version_summary_frame(res)["failed"].sum()
+    assert failed_requests_frame(res, limit=1)["seq"].tolist() == [1]
 
 
 @pytest.mark.parametrize("version", ["", "-1", "a/b", "1.0 ", "v" * 65, "1.0;x", "é", "1.0+build"])

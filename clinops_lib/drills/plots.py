@@ -18,7 +18,9 @@ from plotly.subplots import make_subplots
 from ..catalog import percentile
 from .result import DrillResult
 
-__all__ = ["intervals_frame", "traffic_figure", "version_summary_frame", "weight_figure"]
+__all__ = [
+    "failed_requests_frame", "intervals_frame", "traffic_figure", "version_summary_frame", "weight_figure",
+]
 
 _DECISION_COLOUR = {
     "PROMOTED": "green", "ABORTED": "red", "PAUSED": "orange", "AWAITING_APPROVAL": "royalblue",
@@ -133,3 +135,21 @@ def version_summary_frame(res: DrillResult) -> pd.DataFrame:
             **{f"p{int(q * 100)}_ms": _ms(percentile(ok, q)) for q in (0.5, 0.95, 0.99)},
         })
     return pd.DataFrame(rows)
+
+
+#: At most this many failed requests are listed one by one; the per-version table has the totals.
+FAILED_REQUESTS_SHOWN = 200
+
+
+def failed_requests_frame(res: DrillResult, limit: int = FAILED_REQUESTS_SHOWN) -> pd.DataFrame:
+    """Each failed request (no answer, or a 5xx) with when it was sent, how long it took, who served
+    it and the client's own error text (a timeout, a reset): a check that counts failures says that
+    something failed, this table says what. Dropped requests (the generator's own limit) are not
+    failures and are not listed. Times are relative to the drill's start."""
+    failed = sorted((r for r in res.records if r.failed), key=lambda r: r.sent)
+    rows = [{
+        "stream": r.label, "seq": r.seq, "sent_s": round(r.sent - res.started_at, 3),
+        "seconds": round(r.done - r.sent, 3), "status": r.status, "version": r.version or "",
+        "error": r.error,
+    } for r in failed[:limit]]
+    return pd.DataFrame(rows, columns=["stream", "seq", "sent_s", "seconds", "status", "version", "error"])
