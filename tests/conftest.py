@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,27 +78,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: module_rank[item.path])  # stable: collection order within a rank
 
 
-#: Tests marked ``drills`` run real drills whose judge measures latency on real services. Never two
-#: at once on this machine, in whichever pytest-xdist worker or test session: beside another drill a
-#: clean canary measured the other drill's load (two-worker runs at load 6-7 aborted clean canaries
-#: on their p99 events and missed a 5 % tail). Other tests still run beside a drill.
+#: Real drills (a judge measuring latency on real services) never run two at once on this machine,
+#: in whichever pytest-xdist worker or test session: beside another drill a clean canary measured the
+#: other drill's load (two-worker runs at load 6-7 aborted clean canaries on their p99 events and
+#: missed a 5 % tail). Other tests still run beside a drill. A test marked ``drills`` holds the lock
+#: from its setup to its teardown; a module fixture that runs drills among other work (the e2e
+#: runbook sequence) takes it with :func:`drills_lock` around the drills alone.
 DRILLS_LOCK = Path(tempfile.gettempdir()) / "clinops-test-drills.lock"
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """Hold :data:`DRILLS_LOCK` (an exclusive ``flock``: the kernel drops it if the process dies)
-    through the setup, call and teardown of a ``drills`` test, so its module's platform starts and
-    stops under it too."""
-    if item.get_closest_marker("drills") is None:
-        yield
-        return
+@contextmanager
+def drills_lock() -> Iterator[None]:
+    """Hold :data:`DRILLS_LOCK`: an exclusive ``flock``, which the kernel drops if the process dies."""
     with open(DRILLS_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Hold :func:`drills_lock` through the setup, call and teardown of a ``drills`` test, so its
+    module's platform starts and stops under it too."""
+    if item.get_closest_marker("drills") is None:
+        yield
+        return
+    with drills_lock():
+        yield
 
 
 def _tier(keywords: Mapping[str, object]) -> str | None:

@@ -18,6 +18,7 @@ that did not start anything -- all of which an in-process call would blur.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import enterable_tmpdir, processes_of
+from conftest import drills_lock, enterable_tmpdir, processes_of
 from ports import PortAllocator
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.drills]
+# Not marked ``drills``: provisioning and deploying the levels run beside other tests; the ``runs``
+# fixture holds the drills lock around the drill runbooks (02, 03) alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "runbooks"
@@ -55,6 +58,10 @@ SEQUENCE = [
     ),
     ("03-blue-green", "03-blue-green-drill.ipynb", [], {}),
 ]
+
+
+#: The runbooks of the sequence that run a drill (conftest.drills_lock: never two drills at once).
+DRILL_RUNBOOKS = frozenset({"02-canary-drill.ipynb", "03-blue-green-drill.ipynb"})
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -228,7 +235,9 @@ def runs(platform: Platform, snapshot: Snapshot) -> dict[str, Run]:
         _require(runbook)
         before = set(_bundles(platform.archive))
         flags = [x for name, value in params for x in ("-p", name, value)]
-        proc = _clinops(platform, "run", f"runbooks/{runbook}", "--no-progress", *flags, label=run_id)
+        drill = runbook in DRILL_RUNBOOKS
+        with drills_lock() if drill else contextlib.nullcontext():
+            proc = _clinops(platform, "run", f"runbooks/{runbook}", "--no-progress", *flags, label=run_id)
         done[run_id] = Run(proc, set(_bundles(platform.archive)) - before)
     return done
 

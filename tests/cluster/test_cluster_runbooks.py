@@ -32,7 +32,9 @@ from ports import PortAllocator
 
 from clinops_lib.clusters.debian import DebianCluster
 
-pytestmark = [pytest.mark.cluster, pytest.mark.drills]
+# Provisioning and deploying run beside other tests; the three drill tests below are marked
+# ``drills`` (conftest.DRILLS_LOCK: never two drills at once on this machine).
+pytestmark = [pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CLINOPS = [sys.executable, "-m", "clinops_lib.cli"]
@@ -162,6 +164,7 @@ def _events(bundle: Path) -> list[dict[str, str]]:
     return _table(bundle, "drill-events")
 
 
+@pytest.mark.drills
 def test_a_clean_canary_is_promoted_with_the_replica_shares_measured(runs: Runs) -> None:
     _deployed(runs)
     bundle = _passed_bundle(runs, _run(runs, "02-clean", "02-canary-drill.ipynb"))
@@ -178,6 +181,7 @@ def test_a_clean_canary_is_promoted_with_the_replica_shares_measured(runs: Runs)
             assert abs(float(share) - p) <= 4 * (p * (1 - p) / n) ** 0.5, iv
 
 
+@pytest.mark.drills
 def test_a_canary_with_5_percent_errors_is_aborted_by_the_judge_through_the_rollouts_api(runs: Runs) -> None:
     _deployed(runs)
     _passed_bundle(runs, _run(runs, "02-clean", "02-canary-drill.ipynb"))
@@ -190,6 +194,7 @@ def test_a_canary_with_5_percent_errors_is_aborted_by_the_judge_through_the_roll
     assert runs_table and {"analysis_run", "run_phase", "metric_phase"} <= set(runs_table[0])
 
 
+@pytest.mark.drills
 def test_blue_green_switches_and_the_rollback_drill_lose_no_request(runs: Runs) -> None:
     """Promotion, then the rollback drill on the real controller: back to blue while its ReplicaSet
     is inside scaleDownDelaySeconds (fast-tracked: no pause, no analysis) and forward again; every
