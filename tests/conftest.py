@@ -81,9 +81,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 #: Real drills (a judge measuring latency on real services) never run two at once on this machine,
 #: in whichever pytest-xdist worker or test session: beside another drill a clean canary measured the
 #: other drill's load (two-worker runs at load 6-7 aborted clean canaries on their p99 events and
-#: missed a 5 % tail). Other tests still run beside a drill. A test marked ``drills`` holds the lock
-#: from its setup to its teardown; a module fixture that runs drills among other work (the e2e
-#: runbook sequence) takes it with :func:`drills_lock` around the drills alone.
+#: missed a 5 % tail), and beside runbook 01's pipeline DAG a drill's load generator fell to 95 % of
+#: its rate. Other tests still run beside a drill. A test marked ``drills`` holds the lock from its
+#: setup to its teardown; a module fixture that runs drills among other work (the e2e runbook
+#: sequence) takes it with :func:`drills_lock` around the drills and the heavy work alone.
 DRILLS_LOCK = Path(tempfile.gettempdir()) / "clinops-test-drills.lock"
 
 

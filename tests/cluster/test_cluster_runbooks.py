@@ -32,8 +32,9 @@ from ports import PortAllocator
 
 from clinops_lib.clusters.debian import DebianCluster
 
-# Provisioning and deploying run beside other tests; the three drill tests below are marked
-# ``drills`` (conftest.DRILLS_LOCK: never two drills at once on this machine).
+# Provisioning runs beside other tests; deploying the levels (pods starting, the training job) and
+# the three drills are marked ``drills`` (conftest.DRILLS_LOCK: no drill beside a drill or beside
+# heavy work on this machine).
 pytestmark = [pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -140,6 +141,7 @@ def test_provision_brings_level_0_up_from_the_host_and_applies_the_inventory(run
     assert rows["haproxy"]["detail"].startswith("not on this cluster"), rows["haproxy"]
 
 
+@pytest.mark.drills
 def test_deploy_levels_installs_a_release_per_level_and_reports_what_is_not_on_this_cluster(
     runs: Runs,
 ) -> None:
