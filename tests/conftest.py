@@ -63,7 +63,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     Then the pytest-xdist groups (``scripts/test.sh`` runs ``--dist loadgroup``): a module is one
     group, so its module fixtures (a platform, a runbook sequence) start once in one worker; the
-    whole cluster tier is one group, since only one cluster can run per machine and its session
+    whole cluster tier is one group, since only one cluster can run per machine and its package
     fixtures (the cluster, its images, its Prometheus) must live in one worker. Heaviest tier first
     (``--no-loadscope-reorder`` keeps this order): the cluster group, whose worker builds the
     binaries on a cold machine while the other runs the rest, then e2e, component, unit, so the

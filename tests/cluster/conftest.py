@@ -50,7 +50,9 @@ def _progress(message: str) -> None:
     print(f"[cluster tier {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-@pytest.fixture(scope="package")  # torn down after the tier's last test, not at the end of the run
+# Package scope (this folder is a package): the cluster and what lives on it are deleted right after
+# the tier's last test, not at the end of the run, so later tests do not share the machine with it.
+@pytest.fixture(scope="package")
 def debian_cluster() -> Iterator[DebianCluster]:
     if os.environ.get("CLINOPS_CLUSTER_TESTS") != "1":
         pytest.skip("CLINOPS_CLUSTER_TESTS is not 1: the cluster tier runs from scripts/test.sh "
@@ -78,7 +80,7 @@ def debian_cluster() -> Iterator[DebianCluster]:
     assert left == [], f"delete left traces behind: {left}"
 
 
-@pytest.fixture(scope="package")  # torn down after the tier's last test, not at the end of the run
+@pytest.fixture(scope="package")
 def kube(debian_cluster: DebianCluster) -> Iterator[Any]:
     """The official Python client on the cluster's admin kubeconfig."""
     from kubernetes import config
@@ -88,7 +90,7 @@ def kube(debian_cluster: DebianCluster) -> Iterator[Any]:
     api_client.close()
 
 
-@pytest.fixture(scope="package")  # torn down after the tier's last test, not at the end of the run
+@pytest.fixture(scope="package")
 def local_images(debian_cluster: DebianCluster) -> dict[str, str]:
     """The images the tier's pods run, built with buildah (cached by input hash; setup-cluster.sh
     builds them first with progress), imported into containerd."""
@@ -101,7 +103,7 @@ def local_images(debian_cluster: DebianCluster) -> dict[str, str]:
     return references
 
 
-@pytest.fixture(scope="package")  # torn down after the tier's last test, not at the end of the run
+@pytest.fixture(scope="package")
 def host_prometheus(debian_cluster: DebianCluster, port_allocator: PortAllocator) -> Iterator[Prometheus]:
     """The host Prometheus the kubeconfig target queries on this cluster (``CLINOPS_PROMETHEUS_URL``),
     on a port block of the harness, as the target runs it (``HostServices.prometheus_options``):
