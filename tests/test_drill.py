@@ -352,14 +352,26 @@ def test_a_failed_abort_is_the_result_with_its_reason(port_block: PortBlock) -> 
 
 
 def test_slow_canary_is_aborted_by_the_anytime_judge_before_the_interval_ends(router: RouterTarget) -> None:
-    steps = [{"setWeight": 20}, {"pause": {"duration": "20s"}}, {"setWeight": 100}]
+    steps = [{"setWeight": 50}, {"pause": {"duration": "20s"}}, {"setWeight": 100}]
     res = run_canary(router, _cfg(steps=steps, pause_scale=1.0, rate=150, fault="latency:+60ms",
                                   thresholds={"interval": "10s", "min_requests": 20}, abort_delay_s=0,
                                   tail_s=0.2))
     assert res.outcome == "ABORTED"
     assert "anytime-valid judge" in res.reason and "carried by latency>" in res.reason
+    assert any(e.detail.startswith("latency compared at 50% only") for e in res.events)
     # only the partial interval that was running is in the table: no full 10 s interval was needed
     assert len(res.intervals) == 1 and res.intervals[0].reasons[0].startswith("stopped early")
+
+
+def test_a_plan_without_a_comparable_step_says_latency_was_not_compared(router: RouterTarget) -> None:
+    """20 % then 100 %: no step at comparable load, so the judge compares no latency (a +60 ms canary
+    is promoted by it) and the evidence says so instead of implying latency was judged."""
+    steps = [{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 100}]
+    res = run_canary(router, _cfg(steps=steps, pause_scale=1.0, rate=150, fault="latency:+60ms",
+                                  thresholds={"interval": "1s", "min_requests": 5}, abort_delay_s=0, tail_s=0.2))
+    assert any(e.detail.startswith("latency NOT compared by the anytime judge") for e in res.events)
+    assert res.error_test["latency_compared_requests"] == 0
+    assert "carried by latency>" not in res.reason
 
 
 def test_zero_thresholds_in_a_runbook_mean_the_charts_values():

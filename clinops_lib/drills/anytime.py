@@ -30,6 +30,20 @@ average over a grid of ``c`` (adapting to the unknown effect size) is one too.
   failed*" (a timeout must not make a canary look fast). ``rho = latency_rho`` (default 0.2: the
   canary may exceed each threshold up to 20 % more often than stable). The thresholds are fixed
   numbers known before the data they judge, which is all the construction needs.
+* **Latency only under comparable load.** The null compares the versions *as routed*, and on a
+  real machine a process's latency depends on the traffic it carries, not only on its code:
+  measured on the local target (2 cores, 100 req/s, the same code on both tracks), the backend at
+  10 % answered with a median 3x stable's at 90 % (5-9 ms against 2 ms), at 25 % about 2x, at 33 %
+  1.3-1.5x, at 50 % the same; at 90 % the *canary* was the fast one. A latency comparison at 10 %
+  measures the split, and the judge aborted clean canaries on it (``latency>p50``, 9/11 canary
+  events) while it would have hidden a regression at 90 %. So latency bad events count only while
+  the canary's configured share is within ``latency_shares`` (default 40-60 %: neither version
+  carries more than 1.5x the other's traffic) and at least ``latency_settle_s`` after that share
+  was applied (a process that went from idle to half the load answers slower for a second or two;
+  a clean canary was aborted on 18/18 canary events within a second of 50 %). Both are known before
+  the request is sent, so skipping the other events keeps every process a supermartingale. Errors
+  are judged at every share. A plan without a step in the window gets no latency comparison from
+  this judge (only the absolute p95 threshold of the Argo-style analysis), and the drill says so.
 
 **One drill-level guarantee.** All e-processes are adapted to the same filtration (requests in
 the order they were *sent*), so any convex combination ``sum_j a_j E_j`` (``a_j >= 0``,
@@ -203,6 +217,16 @@ class JudgeSettings:
     floor_s: float = 0.005
     error_share: float = 0.5  # weight of the error e-process in the drill-level average
     quantiles: tuple[float, ...] = QUANTILES
+    #: canary routing shares at which the versions carry comparable load (module docstring)
+    latency_shares: tuple[float, float] = (0.4, 0.6)
+    #: seconds after a share change before latency is compared again (the load regime settles)
+    latency_settle_s: float = 3.0
+
+    def latency_comparable(self, share: ArrayLike) -> NDArray[np.bool_]:
+        """Whether a request routed at ``share`` may count as a latency event (module docstring)."""
+        w = np.asarray(share, dtype=float)
+        lo, hi = self.latency_shares
+        return np.asarray((w >= lo - 1e-9) & (w <= hi + 1e-9), dtype=bool)
 
     def validate(self) -> JudgeSettings:
         if not 0 < self.alpha < 1:
@@ -217,6 +241,11 @@ class JudgeSettings:
             raise ParameterError("error_share", f"{self.error_share} must be in (0, 1]")
         if not self.quantiles or not all(0 < q < 1 for q in self.quantiles):
             raise ParameterError("quantiles", f"{self.quantiles} must be quantile levels in (0, 1)")
+        lo, hi = self.latency_shares
+        if not 0 <= lo <= hi <= 1:
+            raise ParameterError("latency_shares", f"{self.latency_shares} must be shares 0 <= low <= high <= 1")
+        if not 0 <= self.latency_settle_s <= 600:
+            raise ParameterError("latency_settle_s", f"{self.latency_settle_s} must be in 0..600 seconds")
         return self
 
 
@@ -241,6 +270,7 @@ class DrillJudge:
         self.at_crossing: dict[str, float] = {}  # each component's e-value when the drill's crossed
         self.canary_n = 0
         self.stable_n = 0
+        self.latency_compared = 0  # requests that could count as latency events (comparable load)
         self.canary_failed = 0
         self.stable_failed = 0
         self.last_sent = -math.inf
@@ -281,11 +311,15 @@ class DrillJudge:
 
     # -- data --------------------------------------------------------------------------------------------
     def observe(
-        self, sent: ArrayLike, is_canary: ArrayLike, failed: ArrayLike, latency_s: ArrayLike, w: ArrayLike
+        self, sent: ArrayLike, is_canary: ArrayLike, failed: ArrayLike, latency_s: ArrayLike, w: ArrayLike,
+        comparable: ArrayLike | None = None,
     ) -> bool:
         """Feed attributed requests (canary or stable); ``w`` = canary routing share when each was sent.
 
-        Returns whether the drill-level e-process has crossed ``1/alpha`` (now or before).
+        ``comparable``: per request, whether its latency may be compared (known before it was sent;
+        :class:`~clinops_lib.drills.feed.JudgeFeed` adds the settling time); default: ``w`` within
+        ``latency_shares``. Returns whether the drill-level e-process has crossed ``1/alpha``
+        (now or before).
         """
         sent_a = np.asarray(sent, dtype=float)
         n = sent_a.size
@@ -301,12 +335,15 @@ class DrillJudge:
         fail = np.asarray(failed, dtype=bool)[order]
         lat = np.asarray(latency_s, dtype=float)[order]
         ws = np.broadcast_to(np.asarray(w, dtype=float), (n,))[order]
+        comp = (self.settings.latency_comparable(ws) if comparable is None
+                else np.broadcast_to(np.asarray(comparable, dtype=bool), (n,))[order])
         self.last_sent = float(sent_a[-1])
         eff_lat = np.where(fail, np.inf, lat)
         self.canary_n += int(canary.sum())
         self.stable_n += int(n - canary.sum())
         self.canary_failed += int((fail & canary).sum())
         self.stable_failed += int((fail & ~canary).sum())
+        self.latency_compared += int((comp & (ws > 0) & (ws < 1)).sum())
         self._canary_lat.append(eff_lat[canary])
         self._stable_lat.append(eff_lat[~canary])
         weights = self.weights
@@ -318,7 +355,7 @@ class DrillJudge:
         for wt, proc, t in zip(
             weights[1:], self.latency, self.thresholds.thresholds_s if self.thresholds else (), strict=False
         ):
-            paths.append(proc.update(canary, eff_lat > t, ws))
+            paths.append(proc.update(canary, (eff_lat > t) & comp, ws))
             combined += wt * paths[-1]
         self.e_value = float(combined[-1])
         peak = int(np.argmax(combined))
@@ -379,6 +416,9 @@ class DrillJudge:
             "stable_requests": self.stable_n,
             "stable_errors": self.stable_failed,
             "thresholds": self.thresholds.as_dict() if self.thresholds else None,
+            "latency_shares": list(self.settings.latency_shares),
+            "latency_settle_s": self.settings.latency_settle_s,
+            "latency_compared_requests": self.latency_compared,
             "components": self.components(),
             "components_at_crossing": self.at_crossing,
             "combination": "weighted average of e-processes (a test supermartingale under the "

@@ -46,6 +46,7 @@ def run_blue_green(
         s.warm_up(WARMUP_S)  # blue only: the frozen latency thresholds
         preview.append(s.start_load(target.preview_url(cfg.service), preview_rate, "preview"))
         s.set_share(preview_rate / (preview_rate + cfg.rate))
+        s.note_latency_window([preview_rate / (preview_rate + cfg.rate)])
         s.step_name = "pre-promotion"
         s.event("pause", f"pre-promotion analysis: {s.th.count} intervals on the preview")
         for _ in range(s.th.count):

@@ -25,6 +25,7 @@ def run_canary(target: Target, cfg: CanaryConfig, *, log: Callable[[str], None] 
     def steps() -> None:
         s.step_name = "warm-up"
         s.warm_up(WARMUP_S)  # stable-only traffic: the frozen latency thresholds
+        s.note_latency_window([int(v) / 100 for st in plan.steps for k, v in st.items() if k == "setWeight"])
         for i, step in enumerate(plan.steps):
             ((key, value),) = step.items()
             if key == "setWeight":

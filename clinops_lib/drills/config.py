@@ -82,7 +82,9 @@ class BlueGreenConfig:
     blue_version: str = ""
     pause_scale: float = 0.2
     rate: float = 200.0
-    preview_rate: float = 0.0  # 0 = rate / 2
+    #: 0 = rate / 2: the preview then carries half the active's load, too unequal for the judge to
+    #: compare latency (drills/anytime.py); ``preview_rate = rate`` compares it at equal load
+    preview_rate: float = 0.0
     fault: str = "none"
     stable_fault: str = "none"  # a noisy baseline: blue runs with this fault during the drill
     thresholds: J.Thresholds | Mapping[str, Any] | None = None

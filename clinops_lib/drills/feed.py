@@ -16,6 +16,9 @@ configuration, known in advance). Around a weight change, where a request may me
 weight, the larger share is used, and the share is never taken below the canary's fraction of
 the last 200 attributed requests: overstating the share only makes a canary event count for
 less, so both keep the false-alarm bound (a stable event's factor does not grow with it).
+Whether a request's latency is compared at all is decided from the *configured* share and the
+time since it was applied (``JudgeSettings.latency_shares`` and ``latency_settle_s``; why in
+:mod:`clinops_lib.drills.anytime`), never from the overstated one.
 """
 
 from __future__ import annotations
@@ -68,6 +71,13 @@ class JudgeFeed:
     def set_share(self, started: float, applied: float, share: float) -> None:
         """The canary's routing share from a weight change begun at ``started``, in force at ``applied``."""
         self._shares.append((started, applied, share))
+
+    def latency_comparable(self, sent: float, share: float) -> bool:
+        """The configured ``share`` in force at ``sent`` is in the judge's latency window, and was
+        applied at least ``latency_settle_s`` before ``sent``."""
+        settings = self.judge.settings
+        applied = max((a for start, a, _ in self._shares if sent >= start), default=-np.inf)
+        return bool(settings.latency_comparable(share)) and sent >= applied + settings.latency_settle_s
 
     def share_at(self, sent: float) -> float:
         share = 0.0
@@ -134,12 +144,13 @@ class JudgeFeed:
         return self._feed(batch)
 
     def _feed(self, batch: list[RecordLike]) -> bool:
-        sent, canary, failed, lat, share = [], [], [], [], []
+        sent, canary, failed, lat, share, comparable = [], [], [], [], [], []
         for r in batch:
             if r.status <= 0 or r.version not in (self.canary, self.stable):
                 continue  # dropped, connection errors and proxy answers carry no version
             is_canary = r.version == self.canary
             w = self.share_at(r.sent)
+            comparable.append(self.latency_comparable(r.sent, w))
             if len(self._recent) >= 100:
                 w = max(w, sum(self._recent) / len(self._recent)) if 0 < w < 1 else w
             if w == 0.0 and not is_canary and self.judge.thresholds is None and r.ok:
@@ -154,7 +165,7 @@ class JudgeFeed:
         self.fed += len(sent)
         if not sent:
             return self.judge.rejected
-        return self.judge.observe(sent, canary, failed, lat, share)
+        return self.judge.observe(sent, canary, failed, lat, share, comparable)
 
     def freeze(self, floor_s: float) -> LatencyThresholds | None:
         """Freeze the latency thresholds from the stable-only warm-up fed so far (None: no warm-up)."""

@@ -176,6 +176,20 @@ class _Session:
                    f"({th.warmup_requests} requests): {levels} ms (stable quantile + {th.floor_s * 1000:g} "
                    "ms floor)")
 
+    def note_latency_window(self, shares: list[float]) -> None:
+        """Say in the evidence at which of the plan's shares latency is compared, or that it is not
+        compared at all (``JudgeSettings.latency_shares``; why in :mod:`.anytime`)."""
+        st = self.judge.settings
+        lo, hi = st.latency_shares
+        window = f"canary share {lo:.0%}-{hi:.0%}, from {st.latency_settle_s:g} s after each change"
+        judged = sorted({round(x * 100) for x in shares if st.latency_comparable(x)})
+        if judged:
+            self.event("thresholds", f"latency compared at {', '.join(f'{w}%' for w in judged)} only "
+                       f"(comparable load: {window}); errors at every share")
+        else:
+            self.event("thresholds", "latency NOT compared by the anytime judge: no step at comparable "
+                       f"load ({window}); only the absolute p95 threshold guards latency")
+
     def set_share(self, share: float) -> None:
         """The canary's routing share from now on (blue-green: the preview's share of the load)."""
         now = time.time()
