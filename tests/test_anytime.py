@@ -137,7 +137,8 @@ def test_the_feed_compares_latency_only_after_the_share_has_settled() -> None:
     feed = JudgeFeed(judge, canary="2", stable="1")
     feed.set_share(100.0, 100.0, 0.5)
     settle = judge.settings.latency_settle_s
-    early = [Rec(i, 100.0 + i * settle / 20, "2" if i % 2 else "1", 1.0 if i % 2 else 0.02) for i in range(20)]
+    early = [Rec(i, 100.0 + i * settle / 20, "2" if i % 2 else "1", 1.0 if i % 2 else 0.02)
+             for i in range(20)]
     feed.add("user", early)
     feed.flush(final=True)
     assert judge.components()["latency>p50"]["events"] == 0

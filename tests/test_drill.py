@@ -368,7 +368,8 @@ def test_a_plan_without_a_comparable_step_says_latency_was_not_compared(router: 
     is promoted by it) and the evidence says so instead of implying latency was judged."""
     steps = [{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 100}]
     res = run_canary(router, _cfg(steps=steps, pause_scale=1.0, rate=150, fault="latency:+60ms",
-                                  thresholds={"interval": "1s", "min_requests": 5}, abort_delay_s=0, tail_s=0.2))
+                                  thresholds={"interval": "1s", "min_requests": 5}, abort_delay_s=0,
+                                  tail_s=0.2))
     assert any(e.detail.startswith("latency NOT compared by the anytime judge") for e in res.events)
     assert res.error_test["latency_compared_requests"] == 0
     assert "carried by latency>" not in res.reason

@@ -83,15 +83,22 @@ def test_latency_100ms_is_aborted(target: Target) -> None:
 
 
 def test_tail_latency_on_5_percent_of_requests_is_aborted(target: Target) -> None:
-    """5 % of the canary's requests +400 ms, at the chart's own pause length (``pause_scale`` 1: 30 s
-    per step). A tail is rare by definition: at the runbook's compressed default (0.2, 6 s at 10 %
-    = ~120 canary requests, ~6 of them slow) the evidence is often not there before 50 %, and at
-    100 % a canary-versus-stable comparison has no stable left to compare with (simulated: median
-    detection 6.8 s at 10 %, benchmarks/judge.py). The full-length drill is the acceptance."""
+    """5 % of the canary's requests +400 ms, at the chart's own pause length (30 s) of the step where
+    latency is compared: 50 % (the judge compares latency only at comparable load, drills/anytime.py;
+    the chart's 10 % step before it judges errors only, so it is left out here). A tail is rare by
+    definition: at the runbook's compressed default (``pause_scale`` 0.2: 6 s, 3 of them settling)
+    the evidence is often not there before 100 %, where no stable is left to compare with
+    (simulated at 50 %: caught within 30 s in 40 of 40 runs, tests/test_anytime.py).
+
+    Either analysis may carry the abort: the judge's ``latency>`` bad events, or the Argo-style
+    ``latency_p95`` threshold (0.5 s) when the machine's own load adds enough to the slow 5 % (CI,
+    2026-12-02: canary p95 1.45 s). Both are latency; an abort for any other reason fails."""
+    steps = [{"setWeight": 50}, {"pause": {"duration": "30s"}}, {"setWeight": 100}]
     res = run_canary(target, CanaryConfig(service="clinical-gateway", canary_version="9.4.0-tail", rate=RATE,
-                                          fault="latency:+400ms@5%", pause_scale=1.0))
+                                          fault="latency:+400ms@5%", steps=steps, pause_scale=1.0))
     assert res.outcome == "ABORTED", res.reason
-    assert "carried by latency>" in res.reason, (res.reason, res.error_test["components"])
+    assert "carried by latency>" in res.reason or "latency_p95" in res.reason, (
+        res.reason, res.error_test["components"])
     full = [e.at for e in res.events if e.kind == "weight" and e.weight == 100]
     assert not full or res.decided_at < full[0], "decided only after the canary took all traffic"
     _no_canary_after_abort(res)

@@ -243,7 +243,8 @@ class JudgeSettings:
             raise ParameterError("quantiles", f"{self.quantiles} must be quantile levels in (0, 1)")
         lo, hi = self.latency_shares
         if not 0 <= lo <= hi <= 1:
-            raise ParameterError("latency_shares", f"{self.latency_shares} must be shares 0 <= low <= high <= 1")
+            raise ParameterError("latency_shares",
+                                 f"{self.latency_shares} must be shares 0 <= low <= high <= 1")
         if not 0 <= self.latency_settle_s <= 600:
             raise ParameterError("latency_settle_s", f"{self.latency_settle_s} must be in 0..600 seconds")
         return self
