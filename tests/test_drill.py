@@ -373,6 +373,16 @@ def test_a_plan_without_a_comparable_step_says_latency_was_not_compared(router: 
     assert any(e.detail.startswith("latency NOT compared by the anytime judge") for e in res.events)
     assert res.error_test["latency_compared_requests"] == 0
     assert "carried by latency>" not in res.reason
+    # a 50 % step (2 s) shorter than the settling time (3 s): planned, but nothing compared, and the
+    # evidence says so; exactly when nothing was compared (a slow machine that stretched the step
+    # past 3 s compares some requests, and then it must not say so)
+    steps = [{"setWeight": 50}, {"pause": {"duration": "2s"}}, {"setWeight": 100}]
+    short = run_canary(router, _cfg(canary_version="1.2.0", steps=steps, pause_scale=1.0, rate=150,
+                                    thresholds={"interval": "1s", "min_requests": 5}, abort_delay_s=0,
+                                    tail_s=0.2))
+    compared = short.error_test["latency_compared_requests"]
+    said = any(e.detail.startswith("latency was NOT compared after all") for e in short.events)
+    assert said == (compared == 0), (compared, said)
 
 
 def test_zero_thresholds_in_a_runbook_mean_the_charts_values():

@@ -72,6 +72,7 @@ class _Session:
         self.metric_runs = [J.MetricRun(s) for s in self._metric_specs()]
         self.step_name = "start"
         self.expect_weight: int | None = None
+        self.latency_planned = False  # the plan has a step at comparable load (note_latency_window)
 
     def _metric_specs(self) -> list[J.MetricSpec]:
         from .. import charts
@@ -183,6 +184,7 @@ class _Session:
         lo, hi = st.latency_shares
         window = f"canary share {lo:.0%}-{hi:.0%}, from {st.latency_settle_s:g} s after each change"
         judged = sorted({round(x * 100) for x in shares if st.latency_comparable(x)})
+        self.latency_planned = bool(judged)
         if judged:
             self.event("thresholds", f"latency compared at {', '.join(f'{w}%' for w in judged)} only "
                        f"(comparable load: {window}); errors at every share")
@@ -469,6 +471,11 @@ def _conclude(s: _Session, kind: Literal["canary", "blue-green"], cfg: CanaryCon
     paused), keep the load flowing ``tail_s`` as evidence of where traffic went, clear stable's
     baseline fault, then the result."""
     decided = time.time()
+    if s.latency_planned and s.judge.latency_compared == 0:
+        st = s.judge.settings
+        s.event("thresholds", "latency was NOT compared after all: no request was sent at a comparable "
+                f"share {st.latency_settle_s:g} s or more after it was applied (a step shorter than that, "
+                "or a decision before it)")
     s.event("decision", f"{outcome}: {reason}")
     outcome, reason = _carry_out(s, outcome, reason, cfg.abort_delay_s, promoted)
     time.sleep(cfg.tail_s)
