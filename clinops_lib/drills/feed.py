@@ -72,21 +72,18 @@ class JudgeFeed:
         """The canary's routing share from a weight change begun at ``started``, in force at ``applied``."""
         self._shares.append((started, applied, share))
 
-    def latency_comparable(self, sent: float, share: float) -> bool:
-        """The configured ``share`` in force at ``sent`` is in the judge's latency window, and was
-        applied at least ``latency_settle_s`` before ``sent``."""
-        settings = self.judge.settings
-        applied = max((a for start, a, _ in self._shares if sent >= start), default=-np.inf)
-        return bool(settings.latency_comparable(share)) and sent >= applied + settings.latency_settle_s
-
     def share_at(self, sent: float) -> float:
-        share = 0.0
+        return self._routing_at(sent)[0]
+
+    def _routing_at(self, sent: float) -> tuple[float, float]:
+        """(canary share, when the change in force at ``sent`` was applied), in one pass."""
+        share, in_force_since = 0.0, -np.inf
         for i, (start, applied, s) in enumerate(self._shares):
             if sent >= start:
-                share = s
+                share, in_force_since = s, applied
                 if sent <= applied + 0.05 and i:  # in the change: either weight may have served it
                     share = max(s, self._shares[i - 1][2])
-        return share
+        return share, in_force_since
 
     # -- records -----------------------------------------------------------------------------------------
     def open(self, label: str) -> None:
@@ -144,13 +141,14 @@ class JudgeFeed:
         return self._feed(batch)
 
     def _feed(self, batch: list[RecordLike]) -> bool:
-        sent, canary, failed, lat, share, comparable = [], [], [], [], [], []
+        sent, canary, failed, lat, share, configured, since = [], [], [], [], [], [], []
         for r in batch:
             if r.status <= 0 or r.version not in (self.canary, self.stable):
                 continue  # dropped, connection errors and proxy answers carry no version
             is_canary = r.version == self.canary
-            w = self.share_at(r.sent)
-            comparable.append(self.latency_comparable(r.sent, w))
+            w, applied = self._routing_at(r.sent)
+            configured.append(w)
+            since.append(applied)
             if len(self._recent) >= 100:
                 w = max(w, sum(self._recent) / len(self._recent)) if 0 < w < 1 else w
             if w == 0.0 and not is_canary and self.judge.thresholds is None and r.ok:
@@ -165,6 +163,10 @@ class JudgeFeed:
         self.fed += len(sent)
         if not sent:
             return self.judge.rejected
+        # latency is compared from the configured share, settled (module docstring), never the overstated one
+        settings = self.judge.settings
+        settled = np.asarray(sent) >= np.asarray(since) + settings.latency_settle_s
+        comparable = settings.latency_comparable(configured) & settled
         return self.judge.observe(sent, canary, failed, lat, share, comparable)
 
     def freeze(self, floor_s: float) -> LatencyThresholds | None:
