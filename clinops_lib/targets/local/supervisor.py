@@ -28,6 +28,7 @@ __all__ = [
     "ProcessSpec",
     "RunningProcess",
     "is_alive",
+    "log_tail",
     "port_in_use",
     "process_tree",
     "read_pid_file",
@@ -40,6 +41,8 @@ __all__ = [
 
 # Children started by *this* process, kept so they can be reaped (no zombies in tests).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+# The exit status of those reaped by is_alive, for the error that says a component exited.
+_EXIT_STATUS: dict[int, int] = {}
 
 
 @dataclass
@@ -103,8 +106,9 @@ def _start_ticks(pid: int) -> int | None:
 def is_alive(pid: int, start_ticks: int | None = None) -> bool:
     """The process exists, is not a zombie and (if given) is the one we started."""
     child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None and (code := child.poll()) is not None:
         _CHILDREN.pop(pid, None)
+        _EXIT_STATUS[pid] = code
         return False
     ticks = _start_ticks(pid)
     if ticks is None:
@@ -160,6 +164,7 @@ def start(spec: ProcessSpec) -> RunningProcess:
         except OSError as e:
             raise ComponentError(spec.name, f"could not start {binary}: {e}", str(spec.log_file)) from e
     _CHILDREN[proc.pid] = proc
+    _EXIT_STATUS.pop(proc.pid, None)  # a reused pid must not report an earlier process's status
     ticks = _start_ticks(proc.pid) or 0
     running = RunningProcess(spec.name, proc.pid, ticks, str(spec.log_file))
     spec.pid_file.write_text(json.dumps(running.to_json()))
@@ -216,7 +221,7 @@ def wait_healthy(proc: RunningProcess, check: Callable[[], bool], timeout: float
                 given_up.append(reason)
             return reason
         child = _CHILDREN.get(proc.pid)
-        code = child.returncode if child is not None else None
+        code = child.poll() if child is not None else _EXIT_STATUS.pop(proc.pid, None)
         return f"process {proc.pid} exited" + (f" with status {code}" if code is not None else "")
 
     try:
@@ -224,9 +229,35 @@ def wait_healthy(proc: RunningProcess, check: Callable[[], bool], timeout: float
     except WaitFailed as e:
         if given_up:
             raise ComponentError(proc.name, f"will not become healthy: {given_up[0]}", proc.log_file) from e
-        raise ComponentError(proc.name, f"exited before it was healthy ({e})", proc.log_file) from e
+        raise ComponentError(proc.name, f"exited before it was healthy ({e}){log_tail(proc.log_file)}",
+                             proc.log_file) from e
     except WaitTimeout as e:
-        raise ComponentError(proc.name, f"not healthy within {timeout:g}s ({e})", proc.log_file) from e
+        raise ComponentError(proc.name, f"not healthy within {timeout:g}s ({e}){log_tail(proc.log_file)}",
+                             proc.log_file) from e
+
+
+def log_tail(log_file: str | Path | None, *, lines: int = 15, max_chars: int = 3000) -> str:
+    """The last lines of a component's log, for the error that says it failed (else "").
+
+    Why: the log lives in a state directory that a CI machine deletes with the run, so an error
+    that only *named* the log (a Kafka broker that exited at start on CI's machine) could not be
+    diagnosed afterwards. The tail is a few lines, read from the end, never the whole file.
+    """
+    if not log_file:
+        return ""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace").rstrip()
+    if not text:
+        return "; its log is empty"
+    tail = "\n".join(text.splitlines()[-lines:])[-max_chars:]
+    return f"; last lines of its log:\n{tail}"
 
 
 def process_tree(pid: int) -> list[int]:
