@@ -22,7 +22,8 @@ def test_a_component_that_exits_at_start_names_its_status_and_its_last_log_lines
               "for i in range(40): print(f'line {i}')\n"
               "print('FATAL Address already in use: bind 127.0.0.1:23205', flush=True)\n"
               "sys.exit(3)\n")
-    spec = sup.ProcessSpec("dies", [sys.executable, "-c", script], tmp_path / "dies.log", tmp_path / "dies.pid")
+    spec = sup.ProcessSpec("dies", [sys.executable, "-c", script], tmp_path / "dies.log",
+                           tmp_path / "dies.pid")
     proc = sup.start(spec)
     try:
         with pytest.raises(ComponentError) as err:
