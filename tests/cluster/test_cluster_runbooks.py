@@ -81,7 +81,9 @@ def runs(debian_cluster: DebianCluster, port_allocator: PortAllocator) -> Iterat
         port_allocator.release(block)
         print(f"\n[cluster runbooks] seconds: {r.seconds}", file=sys.stderr)
         failed = [k for k, p in r.results.items() if p.returncode != 0]
-        if down.returncode == 0 and not left and not failed:
+        # CLINOPS_KEEP_TEST_STATE=1 keeps a passing module's evidence too (to study the drills)
+        keep = os.environ.get("CLINOPS_KEEP_TEST_STATE") == "1"
+        if down.returncode == 0 and not left and not failed and not keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"[cluster runbooks] state, logs and evidence kept in {tmp}", file=sys.stderr)
