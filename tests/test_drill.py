@@ -9,6 +9,7 @@ local target are in ``test_drills_local.py``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import re
 import threading
@@ -19,6 +20,8 @@ from ports import PortBlock
 
 from clinops_lib.config import Settings
 from clinops_lib.drills import BlueGreenConfig, CanaryConfig, run_blue_green, run_canary, validate_canary
+from clinops_lib.drills import session as session_module
+from clinops_lib.drills.anytime import JudgeSettings
 from clinops_lib.drills.judge import Thresholds
 from clinops_lib.exceptions import DrillError, MetricsError, ParameterError, TrafficError
 from clinops_lib.faults import FaultProfile
@@ -358,12 +361,15 @@ def test_slow_canary_is_aborted_by_the_anytime_judge_before_the_interval_ends(ro
                                   tail_s=0.2))
     assert res.outcome == "ABORTED"
     assert "anytime-valid judge" in res.reason and "carried by latency>" in res.reason
-    assert any(e.detail.startswith("latency compared at 50% only") for e in res.events)
+    (window,) = [e.detail for e in res.events if e.detail.startswith("latency compared at 50% only")]
+    assert "needs a slowdown in at least 4 blocks of 1 s" in window and "too short" not in window
     # only the partial interval that was running is in the table: no full 10 s interval was needed
     assert len(res.intervals) == 1 and res.intervals[0].reasons[0].startswith("stopped early")
 
 
-def test_a_plan_without_a_comparable_step_says_latency_was_not_compared(router: RouterTarget) -> None:
+def test_a_plan_without_a_comparable_step_says_latency_was_not_compared(
+    router: RouterTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """20 % then 100 %: no step at comparable load, so the judge compares no latency (a +60 ms canary
     is promoted by it) and the evidence says so instead of implying latency was judged."""
     steps = [{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 100}]
@@ -373,13 +379,17 @@ def test_a_plan_without_a_comparable_step_says_latency_was_not_compared(router: 
     assert any(e.detail.startswith("latency NOT compared by the anytime judge") for e in res.events)
     assert res.error_test["latency_compared_requests"] == 0
     assert "carried by latency>" not in res.reason
-    # a 50 % step (2 s) shorter than the settling time (3 s): planned, but nothing compared, and the
-    # evidence says so; exactly when nothing was compared (a slow machine that stretched the step
-    # past 3 s compares some requests, and then it must not say so)
+    # a 50 % step (2 s, the shortest interval) shorter than a settling time of 3 s: planned, but
+    # nothing compared, and the evidence says so; exactly when nothing was compared (a slow machine
+    # that stretched the step past 3 s compares some requests, and then it must not say so)
+    settle_3s = functools.partial(JudgeSettings, latency_settle_s=3.0)
+    monkeypatch.setattr(session_module, "JudgeSettings", settle_3s)
     steps = [{"setWeight": 50}, {"pause": {"duration": "2s"}}, {"setWeight": 100}]
     short = run_canary(router, _cfg(canary_version="1.2.0", steps=steps, pause_scale=1.0, rate=150,
                                     thresholds={"interval": "1s", "min_requests": 5}, abort_delay_s=0,
                                     tail_s=0.2))
+    (window,) = [e.detail for e in short.events if e.detail.startswith("latency compared at 50% only")]
+    assert "holds comparable load for 0.0 s only, too short for a latency abort" in window, window
     compared = short.error_test["latency_compared_requests"]
     said = any(e.detail.startswith("latency was NOT compared after all") for e in short.events)
     assert said == (compared == 0), (compared, said)

@@ -177,20 +177,33 @@ class _Session:
                    f"({th.warmup_requests} requests): {levels} ms (stable quantile + {th.floor_s * 1000:g} "
                    "ms floor)")
 
-    def note_latency_window(self, shares: list[float]) -> None:
-        """Say in the evidence at which of the plan's shares latency is compared, or that it is not
-        compared at all (``JudgeSettings.latency_shares``; why in :mod:`.anytime`)."""
+    def note_latency_window(self, shares: list[float], comparable_s: float | None = None) -> None:
+        """Say in the evidence at which of the plan's shares latency is compared, how much sustained
+        slowdown an abort on latency needs, or that latency is not compared at all
+        (``JudgeSettings.latency_shares``, ``latency_block_cap``; why in :mod:`.anytime`).
+
+        ``comparable_s``: how long the plan holds a comparable share after settling (when known);
+        shorter than the blocks an abort needs means latency can flag but never abort.
+        """
         st = self.judge.settings
         lo, hi = st.latency_shares
         window = f"canary share {lo:.0%}-{hi:.0%}, from {st.latency_settle_s:g} s after each change"
         judged = sorted({round(x * 100) for x in shares if st.latency_comparable(x)})
         self.latency_planned = bool(judged)
-        if judged:
-            self.event("thresholds", f"latency compared at {', '.join(f'{w}%' for w in judged)} only "
-                       f"(comparable load: {window}); errors at every share")
-        else:
+        if not judged:
             self.event("thresholds", "latency NOT compared by the anytime judge: no step at comparable "
                        f"load ({window}); only the absolute p95 threshold guards latency")
+            return
+        blocks = st.latency_min_blocks()
+        sustained = (f"; a latency abort needs a slowdown in at least {blocks} blocks of "
+                     f"{st.latency_block_s:g} s (evidence capped at {st.latency_block_cap:g}x per block: "
+                     "one instance's hiccup does not abort)") if blocks else ""
+        short = ""
+        if blocks and comparable_s is not None and comparable_s < blocks * st.latency_block_s:
+            short = (f"; this plan holds comparable load for {comparable_s:.1f} s only, too short for a "
+                     "latency abort: the absolute p95 threshold guards latency")
+        self.event("thresholds", f"latency compared at {', '.join(f'{w}%' for w in judged)} only "
+                   f"(comparable load: {window}){sustained}{short}; errors at every share")
 
     def set_share(self, share: float) -> None:
         """The canary's routing share from now on (blue-green: the preview's share of the load)."""
