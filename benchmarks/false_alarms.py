@@ -3,8 +3,11 @@
 ``--drills`` (default 100) short A/A canary drills on the REAL local target, split across the
 two services and run two at a time (one per service, each with its own traffic): the canary
 runs the same code as stable under a different version label (``<stable>-aaN``), steps
-``setWeight 10 -> pause 2s -> setWeight 50 -> pause 2s -> setWeight 100`` (a weight change
-under the judge) with a 1 s analysis interval, 200 req/s each. ``--fault errors:1%`` gives
+``setWeight 10 -> pause 2s -> setWeight 50 -> pause 8s -> setWeight 100`` (a weight change
+under the judge) with a 1 s analysis interval, 200 req/s each. The 50 % step is the one where
+latency is compared (comparable load, from 1 s after the change) and is long enough for a latency
+abort (at least 4 one-second blocks of evidence, drills/anytime.py): an A/A drill there can
+false-alarm on latency as well as on errors; at 10 % only errors are judged. ``--fault errors:1%`` gives
 *both* versions the same fault (the canary's ``fault`` and the drill's ``stable_fault``), so
 the judge sees errors on both sides: an A/A drill on a noisy baseline.
 Every drill must be PROMOTED; an ABORTED drill is a false alarm, a PAUSED one is reported
@@ -45,7 +48,7 @@ from clinops_lib.drills import CanaryConfig, run_canary  # noqa: E402
 from clinops_lib.drills.judge import Thresholds  # noqa: E402
 from clinops_lib.targets.base import Target  # noqa: E402
 
-STEPS = [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {"duration": "2s"}},
+STEPS = [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {"duration": "8s"}},
          {"setWeight": 100}]
 THRESHOLDS = {"interval": "1s", "min_interval_s": 1.0}
 
@@ -68,6 +71,10 @@ def drills(target: Target, service: str, n: int, out: list[dict[str, Any]], lock
                    "canary_errors": res.error_test["canary_errors"],
                    "stable_errors": res.error_test["stable_errors"],
                    "cause": _cause(res.outcome, res.reason),
+                   "carried_by": _carried_by(res.reason),
+                   "latency_compared_requests": res.error_test.get("latency_compared_requests"),
+                   "latency_capped_blocks": sum(int(c.get("capped_blocks", 0))
+                                                for c in res.error_test.get("components", {}).values()),
                    "split_off_intervals": sum(1 for e in res.events if e.kind == "split"),
                    "canary_shares": [None if iv.canary_share is None else round(iv.canary_share, 3)
                                      for iv in res.intervals],
@@ -88,6 +95,12 @@ def _cause(outcome: str, reason: str) -> str:
     if "fails result[0]" in reason or "success rate" in reason:
         return "threshold"
     return "other"
+
+
+def _carried_by(reason: str) -> str:
+    """The judge's component that carried an abort (``errors``, ``latency>p50`` ...), else ""."""
+    marker = "carried by "
+    return reason.split(marker, 1)[1].split(" ", 1)[0] if marker in reason else ""
 
 
 def upper_bound(k: int, n: int, level: float = 0.95) -> float | None:
@@ -137,6 +150,9 @@ def main() -> int:
         "aborts_by_cause": dict(Counter(r["cause"] for r in rows if r.get("cause"))),
         "judge_false_aborts": (judge := sum(1 for r in rows if r.get("cause") == "judge")),
         "judge_false_abort_rate_upper_95": upper_bound(judge, len(rows)),
+        "judge_aborts_carried_by": dict(Counter(r["carried_by"] for r in rows if r.get("cause") == "judge")),
+        "drills_with_latency_compared": sum(1 for r in rows if r.get("latency_compared_requests")),
+        "drills_where_the_latency_cap_bit": sum(1 for r in rows if r.get("latency_capped_blocks")),
         "drills_with_split_off": sum(1 for r in rows if r.get("split_off_intervals")),
         "command": " ".join(["python", *sys.argv]),
         "drills_with_errors_on_both_versions": sum(1 for r in rows
