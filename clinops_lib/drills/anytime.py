@@ -144,8 +144,6 @@ class ConditionalEProcess:
     events: int = 0
     canary_events: int = 0
     e_value: float = 1.0
-    #: the e-value without the per-block cap (equal to ``e_value`` until a block hit the cap)
-    uncapped_e_value: float = 1.0
     #: time blocks in which the evidence reached the cap (each a burst the cap discounted)
     capped_blocks: int = 0
     _block: float = -math.inf  # the block of the last event
@@ -202,10 +200,14 @@ class ConditionalEProcess:
         self.log_m = logs[-1].copy()
         self.e_value = float(e[-1])
         self._log_uncapped, self._log_capped = float(log_mix[-1]), float(log_e[-1])
-        self.uncapped_e_value = float(np.exp(min(self._log_uncapped, 690.0)))
         self.events += int(idx.size)
         self.canary_events += int(x.sum())
         return out
+
+    @property
+    def uncapped_e_value(self) -> float:
+        """The e-value without the per-block cap (equal to ``e_value`` until a block hit the cap)."""
+        return math.exp(min(self._log_uncapped, 690.0))
 
     def _cap_per_block(
         self, log_mix: NDArray[np.float64], blocks: NDArray[np.float64]
